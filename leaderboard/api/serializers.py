@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+
+from rest_framework import serializers
+
+from leaderboard.benchmarks.models import Benchmark, Task
+from leaderboard.submissions.models import Submission
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = ["slug", "title", "dataset", "params", "queue", "time_limit_s", "primary_metric", "higher_is_better"]
+
+
+class BenchmarkSerializer(serializers.ModelSerializer):
+    tasks = TaskSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Benchmark
+        fields = ["slug", "title", "kind", "description", "primary_metric", "higher_is_better", "tasks"]
+
+
+class JSONObjectField(serializers.JSONField):
+    """Accepts a JSON object, or a string holding one (as multipart forms send it)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data or "{}")
+            except ValueError as exc:
+                raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('must be a JSON object, e.g. {"lr": 0.001}')
+        return data
+
+
+class SubmissionCreateSerializer(serializers.Serializer):
+    benchmark = serializers.SlugRelatedField(slug_field="slug", queryset=Benchmark.objects.filter(is_active=True))
+    name = serializers.CharField(max_length=120)
+    artifact = serializers.FileField(help_text="Optimizer .py source, or TorchScript / .pt2 / ONNX model.")
+    hparams = JSONObjectField(required=False, default=dict)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    paper_url = serializers.URLField(required=False, allow_blank=True, default="")
+    code_url = serializers.URLField(required=False, allow_blank=True, default="")
+    model_family = serializers.CharField(required=False, allow_blank=True, default="", max_length=60)
+    visibility = serializers.ChoiceField(choices=Submission.Visibility.choices, default=Submission.Visibility.PUBLIC)
+
+
+class JobResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    task = serializers.CharField()
+    task_title = serializers.CharField()
+    primary_metric = serializers.CharField()
+    higher_is_better = serializers.BooleanField()
+    state = serializers.CharField()
+    attempt = serializers.IntegerField()
+    progress = serializers.FloatField()
+    progress_message = serializers.CharField()
+    runner = serializers.CharField(allow_null=True)
+    error_kind = serializers.CharField()
+    error_message = serializers.CharField()
+    metrics = serializers.DictField(child=serializers.FloatField())
+    ci95 = serializers.DictField(child=serializers.ListField(child=serializers.FloatField()))
+    env = serializers.DictField()
+    timing = serializers.DictField()
+    claimed_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class SubmissionStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    benchmark = serializers.CharField()
+    status = serializers.ChoiceField(choices=Submission.Status.choices)
+    error_code = serializers.CharField()
+    error_message = serializers.CharField()
+    is_baseline = serializers.BooleanField()
+    artifact_format = serializers.CharField()
+    artifact_sha256 = serializers.CharField()
+    hparams = serializers.DictField()
+    progress = serializers.FloatField()
+    jobs_done = serializers.IntegerField()
+    jobs_total = serializers.IntegerField()
+    jobs = JobResultSerializer(many=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    rank = serializers.IntegerField()
+    submission_id = serializers.IntegerField()
+    name = serializers.CharField()
+    owner = serializers.CharField()
+    is_baseline = serializers.BooleanField()
+    model_family = serializers.CharField()
+    synthetic_data = serializers.BooleanField()
+    task = serializers.CharField()
+    primary_metric = serializers.CharField()
+    value = serializers.FloatField()
+    ci95 = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    metrics = serializers.DictField(child=serializers.FloatField())
+    submitted_at = serializers.DateTimeField()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    benchmark = serializers.CharField()
+    task = serializers.CharField()
+    tasks = serializers.ListField(child=serializers.CharField())
+    primary_metric = serializers.CharField()
+    higher_is_better = serializers.BooleanField()
+    total = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    rows = LeaderboardRowSerializer(many=True)

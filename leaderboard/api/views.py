@@ -1,0 +1,128 @@
+"""REST API v1: thin adapters over the same services and selectors the pages use."""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leaderboard.benchmarks.models import Benchmark
+from leaderboard.boards import selectors as board_selectors
+from leaderboard.submissions import selectors as submission_selectors
+from leaderboard.submissions import services as submission_services
+from leaderboard.submissions.models import Submission
+
+from . import serializers
+
+
+def _int_param(request, name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValidationError({name: "must be an integer"}) from exc
+    if value < 0:
+        raise ValidationError({name: "must not be negative"})
+    return min(value, maximum) if maximum else value
+
+
+class BenchmarkList(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=serializers.BenchmarkSerializer(many=True))
+    def get(self, request):
+        benchmarks = Benchmark.objects.filter(is_active=True).prefetch_related("tasks")
+        return Response(serializers.BenchmarkSerializer(benchmarks, many=True).data)
+
+
+class BenchmarkDetail(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=serializers.BenchmarkSerializer)
+    def get(self, request, slug: str):
+        bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
+        return Response(serializers.BenchmarkSerializer(bench).data)
+
+
+class Leaderboard(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("task", str, description="task slug; default the benchmark's lead task"),
+            OpenApiParameter("offset", int), OpenApiParameter("limit", int),
+            OpenApiParameter("sort", str, description="a metric key; default the primary metric"),
+            OpenApiParameter("dir", str, enum=["asc", "desc"]),
+        ],
+        responses=serializers.LeaderboardSerializer,
+    )
+    def get(self, request, slug: str):
+        bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
+        tasks = list(bench.tasks.all())
+        wanted = request.query_params.get("task")
+        task = next((t for t in tasks if t.slug == wanted), None) if wanted else (tasks[0] if tasks else None)
+        if task is None:
+            raise NotFound(f"benchmark {slug} has no task {wanted!r}" if wanted else "benchmark has no tasks")
+        direction = request.query_params.get("dir")
+        if direction not in (None, "", "asc", "desc"):
+            raise ValidationError({"dir": "asc or desc"})
+        sort = request.query_params.get("sort", "")
+        if sort and not sort.replace("_", "").replace("-", "").isalnum():
+            raise ValidationError({"sort": "a metric name"})
+        page = board_selectors.board_rows(
+            task=task, user=request.user, offset=_int_param(request, "offset", 0),
+            limit=_int_param(request, "limit", 50, maximum=500) or 50, sort=sort,
+            descending=None if not direction else direction == "desc",
+        )
+        return Response({
+            "benchmark": bench.slug, "task": task.slug, "tasks": [t.slug for t in tasks],
+            "primary_metric": task.primary_metric, "higher_is_better": task.higher_is_better,
+            "total": page.total, "offset": page.offset, "limit": page.limit,
+            "rows": board_selectors.board_as_records(page),
+        })
+
+
+class SubmissionList(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses=serializers.SubmissionStatusSerializer(many=True))
+    def get(self, request):
+        subs = Submission.objects.filter(owner=request.user).select_related("benchmark")[:100]
+        return Response([submission_selectors.submission_status(submission=s) for s in subs])
+
+    @extend_schema(request=serializers.SubmissionCreateSerializer, responses={201: serializers.SubmissionStatusSerializer})
+    def post(self, request):
+        incoming = serializers.SubmissionCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        try:
+            submission = submission_services.submission_create(
+                owner=request.user, benchmark=data["benchmark"], name=data["name"], upload=data["artifact"],
+                hparams=data["hparams"], description=data["description"], paper_url=data["paper_url"],
+                code_url=data["code_url"], model_family=data["model_family"], visibility=data["visibility"],
+            )
+        except DjangoValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                raise ValidationError({k: [str(m) for e in v for m in e.messages] for k, v in exc.error_dict.items()}) from exc
+            if getattr(exc, "code", "") == "quota":
+                return Response({"detail": exc.messages[0]}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            raise ValidationError({"non_field_errors": exc.messages}) from exc
+        return Response(submission_selectors.submission_status(submission=submission), status=status.HTTP_201_CREATED)
+
+
+class SubmissionDetail(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=serializers.SubmissionStatusSerializer)
+    def get(self, request, pk: int):
+        submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+        if not submission.visible_to(request.user):
+            raise NotFound("No such submission.")
+        return Response(submission_selectors.submission_status(submission=submission))

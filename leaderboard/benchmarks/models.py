@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Benchmark(models.Model):
+    """A leaderboard family: a submission goes to one benchmark and is evaluated on its tasks."""
+
+    class Kind(models.TextChoices):
+        CLASSIFIER = "classifier", "Image classifier"
+        OPTIMIZER = "optimizer", "Optimizer"
+        DENOISER = "denoiser", "Image denoiser"
+
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    description = models.TextField(blank=True)
+    primary_metric = models.CharField(max_length=50)
+    higher_is_better = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "slug"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def lead_task(self) -> Task | None:
+        tasks = list(self.tasks.all())
+        return tasks[0] if tasks else None
+
+
+class Task(models.Model):
+    """One evaluation of a benchmark: a dataset, a protocol and the queue of runners that hold it."""
+
+    slug = models.SlugField(unique=True)
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=200)
+    dataset = models.CharField(max_length=100, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=50, default="runner.cpu")
+    time_limit_s = models.PositiveIntegerField(default=600)
+    primary_metric = models.CharField(max_length=50)
+    higher_is_better = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["benchmark__position", "position", "slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def direction_arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"

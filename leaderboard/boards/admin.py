@@ -1,0 +1,11 @@
+from django.contrib import admin
+
+from .models import BoardEntry
+
+
+@admin.register(BoardEntry)
+class BoardEntryAdmin(admin.ModelAdmin):
+    list_display = ["task", "submission_name", "owner_name", "value", "is_baseline", "is_public", "is_synthetic_data"]
+    list_filter = ["task", "is_baseline", "is_public", "is_synthetic_data"]
+    search_fields = ["submission_name", "owner_name"]
+    raw_id_fields = ["submission"]

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.db import models
+
+from leaderboard.benchmarks.models import Benchmark, Task
+from leaderboard.submissions.models import Submission
+
+
+class BoardEntry(models.Model):
+    """A materialized leaderboard row: one per (task, submission) with a result. Pages read these
+    rows alone, so their number of queries does not grow with the number of submissions."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="board_entries")
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="board_entries")
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="board_entries")
+    value = models.FloatField(help_text="The task's primary metric.")
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict)
+    ci95 = models.JSONField(default=dict)
+    submission_name = models.CharField(max_length=120)
+    owner_name = models.CharField(max_length=150)
+    model_family = models.CharField(max_length=60, blank=True)
+    is_baseline = models.BooleanField(default=False)
+    is_public = models.BooleanField(default=True)
+    is_synthetic_data = models.BooleanField(default=False, help_text="Scored on a fake (synthetic) dataset.")
+    submitted_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "submission"], name="one_entry_per_task")]
+        indexes = [models.Index(fields=["task", "is_public", "value"])]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.submission_name} = {self.value}"

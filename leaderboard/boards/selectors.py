@@ -1,0 +1,133 @@
+"""Reads for leaderboards. Each returns what one page or API response needs in a fixed number of
+queries, whatever the number of submissions."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import F, Q, QuerySet, Window
+from django.db.models.functions import Rank
+
+from leaderboard.benchmarks.models import Benchmark, Task
+
+from .models import BoardEntry
+
+
+def _visible(qs: QuerySet, user) -> QuerySet:
+    if user is not None and user.is_authenticated:
+        if user.is_staff:
+            return qs
+        return qs.filter(Q(is_public=True) | Q(submission__owner=user))
+    return qs.filter(is_public=True)
+
+
+def _ordering(task: Task) -> F:
+    return F("value").desc() if task.higher_is_better else F("value").asc()
+
+
+@dataclass
+class BoardPage:
+    task: Task
+    rows: list[BoardEntry]
+    total: int
+    offset: int
+    limit: int
+    metric_keys: list[str] = field(default_factory=list)
+    sort: str = ""
+    descending: bool = True
+
+
+SORTABLE_META = {"submitted_at", "submission_name", "owner_name"}
+
+
+def board_rows(*, task: Task, user=None, offset: int = 0, limit: int = 50, sort: str = "",
+               descending: bool | None = None, baselines: bool | None = None) -> BoardPage:
+    """One task's board: rank by the primary metric (ties share a rank), optionally sorted by
+    another metric or column, paginated."""
+    qs = _visible(BoardEntry.objects.filter(task=task), user)
+    if baselines is not None:
+        qs = qs.filter(is_baseline=baselines)
+    ranked = qs.annotate(rank=Window(expression=Rank(), order_by=_ordering(task)))
+    if sort and sort != task.primary_metric:
+        desc = True if descending is None else descending
+        if sort in SORTABLE_META:
+            key = F(sort)
+        else:
+            key = F(f"metrics__{sort}")
+        ranked = ranked.order_by(key.desc(nulls_last=True) if desc else key.asc(nulls_last=True), "pk")
+    else:
+        sort = task.primary_metric
+        desc = task.higher_is_better if descending is None else descending
+        ranked = ranked.order_by(F("value").desc() if desc else F("value").asc(), "pk")
+    total = qs.count()
+    rows = list(ranked[offset : offset + limit])
+    keys: list[str] = []
+    for row in rows:
+        for k in row.metrics:
+            if k not in keys:
+                keys.append(k)
+    if task.primary_metric in keys:
+        keys.remove(task.primary_metric)
+    return BoardPage(task=task, rows=rows, total=total, offset=offset, limit=limit,
+                     metric_keys=keys, sort=sort, descending=desc)
+
+
+def benchmark_leaders(*, benchmarks: list[Benchmark], per_task: int = 3) -> dict[int, list[BoardEntry]]:
+    """The top public rows of each benchmark's lead task, in one query."""
+    lead_ids = [b.tasks.all()[0].pk for b in benchmarks if b.tasks.all()]
+    if not lead_ids:
+        return {}
+    tasks = {t.pk: t for b in benchmarks for t in b.tasks.all()}
+    # Rank within each lead task by its own direction: compute the signed value once.
+    entries = (
+        BoardEntry.objects.filter(task_id__in=lead_ids, is_public=True)
+        .annotate(
+            position=Window(
+                expression=Rank(),
+                partition_by=[F("task_id")],
+                order_by=[F("value").desc()],
+            ),
+            position_asc=Window(
+                expression=Rank(),
+                partition_by=[F("task_id")],
+                order_by=[F("value").asc()],
+            ),
+        )
+        .filter(Q(position__lte=per_task) | Q(position_asc__lte=per_task))
+    )
+    out: dict[int, list[BoardEntry]] = {}
+    for entry in entries:
+        task = tasks[entry.task_id]
+        rank = entry.position if task.higher_is_better else entry.position_asc
+        if rank <= per_task:
+            entry.rank = rank
+            out.setdefault(task.benchmark_id, []).append(entry)
+    for rows in out.values():
+        rows.sort(key=lambda e: e.rank)
+    return out
+
+
+def benchmarks_with_tasks() -> list[Benchmark]:
+    return list(Benchmark.objects.filter(is_active=True).prefetch_related("tasks"))
+
+
+def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
+    """Rows as plain dicts for the API and exports."""
+    return [
+        {
+            "rank": row.rank,
+            "submission_id": row.submission_id,
+            "name": row.submission_name,
+            "owner": row.owner_name,
+            "is_baseline": row.is_baseline,
+            "model_family": row.model_family,
+            "synthetic_data": row.is_synthetic_data,
+            "task": page.task.slug,
+            "primary_metric": page.task.primary_metric,
+            "value": row.value,
+            "ci95": [row.ci_low, row.ci_high] if row.ci_low is not None else None,
+            "metrics": row.metrics,
+            "submitted_at": row.submitted_at.isoformat(),
+        }
+        for row in page.rows
+    ]

@@ -1,0 +1,51 @@
+"""Writes for leaderboards: the materialized rows pages read."""
+from __future__ import annotations
+
+from leaderboard.submissions.models import EvaluationJob, Submission
+
+from .models import BoardEntry
+
+
+def _is_synthetic(result: dict) -> bool:
+    env = result.get("env", {}) if isinstance(result, dict) else {}
+    return bool(env.get("synthetic_data") or env.get("fake_data"))
+
+
+def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEntry | None:
+    """Write (or refresh) the row a succeeded job puts on its task's board."""
+    result = job.result or {}
+    metrics = result.get("metrics", {})
+    task = job.task
+    if task.primary_metric not in metrics:
+        return None
+    ci = result.get("ci95", {}).get(task.primary_metric) or [None, None]
+    entry, _ = BoardEntry.objects.update_or_create(
+        task=task,
+        submission=submission,
+        defaults={
+            "benchmark_id": task.benchmark_id,
+            "value": float(metrics[task.primary_metric]),
+            "ci_low": ci[0],
+            "ci_high": ci[1],
+            "metrics": metrics,
+            "ci95": result.get("ci95", {}),
+            "submission_name": submission.name,
+            "owner_name": submission.owner.get_username(),
+            "model_family": submission.model_family,
+            "is_baseline": submission.is_baseline,
+            "is_public": submission.visibility == Submission.Visibility.PUBLIC,
+            "is_synthetic_data": _is_synthetic(result),
+            "submitted_at": submission.created_at,
+        },
+    )
+    return entry
+
+
+def board_entries_refresh_submission(*, submission: Submission) -> None:
+    """Carry a submission's name, visibility or baseline flag into its rows after an edit."""
+    BoardEntry.objects.filter(submission=submission).update(
+        submission_name=submission.name,
+        is_public=submission.visibility == Submission.Visibility.PUBLIC,
+        is_baseline=submission.is_baseline,
+        model_family=submission.model_family,
+    )

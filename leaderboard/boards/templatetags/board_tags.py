@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import math
+from urllib.parse import urlencode
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+
+@register.filter
+def get(mapping, key):
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
+
+
+@register.filter
+def sig(value, digits: int = 4):
+    """A number shown with a few significant digits; '–' when absent."""
+    if value is None or value == "":
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    if not math.isfinite(number):
+        return str(number)
+    if number == 0 or 1e-3 <= abs(number) < 1e5:
+        return f"{number:.{digits}g}" if abs(number) < 1 else f"{number:.{max(1, digits - 2)}f}".rstrip("0").rstrip(".")
+    return f"{number:.{digits - 1}e}"
+
+
+@register.simple_tag(takes_context=True)
+def sort_link(context, page, key: str, default_desc: bool = True, label: str | None = None):
+    """A column header that sorts the board by this key; clicking again flips the direction."""
+    request = context["request"]
+    active = page.sort == key
+    desc = (not page.descending) if active else bool(default_desc)
+    params = {k: v for k, v in request.GET.items() if k not in ("sort", "dir", "offset")}
+    params.update({"sort": key, "dir": "desc" if desc else "asc"})
+    arrow = (" ▼" if page.descending else " ▲") if active else ""
+    return format_html('<a href="?{}" class="sort{}" aria-sort="{}">{}{}</a>', urlencode(params),
+                       " active" if active else "",
+                       ("descending" if page.descending else "ascending") if active else "none",
+                       label or key, arrow)

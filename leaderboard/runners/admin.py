@@ -1,0 +1,27 @@
+from django.contrib import admin, messages
+
+from .models import RunnerNode
+
+
+@admin.register(RunnerNode)
+class RunnerNodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "pools", "version", "last_heartbeat", "is_active"]
+    list_filter = ["is_active"]
+    readonly_fields = ["prefix", "token_hash", "last_heartbeat", "version", "datasets", "created_at"]
+    actions = ["rotate"]
+
+    @admin.action(description="Issue a new token (shown once)")
+    def rotate(self, request, queryset):
+        for node in queryset:
+            messages.warning(request, f"{node.name}: {node.rotate_token()}")
+
+    def save_model(self, request, obj, form, change):
+        if not change and not obj.token_hash:
+            import secrets
+
+            from leaderboard.accounts.models import hash_token
+
+            raw = "rn_" + secrets.token_urlsafe(32)
+            obj.prefix, obj.token_hash = raw[:8], hash_token(raw)
+            messages.warning(request, f"Token for {obj.name} (shown once): {raw}")
+        super().save_model(request, obj, form, change)

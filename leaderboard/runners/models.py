@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from leaderboard.accounts.models import hash_token
+
+
+class RunnerNode(models.Model):
+    """A machine that evaluates jobs. It authenticates to the runner API with a hashed token."""
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=8, blank=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    pools = models.JSONField(default=list, blank=True, help_text='Pools it serves, e.g. ["cpu", "gpu"].')
+    datasets = models.JSONField(default=list, blank=True, help_text="Datasets it reported present.")
+    version = models.CharField(max_length=50, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def register(cls, *, name: str, pools: list[str]) -> tuple[RunnerNode, str]:
+        raw = "rn_" + secrets.token_urlsafe(32)
+        node = cls.objects.create(name=name, pools=pools, prefix=raw[:8], token_hash=hash_token(raw))
+        return node, raw
+
+    def rotate_token(self) -> str:
+        raw = "rn_" + secrets.token_urlsafe(32)
+        self.prefix, self.token_hash = raw[:8], hash_token(raw)
+        self.save(update_fields=["prefix", "token_hash"])
+        return raw
+
+    @property
+    def is_online(self) -> bool:
+        if self.last_heartbeat is None:
+            return False
+        return timezone.now() - self.last_heartbeat < timedelta(seconds=settings.RUNNER_OFFLINE_AFTER_SECONDS)

@@ -1,0 +1,261 @@
+"""The runner side of the job lifecycle: claim, heartbeat, result, failure, and the reaper that
+releases stale claims. Each transition is a conditional update whose row count is checked."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from leaderboard.submissions.models import EvaluationJob, Submission
+from leaderboard.submissions.services import job_dispatch, submission_aggregate
+from runner.spec import (
+    ERROR_KINDS,
+    ErrorKind,
+    JobSpec,
+    SpecError,
+    SubmissionSpec,
+    TaskSpec,
+    is_user_error,
+    validate_result,
+)
+
+from .models import RunnerNode
+
+log = logging.getLogger(__name__)
+LOG_TAIL_CHARS = 20_000
+
+
+class Conflict(Exception):
+    """The attempt is not (or no longer) the live one."""
+
+
+def job_spec(job: EvaluationJob) -> JobSpec:
+    task, sub = job.task, job.submission
+    return JobSpec(
+        job_id=job.pk,
+        attempt=job.attempt,
+        task=TaskSpec(slug=task.slug, kind=task.benchmark.kind, dataset=task.dataset, params=task.params,
+                      time_limit_s=task.time_limit_s),
+        submission=SubmissionSpec(id=sub.pk, kind=sub.benchmark.kind, artifact_format=sub.artifact_format,
+                                  artifact_sha256=sub.artifact_sha256, artifact_size=sub.artifact_size,
+                                  hparams=sub.hparams, is_baseline=sub.is_baseline),
+        lease_seconds=settings.JOB_LEASE_SECONDS,
+        heartbeat_seconds=settings.JOB_HEARTBEAT_SECONDS,
+    )
+
+
+def runner_touch(*, runner: RunnerNode, version: str = "", pools: list[str] | None = None,
+                 datasets: list[str] | None = None) -> None:
+    fields: dict[str, Any] = {"last_heartbeat": timezone.now()}
+    if version:
+        fields["version"] = version[:50]
+    if pools is not None:
+        fields["pools"] = [str(p) for p in pools][:20]
+    if datasets is not None:
+        fields["datasets"] = [str(d) for d in datasets][:200]
+    RunnerNode.objects.filter(pk=runner.pk).update(**fields)
+
+
+def job_claim(*, job_id: int, runner: RunnerNode) -> EvaluationJob | None:
+    """Start a new attempt when no live attempt exists: the job was never claimed, or its lease
+    expired. Returns None (→ 409) otherwise."""
+    now = timezone.now()
+    claimable = Q(state__in=[EvaluationJob.State.PENDING, EvaluationJob.State.DISPATCHED]) | Q(
+        state=EvaluationJob.State.RUNNING, lease_expires_at__lt=now
+    )
+    live_submission = Submission.objects.filter(
+        status__in=[Submission.Status.QUEUED, Submission.Status.RUNNING]
+    ).values("pk")
+    claimed = (
+        EvaluationJob.objects.filter(pk=job_id, attempt__lt=settings.JOB_MAX_ATTEMPTS)
+        .filter(claimable)
+        .filter(submission_id__in=live_submission)
+        .update(
+            state=EvaluationJob.State.RUNNING,
+            attempt=F("attempt") + 1,
+            runner=runner,
+            claimed_at=now,
+            lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+            progress=0.0,
+            progress_message="claimed",
+        )
+    )
+    if claimed != 1:
+        return None
+    job = EvaluationJob.objects.select_related("task__benchmark", "submission__benchmark").get(pk=job_id)
+    Submission.objects.filter(pk=job.submission_id, status=Submission.Status.QUEUED).update(
+        status=Submission.Status.RUNNING
+    )
+    return job
+
+
+def _live(job_id: int, runner: RunnerNode, attempt: int):
+    return EvaluationJob.objects.filter(
+        pk=job_id, runner=runner, attempt=attempt, state=EvaluationJob.State.RUNNING
+    )
+
+
+def job_heartbeat(*, job_id: int, runner: RunnerNode, attempt: int, progress: float = 0.0,
+                  message: str = "") -> EvaluationJob | None:
+    """Extend the lease of a live attempt and record progress; None when it is not live."""
+    now = timezone.now()
+    progress = min(1.0, max(0.0, float(progress)))
+    updated = _live(job_id, runner, attempt).update(
+        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        progress=progress,
+        progress_message=str(message)[:200],
+    )
+    RunnerNode.objects.filter(pk=runner.pk).update(last_heartbeat=now)
+    return EvaluationJob.objects.get(pk=job_id) if updated == 1 else None
+
+
+def job_can_download(*, job_id: int, runner: RunnerNode, attempt: int) -> EvaluationJob | None:
+    return _live(job_id, runner, attempt).select_related("submission").first()
+
+
+@dataclass
+class Recorded:
+    job: EvaluationJob
+    duplicate: bool
+
+
+def job_record_result(*, job_id: int, runner: RunnerNode, attempt: int, result: Any,
+                      log_tail: str = "") -> Recorded:
+    """running → succeeded with a validated result document. Posting the same attempt's result
+    again changes nothing; any other attempt gets Conflict. SpecError when the document is bad."""
+    with transaction.atomic():
+        job = EvaluationJob.objects.select_for_update().select_related("task").get(pk=job_id)
+        if job.state == EvaluationJob.State.SUCCEEDED and job.result_attempt == attempt and job.runner_id == runner.pk:
+            return Recorded(job, duplicate=True)
+        if job.state != EvaluationJob.State.RUNNING or job.attempt != attempt or job.runner_id != runner.pk:
+            raise Conflict(f"attempt {attempt} of job {job_id} is not live (state {job.state}, attempt {job.attempt})")
+        validate_result(result, job.task.slug)
+        job.state = EvaluationJob.State.SUCCEEDED
+        job.result = result
+        job.result_attempt = attempt
+        job.progress = 1.0
+        job.progress_message = "done"
+        job.error_kind = job.error_message = ""
+        job.log_tail = str(log_tail)[-LOG_TAIL_CHARS:]
+        job.finished_at = timezone.now()
+        job.save()
+        transaction.on_commit(lambda: submission_aggregate(submission_id=job.submission_id))
+    return Recorded(job, duplicate=False)
+
+
+def job_record_failure(*, job_id: int, runner: RunnerNode, attempt: int, kind: str, message: str,
+                       log_tail: str = "") -> Recorded:
+    """A user error ends the job; an infrastructure error sends it back to pending while attempts
+    remain (another runner may hold the dataset), and fails it after that."""
+    if kind not in ERROR_KINDS:
+        raise SpecError(f"unknown error kind {kind!r}; expected one of {', '.join(sorted(ERROR_KINDS))}")
+    with transaction.atomic():
+        job = EvaluationJob.objects.select_for_update().get(pk=job_id)
+        if job.state in EvaluationJob.ENDED_STATES and job.attempt == attempt and job.runner_id == runner.pk:
+            return Recorded(job, duplicate=True)
+        if job.state != EvaluationJob.State.RUNNING or job.attempt != attempt or job.runner_id != runner.pk:
+            raise Conflict(f"attempt {attempt} of job {job_id} is not live")
+        job.error_kind = kind
+        job.error_message = str(message)[:4000]
+        job.log_tail = str(log_tail)[-LOG_TAIL_CHARS:]
+        retry = not is_user_error(kind) and job.attempt < settings.JOB_MAX_ATTEMPTS
+        if retry:
+            job.state = EvaluationJob.State.PENDING
+            job.runner = None
+            job.lease_expires_at = None
+            job.progress_message = f"retrying after: {kind}"
+        else:
+            job.state = EvaluationJob.State.FAILED
+            job.finished_at = timezone.now()
+        job.save()
+        if retry:
+            transaction.on_commit(lambda: job_dispatch(job_id=job_id))
+        else:
+            transaction.on_commit(lambda: submission_aggregate(submission_id=job.submission_id))
+    return Recorded(job, duplicate=False)
+
+
+def _fail(job: EvaluationJob, kind: str, message: str) -> bool:
+    now = timezone.now()
+    changed = EvaluationJob.objects.filter(pk=job.pk, state=job.state, attempt=job.attempt).update(
+        state=EvaluationJob.State.FAILED, error_kind=kind, error_message=message, finished_at=now
+    )
+    if changed:
+        submission_aggregate(submission_id=job.submission_id)
+    return bool(changed)
+
+
+def jobs_reap() -> dict[str, int]:
+    """The periodic safety net (DESIGN.md "Lifecycle" step 5):
+
+    1. uploads never validated (the broker was down at upload) are validated;
+    2. pending jobs (never sent, or sent back after an infrastructure error) are dispatched;
+    3. dispatched jobs nobody claimed within the dispatch timeout are sent again, and failed after
+       the dispatch limit;
+    4. running jobs whose lease expired (a dead runner) go back to pending and are sent again,
+       and fail after the attempt limit;
+    5. submissions whose jobs all ended are aggregated.
+    """
+    from leaderboard.submissions.services import submission_validate
+
+    now = timezone.now()
+    counts = {"validated": 0, "dispatched": 0, "redispatched": 0, "expired": 0, "failed": 0, "aggregated": 0}
+    grace = now - timedelta(seconds=5)
+
+    for sub_id in Submission.objects.filter(status=Submission.Status.UPLOADED, created_at__lt=grace).values_list("pk", flat=True)[:100]:
+        submission_validate(submission_id=sub_id)
+        counts["validated"] += 1
+
+    live_subs = [Submission.Status.QUEUED, Submission.Status.RUNNING]
+    pending = EvaluationJob.objects.filter(state=EvaluationJob.State.PENDING, submission__status__in=live_subs,
+                                           created_at__lt=grace)
+    for job_id in pending.values_list("pk", flat=True)[:500]:
+        counts["dispatched"] += job_dispatch(job_id=job_id)
+
+    stale = now - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS)
+    for job in EvaluationJob.objects.select_related("task").filter(
+        state=EvaluationJob.State.DISPATCHED, dispatched_at__lt=stale
+    )[:500]:
+        if job.dispatches >= settings.JOB_MAX_DISPATCHES:
+            waited = int((now - job.created_at).total_seconds() // 60)
+            counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, (
+                f"No runner of queue {job.task.queue} claimed this job after {job.dispatches} dispatches "
+                f"over {waited} minutes; no runner serving that pool may hold dataset "
+                f"{job.task.dataset or '(none)'}. It does not count against your quota."))
+        elif EvaluationJob.objects.filter(pk=job.pk, state=EvaluationJob.State.DISPATCHED,
+                                          dispatches=job.dispatches).update(state=EvaluationJob.State.PENDING):
+            counts["redispatched"] += job_dispatch(job_id=job.pk)
+
+    for job in EvaluationJob.objects.select_related("runner").filter(
+        state=EvaluationJob.State.RUNNING, lease_expires_at__lt=now
+    )[:500]:
+        runner_name = job.runner.name if job.runner else "a runner"
+        if job.attempt >= settings.JOB_MAX_ATTEMPTS:
+            counts["failed"] += _fail(job, ErrorKind.LEASE_EXPIRED, (
+                f"The job's runner stopped answering {job.attempt} times (last: {runner_name}); giving up. "
+                "This is an infrastructure failure and does not count against your quota."))
+        elif EvaluationJob.objects.filter(pk=job.pk, state=EvaluationJob.State.RUNNING, attempt=job.attempt,
+                                          lease_expires_at__lt=now).update(
+            state=EvaluationJob.State.PENDING, runner=None, lease_expires_at=None,
+            error_kind=ErrorKind.LEASE_EXPIRED,
+            error_message=f"{runner_name} stopped sending heartbeats during attempt {job.attempt}; requeued.",
+            progress_message="requeued: runner lost",
+        ):
+            counts["expired"] += 1
+            job_dispatch(job_id=job.pk)
+
+    unended = Submission.objects.filter(status__in=live_subs).exclude(
+        jobs__state__in=[EvaluationJob.State.PENDING, EvaluationJob.State.DISPATCHED, EvaluationJob.State.RUNNING]
+    ).filter(jobs__isnull=False).distinct()
+    for sub_id in unended.values_list("pk", flat=True)[:100]:
+        submission_aggregate(submission_id=sub_id)
+        counts["aggregated"] += 1
+    if any(counts.values()):
+        log.info("reaper: %s", counts)
+    return counts

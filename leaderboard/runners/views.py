@@ -1,0 +1,158 @@
+"""The runner HTTP API (see runner/spec.py for the contract) and the runners status page.
+Views parse, call one service, and answer JSON; rules live in services."""
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from django.db.models import Count, Q
+from django.http import FileResponse, HttpRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from leaderboard.accounts.models import hash_token
+from leaderboard.submissions.models import EvaluationJob
+from runner.spec import SpecError
+
+from . import services
+from .models import RunnerNode
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+def runner_auth(view):
+    """Authenticate `Authorization: Bearer <runner token>` and parse a JSON body."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw:
+            return _error(401, "missing 'Authorization: Bearer <runner token>'")
+        runner = RunnerNode.objects.filter(token_hash=hash_token(raw.strip()), is_active=True).first()
+        if runner is None:
+            return _error(401, "unknown or revoked runner token")
+        body = {}
+        if request.method == "POST" and request.body:
+            try:
+                body = json.loads(request.body)
+            except ValueError:
+                return _error(400, "request body is not JSON")
+            if not isinstance(body, dict):
+                return _error(400, "request body must be a JSON object")
+        return view(request, runner, body, *args, **kwargs)
+
+    return wrapper
+
+
+def _attempt(body: dict) -> int | None:
+    value = body.get("attempt")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@require_POST
+@runner_auth
+def claim(request, runner, body, job_id: int):
+    services.runner_touch(runner=runner, version=str(body.get("version", "")),
+                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
+                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
+    if not EvaluationJob.objects.filter(pk=job_id).exists():
+        return _error(404, f"no job {job_id}")
+    job = services.job_claim(job_id=job_id, runner=runner)
+    if job is None:
+        return _error(409, "this job has a live attempt or has ended")
+    return JsonResponse({"spec": services.job_spec(job).to_dict()})
+
+
+@require_POST
+@runner_auth
+def heartbeat(request, runner, body, job_id: int):
+    attempt = _attempt(body)
+    if attempt is None:
+        return _error(400, "attempt (an integer) is required")
+    try:
+        progress = float(body.get("progress", 0.0))
+    except (TypeError, ValueError):
+        return _error(400, "progress must be a number between 0 and 1")
+    job = services.job_heartbeat(job_id=job_id, runner=runner, attempt=attempt, progress=progress,
+                                 message=str(body.get("message", "")))
+    if job is None:
+        return _error(409, "this attempt is no longer live: stop working on it")
+    return JsonResponse({"lease_expires_at": job.lease_expires_at.isoformat()})
+
+
+@require_GET
+@runner_auth
+def artifact(request, runner, body, job_id: int):
+    try:
+        attempt = int(request.GET.get("attempt", ""))
+    except ValueError:
+        return _error(400, "?attempt=N is required")
+    job = services.job_can_download(job_id=job_id, runner=runner, attempt=attempt)
+    if job is None:
+        return _error(409, "this attempt is no longer live")
+    sub = job.submission
+    response = FileResponse(sub.artifact.open("rb"), as_attachment=True, filename=sub.artifact_name)
+    response["X-Artifact-SHA256"] = sub.artifact_sha256
+    response["Content-Length"] = str(sub.artifact_size)
+    return response
+
+
+@require_POST
+@runner_auth
+def result(request, runner, body, job_id: int):
+    attempt = _attempt(body)
+    if attempt is None:
+        return _error(400, "attempt (an integer) is required")
+    try:
+        recorded = services.job_record_result(job_id=job_id, runner=runner, attempt=attempt,
+                                              result=body.get("result"), log_tail=str(body.get("log_tail", "")))
+    except EvaluationJob.DoesNotExist:
+        return _error(404, f"no job {job_id}")
+    except services.Conflict as exc:
+        return _error(409, str(exc))
+    except SpecError as exc:
+        return _error(400, f"result rejected: {exc}")
+    return JsonResponse({"state": recorded.job.state, "duplicate": recorded.duplicate})
+
+
+@require_POST
+@runner_auth
+def fail(request, runner, body, job_id: int):
+    attempt = _attempt(body)
+    if attempt is None:
+        return _error(400, "attempt (an integer) is required")
+    try:
+        recorded = services.job_record_failure(job_id=job_id, runner=runner, attempt=attempt,
+                                               kind=str(body.get("kind", "")), message=str(body.get("message", "")),
+                                               log_tail=str(body.get("log_tail", "")))
+    except EvaluationJob.DoesNotExist:
+        return _error(404, f"no job {job_id}")
+    except services.Conflict as exc:
+        return _error(409, str(exc))
+    except SpecError as exc:
+        return _error(400, str(exc))
+    return JsonResponse({"state": recorded.job.state, "duplicate": recorded.duplicate})
+
+
+@require_POST
+@runner_auth
+def node_heartbeat(request, runner, body):
+    services.runner_touch(runner=runner, version=str(body.get("version", "")),
+                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
+                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
+    return JsonResponse({"name": runner.name})
+
+
+def runners_page(request):
+    from .selectors import queue_depths
+
+    nodes = RunnerNode.objects.annotate(
+        running=Count("jobs", filter=Q(jobs__state=EvaluationJob.State.RUNNING)),
+        done=Count("jobs", filter=Q(jobs__state=EvaluationJob.State.SUCCEEDED)),
+    )
+    return render(request, "runners/runners.html", {"nodes": nodes, "queues": queue_depths()})

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from leaderboard.benchmarks.models import Benchmark, Task
+from leaderboard.runners.models import RunnerNode
+
+
+def artifact_upload_to(instance: Submission, filename: str) -> str:
+    return f"artifacts/{instance.artifact_sha256[:2]}/{instance.artifact_sha256}/{filename}"
+
+
+class Submission(models.Model):
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded"
+        VALIDATING = "validating"
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+        REJECTED = "rejected"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+
+    ACTIVE_STATUSES = (Status.UPLOADED, Status.VALIDATING, Status.QUEUED, Status.RUNNING)
+    ENDED_STATUSES = (Status.FINISHED, Status.FAILED, Status.REJECTED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="submissions")
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="submissions")
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    paper_url = models.URLField(blank=True)
+    code_url = models.URLField(blank=True)
+    model_family = models.CharField(max_length=60, blank=True)
+    artifact = models.FileField(upload_to=artifact_upload_to, max_length=300)
+    artifact_name = models.CharField(max_length=200)
+    artifact_format = models.CharField(max_length=20, blank=True)
+    artifact_sha256 = models.CharField(max_length=64)
+    artifact_size = models.BigIntegerField()
+    hparams = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UPLOADED, db_index=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC)
+    is_baseline = models.BooleanField(default=False, help_text="A reference method seeded by the maintainers.")
+    counts_against_quota = models.BooleanField(
+        default=True, help_text="False when only infrastructure failed it: such runs never count."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("submission-detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    def visible_to(self, user) -> bool:
+        return self.visibility == self.Visibility.PUBLIC or (user.is_authenticated and (user == self.owner or user.is_staff))
+
+
+class EvaluationJob(models.Model):
+    """One task of one submission. The database is the truth about its state; the broker only wakes
+    runners. Every transition is a conditional update (see services)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DISPATCHED = "dispatched"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ENDED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="jobs")
+    task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="jobs")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING, db_index=True)
+    attempt = models.PositiveIntegerField(default=0, help_text="Claims so far; each claim is a new attempt.")
+    dispatches = models.PositiveIntegerField(default=0, help_text="Messages sent to the runner queue.")
+    runner = models.ForeignKey(RunnerNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    error_kind = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    result_attempt = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["submission_id", "task__position"]
+        constraints = [models.UniqueConstraint(fields=["submission", "task"], name="one_job_per_task")]
+        indexes = [models.Index(fields=["state", "lease_expires_at"]), models.Index(fields=["state", "dispatched_at"])]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.task_id}, {self.state})"
+
+    @property
+    def has_ended(self) -> bool:
+        return self.state in self.ENDED_STATES
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.claimed_at and self.finished_at:
+            return (self.finished_at - self.claimed_at).total_seconds()
+        return None

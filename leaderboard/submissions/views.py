@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import selectors, services
+from .forms import SubmissionForm
+from .models import Submission
+
+
+@login_required
+def submit(request):
+    quota = services.user_quota(user=request.user)
+    initial = {"benchmark": request.GET.get("benchmark")} if request.GET.get("benchmark") else None
+    form = SubmissionForm(request.POST or None, request.FILES or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            submission = services.submission_create(
+                owner=request.user, benchmark=data["benchmark"], name=data["name"], upload=data["artifact"],
+                hparams=data["hparams"], description=data["description"], paper_url=data["paper_url"],
+                code_url=data["code_url"], model_family=data["model_family"], visibility=data["visibility"],
+            )
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                form.add_error(None, exc)
+            else:
+                form.add_error(None, exc.messages[0])
+        else:
+            messages.success(request, f"Submission #{submission.pk} received; it is being validated.")
+            return redirect(submission)
+    return render(request, "submissions/submit.html", {"form": form, "quota": quota})
+
+
+def _visible_submission(request, pk: int) -> Submission:
+    submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+    if not submission.visible_to(request.user):
+        raise Http404("No such submission.")
+    return submission
+
+
+def detail(request, pk: int):
+    submission = _visible_submission(request, pk)
+    return render(request, "submissions/detail.html", {
+        "submission": submission,
+        "status": selectors.submission_status(submission=submission),
+        "can_cancel": submission.is_active and (request.user == submission.owner or request.user.is_staff),
+    })
+
+
+def status_json(request, pk: int):
+    """What the submission page polls to update itself without reloading."""
+    submission = _visible_submission(request, pk)
+    return JsonResponse(selectors.submission_status(submission=submission))
+
+
+@login_required
+@require_POST
+def cancel(request, pk: int):
+    submission = _visible_submission(request, pk)
+    if request.user != submission.owner and not request.user.is_staff:
+        raise Http404("No such submission.")
+    services.submission_cancel(submission_id=submission.pk)
+    messages.info(request, "Submission cancelled; it does not count against your quota.")
+    return redirect(submission)
+
+
+@login_required
+def mine(request):
+    submissions = Submission.objects.filter(owner=request.user).select_related("benchmark")[:200]
+    return render(request, "submissions/mine.html", {
+        "submissions": submissions, "quota": services.user_quota(user=request.user),
+    })

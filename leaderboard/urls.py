@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from leaderboard.accounts import views as accounts
+from leaderboard.boards import views as boards
+from leaderboard.runners import views as runners
+from leaderboard.submissions import views as submissions
+
+runner_api = [
+    path("jobs/<int:job_id>/claim/", runners.claim, name="runner-claim"),
+    path("jobs/<int:job_id>/heartbeat/", runners.heartbeat, name="runner-heartbeat"),
+    path("jobs/<int:job_id>/artifact/", runners.artifact, name="runner-artifact"),
+    path("jobs/<int:job_id>/result/", runners.result, name="runner-result"),
+    path("jobs/<int:job_id>/fail/", runners.fail, name="runner-fail"),
+    path("nodes/heartbeat/", runners.node_heartbeat, name="runner-node-heartbeat"),
+]
+
+urlpatterns = [
+    path("", boards.home, name="home"),
+    path("b/<slug:slug>/", boards.benchmark, name="benchmark"),
+    path("submit/", submissions.submit, name="submit"),
+    path("s/<int:pk>/", submissions.detail, name="submission-detail"),
+    path("s/<int:pk>/status.json", submissions.status_json, name="submission-status"),
+    path("s/<int:pk>/cancel/", submissions.cancel, name="submission-cancel"),
+    path("me/submissions/", submissions.mine, name="my-submissions"),
+    path("runners/", runners.runners_page, name="runners"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/tokens/", accounts.tokens, name="tokens"),
+    path("accounts/tokens/<int:pk>/revoke/", accounts.revoke_token, name="revoke-token"),
+    path("api/v1/", include("leaderboard.api.urls")),
+    path("api/runner/v1/", include(runner_api)),
+    path("admin/", admin.site.urls),
+]

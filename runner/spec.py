@@ -1,0 +1,489 @@
+"""The contract between the site and the runner: job specs, result documents, error kinds and
+artifact formats. Pure Python (no torch, no Django); both sides import this module and validate
+everything that crosses the wire against it.
+
+Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner token>``):
+
+- ``POST jobs/<id>/claim/``      body ``{"version", "pools", "datasets"}`` → 200 ``{"spec": JobSpec}``;
+  409 when a live attempt exists or the job has ended.
+- ``POST jobs/<id>/heartbeat/``  body ``{"attempt", "progress" (0–1), "message"}`` → 200
+  ``{"lease_expires_at"}``; 409 when the attempt is no longer the live one (stop working).
+- ``GET  jobs/<id>/artifact/?attempt=N`` → the artifact, streamed; header ``X-Artifact-SHA256``.
+- ``POST jobs/<id>/result/``     body ``{"attempt", "result": ResultDocument, "log_tail"}`` → 200
+  ``{"state", "duplicate"}`` (idempotent per attempt); 400 when the document breaks this spec.
+- ``POST jobs/<id>/fail/``       body ``{"attempt", "kind", "message", "log_tail"}`` → 200
+  ``{"state"}``.
+- ``POST nodes/heartbeat/``      body ``{"version", "pools", "datasets"}`` → 200.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+SCHEMA_VERSION = 1
+API_PREFIX = "/api/runner/v1/"
+EVALUATE_TASK_NAME = "runner.evaluate"
+
+
+class SpecError(ValueError):
+    """A document that does not follow this contract."""
+
+
+# --------------------------------------------------------------------------------------------
+# Error kinds. A user error is the submission's fault and counts against the user's quota; an
+# infrastructure error is the platform's (retried, never counted).
+# --------------------------------------------------------------------------------------------
+class ErrorKind:
+    INVALID_ARTIFACT = "invalid_artifact"  # cannot be loaded, wrong format, pickle, no entry point
+    BAD_HPARAMS = "bad_hparams"  # hyperparameters that do not fit the submission
+    RUNTIME_ERROR = "runtime_error"  # the submitted code raised
+    WRONG_OUTPUT = "wrong_output"  # shape or dtype other than the contract's
+    NOT_FINITE = "not_finite"  # NaN or inf in outputs or the loss
+    TIMEOUT = "timeout"  # ran past the task's time limit
+    OUT_OF_MEMORY = "out_of_memory"
+    SANDBOX_VIOLATION = "sandbox_violation"  # network, files outside the binds, fork bombs
+    DATASET_MISSING = "dataset_missing"
+    DOWNLOAD_FAILED = "download_failed"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    RUNNER_ERROR = "runner_error"
+    LEASE_EXPIRED = "lease_expired"
+    NEVER_CLAIMED = "never_claimed"
+
+
+USER_ERROR_KINDS = frozenset(
+    {
+        ErrorKind.INVALID_ARTIFACT,
+        ErrorKind.BAD_HPARAMS,
+        ErrorKind.RUNTIME_ERROR,
+        ErrorKind.WRONG_OUTPUT,
+        ErrorKind.NOT_FINITE,
+        ErrorKind.TIMEOUT,
+        ErrorKind.OUT_OF_MEMORY,
+        ErrorKind.SANDBOX_VIOLATION,
+    }
+)
+INFRASTRUCTURE_ERROR_KINDS = frozenset(
+    {
+        ErrorKind.DATASET_MISSING,
+        ErrorKind.DOWNLOAD_FAILED,
+        ErrorKind.SANDBOX_UNAVAILABLE,
+        ErrorKind.RUNNER_ERROR,
+        ErrorKind.LEASE_EXPIRED,
+        ErrorKind.NEVER_CLAIMED,
+    }
+)
+ERROR_KINDS = USER_ERROR_KINDS | INFRASTRUCTURE_ERROR_KINDS
+
+
+def is_user_error(kind: str) -> bool:
+    return kind in USER_ERROR_KINDS
+
+
+class EvaluationError(Exception):
+    """An evaluation that ended without a result; ``kind`` is one of :class:`ErrorKind`."""
+
+    def __init__(self, kind: str, message: str, log_tail: str = ""):
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.log_tail = log_tail
+
+
+# --------------------------------------------------------------------------------------------
+# Submission kinds and artifact formats.
+# --------------------------------------------------------------------------------------------
+KINDS = ("classifier", "optimizer", "denoiser")
+MODEL_FORMATS = ("torchscript", "pt2", "onnx")
+OPTIMIZER_FORMAT = "python"
+
+PICKLE_ADVICE = (
+    "Pickled files are refused because unpickling runs arbitrary code. Export the model instead: "
+    "torch.jit.save(torch.jit.script(model), 'model.pt'), "
+    "torch.export.save(torch.export.export(model, (example,)), 'model.pt2'), "
+    "or torch.onnx.export(model, (example,), 'model.onnx')."
+)
+
+
+def sniff_model_format(head: bytes, data: bytes | BinaryIO | None = None) -> str:
+    """Name the format of a model artifact from its content, never from its file name.
+
+    ``head`` is at least the first 4 KiB; ``data`` the whole file (bytes or a seekable binary
+    file) when it is a zip archive (TorchScript, ExportedProgram and torch.save checkpoints are
+    all zips). Raises SpecError
+    with advice a person can act on.
+    """
+    if not head:
+        raise SpecError("the file is empty")
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        raise SpecError("this is a Python pickle. " + PICKLE_ADVICE)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            source = data if data is not None else head
+            names = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source).namelist()
+        except zipfile.BadZipFile as exc:
+            raise SpecError(f"a damaged zip archive ({exc})") from exc
+        tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
+        if any(t.startswith("code/") for t in tails) and "constants.pkl" in tails:
+            return "torchscript"
+        if "archive_format" in tails or any(t.startswith("models/") and t.endswith(".json") for t in tails):
+            return "pt2"
+        if "data.pkl" in tails:
+            raise SpecError("this is a torch.save checkpoint (a pickle inside a zip). " + PICKLE_ADVICE)
+        raise SpecError("a zip archive that is neither TorchScript nor an ExportedProgram (.pt2)")
+    # ONNX: a protobuf ModelProto whose first field is ir_version (field 1, varint → 0x08) and
+    # which names a producer or graph soon after.
+    if head[:1] == b"\x08" and (b"\x12" in head[:16] or b"\x3a" in head[:64]):
+        return "onnx"
+    raise SpecError("unrecognised file: upload TorchScript (.pt), an ExportedProgram (.pt2) or ONNX (.onnx)")
+
+
+# --------------------------------------------------------------------------------------------
+# Job spec: what the site hands a runner when it claims a job.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TaskSpec:
+    slug: str
+    kind: str
+    dataset: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    time_limit_s: int = 600
+
+
+@dataclass
+class SubmissionSpec:
+    id: int
+    kind: str
+    artifact_format: str
+    artifact_sha256: str
+    artifact_size: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+    is_baseline: bool = False
+
+
+@dataclass
+class JobSpec:
+    job_id: int
+    attempt: int
+    task: TaskSpec
+    submission: SubmissionSpec
+    lease_seconds: int = 120
+    heartbeat_seconds: int = 20
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> JobSpec:
+        if not isinstance(doc, dict):
+            raise SpecError("job spec must be an object")
+        if doc.get("schema") != SCHEMA_VERSION:
+            raise SpecError(f"job spec schema {doc.get('schema')!r}, this runner speaks {SCHEMA_VERSION}")
+        try:
+            task = TaskSpec(**doc["task"])
+            submission = SubmissionSpec(**doc["submission"])
+            spec = cls(
+                job_id=int(doc["job_id"]),
+                attempt=int(doc["attempt"]),
+                task=task,
+                submission=submission,
+                lease_seconds=int(doc.get("lease_seconds", 120)),
+                heartbeat_seconds=int(doc.get("heartbeat_seconds", 20)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"malformed job spec: {exc}") from exc
+        if task.kind not in KINDS or submission.kind != task.kind:
+            raise SpecError(f"task kind {task.kind!r} does not fit submission kind {submission.kind!r}")
+        return spec
+
+
+# --------------------------------------------------------------------------------------------
+# Result documents (shared/PROTOCOLS.md "Result keys").
+# --------------------------------------------------------------------------------------------
+SYNTHETIC_OPTIMIZER_TASKS = ("opt-f1", "opt-f2", "opt-f3")
+
+
+def required_metrics(task_slug: str) -> tuple[str, ...]:
+    """The metric keys every result of this task must carry."""
+    if task_slug in SYNTHETIC_OPTIMIZER_TASKS:
+        return ("final_x", "final_loss", "min_loss")
+    if task_slug.startswith("opt-"):
+        return ("test_top1_mean", "test_top1_std", "best_top1_mean")
+    if task_slug.startswith("denoise-"):
+        return ("psnr", "ssim")
+    if task_slug in ("geode", "dollarstreet"):
+        keys = ("top1", "top5", "worst_region_top1", "disparity", "gap_europe_africa")
+        return keys + (("income_gap",) if task_slug == "dollarstreet" else ())
+    if task_slug.endswith("-c"):
+        return ("top1", "corruption_error") + (("mce",) if task_slug == "imagenet-c" else ())
+    if task_slug == "imagenet-r":
+        return ("top1", "top5", "imagenet200_top1")
+    return ("top1", "top5")
+
+
+def required_curves(task_slug: str) -> tuple[str, ...]:
+    return ("trajectory",) if task_slug in SYNTHETIC_OPTIMIZER_TASKS else ()
+
+
+def _finite_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{where} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise SpecError(f"{where} is {value}, not a finite number")
+    return float(value)
+
+
+def _check_interval(value: Any, where: str) -> None:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise SpecError(f"{where} must be [low, high]")
+    low = _finite_number(value[0], f"{where}[0]")
+    high = _finite_number(value[1], f"{where}[1]")
+    if low > high:
+        raise SpecError(f"{where} has low {low} above high {high}")
+
+
+def validate_result(doc: Any, task_slug: str) -> dict[str, Any]:
+    """Check a result document for ``task_slug``; return it unchanged or raise SpecError."""
+    if not isinstance(doc, dict):
+        raise SpecError("result must be an object")
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise SpecError(f"result schema {doc.get('schema')!r}, expected {SCHEMA_VERSION}")
+    if doc.get("task") != task_slug:
+        raise SpecError(f"result is for task {doc.get('task')!r}, not {task_slug!r}")
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise SpecError("result.metrics must be a non-empty object")
+    for key, value in metrics.items():
+        _finite_number(value, f"metrics.{key}")
+    missing = [k for k in required_metrics(task_slug) if k not in metrics]
+    if missing:
+        raise SpecError(f"result.metrics lacks {', '.join(missing)}")
+    ci95 = doc.get("ci95", {})
+    if not isinstance(ci95, dict):
+        raise SpecError("result.ci95 must be an object")
+    for key, value in ci95.items():
+        _check_interval(value, f"ci95.{key}")
+    for section in ("breakdown", "curves", "env", "timing"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise SpecError(f"result.{section} must be an object")
+    curves = doc.get("curves", {})
+    missing = [k for k in required_curves(task_slug) if k not in curves]
+    if missing:
+        raise SpecError(f"result.curves lacks {', '.join(missing)}")
+    timing = doc.get("timing", {})
+    if "wall_s" in timing:
+        _finite_number(timing["wall_s"], "timing.wall_s")
+    return doc
+
+
+def make_result(
+    task_slug: str,
+    metrics: dict[str, float],
+    *,
+    ci95: dict[str, list[float]] | None = None,
+    breakdown: dict[str, Any] | None = None,
+    curves: dict[str, Any] | None = None,
+    env: dict[str, Any] | None = None,
+    timing: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "task": task_slug,
+        "metrics": metrics,
+        "ci95": ci95 or {},
+        "breakdown": breakdown or {},
+        "curves": curves or {},
+        "env": env or {},
+        "timing": timing or {},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Broker URLs. Both sides must read CELERY_BROKER_URL the same way; the embedded default
+# ``filesystem:///abs/folder`` (a broker that needs no server) names the folder the site and
+# local runners share.
+# --------------------------------------------------------------------------------------------
+def celery_broker_settings(url: str) -> dict[str, Any]:
+    """Celery settings (``broker_url``, ``broker_transport_options``) for a broker URL."""
+    if url.startswith("filesystem://"):
+        folder = url[len("filesystem://") :] or "/tmp/leaderboard-broker"
+
+        for sub in ("queue", "processed"):
+            os.makedirs(os.path.join(folder, sub), exist_ok=True)
+        return {
+            "broker_url": "filesystem://",
+            "broker_transport_options": {
+                "data_folder_in": os.path.join(folder, "queue"),
+                "data_folder_out": os.path.join(folder, "queue"),
+                "processed_folder": os.path.join(folder, "processed"),
+                "store_processed": False,
+            },
+        }
+    options: dict[str, Any] = {}
+    if url.startswith(("redis://", "rediss://")):
+        # A long evaluation must not be redelivered while it still runs: the visibility timeout
+        # must exceed the longest task time limit (the lease and reaper handle dead runners).
+        options["visibility_timeout"] = 6 * 3600
+    return {"broker_url": url, "broker_transport_options": options}
+
+
+# --------------------------------------------------------------------------------------------
+# The task catalogue (shared/PROTOCOLS.md "Task catalogue"; slugs are part of the contract).
+# The site loads it into its database; a runner's local dry run reads task parameters from it.
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CatalogueTask:
+    slug: str
+    title: str
+    dataset: str
+    queue: str
+    time_limit_s: int
+    primary_metric: str
+    higher_is_better: bool
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CatalogueBenchmark:
+    slug: str
+    title: str
+    kind: str
+    description: str
+    tasks: tuple[CatalogueTask, ...]
+
+    @property
+    def primary_metric(self) -> str:
+        return self.tasks[0].primary_metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.tasks[0].higher_is_better
+
+
+def _classifier(slug: str, title: str, dataset: str, metric: str = "top1", higher: bool = True,
+                limit: int = 3600, **params: Any) -> CatalogueTask:
+    return CatalogueTask(slug, title, dataset, "runner.gpu", limit, metric, higher, params)
+
+
+_DENOISE_SETS = {
+    "bsd68": ("BSD68 (grayscale)", 1),
+    "set12": ("Set12 (grayscale)", 1),
+    "cbsd68": ("CBSD68 (colour)", 3),
+    "kodak": ("Kodak (colour)", 3),
+    "skimage-gray": ("scikit-image photographs (grayscale)", 1),
+    "skimage-color": ("scikit-image photographs (colour)", 3),
+}
+_NOISES = {
+    "gauss25": ("Gaussian σ=25", {"family": "gaussian", "level": 25.0}),
+    "gauss50": ("Gaussian σ=50", {"family": "gaussian", "level": 50.0}),
+    "poisson0.01": ("Poisson ζ=0.01", {"family": "poisson", "level": 0.01}),
+    "poisson0.05": ("Poisson ζ=0.05", {"family": "poisson", "level": 0.05}),
+    "gamma100": ("Gamma k=100", {"family": "gamma", "level": 100.0}),
+    "gamma50": ("Gamma k=50", {"family": "gamma", "level": 50.0}),
+}
+
+
+def _denoise_benchmark(name: str) -> CatalogueBenchmark:
+    title, channels = _DENOISE_SETS[name]
+    on_cpu = name.startswith("skimage")
+    tasks = tuple(
+        CatalogueTask(
+            f"denoise-{name}-{noise}", f"{title}, {noise_title}", f"denoise/{name}",
+            "runner.cpu" if on_cpu else "runner.gpu", 1800, "psnr", True,
+            {"set": name, "channels": channels, **noise_params},
+        )
+        for noise, (noise_title, noise_params) in _NOISES.items()
+    )
+    return CatalogueBenchmark(
+        f"denoise-{name}", f"Denoising: {title}", "denoiser",
+        f"Blind denoising on {title} under the Noise2Score protocol's six noise settings; PSNR "
+        "and SSIM per image, averaged.", tasks,
+    )
+
+
+def _synthetic(n: int) -> CatalogueTask:
+    return CatalogueTask(f"opt-f{n}", f"diffGrad synthetic function F{n}", "", "runner.cpu", 120,
+                         "final_loss", False, {"function": f"f{n}", "x0": -1.0, "steps": 300})
+
+
+CATALOGUE: tuple[CatalogueBenchmark, ...] = (
+    CatalogueBenchmark(
+        "opt-synthetic", "Optimizers: diffGrad's synthetic functions", "optimizer",
+        "One parameter from θ0 = −1, 300 steps on the three non-convex functions of the diffGrad "
+        "paper; lower final loss is better.", (_synthetic(1), _synthetic(2), _synthetic(3)),
+    ),
+    CatalogueBenchmark(
+        "opt-digits", "Optimizers: small CNN on scikit-learn digits", "optimizer",
+        "A fixed-budget small CNN on the 1,797 real handwritten digits, 5 seeds; final test top-1.",
+        (CatalogueTask("opt-digits", "Small CNN on digits", "sklearn-digits", "runner.cpu", 900,
+                       "test_top1_mean", True, {"epochs": 20, "batch_size": 64, "seeds": 5,
+                                                "target_top1": 95.0}),),
+    ),
+    CatalogueBenchmark(
+        "opt-cifar10-resnet18", "Optimizers: CIFAR-10 ResNet-18", "optimizer",
+        "CIFAR ResNet-18 on a fixed epoch budget, 3 seeds; final and best test top-1, time to "
+        "target; checkpoints are also scored on CIFAR-10-C.",
+        (CatalogueTask("opt-cifar10-resnet18", "CIFAR-10 ResNet-18", "cifar-10-batches-py",
+                       "runner.gpu", 4 * 3600, "test_top1_mean", True,
+                       {"epochs": 10, "batch_size": 128, "seeds": 3, "target_top1": 85.0}),),
+    ),
+    CatalogueBenchmark(
+        "opt-cifar100-resnet18", "Optimizers: CIFAR-100 ResNet-18", "optimizer",
+        "CIFAR ResNet-18 on a fixed epoch budget, 3 seeds; final and best test top-1, time to target.",
+        (CatalogueTask("opt-cifar100-resnet18", "CIFAR-100 ResNet-18", "cifar-100-python",
+                       "runner.gpu", 4 * 3600, "test_top1_mean", True,
+                       {"epochs": 10, "batch_size": 128, "seeds": 3, "target_top1": 55.0}),),
+    ),
+    CatalogueBenchmark(
+        "digits", "Classifiers: scikit-learn digits", "classifier",
+        "The 1,797 real handwritten 8×8 digits bundled with scikit-learn; a fixed test split.",
+        (CatalogueTask("digits", "Digits test split", "sklearn-digits", "runner.cpu", 300, "top1",
+                       True, {"test_fraction": 0.25, "split_seed": 0}),),
+    ),
+    CatalogueBenchmark(
+        "cifar10", "Classifiers: CIFAR-10 and CIFAR-10-C", "classifier",
+        "CIFAR-10 test top-1 and mean accuracy over the 15 corruptions × 5 severities of CIFAR-10-C.",
+        (_classifier("cifar10", "CIFAR-10 test", "cifar-10-batches-py", num_classes=10),
+         _classifier("cifar10-c", "CIFAR-10-C", "CIFAR-10-C", num_classes=10)),
+    ),
+    CatalogueBenchmark(
+        "cifar100", "Classifiers: CIFAR-100 and CIFAR-100-C", "classifier",
+        "CIFAR-100 test top-1 and mean accuracy over the 15 corruptions × 5 severities of CIFAR-100-C.",
+        (_classifier("cifar100", "CIFAR-100 test", "cifar-100-python", num_classes=100),
+         _classifier("cifar100-c", "CIFAR-100-C", "CIFAR-100-C", num_classes=100)),
+    ),
+    CatalogueBenchmark(
+        "imagenet", "Classifiers: ImageNet and its shifts", "classifier",
+        "ImageNet val top-1, ImageNet-A, ImageNet-R, ImageNet-C (mCE, AlexNet-normalized) and "
+        "the geographic-shift sets GeoDE and Dollar Street, with per-region accuracy and disparity.",
+        (_classifier("imagenet-val", "ImageNet validation", "imagenet/val", num_classes=1000),
+         _classifier("imagenet-a", "ImageNet-A", "imagenet-a", num_classes=1000),
+         _classifier("imagenet-r", "ImageNet-R", "imagenet-r", num_classes=1000),
+         _classifier("imagenet-c", "ImageNet-C", "imagenet-c", "mce", False, 6 * 3600,
+                     num_classes=1000),
+         _classifier("geode", "GeoDE", "geode", num_classes=1000),
+         _classifier("dollarstreet", "Dollar Street", "dollarstreet", num_classes=1000)),
+    ),
+    *(_denoise_benchmark(name) for name in _DENOISE_SETS),
+)
+
+
+def catalogue_task(slug: str) -> CatalogueTask:
+    for bench in CATALOGUE:
+        for task in bench.tasks:
+            if task.slug == slug:
+                return task
+    raise KeyError(f"no task {slug!r} in the catalogue")
+
+
+def catalogue_benchmark_of(task_slug: str) -> CatalogueBenchmark:
+    for bench in CATALOGUE:
+        if any(t.slug == task_slug for t in bench.tasks):
+            return bench
+    raise KeyError(f"no task {task_slug!r} in the catalogue")

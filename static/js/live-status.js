@@ -1,0 +1,40 @@
+// Keeps a submission page current without reloading: polls its status.json until it ends.
+(function () {
+  "use strict";
+  const root = document.getElementById("live");
+  if (!root) return;
+  const ENDED = ["finished", "failed", "rejected"];
+  const fmt = (v) => (v === undefined || v === null) ? "–" :
+    (Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3)) ? v.toExponential(3) : String(+v.toPrecision(4));
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+  function render(doc) {
+    const status = document.getElementById("status");
+    status.textContent = doc.status;
+    status.className = "status status-" + doc.status;
+    document.getElementById("progress").value = doc.progress;
+    document.getElementById("progress-text").textContent = doc.jobs_done + " / " + doc.jobs_total + " tasks done";
+    const error = document.getElementById("error");
+    error.hidden = !doc.error_message;
+    error.textContent = doc.error_message || "";
+    const body = document.querySelector("#jobs tbody");
+    body.innerHTML = doc.jobs.map((job) => {
+      const metrics = Object.entries(job.metrics).map(([k, v]) => "<span>" + esc(k) + " = " + fmt(v) + "</span>").join(" ");
+      const err = job.error_message ? '<div class="error">' + esc(job.error_kind) + ": " + esc(job.error_message) + "</div>" : "";
+      return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + '</td><td class="state">' + esc(job.state) +
+        (job.attempt > 1 ? " (attempt " + job.attempt + ")" : "") + '</td><td class="prog">' +
+        Math.round(job.progress * 100) + "% " + esc(job.progress_message) + '</td><td class="num primary">' +
+        fmt(job.metrics[job.primary_metric]) + '</td><td class="metrics">' + metrics + err + "</td></tr>";
+    }).join("");
+    return ENDED.includes(doc.status);
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(root.dataset.url, {headers: {"Accept": "application/json"}});
+      if (response.ok && render(await response.json())) return;
+    } catch (e) { /* transient: try again */ }
+    setTimeout(poll, 1500);
+  }
+  if (!ENDED.includes(document.getElementById("status").textContent.trim())) setTimeout(poll, 1000);
+})();

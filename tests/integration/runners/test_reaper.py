@@ -1,0 +1,118 @@
+"""The reaper: dead runners, never-claimed jobs and a broker that was down lose nothing."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from leaderboard.runners.services import jobs_reap
+from leaderboard.submissions.models import EvaluationJob, Submission
+from runner.spec import ErrorKind
+from tests.conftest import queued_messages, synthetic_result
+
+pytestmark = pytest.mark.django_db
+
+
+def expire_lease(job):
+    EvaluationJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_it_requeues_a_job_whose_runner_vanished_and_keeps_exactly_one_result(
+        runner_api, second_runner_api, alice, make_submission, django_capture_on_commit_callbacks):
+    sub = make_submission(alice)
+    job = sub.jobs.get(task__slug="opt-f1")
+    assert runner_api.claim(job.pk).status_code == 200  # then the node dies mid-job
+    expire_lease(job)
+    assert jobs_reap()["expired"] == 1
+    job.refresh_from_db()
+    assert job.state == EvaluationJob.State.DISPATCHED and job.runner is None
+    assert "stopped sending heartbeats" in job.error_message
+    spec = second_runner_api.claim(job.pk).json()["spec"]
+    assert spec["attempt"] == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        assert second_runner_api.result(job.pk, 2, synthetic_result("opt-f1", 0.5)).status_code == 200
+    # The first node comes back to life and posts its stale result: refused, nothing changes.
+    assert runner_api.result(job.pk, 1, synthetic_result("opt-f1", 0.1)).status_code == 409
+    job.refresh_from_db()
+    assert (job.state, job.result_attempt, job.runner.name) == ("succeeded", 2, "gpu-node-2")
+    assert job.result["metrics"]["final_loss"] == 0.5
+    assert sub.board_entries.filter(task__slug="opt-f1").count() == 1
+
+
+def test_a_live_lease_is_left_alone(runner_api, alice, make_submission):
+    job = make_submission(alice).jobs.first()
+    runner_api.claim(job.pk)
+    assert jobs_reap()["expired"] == 0
+    job.refresh_from_db()
+    assert job.state == EvaluationJob.State.RUNNING
+
+
+def test_a_job_that_loses_its_runner_too_often_fails_with_a_reason_that_does_not_count(
+        runner_api, alice, make_submission, settings):
+    settings.JOB_MAX_ATTEMPTS = 2
+    sub = make_submission(alice)
+    jobs = list(sub.jobs.all())
+    for job in jobs:
+        for _ in range(2):
+            assert runner_api.claim(job.pk).status_code == 200
+            expire_lease(job)
+            jobs_reap()
+    sub.refresh_from_db()
+    job = jobs[0]
+    job.refresh_from_db()
+    assert job.state == EvaluationJob.State.FAILED and job.error_kind == ErrorKind.LEASE_EXPIRED
+    assert "stopped answering 2 times" in job.error_message
+    assert sub.status == Submission.Status.FAILED and sub.counts_against_quota is False
+
+
+def test_a_job_nobody_claims_is_dispatched_again_then_failed_after_the_limit(alice, make_submission, settings, _celery_for_tests):
+    settings.JOB_MAX_DISPATCHES = 2
+    sub = make_submission(alice)
+    job = sub.jobs.get(task__slug="opt-f2")
+    old = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS + 1)
+    EvaluationJob.objects.filter(submission=sub).update(dispatched_at=old)
+    before = queued_messages(_celery_for_tests)
+    assert jobs_reap()["redispatched"] == 3
+    assert queued_messages(_celery_for_tests) == before + 3
+    job.refresh_from_db()
+    assert job.dispatches == 2
+    EvaluationJob.objects.filter(submission=sub).update(dispatched_at=old)
+    assert jobs_reap()["failed"] == 3
+    job.refresh_from_db()
+    assert job.error_kind == ErrorKind.NEVER_CLAIMED and "runner.cpu" in job.error_message
+    sub.refresh_from_db()
+    assert sub.status == Submission.Status.FAILED and not sub.counts_against_quota
+
+
+def test_a_job_dispatched_while_the_broker_is_down_is_sent_once_it_is_back(
+        alice, make_submission, _celery_for_tests, runner_api):
+    app = _celery_for_tests
+    working = (app.conf.broker_url, app.conf.broker_transport_options)
+    app.conf.broker_url, app.conf.broker_transport_options = "redis://127.0.0.1:1/0", {}
+    try:
+        sub = make_submission(alice)
+    finally:
+        app.conf.broker_url, app.conf.broker_transport_options = working
+    assert sub.status == Submission.Status.QUEUED
+    assert set(sub.jobs.values_list("state", flat=True)) == {EvaluationJob.State.PENDING}
+    EvaluationJob.objects.filter(submission=sub).update(created_at=timezone.now() - timedelta(seconds=30))
+    before = queued_messages(app)
+    assert jobs_reap()["dispatched"] == 3
+    assert queued_messages(app) == before + 3
+    assert runner_api.claim(sub.jobs.first().pk).status_code == 200
+
+
+def test_an_upload_whose_validation_was_never_enqueued_is_validated_by_the_reaper(alice, _celery_for_tests):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from leaderboard.benchmarks.models import Benchmark
+    from leaderboard.submissions.services import submission_create
+    from tests.conftest import OPTIMIZER_SOURCE
+
+    sub = submission_create(owner=alice, benchmark=Benchmark.objects.get(slug="opt-synthetic"), name="x",
+                            upload=SimpleUploadedFile("x.py", OPTIMIZER_SOURCE))  # on_commit never runs here
+    Submission.objects.filter(pk=sub.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    assert jobs_reap()["validated"] == 1
+    sub.refresh_from_db()
+    assert sub.status == Submission.Status.QUEUED and sub.jobs.count() == 3

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from leaderboard.benchmarks.models import Benchmark, Task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_loading_the_catalogue_twice_changes_nothing():
+    before = (Benchmark.objects.count(), Task.objects.count(), list(Task.objects.values_list("pk", flat=True)))
+    call_command("loadbenchmarks")
+    call_command("loadbenchmarks")
+    after = (Benchmark.objects.count(), Task.objects.count(), list(Task.objects.values_list("pk", flat=True)))
+    assert before == after and before[1] == 53
+    imagenet_c = Task.objects.get(slug="imagenet-c")
+    assert (imagenet_c.primary_metric, imagenet_c.higher_is_better) == ("mce", False)
+
+
+def test_check_deploy_passes_with_production_variables(tmp_path):
+    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "x" * 64 + "-production-secret-0123456789",
+           "ALLOWED_HOSTS": "leaderboard.example.org", "SECURE_SSL_REDIRECT": "1", "SECURE_HSTS_SECONDS": "31536000",
+           "LEADERBOARD_VAR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_deploy_flags_the_embedded_secret_key(tmp_path):
+    env = {**os.environ, "DEBUG": "0", "ALLOWED_HOSTS": "x.org", "LEADERBOARD_VAR": str(tmp_path)}
+    env.pop("SECRET_KEY", None)
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "SECRET_KEY" in result.stdout + result.stderr
