@@ -90,6 +90,7 @@ class SubmissionStatusSerializer(serializers.Serializer):
 
 class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
+    tied_with_above = serializers.BooleanField(help_text="95% intervals overlap the row ranked just above")
     submission_id = serializers.IntegerField()
     name = serializers.CharField()
     owner = serializers.CharField()

@@ -36,17 +36,27 @@ class BoardPage:
     sort: str = ""
     descending: bool = True
 
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.rows)
+
 
 SORTABLE_META = {"submitted_at", "submission_name", "owner_name"}
 
 
 def board_rows(*, task: Task, user=None, offset: int = 0, limit: int = 50, sort: str = "",
-               descending: bool | None = None, baselines: bool | None = None) -> BoardPage:
-    """One task's board: rank by the primary metric (ties share a rank), optionally sorted by
-    another metric or column, paginated."""
+               descending: bool | None = None, baselines: bool | None = None, family: str = "",
+               since=None) -> BoardPage:
+    """One task's board: rank by the primary metric (equal values share a rank), optionally
+    filtered (baselines, model family, submitted since a date) and sorted by another metric or
+    column, paginated."""
     qs = _visible(BoardEntry.objects.filter(task=task), user)
     if baselines is not None:
         qs = qs.filter(is_baseline=baselines)
+    if family:
+        qs = qs.filter(model_family__iexact=family)
+    if since is not None:
+        qs = qs.filter(submitted_at__date__gte=since)
     ranked = qs.annotate(rank=Window(expression=Rank(), order_by=_ordering(task)))
     if sort and sort != task.primary_metric:
         desc = True if descending is None else descending
@@ -68,8 +78,10 @@ def board_rows(*, task: Task, user=None, offset: int = 0, limit: int = 50, sort:
                 keys.append(k)
     if task.primary_metric in keys:
         keys.remove(task.primary_metric)
-    return BoardPage(task=task, rows=rows, total=total, offset=offset, limit=limit,
+    page = BoardPage(task=task, rows=rows, total=total, offset=offset, limit=limit,
                      metric_keys=keys, sort=sort, descending=desc)
+    mark_ties(page)
+    return page
 
 
 def benchmark_leaders(*, benchmarks: list[Benchmark], per_task: int = 3) -> dict[int, list[BoardEntry]]:
@@ -116,6 +128,7 @@ def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
     return [
         {
             "rank": row.rank,
+            "tied_with_above": getattr(row, "tied", False),
             "submission_id": row.submission_id,
             "name": row.submission_name,
             "owner": row.owner_name,
@@ -131,3 +144,34 @@ def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
         }
         for row in page.rows
     ]
+
+
+def mark_ties(page: BoardPage) -> None:
+    """Flag rows whose 95% interval overlaps the interval of the row ranked just above: their order
+    is not established by the evidence, and the table says so."""
+    rows = sorted(page.rows, key=lambda r: (r.rank, r.pk))
+    previous = None
+    for row in rows:
+        row.tied = False
+        if previous is not None and None not in (row.ci_low, row.ci_high, previous.ci_low, previous.ci_high):
+            row.tied = row.ci_low <= previous.ci_high and previous.ci_low <= row.ci_high
+        previous = row
+
+
+def board_curves(*, task: Task, submission_ids: list[int]) -> dict[int, dict]:
+    """The curves of these submissions' results on one task, in one query."""
+    from leaderboard.submissions.models import EvaluationJob
+
+    jobs = EvaluationJob.objects.filter(task=task, submission_id__in=submission_ids,
+                                        state=EvaluationJob.State.SUCCEEDED).values_list("submission_id", "result")
+    return {sub_id: (result or {}).get("curves", {}) for sub_id, result in jobs}
+
+
+def submission_rank(*, submission_id: int, task: Task) -> tuple[int, int] | None:
+    """(rank, board size) of a public submission on a task's board, or None."""
+    entry = BoardEntry.objects.filter(task=task, submission_id=submission_id).first()
+    if entry is None:
+        return None
+    board = BoardEntry.objects.filter(task=task, is_public=True)
+    better = board.filter(value__gt=entry.value) if task.higher_is_better else board.filter(value__lt=entry.value)
+    return better.count() + 1, board.count()

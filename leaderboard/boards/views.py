@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import date
+
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.html import escape
 
 from leaderboard.benchmarks.models import Benchmark
+from leaderboard.submissions import selectors as submission_selectors
+from leaderboard.submissions.models import Submission
 
-from . import selectors
+from . import charts, selectors
 
 PAGE_SIZE = 50
+EXPORT_LIMIT = 100_000
 
 
 def home(request):
@@ -25,22 +35,160 @@ def _int(value, default: int) -> int:
         return default
 
 
-def benchmark(request, slug: str):
-    bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
+def _since(value) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _board_request(request, bench: Benchmark, *, limit: int, offset: int | None = None):
     tasks = list(bench.tasks.all())
     task = next((t for t in tasks if t.slug == request.GET.get("task")), tasks[0] if tasks else None)
-    page = None
-    if task is not None:
-        direction = request.GET.get("dir")
-        baselines = {"only": True, "exclude": False}.get(request.GET.get("baselines", ""))
-        page = selectors.board_rows(
-            task=task, user=request.user, offset=_int(request.GET.get("offset"), 0), limit=PAGE_SIZE,
-            sort=request.GET.get("sort", ""), descending=None if direction not in ("asc", "desc") else direction == "desc",
-            baselines=baselines,
-        )
+    if task is None:
+        raise Http404("This benchmark has no tasks.")
+    direction = request.GET.get("dir")
+    page = selectors.board_rows(
+        task=task, user=request.user, offset=_int(request.GET.get("offset"), 0) if offset is None else offset,
+        limit=limit, sort=request.GET.get("sort", ""),
+        descending=None if direction not in ("asc", "desc") else direction == "desc",
+        baselines={"only": True, "exclude": False}.get(request.GET.get("baselines", "")),
+        family=request.GET.get("family", "").strip(), since=_since(request.GET.get("since")),
+    )
+    return tasks, task, page
+
+
+def benchmark(request, slug: str):
+    bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
+    tasks, task, page = _board_request(request, bench, limit=PAGE_SIZE)
+    records = selectors.board_as_records(page)
+    figures = []
+    if records:
+        figures.append(("ranking", charts.ranking_figure(
+            task_title=task.title, metric=task.primary_metric, higher_is_better=task.higher_is_better,
+            rows=records[:30])))
+        curves = selectors.board_curves(task=task, submission_ids=[r["submission_id"] for r in records[:10]])
+        runs = [{"name": r["name"], "trajectory": curves[r["submission_id"]]["trajectory"]}
+                for r in records[:10] if "trajectory" in curves.get(r["submission_id"], {})]
+        if runs:
+            figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
+            figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
+    query = request.GET.copy()
+    query.pop("offset", None)
     return render(request, "boards/benchmark.html", {
         "benchmark": bench, "tasks": tasks, "task": task, "page": page,
-        "baselines": request.GET.get("baselines", ""),
-        "next_offset": page.offset + page.limit if page and page.offset + page.limit < page.total else None,
-        "prev_offset": max(0, page.offset - page.limit) if page and page.offset else None,
+        "baselines": request.GET.get("baselines", ""), "family": request.GET.get("family", ""),
+        "since": request.GET.get("since", ""),
+        "charts": [(name, charts.to_json(fig)) for name, fig in figures],
+        "query": query.urlencode(),
+        "next_offset": page.offset + page.limit if page.offset + page.limit < page.total else None,
+        "prev_offset": max(0, page.offset - page.limit) if page.offset else None,
+    })
+
+
+def _csv_response(filename: str, header: list[str], rows: list[list]) -> HttpResponse:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def board_export(request, slug: str, fmt: str):
+    """The whole board (all pages) of one task as CSV or JSON, with the same filters as the page."""
+    if fmt not in ("csv", "json"):
+        raise Http404("Exports come as .csv or .json.")
+    bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
+    _, task, page = _board_request(request, bench, limit=EXPORT_LIMIT, offset=0)
+    records = selectors.board_as_records(page)
+    if fmt == "json":
+        return JsonResponse({"benchmark": bench.slug, "task": task.slug, "primary_metric": task.primary_metric,
+                             "higher_is_better": task.higher_is_better, "rows": records},
+                            json_dumps_params={"indent": 1})
+    keys = [task.primary_metric] + page.metric_keys
+    header = ["rank", "tied_with_above", "submission_id", "name", "owner", "is_baseline", "model_family",
+              "synthetic_data", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
+              "submitted_at"]
+    rows = [[r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
+             r["model_family"], r["synthetic_data"], *[r["metrics"].get(k, "") for k in keys],
+             *(r["ci95"] or ["", ""]), r["submitted_at"]] for r in records]
+    return _csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
+
+
+def _visible_submission(request, pk: int) -> Submission:
+    submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
+    if not submission.visible_to(request.user):
+        raise Http404("No such submission.")
+    return submission
+
+
+def submission_export(request, pk: int, fmt: str):
+    if fmt not in ("csv", "json"):
+        raise Http404("Exports come as .csv or .json.")
+    submission = _visible_submission(request, pk)
+    status = submission_selectors.submission_status(submission=submission)
+    if fmt == "json":
+        full = {**status, "results": {j.task.slug: j.result for j in submission.jobs.select_related("task")}}
+        return JsonResponse(full, json_dumps_params={"indent": 1})
+    rows = []
+    for job in status["jobs"]:
+        for metric, value in sorted(job["metrics"].items()):
+            ci = job["ci95"].get(metric) or ["", ""]
+            rows.append([job["task"], metric, value, ci[0], ci[1], job["state"]])
+        if not job["metrics"]:
+            rows.append([job["task"], "", "", "", "", job["state"]])
+    return _csv_response(f"submission-{pk}.csv", ["task", "metric", "value", "ci95_low", "ci95_high", "state"], rows)
+
+
+def badge(request, pk: int):
+    """An SVG badge with the submission's rank on its benchmark's lead task (for READMEs)."""
+    submission = _visible_submission(request, pk)
+    task = submission.benchmark.lead_task
+    ranked = selectors.submission_rank(submission_id=pk, task=task) if task else None
+    label = escape(f"{submission.benchmark.slug}")
+    value = f"#{ranked[0]} of {ranked[1]}" if ranked else submission.status
+    left, right = 7 * len(label) + 12, 7 * len(value) + 12
+    colour = "#2456d6" if ranked else "#9aa3b5"
+    svg = f"""<svg xmlns="http://www.w3.org/2000/svg" width="{left + right}" height="20" role="img" aria-label="{label}: {value}">
+<title>{label}: {value}</title>
+<rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20" fill="{colour}"/>
+<g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">
+<text x="{left / 2}" y="14">{label}</text><text x="{left + right / 2}" y="14">{escape(value)}</text></g></svg>"""
+    response = HttpResponse(svg, content_type="image/svg+xml")
+    response["Cache-Control"] = "max-age=300"
+    return response
+
+
+def compare(request):
+    """Two to four submissions side by side: every task's metrics and the paired differences
+    against the first one."""
+    try:
+        ids = [int(x) for x in request.GET.get("ids", "").replace(" ", "").split(",") if x]
+    except ValueError:
+        ids = []
+    ids = list(dict.fromkeys(ids))
+    error = None
+    if not 2 <= len(ids) <= 4:
+        error = "Choose two to four submissions to compare (e.g. ?ids=3,7)."
+        return render(request, "boards/compare.html", {"error": error, "ids": ids})
+    subs = {s.pk: s for s in Submission.objects.select_related("benchmark", "owner").filter(pk__in=ids)}
+    subs_ordered = [subs[i] for i in ids if i in subs and subs[i].visible_to(request.user)]
+    if len(subs_ordered) != len(ids):
+        raise Http404("One of these submissions does not exist or is private.")
+    if len({s.benchmark_id for s in subs_ordered}) != 1:
+        error = "These submissions belong to different benchmarks; compare submissions of one benchmark."
+        return render(request, "boards/compare.html", {"error": error, "ids": ids})
+    table = submission_selectors.comparison(submissions=subs_ordered)
+    figures = []
+    for task in table["tasks"]:
+        runs = [{"name": s.name, "trajectory": task["curves"][s.pk]["trajectory"]}
+                for s in subs_ordered if "trajectory" in task["curves"].get(s.pk, {})]
+        if runs:
+            figures.append((f"trajectory-{task['slug']}",
+                            charts.to_json(charts.trajectory_figure(function=task["title"], runs=runs))))
+    return render(request, "boards/compare.html", {
+        "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids,
+        "ids_json": json.dumps(ids),
     })

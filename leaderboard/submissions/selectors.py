@@ -51,3 +51,40 @@ def submission_status(*, submission: Submission) -> dict[str, Any]:
         "created_at": submission.created_at.isoformat(),
         "finished_at": submission.finished_at.isoformat() if submission.finished_at else None,
     }
+
+
+def comparison(*, submissions: list[Submission]) -> dict[str, Any]:
+    """Per task, every metric of each submission and its difference from the first submission's
+    (the paired difference: same task, same data, same seeds)."""
+    ids = [s.pk for s in submissions]
+    jobs = EvaluationJob.objects.filter(submission_id__in=ids).select_related("task").order_by("task__position")
+    by_task: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        entry = by_task.setdefault(job.task.slug, {
+            "slug": job.task.slug, "title": job.task.title, "primary_metric": job.task.primary_metric,
+            "higher_is_better": job.task.higher_is_better, "results": {}, "curves": {}, "states": {},
+        })
+        result = job.result or {}
+        entry["results"][job.submission_id] = result.get("metrics", {})
+        entry["curves"][job.submission_id] = result.get("curves", {})
+        entry["states"][job.submission_id] = job.state
+    tasks = []
+    for entry in by_task.values():
+        metric_names: list[str] = [entry["primary_metric"]]
+        for metrics in entry["results"].values():
+            metric_names += [m for m in metrics if m not in metric_names]
+        rows = []
+        for metric in metric_names:
+            values = [entry["results"].get(i, {}).get(metric) for i in ids]
+            base = values[0]
+            diffs = [None if v is None or base is None else v - base for v in values]
+            best = None
+            known = [v for v in values if v is not None]
+            if known and metric == entry["primary_metric"]:
+                best = max(known) if entry["higher_is_better"] else min(known)
+            rows.append({"metric": metric, "cells": [{"value": v, "diff": d, "best": v is not None and v == best}
+                                                      for v, d in zip(values, diffs)]})
+        entry["rows"] = rows
+        entry["state_list"] = [entry["states"].get(i, "-") for i in ids]
+        tasks.append(entry)
+    return {"ids": ids, "tasks": tasks}

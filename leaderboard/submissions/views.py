@@ -44,10 +44,21 @@ def _visible_submission(request, pk: int) -> Submission:
 
 
 def detail(request, pk: int):
+    from leaderboard.boards import charts
+
     submission = _visible_submission(request, pk)
+    status = selectors.submission_status(submission=submission)
+    figures = []
+    for job in submission.jobs.select_related("task").filter(state="succeeded"):
+        curves = (job.result or {}).get("curves", {})
+        if "trajectory" in curves:
+            runs = [{"name": submission.name, "trajectory": curves["trajectory"]}]
+            figures.append((f"trajectory-{job.task.slug}", charts.to_json(
+                charts.trajectory_figure(function=job.task.title, runs=runs))))
     return render(request, "submissions/detail.html", {
         "submission": submission,
-        "status": selectors.submission_status(submission=submission),
+        "status": status,
+        "charts": figures,
         "can_cancel": submission.is_active and (request.user == submission.owner or request.user.is_staff),
     })
 

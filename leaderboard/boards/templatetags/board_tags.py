@@ -46,3 +46,20 @@ def sort_link(context, page, key: str, default_desc: bool = True, label: str | N
                        " active" if active else "",
                        ("descending" if page.descending else "ascending") if active else "none",
                        label or key, arrow)
+
+
+@register.filter
+def index(sequence, position):
+    try:
+        return sequence[int(position)]
+    except (IndexError, TypeError, ValueError):
+        return ""
+
+
+@register.filter
+def signed(value):
+    """A difference with its sign: +0.012, −3.4."""
+    if value is None:
+        return "–"
+    text = sig(abs(value))
+    return ("+" if value > 0 else "−" if value < 0 else "±") + str(text)

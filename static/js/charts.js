@@ -1,0 +1,16 @@
+// Renders every <div data-chart="id-of-json-script"> with the plotly.js the site serves.
+(function () {
+  "use strict";
+  function render() {
+    document.querySelectorAll("[data-chart]").forEach(function (el) {
+      const source = document.getElementById(el.dataset.chart);
+      if (!source || el.dataset.rendered) return;
+      const fig = JSON.parse(JSON.parse(source.textContent));
+      window.Plotly.newPlot(el, fig.data, fig.layout, {responsive: true, displaylogo: false});
+      el.dataset.rendered = "1";
+    });
+  }
+  window.renderCharts = render;
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", render);
+  else render();
+})();
