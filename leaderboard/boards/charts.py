@@ -27,8 +27,8 @@ def ranking_figure(*, task_title: str, metric: str, higher_is_better: bool, rows
     has_ci = [r.get("ci95") for r in ordered]
     error = {
         "type": "data", "symmetric": False,
-        "array": [(ci[1] - v) if ci else 0 for ci, v in zip(has_ci, values)],
-        "arrayminus": [(v - ci[0]) if ci else 0 for ci, v in zip(has_ci, values)],
+        "array": [(ci[1] - v) if ci else 0 for ci, v in zip(has_ci, values, strict=False)],
+        "arrayminus": [(v - ci[0]) if ci else 0 for ci, v in zip(has_ci, values, strict=False)],
         "visible": any(has_ci), "color": "#555",
     }
     fig = go.Figure(go.Bar(

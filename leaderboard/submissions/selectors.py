@@ -83,7 +83,7 @@ def comparison(*, submissions: list[Submission]) -> dict[str, Any]:
             if known and metric == entry["primary_metric"]:
                 best = max(known) if entry["higher_is_better"] else min(known)
             rows.append({"metric": metric, "cells": [{"value": v, "diff": d, "best": v is not None and v == best}
-                                                      for v, d in zip(values, diffs)]})
+                                                      for v, d in zip(values, diffs, strict=False)]})
         entry["rows"] = rows
         entry["state_list"] = [entry["states"].get(i, "-") for i in ids]
         tasks.append(entry)
