@@ -38,3 +38,6 @@ urlpatterns = [
     path("api/runner/v1/", include(runner_api)),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "leaderboard.errors.not_found"
+handler500 = "leaderboard.errors.crashed"

@@ -67,14 +67,24 @@ def second_runner(db):
 
 
 @pytest.fixture
-def synthetic_benchmark(db):
+def catalogue(db):
+    """The task catalogue. A data migration loads it; transactional tests flush it, so reload."""
+    from leaderboard.benchmarks.models import Benchmark
+    from leaderboard.benchmarks.services import catalogue_load
+
+    if not Benchmark.objects.exists():
+        catalogue_load()
+
+
+@pytest.fixture
+def synthetic_benchmark(catalogue):
     from leaderboard.benchmarks.models import Benchmark
 
     return Benchmark.objects.get(slug="opt-synthetic")
 
 
 @pytest.fixture
-def make_submission(db, django_capture_on_commit_callbacks):
+def make_submission(catalogue, django_capture_on_commit_callbacks):
     """Create and validate a submission the way the form does; returns it queued with its jobs."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 

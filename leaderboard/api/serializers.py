@@ -115,3 +115,17 @@ class LeaderboardSerializer(serializers.Serializer):
     offset = serializers.IntegerField()
     limit = serializers.IntegerField()
     rows = LeaderboardRowSerializer(many=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class FieldErrorsSerializer(serializers.Serializer):
+    """400: a list of messages per field that failed (and non_field_errors)."""
+
+    non_field_errors = serializers.ListField(child=serializers.CharField(), required=False)
+    benchmark = serializers.ListField(child=serializers.CharField(), required=False)
+    name = serializers.ListField(child=serializers.CharField(), required=False)
+    artifact = serializers.ListField(child=serializers.CharField(), required=False)
+    hparams = serializers.ListField(child=serializers.CharField(), required=False)

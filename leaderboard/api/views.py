@@ -44,7 +44,7 @@ class BenchmarkList(APIView):
 class BenchmarkDetail(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=serializers.BenchmarkSerializer)
+    @extend_schema(responses={200: serializers.BenchmarkSerializer, 404: serializers.ErrorSerializer})
     def get(self, request, slug: str):
         bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
         return Response(serializers.BenchmarkSerializer(bench).data)
@@ -60,7 +60,8 @@ class Leaderboard(APIView):
             OpenApiParameter("sort", str, description="a metric key; default the primary metric"),
             OpenApiParameter("dir", str, enum=["asc", "desc"]),
         ],
-        responses=serializers.LeaderboardSerializer,
+        responses={200: serializers.LeaderboardSerializer, 400: serializers.ErrorSerializer,
+                   404: serializers.ErrorSerializer},
     )
     def get(self, request, slug: str):
         bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
@@ -92,12 +93,15 @@ class SubmissionList(APIView):
     parser_classes = [MultiPartParser, FormParser]
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses=serializers.SubmissionStatusSerializer(many=True))
+    @extend_schema(responses={200: serializers.SubmissionStatusSerializer(many=True),
+                              401: serializers.ErrorSerializer, 403: serializers.ErrorSerializer})
     def get(self, request):
         subs = Submission.objects.filter(owner=request.user).select_related("benchmark")[:100]
         return Response([submission_selectors.submission_status(submission=s) for s in subs])
 
-    @extend_schema(request=serializers.SubmissionCreateSerializer, responses={201: serializers.SubmissionStatusSerializer})
+    @extend_schema(request=serializers.SubmissionCreateSerializer, responses={
+        201: serializers.SubmissionStatusSerializer, 400: serializers.FieldErrorsSerializer,
+        401: serializers.ErrorSerializer, 403: serializers.ErrorSerializer, 429: serializers.ErrorSerializer})
     def post(self, request):
         incoming = serializers.SubmissionCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -120,7 +124,7 @@ class SubmissionList(APIView):
 class SubmissionDetail(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=serializers.SubmissionStatusSerializer)
+    @extend_schema(responses={200: serializers.SubmissionStatusSerializer, 404: serializers.ErrorSerializer})
     def get(self, request, pk: int):
         submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
         if not submission.visible_to(request.user):

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from django.db import models
+
+# Task slugs are part of the contract (shared/PROTOCOLS.md) and carry dots: denoise-kodak-poisson0.01.
+task_slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9.-]*$", "lower-case letters, digits, '-' and '.'")
 
 
 class Benchmark(models.Model):
@@ -35,7 +39,7 @@ class Benchmark(models.Model):
 class Task(models.Model):
     """One evaluation of a benchmark: a dataset, a protocol and the queue of runners that hold it."""
 
-    slug = models.SlugField(unique=True)
+    slug = models.CharField(max_length=80, unique=True, validators=[task_slug_validator])
     benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="tasks")
     title = models.CharField(max_length=200)
     dataset = models.CharField(max_length=100, blank=True)

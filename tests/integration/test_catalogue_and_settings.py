@@ -13,6 +13,14 @@ from leaderboard.benchmarks.models import Benchmark, Task
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def production_env(tmp_path, **overrides) -> dict:
+    """This process's environment minus test-only switches (the browser tests lift Django's
+    async guard for their session), plus production variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "SECRET_KEY")}
+    env.update({"DEBUG": "0", "LEADERBOARD_VAR": str(tmp_path)}, **overrides)
+    return env
+
+
 @pytest.mark.django_db
 def test_loading_the_catalogue_twice_changes_nothing():
     before = (Benchmark.objects.count(), Task.objects.count(), list(Task.objects.values_list("pk", flat=True)))
@@ -25,17 +33,16 @@ def test_loading_the_catalogue_twice_changes_nothing():
 
 
 def test_check_deploy_passes_with_production_variables(tmp_path):
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "x" * 64 + "-production-secret-0123456789",
-           "ALLOWED_HOSTS": "leaderboard.example.org", "SECURE_SSL_REDIRECT": "1", "SECURE_HSTS_SECONDS": "31536000",
-           "LEADERBOARD_VAR": str(tmp_path)}
+    env = production_env(tmp_path, SECRET_KEY="x" * 64 + "-production-secret-0123456789",
+                         ALLOWED_HOSTS="leaderboard.example.org", SECURE_SSL_REDIRECT="1",
+                         SECURE_HSTS_SECONDS="31536000")
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_deploy_flags_the_embedded_secret_key(tmp_path):
-    env = {**os.environ, "DEBUG": "0", "ALLOWED_HOSTS": "x.org", "LEADERBOARD_VAR": str(tmp_path)}
-    env.pop("SECRET_KEY", None)
+    env = production_env(tmp_path, ALLOWED_HOSTS="x.org")
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "SECRET_KEY" in result.stdout + result.stderr
