@@ -8,7 +8,6 @@ from urllib.parse import urlparse
 
 import pytest
 
-
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 
