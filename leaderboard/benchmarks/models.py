@@ -23,6 +23,8 @@ class Benchmark(models.Model):
     higher_is_better = models.BooleanField(default=True)
     position = models.PositiveIntegerField(default=0)
     is_active = models.BooleanField(default=True)
+    leaders = models.JSONField(default=list, blank=True, editable=False,
+                               help_text="Materialized top rows of the lead task, for the home page.")
 
     class Meta:
         ordering = ["position", "slug"]

@@ -84,39 +84,11 @@ def board_rows(*, task: Task, user=None, offset: int = 0, limit: int = 50, sort:
     return page
 
 
-def benchmark_leaders(*, benchmarks: list[Benchmark], per_task: int = 3) -> dict[int, list[BoardEntry]]:
-    """The top public rows of each benchmark's lead task, in one query."""
-    lead_ids = [b.tasks.all()[0].pk for b in benchmarks if b.tasks.all()]
-    if not lead_ids:
-        return {}
-    tasks = {t.pk: t for b in benchmarks for t in b.tasks.all()}
-    # Rank within each lead task by its own direction: compute the signed value once.
-    entries = (
-        BoardEntry.objects.filter(task_id__in=lead_ids, is_public=True)
-        .annotate(
-            position=Window(
-                expression=Rank(),
-                partition_by=[F("task_id")],
-                order_by=[F("value").desc()],
-            ),
-            position_asc=Window(
-                expression=Rank(),
-                partition_by=[F("task_id")],
-                order_by=[F("value").asc()],
-            ),
-        )
-        .filter(Q(position__lte=per_task) | Q(position_asc__lte=per_task))
-    )
-    out: dict[int, list[BoardEntry]] = {}
-    for entry in entries:
-        task = tasks[entry.task_id]
-        rank = entry.position if task.higher_is_better else entry.position_asc
-        if rank <= per_task:
-            entry.rank = rank
-            out.setdefault(task.benchmark_id, []).append(entry)
-    for rows in out.values():
-        rows.sort(key=lambda e: e.rank)
-    return out
+def lead_task_top(*, task: Task, limit: int = 3) -> list[dict[str, Any]]:
+    """The top public rows of a task as plain dicts (one indexed LIMIT query)."""
+    rows = (BoardEntry.objects.filter(task=task, is_public=True).order_by(_ordering(task), "pk")
+            .values("submission_id", "submission_name", "value", "is_baseline")[:limit])
+    return [{**row, "rank": position} for position, row in enumerate(rows, start=1)]
 
 
 def benchmarks_with_tasks() -> list[Benchmark]:

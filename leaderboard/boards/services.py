@@ -1,9 +1,18 @@
 """Writes for leaderboards: the materialized rows pages read."""
 from __future__ import annotations
 
+from leaderboard.benchmarks.models import Benchmark, Task
 from leaderboard.submissions.models import EvaluationJob, Submission
 
 from .models import BoardEntry
+from .selectors import lead_task_top
+
+
+def benchmark_leaders_refresh(*, task: Task) -> None:
+    """Re-materialize the home page's leaders when a row of a benchmark's lead task changed."""
+    lead = task.benchmark.tasks.order_by("position", "slug").first()
+    if lead is not None and lead.pk == task.pk:
+        Benchmark.objects.filter(pk=task.benchmark_id).update(leaders=lead_task_top(task=task))
 
 
 def _is_synthetic(result: dict) -> bool:
@@ -38,6 +47,7 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
             "submitted_at": submission.created_at,
         },
     )
+    benchmark_leaders_refresh(task=task)
     return entry
 
 
@@ -49,3 +59,5 @@ def board_entries_refresh_submission(*, submission: Submission) -> None:
         is_baseline=submission.is_baseline,
         model_family=submission.model_family,
     )
+    for task in Task.objects.filter(board_entries__submission=submission).select_related("benchmark"):
+        benchmark_leaders_refresh(task=task)

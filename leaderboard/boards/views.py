@@ -21,9 +21,8 @@ EXPORT_LIMIT = 100_000
 
 def home(request):
     benchmarks = selectors.benchmarks_with_tasks()
-    leaders = selectors.benchmark_leaders(benchmarks=benchmarks)
     cards = [{"benchmark": b, "lead_task": b.tasks.all()[0] if b.tasks.all() else None,
-              "leaders": leaders.get(b.pk, [])} for b in benchmarks]
+              "n_tasks": len(b.tasks.all()), "leaders": b.leaders} for b in benchmarks]
     kinds = [(label, [c for c in cards if c["benchmark"].kind == kind]) for kind, label in Benchmark.Kind.choices]
     return render(request, "boards/home.html", {"kinds": [(label, cs) for label, cs in kinds if cs]})
 
@@ -79,7 +78,7 @@ def benchmark(request, slug: str):
         "benchmark": bench, "tasks": tasks, "task": task, "page": page,
         "baselines": request.GET.get("baselines", ""), "family": request.GET.get("family", ""),
         "since": request.GET.get("since", ""),
-        "charts": [(name, charts.to_json(fig)) for name, fig in figures],
+        "charts": figures,
         "query": query.urlencode(),
         "next_offset": page.offset + page.limit if page.offset + page.limit < page.total else None,
         "prev_offset": max(0, page.offset - page.limit) if page.offset else None,
@@ -187,7 +186,7 @@ def compare(request):
                 for s in subs_ordered if "trajectory" in task["curves"].get(s.pk, {})]
         if runs:
             figures.append((f"trajectory-{task['slug']}",
-                            charts.to_json(charts.trajectory_figure(function=task["title"], runs=runs))))
+                            charts.trajectory_figure(function=task["title"], runs=runs)))
     return render(request, "boards/compare.html", {
         "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids,
         "ids_json": json.dumps(ids),

@@ -53,8 +53,8 @@ def detail(request, pk: int):
         curves = (job.result or {}).get("curves", {})
         if "trajectory" in curves:
             runs = [{"name": submission.name, "trajectory": curves["trajectory"]}]
-            figures.append((f"trajectory-{job.task.slug}", charts.to_json(
-                charts.trajectory_figure(function=job.task.title, runs=runs))))
+            figures.append((f"trajectory-{job.task.slug}",
+                            charts.trajectory_figure(function=job.task.title, runs=runs)))
     return render(request, "submissions/detail.html", {
         "submission": submission,
         "status": status,

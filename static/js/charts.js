@@ -5,7 +5,7 @@
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       const source = document.getElementById(el.dataset.chart);
       if (!source || el.dataset.rendered) return;
-      const fig = JSON.parse(JSON.parse(source.textContent));
+      const fig = JSON.parse(source.textContent);
       window.Plotly.newPlot(el, fig.data, fig.layout, {responsive: true, displaylogo: false});
       el.dataset.rendered = "1";
     });

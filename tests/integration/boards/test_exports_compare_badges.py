@@ -119,10 +119,11 @@ def test_the_ranking_chart_puts_the_best_at_the_top_with_intervals():
     rows = [{"name": "best", "value": 0.9, "ci95": [0.85, 0.95], "is_baseline": False},
             {"name": "ref", "value": 0.7, "ci95": None, "is_baseline": True}]
     fig = charts.ranking_figure(task_title="Digits", metric="top1", higher_is_better=True, rows=rows)
-    bar = fig.data[0]
-    assert list(bar.y) == ["ref (baseline)", "best"]  # Plotly draws bottom-up
-    assert list(bar.error_x.array) == pytest.approx([0, 0.05]) and list(bar.error_x.arrayminus) == pytest.approx([0, 0.05])
-    assert "higher is better" in fig.layout.title.text
+    bar = fig["data"][0]
+    assert bar["y"] == ["ref (baseline)", "best"]  # Plotly draws bottom-up
+    assert bar["error_x"]["array"] == pytest.approx([0, 0.05])
+    assert bar["error_x"]["arrayminus"] == pytest.approx([0, 0.05])
+    assert "higher is better" in fig["layout"]["title"]["text"]
 
 
 def test_board_pages_embed_charts_and_serve_plotly_from_the_site(client, two_finished):
