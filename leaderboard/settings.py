@@ -219,3 +219,6 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 CELERY_TASK_ROUTES = {"leaderboard.*": {"queue": "site"}}
+# /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set.
+METRICS_TOKEN = env("METRICS_TOKEN")
+RUNNER_REGISTRATION_CODE_HOURS = envint("RUNNER_REGISTRATION_CODE_HOURS", 24)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from leaderboard import health
 from leaderboard.accounts import views as accounts
 from leaderboard.boards import views as boards
 from leaderboard.runners import views as runners
@@ -14,6 +15,7 @@ runner_api = [
     path("jobs/<int:job_id>/result/", runners.result, name="runner-result"),
     path("jobs/<int:job_id>/fail/", runners.fail, name="runner-fail"),
     path("nodes/heartbeat/", runners.node_heartbeat, name="runner-node-heartbeat"),
+    path("register/", runners.register, name="runner-register"),
 ]
 
 urlpatterns = [
@@ -37,6 +39,9 @@ urlpatterns = [
     path("api/v1/", include("leaderboard.api.urls")),
     path("api/runner/v1/", include(runner_api)),
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
 ]
 
 handler404 = "leaderboard.errors.not_found"

@@ -46,3 +46,26 @@ class RunnerNode(models.Model):
         if self.last_heartbeat is None:
             return False
         return timezone.now() - self.last_heartbeat < timedelta(seconds=settings.RUNNER_OFFLINE_AFTER_SECONDS)
+
+
+class RegistrationCode(models.Model):
+    """A one-time code an operator gives `runner register`; exchanged once for a runner token."""
+
+    code_hash = models.CharField(max_length=64, unique=True)
+    pools = models.JSONField(default=list)
+    note = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    runner = models.ForeignKey(RunnerNode, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"code for {', '.join(self.pools)} ({'used' if self.used_at else 'unused'})"
+
+    @classmethod
+    def issue(cls, *, pools: list[str], hours: int | None = None, note: str = "") -> tuple[RegistrationCode, str]:
+        raw = secrets.token_urlsafe(12)
+        hours = settings.RUNNER_REGISTRATION_CODE_HOURS if hours is None else hours
+        code = cls.objects.create(code_hash=hash_token(raw), pools=pools, note=note,
+                                  expires_at=timezone.now() + timedelta(hours=hours))
+        return code, raw

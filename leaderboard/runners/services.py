@@ -25,7 +25,7 @@ from runner.spec import (
     validate_result,
 )
 
-from .models import RunnerNode
+from .models import RegistrationCode, RunnerNode
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 20_000
@@ -259,3 +259,28 @@ def jobs_reap() -> dict[str, int]:
     if any(counts.values()):
         log.info("reaper: %s", counts)
     return counts
+
+
+class RegistrationRefused(Exception):
+    pass
+
+
+def runner_register(*, code: str, name: str) -> tuple[RunnerNode, str]:
+    """Exchange a one-time registration code for a new runner's token (conditional update: a code
+    works once, before it expires)."""
+    from leaderboard.accounts.models import hash_token
+
+    name = name.strip()[:100]
+    if not name:
+        raise RegistrationRefused("a runner name is required")
+    now = timezone.now()
+    with transaction.atomic():
+        entry = RegistrationCode.objects.filter(code_hash=hash_token(code.strip()), used_at__isnull=True,
+                                                expires_at__gt=now).first()
+        if entry is None or not RegistrationCode.objects.filter(pk=entry.pk, used_at__isnull=True).update(used_at=now):
+            raise RegistrationRefused("this registration code is unknown, used or expired; ask for a new one")
+        if RunnerNode.objects.filter(name=name).exists():
+            raise RegistrationRefused(f"a runner named {name!r} exists already; choose another name")
+        node, token = RunnerNode.register(name=name, pools=entry.pools)
+        RegistrationCode.objects.filter(pk=entry.pk).update(runner=node)
+    return node, token

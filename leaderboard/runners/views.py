@@ -148,6 +148,23 @@ def node_heartbeat(request, runner, body):
     return JsonResponse({"name": runner.name})
 
 
+@csrf_exempt
+@require_POST
+def register(request):
+    """`runner register`: a one-time code in, a runner token out (shown once)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _error(400, "request body is not JSON")
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not isinstance(body.get("name"), str):
+        return _error(400, "send {\"code\": ..., \"name\": ...}")
+    try:
+        node, token = services.runner_register(code=body["code"], name=body["name"])
+    except services.RegistrationRefused as exc:
+        return _error(403, str(exc))
+    return JsonResponse({"name": node.name, "pools": node.pools, "token": token}, status=201)
+
+
 def runners_page(request):
     from .selectors import queue_depths
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from leaderboard.runners.models import RunnerNode
+from leaderboard.runners.models import RegistrationCode, RunnerNode
 
 
 class Command(BaseCommand):
@@ -11,8 +11,14 @@ class Command(BaseCommand):
         parser.add_argument("--pool", action="append", dest="pools", default=None,
                             help="pool it serves (repeatable): cpu, gpu, ...")
         parser.add_argument("--rotate", action="store_true", help="issue a new token for an existing node")
+        parser.add_argument("--code", action="store_true",
+                            help="print a one-time registration code for `runner register` instead of a token")
 
-    def handle(self, *args, name, pools, rotate, **options):
+    def handle(self, *args, name, pools, rotate, code, **options):
+        if code:
+            _, raw = RegistrationCode.issue(pools=pools or ["cpu"], note=name)
+            self.stdout.write(raw)
+            return
         node = RunnerNode.objects.filter(name=name).first()
         if node and not rotate:
             raise CommandError(f"runner {name!r} exists; use --rotate to issue a new token")
