@@ -314,7 +314,7 @@ def celery_broker_settings(url: str) -> dict[str, Any]:
     if url.startswith("filesystem://"):
         folder = url[len("filesystem://") :] or "/tmp/leaderboard-broker"
 
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             os.makedirs(os.path.join(folder, sub), exist_ok=True)
         return {
             "broker_url": "filesystem://",
@@ -322,6 +322,7 @@ def celery_broker_settings(url: str) -> dict[str, Any]:
                 "data_folder_in": os.path.join(folder, "queue"),
                 "data_folder_out": os.path.join(folder, "queue"),
                 "processed_folder": os.path.join(folder, "processed"),
+                "control_folder": os.path.join(folder, "control"),
                 "store_processed": False,
             },
         }
