@@ -1,0 +1,1 @@
+"""Reference submissions: ordinary source files the site submits as baselines."""

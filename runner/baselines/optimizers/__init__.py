@@ -1,0 +1,1 @@
+"""The reference optimizers: plain submission files, listed in baselines.json."""

@@ -1,0 +1,6 @@
+"""Adam (Kingma and Ba, 2015) as torch.optim.Adam."""
+import torch
+
+
+def make_optimizer(params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)

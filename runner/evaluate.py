@@ -1,0 +1,96 @@
+"""The single evaluation path, used by the worker for site jobs and by `runner run` for local dry
+runs: pick the task's track, give it a private work folder, check the result against the spec."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner.spec import (
+    OPTIMIZER_FORMAT,
+    SYNTHETIC_OPTIMIZER_TASKS,
+    ErrorKind,
+    EvaluationError,
+    JobSpec,
+    SpecError,
+    SubmissionSpec,
+    TaskSpec,
+    catalogue_benchmark_of,
+    catalogue_task,
+    sniff_model_format,
+    validate_result,
+)
+
+Progress = Callable[[float, str], None]
+
+
+def _track(slug: str) -> Callable[..., dict[str, Any]]:
+    if slug in SYNTHETIC_OPTIMIZER_TASKS:
+        from runner.tracks.optimize import evaluate_synthetic
+
+        return evaluate_synthetic
+    raise EvaluationError(ErrorKind.RUNNER_ERROR, f"this runner cannot evaluate task {slug!r} yet")
+
+
+def supported_tasks() -> tuple[str, ...]:
+    return SYNTHETIC_OPTIMIZER_TASKS
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str, trust: bool = False,
+             device: str = "cpu", progress: Progress | None = None,
+             cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Evaluate one job and return its result document (validated against runner/spec.py).
+
+    Raises EvaluationError with the kind the site records. ``progress(fraction, message)`` is
+    called as the work advances; setting ``cancel`` stops the sandboxed program
+    (EvaluationError LEASE_EXPIRED).
+    """
+    track = _track(spec.task.slug)
+    base = os.environ.get("RUNNER_WORK_DIR") or None
+    with tempfile.TemporaryDirectory(prefix=f"runner-job-{spec.job_id}-", dir=base,
+                                     ignore_cleanup_errors=True) as work:
+        result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root), trust=trust,
+                       device=device, progress=progress or _no_progress, cancel=cancel)
+    try:
+        return validate_result(result, spec.task.slug)
+    except SpecError as exc:
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"the runner produced a result that breaks the spec: {exc}") from exc
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str, Any] | None = None,
+                   *, time_limit_s: int | None = None) -> JobSpec:
+    """The job spec the site would send for this task and file, built from the catalogue."""
+    try:
+        task = catalogue_task(task_slug)
+    except KeyError as exc:
+        raise ValueError(f"unknown task {task_slug!r}") from exc
+    kind = catalogue_benchmark_of(task_slug).kind
+    path = Path(artifact_path)
+    data = path.read_bytes()
+    try:
+        fmt = OPTIMIZER_FORMAT if kind == "optimizer" else sniff_model_format(data[:4096], data)
+    except SpecError as exc:
+        raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
+    return JobSpec(
+        job_id=0, attempt=1,
+        task=TaskSpec(slug=task.slug, kind=kind, dataset=task.dataset, params=dict(task.params),
+                      time_limit_s=time_limit_s or task.time_limit_s),
+        submission=SubmissionSpec(id=0, kind=kind, artifact_format=fmt, artifact_sha256=file_sha256(path),
+                                  artifact_size=len(data), hparams=dict(hparams or {})),
+    )
