@@ -25,6 +25,7 @@ urlpatterns = [
     path("s/<int:pk>/export.<str:fmt>", boards.submission_export, name="submission-export"),
     path("s/<int:pk>/badge.svg", boards.badge, name="submission-badge"),
     path("compare/", boards.compare, name="compare"),
+    path("optimizers/profiles/", boards.optimizer_profiles, name="optimizer-profiles"),
     path("submit/", submissions.submit, name="submit"),
     path("s/<int:pk>/", submissions.detail, name="submission-detail"),
     path("s/<int:pk>/status.json", submissions.status_json, name="submission-status"),

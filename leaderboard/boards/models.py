@@ -24,6 +24,7 @@ class BoardEntry(models.Model):
     is_baseline = models.BooleanField(default=False)
     is_public = models.BooleanField(default=True)
     is_synthetic_data = models.BooleanField(default=False, help_text="Scored on a fake (synthetic) dataset.")
+    parameters = models.BigIntegerField(null=True, blank=True, help_text="Model parameters, when recorded.")
     submitted_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 

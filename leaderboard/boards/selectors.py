@@ -147,3 +147,84 @@ def submission_rank(*, submission_id: int, task: Task) -> tuple[int, int] | None
     board = BoardEntry.objects.filter(task=task, is_public=True)
     better = board.filter(value__gt=entry.value) if task.higher_is_better else board.filter(value__lt=entry.value)
     return better.count() + 1, board.count()
+
+
+def paired_points(*, x_task: Task, y_task: Task, y_metric: str | None = None, limit: int = 500) -> list[dict]:
+    """For submissions on both boards: x = primary metric on ``x_task``, y = ``y_metric`` (default
+    the primary) on ``y_task``. Two queries; at most ``limit`` points (the best on y)."""
+    y_metric = y_metric or y_task.primary_metric
+    ys = {e.submission_id: e for e in BoardEntry.objects.filter(task=y_task, is_public=True)
+          .order_by(_ordering(y_task))[:limit]}
+    xs = dict(BoardEntry.objects.filter(task=x_task, is_public=True, submission_id__in=list(ys))
+              .values_list("submission_id", "value"))
+    points = []
+    for sub_id, entry in ys.items():
+        y = entry.value if y_metric == y_task.primary_metric else entry.metrics.get(y_metric)
+        if sub_id in xs and y is not None:
+            points.append({"submission_id": sub_id, "name": entry.submission_name, "x": xs[sub_id], "y": y,
+                           "is_baseline": entry.is_baseline})
+    return points
+
+
+def size_points(*, task: Task, limit: int = 500) -> list[dict]:
+    """Primary metric against the model's parameter count, where the runner recorded it."""
+    rows = (BoardEntry.objects.filter(task=task, is_public=True, parameters__isnull=False)
+            .order_by(_ordering(task)).values("submission_id", "submission_name", "value", "parameters",
+                                              "is_baseline")[:limit])
+    return [{"submission_id": r["submission_id"], "name": r["submission_name"], "x": r["parameters"] / 1e6,
+             "y": r["value"], "is_baseline": r["is_baseline"]} for r in rows]
+
+
+PROFILE_TAU_MAX = 4.0
+
+
+def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
+    """AlgoPerf-style performance profiles over time-to-target on the optimizer training tasks.
+
+    1. For each training task, the fastest public run's seconds_to_target_mean is the reference.
+    2. An optimizer's ratio on a task is its time over that reference; a run that never reached the
+       target, or took more than ``tau_max`` times the fastest, counts as not reaching it.
+    3. Its profile ρ(τ) is the fraction of tasks with ratio ≤ τ; its score is the normalized area
+       under ρ on [1, τ_max] (1 = fastest everywhere).
+    An optimizer is identified across benchmarks by its owner and name (baselines share names).
+    """
+    tasks = list(Task.objects.filter(benchmark__kind="optimizer").exclude(slug__startswith="opt-f")
+                 .select_related("benchmark"))
+    entries = list(BoardEntry.objects.filter(task__in=tasks, is_public=True)
+                   .values("task_id", "submission_name", "owner_name", "metrics", "is_baseline"))
+    times: dict[int, dict[tuple[str, str], float]] = {t.pk: {} for t in tasks}
+    optimizers: dict[tuple[str, str], bool] = {}
+    for e in entries:
+        key = (e["owner_name"], e["submission_name"])
+        optimizers[key] = e["is_baseline"]
+        seconds = e["metrics"].get("seconds_to_target_mean")
+        if isinstance(seconds, int | float) and seconds > 0:
+            times[e["task_id"]][key] = float(seconds)
+    scored_tasks = [t for t in tasks if times[t.pk]]
+    ratios: dict[tuple[str, str], list[float]] = {k: [] for k in optimizers}
+    for task in scored_tasks:
+        best = min(times[task.pk].values())
+        for key in optimizers:
+            t = times[task.pk].get(key)
+            r = t / best if t is not None else float("inf")
+            ratios[key].append(r if r <= tau_max else float("inf"))
+    profiles, scores = {}, {}
+    n = len(scored_tasks)
+    for key, rs in ratios.items():
+        if not n:
+            break
+        finite = sorted(r for r in rs if r != float("inf"))
+        steps = [(1.0, sum(1 for r in finite if r <= 1.0) / n)]
+        for r in finite:
+            steps.append((r, sum(1 for q in finite if q <= r) / n))
+        steps.append((tau_max, len(finite) / n))
+        label = key[1] + ("" if optimizers[key] else f" ({key[0]})")
+        profiles[label] = steps
+        # Area under the step function on [1, tau_max], normalized to 1.
+        area, previous_tau, previous_rho = 0.0, 1.0, steps[0][1]
+        for tau, rho in steps[1:]:
+            area += (tau - previous_tau) * previous_rho
+            previous_tau, previous_rho = tau, rho
+        scores[label] = area / (tau_max - 1.0)
+    ranking = sorted(scores.items(), key=lambda kv: -kv[1])
+    return {"tasks": [t.slug for t in scored_tasks], "profiles": profiles, "scores": ranking, "tau_max": tau_max}

@@ -20,6 +20,12 @@ def _is_synthetic(result: dict) -> bool:
     return bool(env.get("synthetic_data") or env.get("fake_data"))
 
 
+def _parameters(result: dict) -> int | None:
+    env = result.get("env", {}) if isinstance(result, dict) else {}
+    value = env.get("parameters", env.get("n_parameters"))
+    return int(value) if isinstance(value, int | float) and value > 0 else None
+
+
 def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEntry | None:
     """Write (or refresh) the row a succeeded job puts on its task's board."""
     result = job.result or {}
@@ -44,6 +50,7 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
             "is_baseline": submission.is_baseline,
             "is_public": submission.visibility == Submission.Visibility.PUBLIC,
             "is_synthetic_data": _is_synthetic(result),
+            "parameters": _parameters(result),
             "submitted_at": submission.created_at,
         },
     )

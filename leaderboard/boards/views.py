@@ -14,6 +14,7 @@ from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
 
 from . import charts, selectors
+from .figures import board_figures
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -61,17 +62,7 @@ def benchmark(request, slug: str):
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
     tasks, task, page = _board_request(request, bench, limit=PAGE_SIZE)
     records = selectors.board_as_records(page)
-    figures = []
-    if records:
-        figures.append(("ranking", charts.ranking_figure(
-            task_title=task.title, metric=task.primary_metric, higher_is_better=task.higher_is_better,
-            rows=records[:30])))
-        curves = selectors.board_curves(task=task, submission_ids=[r["submission_id"] for r in records[:10]])
-        runs = [{"name": r["name"], "trajectory": curves[r["submission_id"]]["trajectory"]}
-                for r in records[:10] if "trajectory" in curves.get(r["submission_id"], {})]
-        if runs:
-            figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
-            figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
+    figures = board_figures(task=task, tasks=tasks, records=records)
     query = request.GET.copy()
     query.pop("offset", None)
     return render(request, "boards/benchmark.html", {
@@ -191,3 +182,13 @@ def compare(request):
         "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids,
         "ids_json": json.dumps(ids),
     })
+
+
+def optimizer_profiles(request):
+    """The cross-task score of the optimizer track: performance profiles over time-to-target."""
+    data = selectors.optimizer_profiles()
+    figures = []
+    if data["profiles"]:
+        figures.append(("profiles", charts.performance_profile_figure(profiles=data["profiles"],
+                                                                      tau_max=data["tau_max"])))
+    return render(request, "boards/profiles.html", {"data": data, "charts": figures})

@@ -44,17 +44,12 @@ def _visible_submission(request, pk: int) -> Submission:
 
 
 def detail(request, pk: int):
-    from leaderboard.boards import charts
+    from leaderboard.boards.figures import submission_figures
 
     submission = _visible_submission(request, pk)
     status = selectors.submission_status(submission=submission)
-    figures = []
-    for job in submission.jobs.select_related("task").filter(state="succeeded"):
-        curves = (job.result or {}).get("curves", {})
-        if "trajectory" in curves:
-            runs = [{"name": submission.name, "trajectory": curves["trajectory"]}]
-            figures.append((f"trajectory-{job.task.slug}",
-                            charts.trajectory_figure(function=job.task.title, runs=runs)))
+    figures = submission_figures(submission=submission,
+                                 jobs=list(submission.jobs.select_related("task").filter(state="succeeded")))
     return render(request, "submissions/detail.html", {
         "submission": submission,
         "status": status,

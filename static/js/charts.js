@@ -6,7 +6,9 @@
       const source = document.getElementById(el.dataset.chart);
       if (!source || el.dataset.rendered) return;
       const fig = JSON.parse(source.textContent);
-      window.Plotly.newPlot(el, fig.data, fig.layout, {responsive: true, displaylogo: false});
+      // Maps read their base map from the site (never a CDN).
+      window.Plotly.newPlot(el, fig.data, fig.layout,
+        {responsive: true, displaylogo: false, topojsonURL: "/static/topojson/"});
       el.dataset.rendered = "1";
     });
   }

@@ -1,0 +1,123 @@
+"""Which charts a board or a submission page shows, by task. Each returns (name, figure) pairs;
+the figures themselves come from charts.py and the numbers from selectors."""
+from __future__ import annotations
+
+from typing import Any
+
+from leaderboard.benchmarks.models import Task
+
+from . import charts, selectors
+
+# In-distribution task of each shifted task: x of the effective-robustness plot.
+IN_DISTRIBUTION = {"cifar10-c": "cifar10", "cifar100-c": "cifar100", "imagenet-a": "imagenet-val",
+                   "imagenet-r": "imagenet-val", "imagenet-c": "imagenet-val"}
+GEOGRAPHIC = ("geode", "dollarstreet")
+TRAINING = ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
+# shared/PROTOCOLS.md "Denoising": the Noise2Score paper's PSNR (known noise level) and BM3D σ=25.
+PUBLISHED_PSNR = {
+    "bsd68": {"gauss25": 29.12, "gauss50": 26.21, "poisson0.01": 30.81, "poisson0.05": 27.12, "gamma100": 32.67,
+              "gamma50": 30.53},
+    "set12": {"gauss25": 30.13, "gauss50": 27.16, "poisson0.01": 31.58, "poisson0.05": 27.86, "gamma100": 33.01,
+              "gamma50": 30.87},
+    "cbsd68": {"gauss25": 30.85, "gauss50": 27.75, "poisson0.01": 32.61, "poisson0.05": 28.68, "gamma100": 33.82,
+               "gamma50": 31.05},
+    "kodak": {"gauss25": 31.89, "poisson0.01": 33.41, "poisson0.05": 29.71, "gamma100": 34.22, "gamma50": 31.34},
+}
+PUBLISHED_BM3D_GAUSS25 = {"bsd68": 28.59, "set12": 29.96, "cbsd68": 30.56, "kodak": 31.68}
+
+
+def published_references(task: Task) -> list[tuple[str, float]]:
+    """Published figures for a denoising task, as (label, PSNR)."""
+    if not task.slug.startswith("denoise-"):
+        return []
+    dataset, noise = task.params.get("set", ""), task.slug.rsplit("-", 1)[-1]
+    refs = []
+    if noise in PUBLISHED_PSNR.get(dataset, {}):
+        refs.append(("Noise2Score (published)", PUBLISHED_PSNR[dataset][noise]))
+    if noise == "gauss25" and dataset in PUBLISHED_BM3D_GAUSS25:
+        refs.append(("BM3D (published)", PUBLISHED_BM3D_GAUSS25[dataset]))
+    return refs
+
+
+def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list[tuple[str, Any]]:
+    figures: list[tuple[str, Any]] = []
+    if not records:
+        return figures
+    by_slug = {t.slug: t for t in tasks}
+    figures.append(("ranking", charts.ranking_figure(
+        task_title=task.title, metric=task.primary_metric, higher_is_better=task.higher_is_better,
+        rows=records[:30], references=published_references(task))))
+    top_ids = [r["submission_id"] for r in records[:10]]
+    if task.slug.startswith("opt-f"):
+        curves = selectors.board_curves(task=task, submission_ids=top_ids)
+        runs = [{"name": r["name"], "trajectory": curves[r["submission_id"]]["trajectory"]}
+                for r in records[:10] if "trajectory" in curves.get(r["submission_id"], {})]
+        if runs:
+            figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
+            figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
+    if task.slug in TRAINING:
+        curves = selectors.board_curves(task=task, submission_ids=top_ids[:6])
+        runs = [{"name": r["name"], "curves": curves.get(r["submission_id"], {})} for r in records[:6]]
+        figures.append(("test-accuracy", charts.seed_band_figure(
+            title=f"{task.title}: test top-1 per epoch (band: seed range)", runs=runs, key="test_top1",
+            y_title="test top-1 %")))
+        figures.append(("train-loss", charts.seed_band_figure(
+            title=f"{task.title}: training loss", runs=runs, key="train_loss", y_title="loss")))
+    x_slug = IN_DISTRIBUTION.get(task.slug)
+    if x_slug in by_slug:
+        points = selectors.paired_points(x_task=by_slug[x_slug], y_task=task)
+        if points:
+            figures.append(("effective-robustness", charts.scatter_with_fit(
+                title=f"{task.title} against {by_slug[x_slug].title} (line: fit over baselines)",
+                x_title=f"{x_slug} top-1 %", y_title=f"{task.slug} {task.primary_metric}", points=points)))
+    if task.slug in GEOGRAPHIC and "imagenet-val" in by_slug:
+        for metric, label in ((task.primary_metric, "geographic top-1 %"), ("disparity", "disparity (best − worst region)")):
+            points = selectors.paired_points(x_task=by_slug["imagenet-val"], y_task=task, y_metric=metric)
+            if points:
+                figures.append((f"progress-gap-{metric}", charts.scatter_with_fit(
+                    title=f"Progress gap: ImageNet top-1 against {task.title} {metric}",
+                    x_title="imagenet-val top-1 %", y_title=label, points=points, fit_on_baselines=False)))
+    if task.benchmark.kind == "classifier":
+        points = selectors.size_points(task=task)
+        if len(points) >= 2:
+            figures.append(("size", charts.scatter_with_fit(
+                title=f"{task.title}: {task.primary_metric} against model size", x_title="parameters (millions)",
+                y_title=task.primary_metric, points=points, fit_on_baselines=False)))
+    return figures
+
+
+def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
+    """Per-task breakdowns of one submission's results."""
+    figures: list[tuple[str, Any]] = []
+    denoise_points = []
+    for job in jobs:
+        result = job.result or {}
+        breakdown, curves, slug = result.get("breakdown", {}), result.get("curves", {}), job.task.slug
+        if "trajectory" in curves:
+            figures.append((f"trajectory-{slug}", charts.trajectory_figure(
+                function=job.task.title, runs=[{"name": submission.name, "trajectory": curves["trajectory"]}])))
+        if slug in TRAINING and curves:
+            run = [{"name": submission.name, "curves": curves}]
+            figures.append((f"accuracy-{slug}", charts.seed_band_figure(
+                title=f"{job.task.title}: test top-1 per epoch", runs=run, key="test_top1", y_title="test top-1 %")))
+            figures.append((f"loss-{slug}", charts.seed_band_figure(
+                title=f"{job.task.title}: training loss per epoch", runs=run, key="train_loss", y_title="loss")))
+        if isinstance(breakdown.get("per_corruption"), dict) and breakdown["per_corruption"]:
+            figures.append((f"corruptions-{slug}", charts.corruption_heatmap(
+                title=job.task.title, per_corruption=breakdown["per_corruption"])))
+        if slug in GEOGRAPHIC and isinstance(breakdown.get("per_region"), dict):
+            figures.append((f"regions-{slug}", charts.region_bars(title=job.task.title,
+                                                                  per_region=breakdown["per_region"])))
+            figures.append((f"map-{slug}", charts.region_map(title=job.task.title,
+                                                             per_region=breakdown["per_region"], dataset=slug)))
+            if isinstance(breakdown.get("per_income"), dict):
+                figures.append((f"income-{slug}", charts.income_bars(title=job.task.title,
+                                                                     per_income=breakdown["per_income"])))
+        if slug.startswith("denoise-") and "psnr" in result.get("metrics", {}):
+            denoise_points.append((job.task, result["metrics"]["psnr"]))
+    if denoise_points:
+        figures.insert(0, ("psnr-by-noise", charts.psnr_by_noise_figure(
+            title=f"{submission.name}: PSNR by noise setting",
+            points=[(t.slug.rsplit("-", 1)[-1], v, dict(published_references(t)).get("Noise2Score (published)"))
+                    for t, v in denoise_points])))
+    return figures
