@@ -191,13 +191,30 @@ def _fail(job: EvaluationJob, kind: str, message: str) -> bool:
     return bool(changed)
 
 
+def pool_availability() -> dict[str, tuple[int, int]]:
+    """Per queue (runner.<pool>): how many runners serving it are online, and how many of those
+    run no job now. Two queries, whatever the number of jobs."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUNNER_OFFLINE_AFTER_SECONDS)
+    busy = set(EvaluationJob.objects.filter(state=EvaluationJob.State.RUNNING, runner__isnull=False)
+               .values_list("runner_id", flat=True))
+    out: dict[str, list[int]] = {}
+    for node in RunnerNode.objects.filter(is_active=True, last_heartbeat__gte=cutoff).only("pk", "pools"):
+        for pool in node.pools or []:
+            entry = out.setdefault(f"runner.{pool}", [0, 0])
+            entry[0] += 1
+            entry[1] += node.pk not in busy
+    return {queue: (online, idle) for queue, (online, idle) in out.items()}
+
+
 def jobs_reap() -> dict[str, int]:
     """The periodic safety net (DESIGN.md "Lifecycle" step 5):
 
     1. uploads never validated (the broker was down at upload) are validated;
     2. pending jobs (never sent, or sent back after an infrastructure error) are dispatched;
-    3. dispatched jobs nobody claimed within the dispatch timeout are sent again, and failed after
-       the dispatch limit;
+    3. dispatched jobs nobody claimed within the dispatch timeout: while every runner of the pool
+       is busy they wait their turn; when an idle runner exists the wake-up was probably lost and
+       is sent again (failed after the dispatch limit); when no runner of the pool is online they
+       fail after waiting the dispatch timeout times the dispatch limit;
     4. running jobs whose lease expired (a dead runner) go back to pending and are sent again,
        and fail after the attempt limit;
     5. submissions whose jobs all ended are aggregated.
@@ -219,17 +236,30 @@ def jobs_reap() -> dict[str, int]:
         counts["dispatched"] += job_dispatch(job_id=job_id)
 
     stale = now - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS)
+    give_up = now - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS * settings.JOB_MAX_DISPATCHES)
+    pools = pool_availability()
     for job in EvaluationJob.objects.select_related("task").filter(
         state=EvaluationJob.State.DISPATCHED, dispatched_at__lt=stale
     )[:500]:
-        if job.dispatches >= settings.JOB_MAX_DISPATCHES:
-            waited = int((now - job.created_at).total_seconds() // 60)
+        online, idle = pools.get(job.task.queue, (0, 0))
+        if online and not idle:
+            continue  # every runner of the pool is busy: the job waits its turn in the queue
+        if not online and job.created_at > give_up:
+            continue  # no runner of the pool is online yet: keep waiting a while
+        waited = int((now - job.created_at).total_seconds() // 60)
+        if not online:
             counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, (
-                f"No runner of queue {job.task.queue} claimed this job after {job.dispatches} dispatches "
-                f"over {waited} minutes; no runner serving that pool may hold dataset "
-                f"{job.task.dataset or '(none)'}. It does not count against your quota."))
+                f"No runner serving queue {job.task.queue} has been online for the {waited} minutes this job "
+                "waited. It does not count against your quota; a maintainer can re-run it."))
+        elif job.dispatches >= settings.JOB_MAX_DISPATCHES:
+            counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, (
+                f"Idle runners of queue {job.task.queue} did not take this job after {job.dispatches} "
+                f"dispatches over {waited} minutes; they may not hold dataset {job.task.dataset or '(none)'}. "
+                "It does not count against your quota."))
         elif EvaluationJob.objects.filter(pk=job.pk, state=EvaluationJob.State.DISPATCHED,
                                           dispatches=job.dispatches).update(state=EvaluationJob.State.PENDING):
+            # An idle runner should have taken it by now: the wake-up was probably lost (a broker
+            # restart, a runner that died holding it). Send another.
             counts["redispatched"] += job_dispatch(job_id=job.pk)
 
     for job in EvaluationJob.objects.select_related("runner").filter(

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from leaderboard.runners.models import RunnerNode
 from leaderboard.runners.services import jobs_reap
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner.spec import ErrorKind
@@ -66,23 +67,51 @@ def test_a_job_that_loses_its_runner_too_often_fails_with_a_reason_that_does_not
     assert sub.status == Submission.Status.FAILED and sub.counts_against_quota is False
 
 
-def test_a_job_nobody_claims_is_dispatched_again_then_failed_after_the_limit(alice, make_submission, settings, _celery_for_tests):
-    settings.JOB_MAX_DISPATCHES = 2
-    sub = make_submission(alice)
-    job = sub.jobs.get(task__slug="opt-f2")
+def _age_dispatches(sub, settings):
     old = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS + 1)
     EvaluationJob.objects.filter(submission=sub).update(dispatched_at=old)
+
+
+def test_a_job_an_idle_runner_never_takes_is_dispatched_again_then_failed_after_the_limit(
+        alice, make_submission, settings, _celery_for_tests, runner_node):
+    settings.JOB_MAX_DISPATCHES = 2
+    RunnerNode.objects.filter(pk=runner_node.pk).update(last_heartbeat=timezone.now())  # online, idle
+    sub = make_submission(alice)
+    _age_dispatches(sub, settings)
     before = queued_messages(_celery_for_tests)
     assert jobs_reap()["redispatched"] == 3
     assert queued_messages(_celery_for_tests) == before + 3
-    job.refresh_from_db()
+    job = sub.jobs.get(task__slug="opt-f2")
     assert job.dispatches == 2
-    EvaluationJob.objects.filter(submission=sub).update(dispatched_at=old)
+    _age_dispatches(sub, settings)
     assert jobs_reap()["failed"] == 3
     job.refresh_from_db()
     assert job.error_kind == ErrorKind.NEVER_CLAIMED and "runner.cpu" in job.error_message
     sub.refresh_from_db()
     assert sub.status == Submission.Status.FAILED and not sub.counts_against_quota
+
+
+def test_a_job_waits_its_turn_while_every_runner_of_its_pool_is_busy(
+        alice, bob, make_submission, settings, runner_api, runner_node):
+    busy = make_submission(bob, name="long one")
+    runner_api.claim(busy.jobs.first().pk)  # the pool's only runner is now busy
+    sub = make_submission(alice)
+    EvaluationJob.objects.filter(submission=sub).update(
+        dispatched_at=timezone.now() - timedelta(days=1), created_at=timezone.now() - timedelta(days=1))
+    counts = jobs_reap()
+    assert counts["redispatched"] == counts["failed"] == 0
+    assert set(sub.jobs.values_list("state", flat=True)) == {EvaluationJob.State.DISPATCHED}
+
+
+def test_a_job_fails_only_after_long_with_no_runner_of_its_pool_online(alice, make_submission, settings):
+    sub = make_submission(alice)
+    _age_dispatches(sub, settings)
+    assert jobs_reap()["failed"] == 0  # nobody online yet, but it has not waited long
+    EvaluationJob.objects.filter(submission=sub).update(created_at=timezone.now() - timedelta(
+        seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS * settings.JOB_MAX_DISPATCHES + 1))
+    assert jobs_reap()["failed"] == 3
+    job = sub.jobs.first()
+    assert "No runner serving queue runner.cpu has been online" in job.error_message
 
 
 def test_a_job_dispatched_while_the_broker_is_down_is_sent_once_it_is_back(
