@@ -23,14 +23,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--benchmark", action="append", dest="benchmarks",
-                            help="benchmark slug (repeatable); default: opt-synthetic")
+                            help="benchmark slug (repeatable); default: opt-synthetic and opt-digits, "
+                                 "the optimizer boards that need no download")
 
     def handle(self, *args, benchmarks, **options):
         manifest = json.loads((BASELINES_DIR / "baselines.json").read_text())
         entries = manifest["baselines"] if isinstance(manifest, dict) else manifest
         owner, _ = get_user_model().objects.get_or_create(username=BASELINE_OWNER)
         created = 0
-        for slug in benchmarks or ["opt-synthetic"]:
+        for slug in benchmarks or ["opt-synthetic", "opt-digits"]:
             bench = Benchmark.objects.filter(slug=slug, kind=Benchmark.Kind.OPTIMIZER).first()
             if bench is None:
                 raise CommandError(f"no optimizer benchmark {slug!r}; run loadbenchmarks first")

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from leaderboard.submissions.models import Submission
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_reference_optimizers_are_seeded_once_as_baselines_with_their_settings(catalogue, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_baselines")
+    call_command("seed_baselines")
+    synthetic = Submission.objects.filter(benchmark__slug="opt-synthetic")
+    assert synthetic.count() == 8 and all(s.is_baseline for s in synthetic)
+    names = set(synthetic.values_list("name", flat=True))
+    assert {"diffGrad (corrected)", "Adam", "AdamW", "AMSGrad", "AdaGrad", "AdaDelta", "RMSProp",
+            "SGD with momentum"} == names
+    diffgrad = synthetic.get(name="diffGrad (corrected)")
+    assert diffgrad.hparams["lr"] == 0.1 and diffgrad.status == Submission.Status.QUEUED
+    assert Submission.objects.get(benchmark__slug="opt-digits", name="Adam").hparams["lr"] == 0.001
