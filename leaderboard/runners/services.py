@@ -211,10 +211,11 @@ def jobs_reap() -> dict[str, int]:
 
     1. uploads never validated (the broker was down at upload) are validated;
     2. pending jobs (never sent, or sent back after an infrastructure error) are dispatched;
-    3. dispatched jobs nobody claimed within the dispatch timeout: while every runner of the pool
-       is busy they wait their turn; when an idle runner exists the wake-up was probably lost and
-       is sent again (failed after the dispatch limit); when no runner of the pool is online they
-       fail after waiting the dispatch timeout times the dispatch limit;
+    3. dispatched jobs nobody claimed within the dispatch timeout: while they are still queued
+       behind others they wait their turn; once a job sent after them was claimed (queues are
+       FIFO), or the pool's runners sit idle, their wake-up was lost and is sent again (failed
+       after the dispatch limit); with no runner of the pool online they fail after waiting the
+       dispatch timeout times the dispatch limit;
     4. running jobs whose lease expired (a dead runner) go back to pending and are sent again,
        and fail after the attempt limit;
     5. submissions whose jobs all ended are aggregated.
@@ -242,8 +243,14 @@ def jobs_reap() -> dict[str, int]:
         state=EvaluationJob.State.DISPATCHED, dispatched_at__lt=stale
     )[:500]:
         online, idle = pools.get(job.task.queue, (0, 0))
-        if online and not idle:
-            continue  # every runner of the pool is busy: the job waits its turn in the queue
+        same_queue = EvaluationJob.objects.filter(task__queue=job.task.queue, claimed_at__gt=job.dispatched_at)
+        # Queues are first in, first out: a job sent after this one and claimed since means this
+        # one's wake-up was consumed and lost (a runner died holding it, or a broker restart).
+        passed_over = same_queue.filter(dispatched_at__gt=job.dispatched_at).exists()
+        # A pool whose online runners are all idle and claimed nothing since would have taken it.
+        quiet_pool = online > 0 and idle == online and not same_queue.exists()
+        if online and not (passed_over or quiet_pool):
+            continue  # it waits its turn behind the jobs ahead of it
         if not online and job.created_at > give_up:
             continue  # no runner of the pool is online yet: keep waiting a while
         waited = int((now - job.created_at).total_seconds() // 60)

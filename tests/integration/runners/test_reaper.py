@@ -91,16 +91,27 @@ def test_a_job_an_idle_runner_never_takes_is_dispatched_again_then_failed_after_
     assert sub.status == Submission.Status.FAILED and not sub.counts_against_quota
 
 
-def test_a_job_waits_its_turn_while_every_runner_of_its_pool_is_busy(
+def test_a_job_waits_its_turn_while_the_jobs_ahead_of_it_keep_its_pool_busy(
         alice, bob, make_submission, settings, runner_api, runner_node):
     busy = make_submission(bob, name="long one")
-    runner_api.claim(busy.jobs.first().pk)  # the pool's only runner is now busy
     sub = make_submission(alice)
-    EvaluationJob.objects.filter(submission=sub).update(
-        dispatched_at=timezone.now() - timedelta(days=1), created_at=timezone.now() - timedelta(days=1))
+    day_ago = timezone.now() - timedelta(days=1)
+    EvaluationJob.objects.filter(submission=busy).update(dispatched_at=day_ago - timedelta(minutes=1))
+    EvaluationJob.objects.filter(submission=sub).update(dispatched_at=day_ago, created_at=day_ago)
+    runner_api.claim(busy.jobs.first().pk)  # sent before alice's jobs: the pool's only runner is busy
     counts = jobs_reap()
     assert counts["redispatched"] == counts["failed"] == 0
     assert set(sub.jobs.values_list("state", flat=True)) == {EvaluationJob.State.DISPATCHED}
+
+
+def test_a_job_passed_over_by_a_later_one_had_its_wake_up_lost_and_is_sent_again(
+        alice, bob, make_submission, settings, runner_api, runner_node):
+    lost = make_submission(alice, name="lost")
+    later = make_submission(bob, name="later")
+    _age_dispatches(lost, settings)
+    runner_api.claim(later.jobs.first().pk)  # FIFO: its message came after lost's
+    assert jobs_reap()["redispatched"] == 3
+    assert all(j.dispatches == 2 for j in lost.jobs.all())
 
 
 def test_a_job_fails_only_after_long_with_no_runner_of_its_pool_online(alice, make_submission, settings):
