@@ -1,9 +1,13 @@
 """`runner`: the runner node's command line. Thin commands; the work lives in worker.py,
-evaluate.py and nodeinfo.py. Every option can also come from an environment variable.
+evaluate.py, nodeinfo.py, data_admin.py, bench.py and baselines/. Every option can also come from
+an environment variable.
 
-    runner work    consume jobs from the site (a Celery worker on runner.<pool>)
-    runner run     evaluate a file locally, exactly as a site job would be
-    runner check   torch, device, sandbox and datasets of this node
+    runner work       consume jobs from the site (a Celery worker on runner.<pool>)
+    runner run        evaluate a file locally, exactly as a site job would be
+    runner check      torch, device, sandbox and datasets of this node
+    runner data       list | prepare NAME | verify NAME | fake NAME under the data root
+    runner bench      evaluation speed against the model's own forward pass
+    runner baselines  export torchvision classifiers as submissions
 """
 from __future__ import annotations
 
@@ -77,41 +81,86 @@ def _hparams(value: str | None) -> dict[str, Any]:
     return hparams
 
 
+def _run_order(tasks: list[str]) -> list[str]:
+    """Each task once; imagenet-val before imagenet-c, whose relative mCE needs its top-1."""
+    ordered = list(dict.fromkeys(tasks))
+    if "imagenet-val" in ordered and "imagenet-c" in ordered:
+        ordered.remove("imagenet-val")
+        ordered.insert(ordered.index("imagenet-c"), "imagenet-val")
+    return ordered
+
+
+def _result_path(task: str, output: Path | None, several: bool) -> Path:
+    if output is None:
+        return Path(f"result-{task}.json")
+    if several:
+        output.mkdir(parents=True, exist_ok=True)
+        return output / f"result-{task}.json"
+    return output
+
+
 @app.command()
 def run(
-    task: Annotated[str, typer.Option(help="task slug, e.g. opt-f1")],
+    task: Annotated[list[str], typer.Option(help="task slug, e.g. opt-f1 or cifar10-c; repeat it to evaluate "
+                                            "one file on several tasks with one model load")],
     artifact: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="the file to evaluate")],
     hparams: Annotated[str | None, typer.Option(help="a JSON object, or a path to a JSON file")] = None,
     data_root: DataRoot = DEFAULT_DATA_ROOT,
     device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu or cuda")] = "cpu",
-    output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON "
-                                                "(default: result-<task>.json)")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON (default: "
+                                                "result-<task>.json); a folder when several tasks")] = None,
     trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
                                         help="run without the sandbox when it is unavailable")] = False,
 ) -> None:
-    """Evaluate a file locally through the same path as a site job; print and save the result."""
+    """Evaluate a file locally through the same path as a site job; print and save the result.
+
+    With several tasks the model server stays up between them (as it does for one submission's
+    jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1."""
     from rich.progress import Progress
 
     from runner.evaluate import evaluate, local_job_spec
     from runner.spec import EvaluationError
 
-    try:
-        spec = local_job_spec(task, artifact, _hparams(hparams))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--task") from exc
-    except EvaluationError as exc:
-        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
-        raise typer.Exit(1) from exc
-    try:
-        with Progress(console=err, transient=True) as bar:
-            handle = bar.add_task(task, total=1.0)
-            result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
-                              progress=lambda f, m: bar.update(handle, completed=f, description=f"{task} {m}"))
-    except EvaluationError as exc:
-        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
-        if exc.log_tail:
-            err.print(exc.log_tail[-2000:], markup=False, highlight=False)
-        raise typer.Exit(1) from exc
+    tasks = _run_order(task)
+    settings = _hparams(hparams)
+    failed = False
+    clean_top1: float | None = None
+    for slug in tasks:
+        try:
+            spec = local_job_spec(slug, artifact, settings)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--task") from exc
+        except EvaluationError as exc:
+            err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+            raise typer.Exit(1) from exc
+        if slug == "imagenet-c" and clean_top1 is not None and "clean_top1" not in settings:
+            spec.task.params["clean_top1"] = clean_top1
+        try:
+            with Progress(console=err, transient=True) as bar:
+                handle = bar.add_task(slug, total=1.0)
+
+                def show(fraction: float, message: str, h: Any = handle, s: str = slug) -> None:
+                    bar.update(h, completed=fraction, description=f"{s} {message}")
+
+                result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
+                                  progress=show)
+        except EvaluationError as exc:
+            err.print(f"[red]{slug}: {exc.kind}[/red]: {exc.message}")
+            if exc.log_tail:
+                err.print(exc.log_tail[-2000:], markup=False, highlight=False)
+            failed = True
+            continue
+        if slug == "imagenet-val":
+            clean_top1 = result["metrics"]["top1"]
+        _print_result(slug, artifact, result)
+        path = _result_path(slug, output, len(tasks) > 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        out.print(f"result written to {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_result(task: str, artifact: Path, result: dict[str, Any]) -> None:
     table = Table(title=f"{task}: {artifact.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -119,10 +168,9 @@ def run(
         table.add_row(key, f"{value:.6g}")
     out.print(table)
     env, timing = result.get("env", {}), result.get("timing", {})
-    out.print(f"sandbox: {env.get('sandbox')}  device: {env.get('device')}  wall: {timing.get('wall_s')} s")
-    path = output or Path(f"result-{task}.json")
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    out.print(f"result written to {path}")
+    synthetic = "  [yellow]SYNTHETIC DATA[/yellow]" if env.get("synthetic_data") else ""
+    out.print(f"sandbox: {env.get('sandbox')}  device: {env.get('device')}  wall: {timing.get('wall_s')} s"
+              + (f"  {timing.get('items_per_s')} items/s" if "items_per_s" in timing else "") + synthetic)
 
 
 @app.command()
@@ -147,6 +195,226 @@ def check(data_root: DataRoot = DEFAULT_DATA_ROOT) -> None:
     out.print(table)
     if not sandbox["available"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def register(
+    server: Annotated[str, typer.Option(envvar="RUNNER_SERVER", help="the site's URL")],
+    code: Annotated[str, typer.Option(help="the one-time code a maintainer gave you")],
+    name: Annotated[str, typer.Option(help="this node's name, e.g. gpu-7")],
+    token_file: Annotated[Path | None, typer.Option(help="where to write RUNNER_SERVER/TOKEN/POOLS")] = None,
+) -> None:
+    """Exchange a one-time registration code for this node's token (written to a 0600 env file)."""
+    from runner.register import RegistrationError
+    from runner.register import register as do_register
+
+    try:
+        answer = do_register(server=server, code=code, name=name, token_file=token_file)
+    except RegistrationError as exc:
+        out.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    out.print(f"registered [bold]{answer['name']}[/bold] for pools {', '.join(answer['pools'])}; "
+              f"token written to {answer['token_file']} (start with: set -a; . {answer['token_file']}; runner work)")
+
+
+# --------------------------------------------------------------------------------------------
+# runner data: list | prepare | verify | fake (the work lives in runner/data_admin.py)
+# --------------------------------------------------------------------------------------------
+data_app = typer.Typer(help="Datasets under the data root: list, prepare, verify, fake.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+Root = Annotated[Path, typer.Option("--root", envvar="RUNNER_DATA", help="the data root (RUNNER_DATA)")]
+
+
+def _dataset(name: str) -> str:
+    from runner import data_admin
+
+    try:
+        data_admin.resolve(name)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from exc
+    return name
+
+
+def _print_report(report: Any) -> None:
+    colour = "green" if report.ok else "red"
+    status = "ok" if report.ok else "MISSING"
+    synthetic = "  [yellow]SYNTHETIC[/yellow]" if report.synthetic else ""
+    out.print(f"[{colour}]{report.name}: {status}[/{colour}]{synthetic}")
+    for key, value in report.counts.items():
+        out.print(f"  {key}: {value}", highlight=False)
+    for key, value in report.checksums.items():
+        out.print(f"  checksum {key}: {value}", highlight=False)
+    for line in report.notes:
+        out.print(f"  note: {line}", highlight=False)
+    for line in report.warnings:
+        out.print(f"  [yellow]warning[/yellow]: {line}", highlight=False)
+    for line in report.errors:
+        out.print(f"  [red]error[/red]: {line}", highlight=False)
+
+
+@data_app.command("list")
+def data_list(root: Root = DEFAULT_DATA_ROOT) -> None:
+    """Every dataset a catalogue task reads: present or not, synthetic or real, and where."""
+    from runner import data_admin
+
+    table = Table(title=f"datasets under {root}")
+    for column in ("name", "title", "present", "where"):
+        table.add_column(column)
+    for entry in data_admin.entries(root):
+        if entry.present:
+            present = "[yellow]synthetic[/yellow]" if entry.synthetic else "[green]yes[/green]"
+        else:
+            present = "no (manual download)" if entry.manual else "no"
+        table.add_row(entry.name, entry.title, present, entry.path)
+    out.print(table)
+
+
+@data_app.command("prepare")
+def data_prepare(name: Annotated[str, typer.Argument(help="dataset, e.g. cifar-10-batches-py or cifar10")],
+                 root: Root = DEFAULT_DATA_ROOT) -> None:
+    """Download where a network and a public release exist, unpack, verify checksums."""
+    from rich.progress import Progress
+
+    from runner import data_admin
+    from runner.spec import EvaluationError
+
+    _dataset(name)
+    try:
+        with Progress(console=err, transient=True) as bar:
+            handle = bar.add_task(name, total=1.0)
+            report = data_admin.prepare(name, root, lambda f, m: bar.update(handle, completed=f,
+                                                                            description=f"{name} {m}"))
+    except EvaluationError as exc:
+        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+    _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("verify")
+def data_verify(
+    name: Annotated[str, typer.Argument(help="dataset, e.g. CIFAR-10-C")],
+    root: Root = DEFAULT_DATA_ROOT,
+    deep: Annotated[bool, typer.Option(help="also hash every large file")] = False,
+) -> None:
+    """Check counts and checksums; a difference from the release is a warning, absence an error."""
+    from runner import data_admin
+
+    _dataset(name)
+    report = data_admin.verify(name, root, deep=deep)
+    _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("fake")
+def data_fake(
+    name: Annotated[str, typer.Argument(help="dataset, e.g. imagenet-c")],
+    root: Root = DEFAULT_DATA_ROOT,
+    n_per_class: Annotated[int | None, typer.Option(help="images per class (default: the dataset's)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Write a small synthetic copy in the release's format, labelled synthetic everywhere."""
+    from runner import data_admin
+
+    _dataset(name)
+    with err.status(f"writing a fake {name}"):
+        try:
+            folder = data_admin.fake(name, root, n_per_class=n_per_class, seed=seed)
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    out.print(f"[yellow]synthetic[/yellow] {name} written to {folder}")
+
+
+# --------------------------------------------------------------------------------------------
+# runner bench (the work lives in runner/bench.py)
+# --------------------------------------------------------------------------------------------
+@app.command()
+def bench(
+    task: Annotated[str, typer.Option(help="task slug, e.g. cifar10 or opt-digits")],
+    artifact: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                  help="the model file (classifier tasks)")] = None,
+    device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu or cuda")] = "cpu",
+    batches: Annotated[int, typer.Option(min=1, help="batches timed after the warm-up batch")] = 20,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="default: the task's")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="interleaved rounds; each figure is the best")] = 3,
+    precision: Annotated[str, typer.Option(help="fp32 or bf16")] = "fp32",
+    seconds: Annotated[float, typer.Option(help="time budget of a training benchmark")] = 30.0,
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
+                                        help="run without the sandbox when it is unavailable")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the measurements as JSON")] = False,
+) -> None:
+    """Evaluation speed against the model's own: evaluation ÷ pure forward, sandboxed ÷ trusted.
+
+    The model also runs in this process for the trusted figures: bench only files you trust."""
+    from runner.bench import bench as run_bench
+    from runner.spec import EvaluationError
+
+    try:
+        with err.status(f"benchmarking {task} on {device}") as status:
+            report = run_bench(task, artifact, device=device, data_root=data_root, batches=batches,
+                               batch_size=batch_size, precision=precision, trust=trust, seconds=seconds,
+                               repeats=repeats,
+                               progress=lambda m: status.update(f"{task}: {m}"))
+    except EvaluationError as exc:
+        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    if "eval_over_forward" not in report:  # a training benchmark: its own keys
+        for key, value in report.items():
+            out.print(f"{key}: {value}", highlight=False)
+        return
+    synthetic = " (synthetic data)" if report["synthetic_data"] else ""
+    out.print(f"bench {task} on {report['device']} ({report['device_name']}): {report['format']}, "
+              f"{report['precision']}, batch {report['batch_size']}, {report['batches']} batches after a "
+              f"warm-up batch, best of {report['repeats']} rounds, {report['threads']} threads{synthetic}",
+              highlight=False)
+    rows = (("pure forward (trusted, in-process)", "forward_items_per_s"),
+            ("pure forward (in the sandbox)", "forward_in_sandbox_items_per_s"),
+            ("evaluation, trusted (in-process)", "trusted_eval_items_per_s"),
+            (f"evaluation, sandboxed ({report['sandbox']})", "sandboxed_eval_items_per_s"))
+    for label, key in rows:
+        out.print(f"{label:<40} {report[key]:>12.1f} items/s", highlight=False)
+    out.print(f"ratio evaluation ÷ pure forward: {report['eval_over_forward']:.3f}", highlight=False)
+    out.print(f"ratio sandboxed ÷ trusted: {report['sandboxed_over_trusted']:.3f}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------
+# runner baselines export (the work lives in runner/baselines/classifiers/export.py)
+# --------------------------------------------------------------------------------------------
+baselines_app = typer.Typer(help="Reference models.", no_args_is_help=True)
+app.add_typer(baselines_app, name="baselines")
+
+
+@baselines_app.command("export")
+def baselines_export(
+    arch: Annotated[str, typer.Option(help="a torchvision architecture: resnet18, resnet50, ...")],
+    output: Annotated[Path, typer.Option("--out", dir_okay=False, help="the TorchScript file to write")],
+    weights: Annotated[str, typer.Option(help="torchvision weights name (needs a network or a cached copy)")]
+    = "DEFAULT",
+    random_init: Annotated[bool, typer.Option("--random-init", help="random weights, for smoke tests only "
+                                              "(labelled so inside the file)")] = False,
+) -> None:
+    """Export a torchvision classifier as TorchScript that follows the submission contract."""
+    from runner.baselines.classifiers.export import ExportError, export_torchvision
+
+    try:
+        with err.status(f"exporting {arch}"):
+            meta = export_torchvision(arch, output, weights=weights, random_init=random_init)
+    except ExportError as exc:
+        err.print(f"[red]cannot export {arch}[/red]: {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    label = "[yellow]RANDOM INIT (not pretrained): for smoke tests only[/yellow]" if random_init \
+        else f"weights {meta['weights']}"
+    out.print(f"{arch} ({label}) written to {output}: {meta['size']:,} bytes, sha256 {meta['sha256']}")
 
 
 def main() -> None:  # pragma: no cover - `python -m runner.cli`

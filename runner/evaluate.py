@@ -3,6 +3,7 @@ runs: pick the task's track, give it a private work folder, check the result aga
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 import threading
@@ -28,16 +29,43 @@ from runner.spec import (
 Progress = Callable[[float, str], None]
 
 
+# Optimizer training tasks: runner/tracks/train.py (evaluate_training), imported when present.
+TRAINING_TASKS = ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
+
+
+def _classifier_tasks() -> tuple[str, ...]:
+    from runner.datasets import CLASSIFIER_TASKS
+
+    return CLASSIFIER_TASKS
+
+
+def _has_training_track() -> bool:
+    try:
+        return importlib.util.find_spec("runner.tracks.train") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _track(slug: str) -> Callable[..., dict[str, Any]]:
     if slug in SYNTHETIC_OPTIMIZER_TASKS:
         from runner.tracks.optimize import evaluate_synthetic
 
         return evaluate_synthetic
+    if slug in _classifier_tasks():
+        from runner.tracks.classify import evaluate_classifier
+
+        return evaluate_classifier
+    if slug in TRAINING_TASKS and _has_training_track():
+        from runner.tracks.train import evaluate_training
+
+        return evaluate_training
     raise EvaluationError(ErrorKind.RUNNER_ERROR, f"this runner cannot evaluate task {slug!r} yet")
 
 
 def supported_tasks() -> tuple[str, ...]:
-    return SYNTHETIC_OPTIMIZER_TASKS
+    """The tasks this runner has a track for (the datasets may still be missing: see `runner check`)."""
+    training = TRAINING_TASKS if _has_training_track() else ()
+    return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training)
 
 
 def _no_progress(fraction: float, message: str) -> None:

@@ -63,3 +63,28 @@ def test_a_one_time_code_registers_a_runner_exactly_once(client, capsys):
                         content_type="application/json")
     assert again.status_code == 403 and "unknown, used or expired" in again.json()["detail"]
     assert not RunnerNode.objects.filter(name="lab-box-2").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runner_register_exchanges_a_code_for_a_token_file_over_http(live_server, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, code = RegistrationCode.issue(pools=["gpu", "cpu"])
+    token_file = tmp_path / "runner.env"
+    runner_bin = Path(sys.executable).parent / "runner"
+    result = subprocess.run([str(runner_bin), "register", "--server", live_server.url, "--code", code,
+                             "--name", "far-away-gpu", "--token-file", str(token_file)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = dict(line.split("=", 1) for line in token_file.read_text().splitlines())
+    assert lines["RUNNER_SERVER"] == live_server.url and lines["RUNNER_POOLS"] == "gpu,cpu"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    from leaderboard.accounts.models import hash_token
+
+    assert RunnerNode.objects.get(name="far-away-gpu").token_hash == hash_token(lines["RUNNER_TOKEN"])
+    again = subprocess.run([str(runner_bin), "register", "--server", live_server.url, "--code", code,
+                            "--name", "other", "--token-file", str(tmp_path / "x.env")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "unknown, used or" in again.stdout and "(403)" in again.stdout

@@ -20,3 +20,6 @@ def test_the_reference_optimizers_are_seeded_once_as_baselines_with_their_settin
     diffgrad = synthetic.get(name="diffGrad (corrected)")
     assert diffgrad.hparams["lr"] == 0.1 and diffgrad.status == Submission.Status.QUEUED
     assert Submission.objects.get(benchmark__slug="opt-digits", name="Adam").hparams["lr"] == 0.001
+    digits = Submission.objects.filter(benchmark__slug="digits", is_baseline=True)
+    assert {(s.name, s.artifact_format) for s in digits} == {("Small CNN (TorchScript)", "torchscript"),
+                                                             ("Small CNN (ONNX)", "onnx")}

@@ -15,6 +15,7 @@ from leaderboard.submissions.models import Submission
 from leaderboard.submissions.services import submission_create
 
 BASELINES_DIR = Path(runner.__file__).parent / "baselines" / "optimizers"
+CLASSIFIERS_DIR = Path(runner.__file__).parent / "baselines" / "classifiers"
 BASELINE_OWNER = "baselines"
 
 
@@ -48,4 +49,23 @@ class Command(BaseCommand):
                     model_family=entry.get("family", "reference optimizer"), is_baseline=True,
                 )
                 created += 1
+        if not benchmarks:
+            created += self._seed_classifiers(owner)
         self.stdout.write(self.style.SUCCESS(f"baselines: {created} submitted"))
+
+    def _seed_classifiers(self, owner) -> int:
+        """The small classifiers trained here for the digits board (TorchScript and ONNX)."""
+        manifest = json.loads((CLASSIFIERS_DIR / "baselines.json").read_text())
+        created = 0
+        for entry in manifest["baselines"]:
+            bench = Benchmark.objects.get(slug=entry["benchmark"])
+            if Submission.objects.filter(benchmark=bench, is_baseline=True, name=entry["name"]).exists():
+                continue
+            submission_create(
+                owner=owner, benchmark=bench, name=entry["name"],
+                upload=SimpleUploadedFile(entry["file"], (CLASSIFIERS_DIR / entry["file"]).read_bytes()),
+                hparams=entry.get("hparams", {}), description=entry.get("description", ""),
+                model_family=entry.get("family", "reference classifier"), is_baseline=True,
+            )
+            created += 1
+        return created

@@ -1,0 +1,221 @@
+"""`runner bench`: how close the runner's evaluation comes to the model's own speed.
+
+For a classifier task, on one device, in one run:
+
+1. pure forward — the model loaded in this process (trusted: bench only your own files) and
+   timed on a random batch already on the device, warm-up excluded, the device synchronized around
+   the timer;
+2. trusted evaluation — the track's loop (reader, prefetch thread, output checks, top-5) with the
+   model in this process;
+3. sandboxed evaluation — the same loop through the sandboxed model server, as site jobs run.
+
+Evaluation timings start at the first answered batch (warm-up, model loading and the first
+decode excluded) and count the items answered after it. The four measurements run in interleaved
+rounds (``repeats``, default 3) and each figure is the best of its rounds. The ratios printed are
+``evaluation ÷ pure forward`` (the runner's overhead over the model itself) and
+``sandboxed ÷ trusted`` (what isolation costs). Small fake datasets are cycled to fill the
+batches asked for.
+
+For optimizer training tasks (opt-digits, opt-cifar*-resnet18) it calls
+``runner.tracks.train.bench_training`` when that track is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner import model_child
+from runner.datasets import CLASSIFIER_TASKS, open_task
+from runner.evaluate import file_sha256
+from runner.serve import ModelServer, ServerSettings, StreamStats, default_threads, prefetch
+from runner.spec import ErrorKind, EvaluationError
+from runner.tracks.classify import TopK, artifact_format, batches_of, default_batch_size, input_shape
+
+Progress = Callable[[str], None]
+
+
+class InProcessModel:
+    """The trusted counterpart of ModelServer: the same model code, in this process, one batch
+    after the other (with the same prefetch thread in front)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def stream(
+        self,
+        batches: Iterable[tuple[Any, Any]],
+        on_output: Callable[[Any, int, int, np.ndarray], None],
+        *,
+        max_items: int,
+        deadline: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StreamStats:
+        stats = StreamStats(max_items=max_items)
+        for inputs, tag in batches:
+            values = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+            n = len(values[0])
+            for lo in range(0, n, max_items):
+                hi = min(n, lo + max_items)
+                started = time.perf_counter()
+                outputs = self.model.predict([v[lo:hi] for v in values], [None] * len(values))
+                stats.compute_s += time.perf_counter() - started
+                on_output(tag, lo, hi, outputs)
+                now = time.perf_counter()
+                if stats.first_output_at is None:
+                    stats.first_output_at = now
+                else:
+                    stats.items_after_first += hi - lo
+                stats.last_output_at = now
+                stats.items += hi - lo
+                stats.chunks += 1
+        return stats
+
+
+def steady_rate(stats: StreamStats) -> float:
+    """Items per second after the first answered batch."""
+    if stats.first_output_at is None or stats.last_output_at is None or stats.items_after_first == 0:
+        return float("nan")
+    return stats.items_after_first / max(stats.last_output_at - stats.first_output_at, 1e-9)
+
+
+def _timed_loop(
+    predictor: Any, slug: str, reader: Any, *, batch_size: int, device: str, batches: int
+) -> StreamStats:
+    collect = TopK(slug, len(reader))
+    stop = threading.Event()
+    try:
+        return predictor.stream(
+            prefetch(
+                batches_of(reader, batch_size, device=device, limit=batches + 1, repeat=True), stop=stop
+            ),
+            collect,
+            max_items=batch_size,
+        )
+    finally:
+        stop.set()
+
+
+def bench_classifier(
+    task: str,
+    artifact: Path,
+    *,
+    device: str,
+    data_root: Path,
+    batches: int = 20,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    trust: bool = False,
+    repeats: int = 3,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    say = progress or (lambda message: None)
+    fmt = artifact_format(artifact)
+    data = open_task(task, data_root)
+    reader = data.main
+    size = batch_size or default_batch_size(task, device)
+    threads = default_threads(device)
+    shape = [size, *input_shape(task)]
+
+    model = model_child.load_model(str(artifact), fmt, device, threads=threads)
+    info = model.configure(precision, "auto")
+    model.predict([np.random.default_rng(0).random(shape, dtype=np.float32)], [None])  # settles channels_last
+    settings = ServerSettings(
+        sha256=file_sha256(artifact),
+        fmt=fmt,
+        device=device,
+        precision=precision,
+        trust=trust,
+        threads=threads,
+    )
+    server = ModelServer(artifact, settings)
+    best = {"forward": 0.0, "forward_in_sandbox": 0.0, "trusted": 0.0, "sandboxed": 0.0}
+    try:
+        server_info = server.start()
+        # Rounds of all four measurements, interleaved, each figure the best of its rounds: a busy
+        # machine slows some runs down, never speeds one up.
+        for round_ in range(1, max(1, repeats) + 1):
+            say(f"round {round_}/{repeats}: pure forward (trusted, in this process)")
+            rate = model.benchmark([shape], iters=max(3, batches), warmup=3)["items_per_s"]
+            best["forward"] = max(best["forward"], rate)
+            say(f"round {round_}/{repeats}: evaluation, trusted (in this process)")
+            stats = _timed_loop(
+                InProcessModel(model), task, reader, batch_size=size, device=device, batches=batches
+            )
+            best["trusted"] = max(best["trusted"], steady_rate(stats))
+            say(f"round {round_}/{repeats}: evaluation, sandboxed (model server)")
+            stats = _timed_loop(server, task, reader, batch_size=size, device=device, batches=batches)
+            best["sandboxed"] = max(best["sandboxed"], steady_rate(stats))
+            say(f"round {round_}/{repeats}: pure forward (in the sandbox)")
+            rate = server.forward_items_per_s([shape], iters=max(3, batches), warmup=3)
+            best["forward_in_sandbox"] = max(best["forward_in_sandbox"], rate)
+    finally:
+        server.close()
+    forward, trusted, sandboxed = best["forward"], best["trusted"], best["sandboxed"]
+    forward_in_sandbox = best["forward_in_sandbox"]
+    return {
+        "task": task,
+        "artifact": str(artifact),
+        "format": fmt,
+        "device": device,
+        "device_name": info.get("device_name"),
+        "precision": info.get("precision"),
+        "memory_format": info.get("memory_format"),
+        "batch_size": size,
+        "batches": batches,
+        "repeats": repeats,
+        "threads": threads,
+        "synthetic_data": data.synthetic,
+        "items_in_dataset": len(reader),
+        "sandbox": server_info.get("sandbox"),
+        "forward_items_per_s": forward,
+        "forward_in_sandbox_items_per_s": forward_in_sandbox,
+        "trusted_eval_items_per_s": trusted,
+        "sandboxed_eval_items_per_s": sandboxed,
+        "eval_over_forward": sandboxed / forward,
+        "sandboxed_over_trusted": sandboxed / trusted,
+    }
+
+
+def bench(
+    task: str,
+    artifact: Path | None,
+    *,
+    device: str,
+    data_root: Path,
+    batches: int = 20,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    trust: bool = False,
+    seconds: float = 30.0,
+    repeats: int = 3,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Benchmark one task: classifier tasks as above, optimizer training tasks through the
+    training track's own bench."""
+    if task in CLASSIFIER_TASKS:
+        if artifact is None:
+            raise ValueError("--artifact is required for a classifier task")
+        return bench_classifier(
+            task,
+            artifact,
+            device=device,
+            data_root=data_root,
+            batches=batches,
+            batch_size=batch_size,
+            precision=precision,
+            trust=trust,
+            repeats=repeats,
+            progress=progress,
+        )
+    if task.startswith("opt-") and importlib.util.find_spec("runner.tracks.train") is not None:
+        from runner.tracks.train import bench_training
+
+        return {"task": task, **bench_training(task, device=device, data_root=data_root, seconds=seconds)}
+    raise EvaluationError(ErrorKind.RUNNER_ERROR, f"no benchmark for task {task!r} on this runner")

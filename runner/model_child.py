@@ -1,0 +1,700 @@
+"""The sandboxed model server: loads one submitted model ONCE and answers batches from the trusted
+parent (runner/serve.py) until told to stop.
+
+    python -I model_child.py --artifact FILE --format torchscript|pt2|onnx --socket PATH \
+        --device cpu|cuda[:N] [--precision fp32|bf16] [--channels-last auto|on|off] [--threads N]
+
+Self-contained (standard library, numpy, torch, onnxruntime; never another runner module): it is
+bound into the sandbox alone. The parent has already sniffed the format by content and refused
+pickles; this program never unpickles anything either (TORCH_FORCE_WEIGHTS_ONLY_LOAD is set before
+torch is imported, so even torch.export.load's fallback cannot unpickle arbitrary objects).
+
+Protocol (version 1) over the AF_UNIX stream socket the parent listens on (the child connects):
+every message is a frame ``<u32 little-endian n><n bytes of JSON header>`` optionally followed by
+``header["nbytes"]`` raw bytes. Input data travels in shared memory: a memfd the parent creates,
+sends with SCM_RIGHTS in a ``map`` frame, and divides into slots (inputs, then room for outputs).
+
+parent → child
+  {"op": "map", "size": S}                        + one fd: the shared-memory region (replaces the last)
+  {"op": "run", "id": k, "inputs": [{"offset", "shape", "dtype": "float32"|"uint8", "scale"}],
+   "out_offset": o, "out_capacity": c}           run the model on the inputs found at those offsets;
+                                                  uint8 inputs become float32 / scale on the device
+  {"op": "bench", "shapes": [[N, C, H, W], ...], "iters": n, "warmup": w}
+                                                  time the pure forward pass on resident random input
+  {"op": "exit"}
+child → parent
+  {"op": "ready", "format", "device", "device_name", "precision", "memory_format", "inputs",
+   "attributes", "torch", "onnxruntime", "providers", "load_s"}            once, after loading
+  {"op": "out", "id": k, "shape", "dtype", "where": "shm"|"inline", "nbytes", "compute_s", "info"}
+                                                  the output: at out_offset when it fits, else inline
+  {"op": "error", "id": k|null, "kind", "message", "retry": bool}
+                                                  kind is a user error kind; retry is true for
+                                                  out-of-memory, which the parent answers with a
+                                                  smaller batch
+  {"op": "bench", "items_per_s", "seconds", "iters"}
+
+The child only computes. The parent validates shapes, dtypes and finiteness and computes every
+metric; nothing the child says is trusted beyond being data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import mmap
+import os
+import socket
+import struct
+import sys
+import time
+import warnings
+from typing import Any
+
+PROTOCOL = 1
+FRAME_LENGTH = struct.Struct("<I")
+MAX_HEADER_BYTES = 1 << 20
+
+# The user-error subset of runner/spec.py's ErrorKind (a test keeps them in step).
+INVALID_ARTIFACT = "invalid_artifact"
+RUNTIME_ERROR = "runtime_error"
+WRONG_OUTPUT = "wrong_output"
+OUT_OF_MEMORY = "out_of_memory"
+
+PRECISIONS = ("fp32", "bf16")
+WIRE_DTYPES = ("float32", "uint8")
+_OOM_TEXT = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "failed to allocate",
+    "std::bad_alloc",
+)
+
+
+class ChildError(Exception):
+    """The submission broke the contract; ``kind`` says how."""
+
+    def __init__(self, kind: str, message: str, retry: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry = retry
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or any(t in str(exc).lower() for t in _OOM_TEXT)
+
+
+def describe(exc: BaseException, limit: int = 1500) -> str:
+    """``Type: message``, keeping the end of long messages (TorchScript puts the cause last)."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if len(text) > limit:
+        text = text[:200] + " … " + text[-(limit - 200) :]
+    return text
+
+
+def _setup_torch(threads: int):
+    os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set (a second model in one process, as in `runner bench`)
+            pass
+    return torch
+
+
+# --------------------------------------------------------------------------------------------
+# Models.
+# --------------------------------------------------------------------------------------------
+class TorchModel:
+    """A TorchScript module or an ExportedProgram's module on one device."""
+
+    def __init__(self, module: Any, fmt: str, device: str, threads: int):
+        self.torch = _setup_torch(threads)
+        self.module = module
+        self.format = fmt
+        self.device = self.torch.device(device)
+        self.precision = "fp32"
+        self.memory_format = "contiguous"
+        self._verify_channels_last = False
+        self.notes: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, path: str, fmt: str, device: str, threads: int) -> TorchModel:
+        torch = _setup_torch(threads)
+        on = torch.device(device)
+        if on.type == "cuda" and not torch.cuda.is_available():
+            raise ChildError(
+                RUNTIME_ERROR, f"device {device} was asked for but CUDA is not available in the sandbox"
+            )
+        try:
+            if fmt == "torchscript":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # the deprecation notice
+                    module = torch.jit.load(path, map_location=on)
+                module.eval()
+            else:
+                program = torch.export.load(path)
+                if on.type != "cpu":
+                    try:
+                        from torch.export.passes import move_to_device_pass
+
+                        program = move_to_device_pass(program, on)
+                    except ImportError:  # older torch: move the unlifted module instead
+                        pass
+                module = program.module()
+                if on.type != "cpu":
+                    module = module.to(on)
+        except ChildError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a damaged or hostile file may raise anything
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if is_out_of_memory(exc):
+                raise ChildError(
+                    OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
+                ) from exc
+            what = "TorchScript file" if fmt == "torchscript" else "ExportedProgram (.pt2)"
+            raise ChildError(INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
+        return cls(module, fmt, device, threads)
+
+    # -- settings ---------------------------------------------------------------------------
+    def configure(self, precision: str = "fp32", channels_last: str = "auto") -> dict[str, Any]:
+        torch = self.torch
+        self.precision = precision
+        if self.device.type == "cuda":
+            # Full precision means full precision: no TF32 in convolutions or matmuls.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        has_conv = any(p.dim() == 4 for p in self.module.parameters())
+        wanted = channels_last == "on" or (
+            channels_last == "auto" and self.device.type == "cuda" and has_conv
+        )
+        if wanted:
+            # Checked on the first batch against the contiguous layout; kept only when it agrees.
+            self._verify_channels_last = True
+            self.memory_format = "channels_last (checking on the first batch)"
+        else:
+            reason = (
+                "off"
+                if channels_last == "off"
+                else ("no 4-D weights" if not has_conv else "not on CPU by default")
+            )
+            self.memory_format = f"contiguous ({reason})"
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        torch = self.torch
+        on_cuda = self.device.type == "cuda"
+        return {
+            "format": self.format,
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if on_cuda else "cpu",
+            "precision": self.precision + ("" if self.precision != "fp32" or not on_cuda else " (TF32 off)"),
+            "memory_format": self.memory_format,
+            "inputs": self._input_count(),
+            "attributes": {"wants_noise_level": bool(getattr(self.module, "wants_noise_level", False))},
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if on_cuda else None,
+            "threads": torch.get_num_threads(),
+        }
+
+    def _input_count(self) -> int:
+        try:
+            if self.format == "torchscript":
+                return len(self.module.forward.schema.arguments) - 1
+            return sum(1 for n in self.module.graph.nodes if n.op == "placeholder")
+        except Exception:  # noqa: BLE001 - only informational
+            return 1
+
+    # -- running ----------------------------------------------------------------------------
+    def _to_tensor(self, array_: Any, scale: float | None):
+        torch = self.torch
+        tensor = array_ if isinstance(array_, torch.Tensor) else torch.from_numpy(array_)
+        if tensor.device != self.device:
+            tensor = tensor.to(self.device, non_blocking=False)
+        if scale:
+            tensor = tensor.float().div_(scale)
+        return tensor
+
+    def _call(self, tensors: list, channels_last: bool):
+        torch = self.torch
+        if channels_last:
+            tensors = [
+                t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors
+            ]
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    return self.module(*tensors)
+            return self.module(*tensors)
+
+    def forward(self, tensors: list):
+        """Run the model; returns the output tensor (any device, any dtype)."""
+        torch = self.torch
+        if self._verify_channels_last:
+            self._verify_channels_last = False
+            reference = _single_output(self._call(tensors, False))
+            try:
+                self.module.to(memory_format=torch.channels_last)
+                trial = _single_output(self._call(tensors, True))
+                agrees = (
+                    trial.shape == reference.shape
+                    and reference.is_floating_point()
+                    and bool(
+                        torch.allclose(
+                            trial.float(),
+                            reference.float(),
+                            rtol=1e-3,
+                            atol=1e-3 * float(reference.float().abs().max()) + 1e-5,
+                        )
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - a model that cannot take channels_last
+                agrees = False
+                self.notes["channels_last"] = f"refused: {describe(exc, 300)}"
+            if agrees:
+                self.memory_format = "channels_last"
+            else:
+                try:
+                    self.module.to(memory_format=torch.contiguous_format)
+                except Exception:  # noqa: BLE001 - it never left the contiguous layout
+                    pass
+                self.memory_format = "contiguous (channels_last changed the outputs or failed)"
+            self.notes["memory_format"] = self.memory_format
+            return reference
+        return _single_output(self._call(tensors, self.memory_format == "channels_last"))
+
+    def predict(self, arrays: list, scales: list) -> Any:
+        """numpy (or torch) inputs → numpy output (floating outputs as float32)."""
+        tensors = [self._to_tensor(a, s) for a, s in zip(arrays, scales, strict=True)]
+        out = self.forward(tensors)
+        out = out.detach()
+        if out.is_floating_point():
+            out = out.float()
+        return out.cpu().numpy()
+
+    def benchmark(self, shapes: list[list[int]], iters: int, warmup: int) -> dict[str, Any]:
+        """Pure forward passes on random input already on the device; warm-up excluded, the device
+        synchronized around the timer."""
+        torch = self.torch
+        tensors = [torch.rand(*shape, device=self.device) for shape in shapes]
+        for _ in range(max(1, warmup)):
+            self.forward(tensors)
+        self._sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            self.forward(tensors)
+        self._sync()
+        seconds = time.perf_counter() - start
+        return {"items_per_s": shapes[0][0] * iters / max(seconds, 1e-9), "seconds": seconds, "iters": iters}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+
+def _single_output(out: Any):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and len(out) == 1 and isinstance(out[0], torch.Tensor):
+        return out[0]
+    what = f"a {type(out).__name__}" + (
+        f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else ""
+    )
+    raise ChildError(
+        WRONG_OUTPUT,
+        f"the model returned {what}; it must return one tensor (logits [N, C] for a "
+        "classifier): drop auxiliary outputs before exporting",
+    )
+
+
+class OnnxModel:
+    """An ONNX graph in an onnxruntime InferenceSession (CUDA provider when asked for and present)."""
+
+    def __init__(self, session: Any, device: str, threads: int, providers: list[str], note: str = ""):
+        import numpy as np
+
+        self.np = np
+        self.session = session
+        self.device = device
+        self.threads = threads
+        self.providers = providers
+        self.note = note
+        self.inputs = session.get_inputs()
+        self.outputs = session.get_outputs()
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+        self.fixed_batch = first if isinstance(first, int) and first > 0 else None
+        self.dtypes = [
+            {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
+            for i in self.inputs
+        ]
+
+    @classmethod
+    def load(cls, path: str, device: str, threads: int) -> OnnxModel:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ChildError(RUNTIME_ERROR, "onnxruntime is not installed on this runner") from exc
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        note = ""
+        if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            if device.startswith("cuda"):
+                note = "onnxruntime here has no CUDA provider: the model ran on the CPU"
+            providers = ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if is_out_of_memory(exc):
+                raise ChildError(
+                    OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
+                ) from exc
+            raise ChildError(INVALID_ARTIFACT, f"cannot load the ONNX model: {describe(exc)}") from exc
+        used = session.get_providers()
+        actual = device if "CUDAExecutionProvider" in used else "cpu"
+        return cls(session, actual, threads, used, note)
+
+    def configure(self, precision: str = "fp32", channels_last: str = "auto") -> dict[str, Any]:
+        if precision != "fp32":
+            self.note = (
+                self.note + "; " if self.note else ""
+            ) + "bf16 autocast does not apply to ONNX: ran as exported"
+        if len(self.outputs) != 1:
+            raise ChildError(
+                WRONG_OUTPUT,
+                f"the ONNX graph has {len(self.outputs)} outputs "
+                f"({', '.join(o.name for o in self.outputs)}); it must have one (logits [N, C] for a "
+                "classifier)",
+            )
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            "format": "onnx",
+            "device": self.device,
+            "device_name": self.device,
+            "precision": "as exported (onnxruntime)",
+            "memory_format": "onnxruntime's own",
+            "inputs": len(self.inputs),
+            "attributes": {"wants_noise_level": len(self.inputs) == 2},
+            "onnxruntime": ort.__version__,
+            "providers": self.providers,
+            "fixed_batch": self.fixed_batch,
+            "threads": self.threads,
+            "note": self.note,
+        }
+
+    def predict(self, arrays: list, scales: list) -> Any:
+        np = self.np
+        feed_arrays = []
+        for a, s, dtype in zip(arrays, scales, self.dtypes, strict=True):
+            a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+            if s:
+                a = a.astype(np.float32) / np.float32(s)
+            feed_arrays.append(np.ascontiguousarray(a, dtype=dtype))
+        n = len(feed_arrays[0])
+        step = self.fixed_batch or n
+        parts = []
+        for start in range(0, n, step):
+            feed = {i.name: a[start : start + step] for i, a in zip(self.inputs, feed_arrays, strict=True)}
+            parts.append(self.session.run(None, feed)[0])
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out = np.asarray(out)
+        return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
+
+    def benchmark(self, shapes: list[list[int]], iters: int, warmup: int) -> dict[str, Any]:
+        """Pure forward passes; on CUDA the input lives on the device (IOBinding)."""
+        np = self.np
+        rng = np.random.default_rng(0)
+        arrays = [
+            rng.random(shape, dtype=np.float32).astype(d)
+            for shape, d in zip(shapes, self.dtypes, strict=True)
+        ]
+        if self.device.startswith("cuda"):
+            import onnxruntime as ort
+
+            index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+            binding = self.session.io_binding()
+            for meta, a in zip(self.inputs, arrays, strict=True):
+                binding.bind_ortvalue_input(meta.name, ort.OrtValue.ortvalue_from_numpy(a, "cuda", index))
+            binding.bind_output(self.outputs[0].name, "cuda", index)
+
+            def run() -> None:
+                self.session.run_with_iobinding(binding)
+        else:
+            feed = {meta.name: a for meta, a in zip(self.inputs, arrays, strict=True)}
+
+            def run() -> None:
+                self.session.run(None, feed)
+
+        for _ in range(max(1, warmup)):
+            run()
+        start = time.perf_counter()
+        for _ in range(iters):
+            run()
+        seconds = time.perf_counter() - start
+        return {"items_per_s": shapes[0][0] * iters / max(seconds, 1e-9), "seconds": seconds, "iters": iters}
+
+
+def load_model(path: str, fmt: str, device: str, *, threads: int = 0) -> TorchModel | OnnxModel:
+    """Load an artifact whose format the trusted parent sniffed; raises ChildError."""
+    if fmt in ("torchscript", "pt2"):
+        return TorchModel.load(path, fmt, device, threads)
+    if fmt == "onnx":
+        return OnnxModel.load(path, device, threads)
+    raise ChildError(INVALID_ARTIFACT, f"unknown model format {fmt!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Frames.
+# --------------------------------------------------------------------------------------------
+class Channel:
+    """Frames over the socket; file descriptors that arrive are kept for the next ``map``."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = bytearray()
+        self.fds: list[int] = []
+
+    def send(self, header: dict[str, Any], payload: Any = None) -> None:
+        head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+        self.sock.sendall(FRAME_LENGTH.pack(len(head)) + head)
+        if payload is not None and len(payload):
+            self.sock.sendall(payload)
+
+    def _fill(self, size: int) -> None:
+        space = socket.CMSG_SPACE(4 * 8)
+        while len(self.buffer) < size:
+            data, ancillary, _, _ = self.sock.recvmsg(max(65536, size - len(self.buffer)), space)
+            for level, kind, cdata in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
+                    self.fds.extend(fds)
+            if not data:
+                raise EOFError("the parent closed the connection")
+            self.buffer += data
+
+    def receive(self) -> dict[str, Any]:
+        self._fill(FRAME_LENGTH.size)
+        (size,) = FRAME_LENGTH.unpack_from(self.buffer)
+        if size > MAX_HEADER_BYTES:
+            raise EOFError("a frame header over the limit")
+        self._fill(FRAME_LENGTH.size + size)
+        header = json.loads(bytes(self.buffer[FRAME_LENGTH.size : FRAME_LENGTH.size + size]))
+        del self.buffer[: FRAME_LENGTH.size + size]
+        return header
+
+    def take_fds(self) -> list[int]:
+        fds, self.fds = self.fds, []
+        return fds
+
+
+# --------------------------------------------------------------------------------------------
+# Serving.
+# --------------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, channel: Channel, model: TorchModel | OnnxModel):
+        import numpy as np
+
+        self.np = np
+        self.channel = channel
+        self.model = model
+        self.region: mmap.mmap | None = None
+
+    def serve(self) -> None:
+        while True:
+            header = self.channel.receive()
+            op = header.get("op")
+            if op == "exit":
+                return
+            if op == "map":
+                self._map(header)
+            elif op == "run":
+                self._run(header)
+            elif op == "bench":
+                self._bench(header)
+            else:
+                self.channel.send(
+                    {
+                        "op": "error",
+                        "id": None,
+                        "kind": RUNTIME_ERROR,
+                        "message": f"the model server got an unknown request {op!r}",
+                        "retry": False,
+                    }
+                )
+
+    def _map(self, header: dict[str, Any]) -> None:
+        fds = self.channel.take_fds()
+        if not fds:
+            raise EOFError("a map frame without its memory")
+        for extra in fds[1:]:
+            os.close(extra)
+        if self.region is not None:
+            try:
+                self.region.close()
+            except BufferError:  # a view is still alive: let the collector unmap it
+                pass
+        self.region = mmap.mmap(fds[0], int(header["size"]))
+        os.close(fds[0])
+
+    def _inputs(self, header: dict[str, Any]) -> tuple[list, list]:
+        np = self.np
+        arrays, scales = [], []
+        for spec in header["inputs"]:
+            dtype = np.dtype(spec["dtype"] if spec["dtype"] in WIRE_DTYPES else "float32")
+            shape = tuple(int(s) for s in spec["shape"])
+            arrays.append(np.ndarray(shape, dtype=dtype, buffer=self.region, offset=int(spec["offset"])))
+            scales.append(float(spec["scale"]) if spec.get("scale") else None)
+        return arrays, scales
+
+    def _run(self, header: dict[str, Any]) -> None:
+        np = self.np
+        ident = header.get("id")
+        started = time.perf_counter()
+        try:
+            arrays, scales = self._inputs(header)
+            out = self.model.predict(arrays, scales)
+            del arrays
+        except ChildError as exc:
+            self.channel.send(
+                {"op": "error", "id": ident, "kind": exc.kind, "message": exc.message, "retry": exc.retry}
+            )
+            return
+        except BaseException as exc:  # noqa: BLE001 - the submitted model may raise anything
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            oom = is_out_of_memory(exc)
+            if oom:
+                _free_device_memory()
+            shape = [list(a["shape"]) for a in header.get("inputs", [])]
+            self.channel.send(
+                {
+                    "op": "error",
+                    "id": ident,
+                    "kind": OUT_OF_MEMORY if oom else RUNTIME_ERROR,
+                    "retry": oom,
+                    "message": f"the model raised {describe(exc)} (on inputs of shape "
+                    f"{shape[0] if len(shape) == 1 else shape}, float32)",
+                }
+            )
+            return
+        out = np.ascontiguousarray(out)
+        reply = {
+            "op": "out",
+            "id": ident,
+            "shape": list(out.shape),
+            "dtype": str(out.dtype),
+            "nbytes": out.nbytes,
+            "compute_s": time.perf_counter() - started,
+        }
+        notes = getattr(self.model, "notes", None)
+        if notes:
+            reply["info"] = dict(notes)
+            notes.clear()
+        capacity = int(header.get("out_capacity", 0))
+        if out.nbytes <= capacity and self.region is not None:
+            target = np.ndarray(
+                out.shape, dtype=out.dtype, buffer=self.region, offset=int(header["out_offset"])
+            )
+            target[...] = out
+            del target
+            reply["where"] = "shm"
+            self.channel.send(reply)
+        else:
+            reply["where"] = "inline"
+            self.channel.send(reply, out.reshape(-1).view(np.uint8).data)
+
+    def _bench(self, header: dict[str, Any]) -> None:
+        try:
+            result = self.model.benchmark(
+                [list(s) for s in header["shapes"]],
+                int(header.get("iters", 10)),
+                int(header.get("warmup", 2)),
+            )
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.channel.send(
+                {
+                    "op": "error",
+                    "id": None,
+                    "kind": RUNTIME_ERROR,
+                    "retry": False,
+                    "message": f"the forward benchmark failed: {describe(exc)}",
+                }
+            )
+            return
+        self.channel.send({"op": "bench", **result})
+
+
+def _free_device_memory() -> None:
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model_child.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--artifact", required=True)
+    parser.add_argument("--format", required=True, choices=("torchscript", "pt2", "onnx"))
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--threads", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args.socket)
+    channel = Channel(sock)
+    started = time.perf_counter()
+    try:
+        model = load_model(args.artifact, args.format, args.device, threads=args.threads)
+        info = model.configure(args.precision, args.channels_last)
+    except ChildError as exc:
+        channel.send({"op": "error", "id": None, "kind": exc.kind, "message": exc.message, "retry": False})
+        print(f"{exc.kind}: {exc.message}", file=sys.stderr)
+        return 0
+    channel.send({"op": "ready", "protocol": PROTOCOL, "load_s": time.perf_counter() - started, **info})
+    try:
+        Server(channel, model).serve()
+    except (EOFError, ConnectionError):
+        pass  # the parent went away: nothing left to answer
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave at once: threads the model started neither delay the exit nor get a last word.
+    os._exit(code)

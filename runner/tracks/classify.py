@@ -1,0 +1,325 @@
+"""Classifier track: every classifier task of the catalogue (digits, cifar10, cifar10-c, cifar100,
+cifar100-c, imagenet-val, imagenet-a, imagenet-r, imagenet-c, geode, dollarstreet).
+
+1. Sniff the artifact by content (TorchScript, ExportedProgram, ONNX; pickles refused with advice)
+   and read the submission's settings from its hparams (below).
+2. Open the task's readers (runner.datasets.open_task); labels stay in this process.
+3. Borrow the sandboxed model server (runner/serve.py): the warm one of this submission when the
+   worker process has it, else a new one that loads the model once.
+4. Stream every part's batches through it — a prefetch thread prepares the next batch while the
+   child computes — check each output (shape [N, C], floats, finite: runner.metrics.compact) and
+   keep the top-5 per item; progress after every batch, cancellation between and during batches.
+5. Score with runner.metrics.score and record format, precision, device, sandbox and timing.
+
+Submission hyperparameters (a JSON object; every key optional):
+  precision       "fp32" (default, full precision; TF32 off on GPUs) or "bf16" (autocast)
+  channels_last   "auto" (default: on a GPU when the model has 4-D weights and gives the same
+                  outputs), "on" or "off"
+  clean_top1      the submission's imagenet-val top-1 (%), for imagenet-c's relative_mce
+The site may also pass ``clean_top1`` in the task's params (it wins over hparams), and
+``batch_size`` (the platform's choice, never the submission's).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import runner
+from runner import metrics
+from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
+from runner.datasets.readers import ImageFileReader
+from runner.serve import POOL, ServerPool, ServerSettings, prefetch
+from runner.spec import ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
+
+Progress = Callable[[float, str], None]
+HPARAM_KEYS = ("precision", "channels_last", "clean_top1")
+INPUT_SHAPES = {
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "cifar10-c": (3, 32, 32),
+    "cifar100-c": (3, 32, 32),
+}
+IMAGENET_SHAPE = (3, 224, 224)
+
+
+def input_shape(slug: str) -> tuple[int, int, int]:
+    """(C, H, W) of the task's model input."""
+    return INPUT_SHAPES.get(slug, IMAGENET_SHAPE)
+
+
+def default_batch_size(slug: str, device: str) -> int:
+    small = input_shape(slug)[1] <= 32
+    if device.startswith("cuda"):
+        return 1024 if small else 256
+    return 256 if small else 32
+
+
+def decode_workers(reader: Reader, batch_size: int) -> int:
+    """Worker processes for decoding image files: none for a handful of batches (spawning costs
+    more than it saves), else RUNNER_DECODE_WORKERS or half the cores (at most 8)."""
+    if not isinstance(reader, ImageFileReader) or len(reader) <= 4 * batch_size:
+        return 0
+    configured = os.environ.get("RUNNER_DECODE_WORKERS")
+    if configured and configured.isdigit():
+        return int(configured)
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def reader_device(reader: Reader, device: str) -> str:
+    """Image files are decoded on the GPU (nvJPEG) when there is one; arrays are sliced on the CPU
+    and go to the server's shared memory as they are."""
+    return device if isinstance(reader, ImageFileReader) and device.startswith("cuda") else "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings.
+# --------------------------------------------------------------------------------------------
+def artifact_format(path: Path) -> str:
+    """The model format by content; INVALID_ARTIFACT (with the export advice) otherwise."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(0)
+        try:
+            return sniff_model_format(head, fh)
+        except SpecError as exc:
+            raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
+
+
+def submission_options(spec: JobSpec) -> dict[str, Any]:
+    """precision, channels_last and clean_top1 from the hparams (BAD_HPARAMS when they do not fit)."""
+    hparams = spec.submission.hparams or {}
+    if not isinstance(hparams, dict):
+        raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
+    unknown = sorted(set(hparams) - set(HPARAM_KEYS))
+    if unknown:
+        raise EvaluationError(
+            ErrorKind.BAD_HPARAMS,
+            f"unknown hyperparameters for a classifier: {', '.join(unknown)}; "
+            f"accepted: {', '.join(HPARAM_KEYS)} (see the task page)",
+        )
+    precision = str(hparams.get("precision", "fp32")).lower()
+    if precision not in ("fp32", "bf16"):
+        raise EvaluationError(
+            ErrorKind.BAD_HPARAMS,
+            f'precision {hparams.get("precision")!r}: use "fp32" (the default) or "bf16"',
+        )
+    channels_last = hparams.get("channels_last", "auto")
+    channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
+    if channels_last not in ("auto", "on", "off"):
+        raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
+    clean = spec.task.params.get("clean_top1", hparams.get("clean_top1"))
+    if clean is not None:
+        if (
+            isinstance(clean, bool)
+            or not isinstance(clean, (int, float))
+            or not math.isfinite(clean)
+            or not 0 <= clean <= 100
+        ):
+            raise EvaluationError(
+                ErrorKind.BAD_HPARAMS, f"clean_top1 {clean!r} must be a top-1 accuracy in percent"
+            )
+        clean = float(clean)
+    return {"precision": precision, "channels_last": channels_last, "clean_top1": clean}
+
+
+# --------------------------------------------------------------------------------------------
+# Predicting a reader.
+# --------------------------------------------------------------------------------------------
+def batches_of(
+    reader: Reader, batch_size: int, *, device: str, limit: int | None = None, repeat: bool = False
+) -> Iterator[tuple[Any, Any]]:
+    """(inputs, batch) pairs of the reader in its order; ``limit`` batches at most, cycling the
+    reader when ``repeat`` (for benchmarks on small copies)."""
+    count = 0
+    while True:
+        for batch in reader.batches(
+            batch_size, workers=decode_workers(reader, batch_size), device=reader_device(reader, device)
+        ):
+            yield batch.inputs, batch
+            count += 1
+            if limit is not None and count >= limit:
+                return
+        if not repeat or count == 0:
+            return
+
+
+class TopK:
+    """Collects each item's checked top-5 in reader order."""
+
+    def __init__(self, slug: str, size: int, on_items: Callable[[int], None] | None = None):
+        self.slug = slug
+        width = min(metrics.TOPK, metrics.task_classes(slug))
+        self.top = np.full((size, width), -1, dtype=np.int32)
+        self.filled = np.zeros(size, dtype=bool)
+        self.on_items = on_items
+
+    def __call__(self, batch: Any, lo: int, hi: int, outputs: np.ndarray) -> None:
+        top = metrics.compact(self.slug, outputs, hi - lo)
+        index = batch.index[lo:hi]
+        self.top[index] = top
+        self.filled[index] = True
+        if self.on_items is not None:
+            self.on_items(hi - lo)
+
+
+def predict_reader(
+    server: Any,
+    slug: str,
+    reader: Reader,
+    *,
+    batch_size: int,
+    device: str,
+    deadline: float | None = None,
+    cancel: threading.Event | None = None,
+    on_items: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, Any]:
+    """The top-5 of every item of ``reader`` through ``server`` (a ModelServer or anything with its
+    ``stream``), and the stream's statistics."""
+    collect = TopK(slug, len(reader), on_items)
+    stop = threading.Event()
+    try:
+        stats = server.stream(
+            prefetch(batches_of(reader, batch_size, device=device), stop=stop),
+            collect,
+            max_items=batch_size,
+            deadline=deadline,
+            cancel=cancel,
+        )
+    finally:
+        stop.set()
+    if not collect.filled.all():
+        missing = int((~collect.filled).sum())
+        raise EvaluationError(
+            ErrorKind.RUNNER_ERROR, f"{slug}: {missing} of {len(reader)} items got no prediction"
+        )
+    return collect.top, stats
+
+
+# --------------------------------------------------------------------------------------------
+# The track.
+# --------------------------------------------------------------------------------------------
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def evaluate_classifier(
+    spec: JobSpec,
+    artifact_path: Path,
+    *,
+    work_dir: Path,
+    data_root: Path,
+    trust: bool,
+    device: str,
+    progress: Progress,
+    cancel: threading.Event | None = None,
+    pool: ServerPool | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    deadline = time.monotonic() + spec.task.time_limit_s
+    slug = spec.task.slug
+    if slug not in CLASSIFIER_TASKS:
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not a classifier task")
+    fmt = artifact_format(Path(artifact_path))
+    options = submission_options(spec)
+    data: TaskData = open_task(slug, data_root, spec.task.params)
+    batch_size = int(spec.task.params.get("batch_size") or default_batch_size(slug, device))
+    settings = ServerSettings(
+        sha256=spec.submission.artifact_sha256,
+        fmt=fmt,
+        device=device,
+        precision=options["precision"],
+        channels_last=options["channels_last"],
+        trust=trust,
+    )
+    pool = pool or POOL
+    total = sum(len(r) for r in data.parts.values())
+    progress(0.02, "starting the model server")
+    with pool.borrow(
+        artifact_path, settings, deadline=deadline, cancel=cancel, min_lifetime_s=spec.task.time_limit_s
+    ) as (server, reused):
+        progress(0.05, "model loaded" + (" (warm server)" if reused else ""))
+        eval_started = time.perf_counter()
+        done = 0
+
+        def advance(items: int) -> None:
+            nonlocal done
+            done += items
+            progress(0.05 + 0.9 * done / max(total, 1), f"{done:,}/{total:,} images")
+
+        predictions: dict[str, np.ndarray] = {}
+        compute_s, oom_retries, final_batch = 0.0, 0, batch_size
+        for part, reader in data.parts.items():
+            top, stats = predict_reader(
+                server,
+                slug,
+                reader,
+                batch_size=batch_size,
+                device=device,
+                deadline=deadline,
+                cancel=cancel,
+                on_items=advance,
+            )
+            predictions[part] = top
+            compute_s += stats.compute_s
+            oom_retries += stats.oom_retries
+            final_batch = min(final_batch, stats.max_items)
+        eval_s = time.perf_counter() - eval_started
+        info = dict(server.info)
+        server_jobs = server.jobs + 1
+    progress(0.97, "scoring")
+    env = {
+        "runner": runner.__version__,
+        "python": platform.python_version(),
+        "torch": info.get("torch") or _version("torch"),
+        "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
+        "cuda": info.get("cuda"),
+        "device": info.get("device_name") or info.get("device") or device,
+        "device_requested": device,
+        "sandbox": info.get("sandbox"),
+        "format": fmt,
+        "precision": info.get("precision"),
+        "memory_format": info.get("memory_format"),
+        "threads": info.get("threads"),
+        "batch_size": final_batch,
+        "oom_retries": oom_retries,
+        "seeds": [],
+        "model_server": {
+            "reused": reused,
+            "jobs_served": server_jobs,
+            "load_s": info.get("load_s"),
+            "protocol": info.get("protocol"),
+        },
+    }
+    if info.get("note"):
+        env["model_note"] = info["note"]
+    if slug == "imagenet-c":
+        env["clean_top1"] = options["clean_top1"]
+        env["clean_top1_source"] = (
+            "task params"
+            if "clean_top1" in spec.task.params
+            else "hparams"
+            if options["clean_top1"] is not None
+            else "none: relative_mce needs the submission's imagenet-val top1"
+        )
+    timing = {
+        "wall_s": round(time.perf_counter() - started, 4),
+        "items_per_s": round(total / max(eval_s, 1e-9), 2),
+        "eval_s": round(eval_s, 4),
+        "compute_s": round(compute_s, 4),
+        "load_s": round(float(info.get("load_s") or 0.0), 4) if not reused else 0.0,
+    }
+    return metrics.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])

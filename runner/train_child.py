@@ -1,0 +1,519 @@
+"""The sandboxed program of the optimizer training tasks: ``python -I train_child.py train|bench ...``.
+
+It runs inside the sandbox with exactly this beside it: ``child.py`` (whose submission loader it
+reuses, so errors read the same as on the synthetic tasks), the submission, and the job's input
+folder written by the trusted parent: ``task.json`` (model, budget, seeds, standardization) and
+``train_images.npy`` / ``train_labels.npy``, the training split only. The test split never
+enters the sandbox. Standard library, numpy, torch and safetensors only.
+
+``train``, for each seed:
+1. seed torch (every device) and a CPU generator that draws the data order and augmentation;
+2. build the platform's model on the CPU (the same initial weights on every device), move it;
+3. execute the submission afresh (nothing carries over between seeds) and call
+   ``make_optimizer(model.parameters(), **hparams)``;
+4. per epoch: a seeded permutation, full batches only (the remainder changes every epoch);
+   per batch: gather from the device-resident data, augment (CIFAR: 4-pad random crop and
+   horizontal flip), standardize per channel, forward (CUDA: bf16 autocast, channels_last),
+   cross-entropy, ``zero_grad``, backward, ``step``; the loss is kept on the device;
+5. at the end of each epoch: check every loss of the epoch is finite (else NOT_FINITE naming
+   the epoch and step), write the weights to ``<scratch>/ckpt_s<seed>_e<epoch>.safetensors``,
+   report progress as ``@progress <fraction> <message>`` lines.
+It writes ``out.json`` with, per seed and epoch, the mean training loss and the training seconds
+so far (checkpoint writing excluded). The parent evaluates every checkpoint on the test split and
+computes every metric; it reads nothing else from here but these curves.
+
+``bench``: one seed; the harness loop above for a time budget, then a pure training step
+(zero_grad, forward, loss, backward, step) on one device-resident batch for the same budget, with
+the same model, optimizer and device; warm-up steps are left out of both timings.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __name__ == "__main__":  # in the sandbox: child.py is bound beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    loader = importlib.import_module("child")
+else:  # imported by the trusted parent for the model definitions
+    from runner import child as loader
+
+ChildError = loader.ChildError
+CLOCK = time.perf_counter  # taken before any submitted code runs: a patched time module cannot fake it
+
+TASK_FILE = "task.json"
+TRAIN_IMAGES = "train_images.npy"
+TRAIN_LABELS = "train_labels.npy"
+OUT_FILE = "out.json"
+CUBLAS_WORKSPACE = ":4096:8"  # what deterministic cuBLAS needs (set before CUDA starts)
+
+
+def checkpoint_name(seed: int, epoch: int) -> str:
+    return f"ckpt_s{seed}_e{epoch:03d}.safetensors"
+
+
+def batches_of(size: int, batch_size: int) -> tuple[int, int]:
+    """(batch, steps per epoch): full batches only; a split smaller than a batch is one batch."""
+    batch = max(1, min(batch_size, size))
+    return batch, max(1, size // batch)
+
+
+def uses_bf16(precision: str, device_type: str) -> bool:
+    """``auto``: bf16 autocast and channels_last on CUDA, float32 elsewhere."""
+    return precision == "bf16" or (precision == "auto" and device_type == "cuda")
+
+
+def precision_label(bf16: bool) -> str:
+    return "bf16 autocast, channels_last" if bf16 else "float32"
+
+
+# --------------------------------------------------------------------------------------------
+# The platform's models. Both end in a plain mean over space: AdaptiveAvgPool2d has no
+# deterministic CUDA backward.
+# --------------------------------------------------------------------------------------------
+class DigitsCNN(nn.Module):
+    """A small CNN for 8×8 digits: three 3×3 conv + BN + ReLU layers (16, 32, 64 channels), two
+    2×2 max-pools, a linear classifier on the 64×2×2 features (about 26k parameters)."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Linear(64 * 2 * 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inputs: int, outputs: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(outputs)
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(outputs)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or inputs != outputs:
+            self.shortcut = nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 with the CIFAR stem (3×3 conv, stride 1, no max-pool), blocks [2, 2, 2, 2] of
+    64–512 channels, global mean pool, linear classifier (about 11.2M parameters)."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, width = [], 64
+        for outputs, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(BasicBlock(width, outputs, stride), BasicBlock(outputs, outputs, 1)))
+            width = outputs
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"digits-cnn": DigitsCNN, "cifar-resnet18": CifarResNet18}
+
+
+def build_model(name: str, num_classes: int, channels: int, seed: int) -> nn.Module:
+    """The model with the initial weights of ``seed``, built on the CPU (so every device starts
+    from the same weights), leaving the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](num_classes=num_classes, channels=channels)
+
+
+def state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors (safetensors wants contiguous; channels_last
+    weights are not), float32 for floating tensors."""
+    out = {}
+    for key, value in model.state_dict().items():
+        tensor = value.detach().to("cpu")
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        out[key] = tensor.contiguous()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Data on the device: standardization and augmentation (shared with the parent's evaluation).
+# --------------------------------------------------------------------------------------------
+def channel_stats(mean: list[float], std: list[float], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """Mean and std as float32 [1, C, 1, 1] tensors on the device (made once: a copy per batch
+    from host memory would stall the GPU queue)."""
+    shape = (1, len(mean), 1, 1)
+    return tuple(torch.tensor(v, dtype=torch.float32).view(shape).to(device) for v in (mean, std))
+
+
+def standardize(images: torch.Tensor, divisor: float, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW → float32 NCHW: x / divisor, then per channel (x − mean) / std."""
+    return images.float().div_(divisor).sub_(mean).div_(std)
+
+
+def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Random crops of ``size`` from zero-padded uint8 NCHW images at offsets (dy, dx), mirrored
+    where ``flip``: one gather on the device (forward only, so deterministic)."""
+    span = torch.arange(size, device=padded.device)
+    rows = dy[:, None] + span
+    cols = dx[:, None] + torch.where(flip[:, None], size - 1 - span, span)
+    channel = torch.arange(padded.shape[1], device=padded.device)
+    return padded[index[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None],
+                  cols[:, None, None, :]]
+
+
+@dataclass
+class TaskConfig:
+    model: str
+    num_classes: int
+    epochs: int
+    batch_size: int
+    seeds: list[int]
+    mean: list[float]
+    std: list[float]
+    divisor: float
+    augment: str = "none"  # or "crop-flip"
+    pad: int = 4
+    precision: str = "auto"  # auto: bf16 autocast + channels_last on CUDA, float32 on the CPU
+    threads: int = 1
+
+    @classmethod
+    def read(cls, path: str) -> TaskConfig:
+        with open(path) as fh:
+            return cls(**json.load(fh))
+
+
+@dataclass
+class TrainingData:
+    """The training split on the device: uint8 NCHW (zero-padded when augmenting) and labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    size: int
+    image_size: int
+
+
+def load_training_data(folder: str, config: TaskConfig, device: torch.device) -> TrainingData:
+    images = np.load(os.path.join(folder, TRAIN_IMAGES), allow_pickle=False)  # uint8 NHWC
+    labels = np.load(os.path.join(folder, TRAIN_LABELS), allow_pickle=False)
+    tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    if config.augment == "crop-flip":
+        tensor = F.pad(tensor, (config.pad,) * 4)
+    return TrainingData(tensor, torch.from_numpy(labels.astype(np.int64)).to(device), len(labels),
+                        images.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# The harness.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BenchClock:
+    """Stops the harness loop after ``warmup`` untimed steps and ``seconds`` of timed ones."""
+
+    warmup: int
+    seconds: float
+    steps: int = 0
+    timed_steps: int = 0
+    items: int = 0
+    started: float = 0.0
+    elapsed: float = 0.0
+    sync: Callable[[], None] = field(default=lambda: None)
+
+    def start(self) -> None:
+        self.sync()
+        self.started = CLOCK()
+
+    def tick(self, items: int) -> bool:
+        """Count one finished step; True when the budget is spent."""
+        self.steps += 1
+        if self.steps <= self.warmup:
+            if self.steps == self.warmup:
+                self.start()
+            return False
+        self.timed_steps += 1
+        self.items += items
+        if CLOCK() - self.started >= self.seconds:
+            self.sync()
+            self.elapsed = CLOCK() - self.started
+            return True
+        return False
+
+
+class Harness:
+    def __init__(self, config: TaskConfig, data: TrainingData, device: torch.device, source_path: str,
+                 hparams: dict[str, Any], scratch: str, progress: Callable[[float, str], None]):
+        self.config = config
+        self.data = data
+        self.device = device
+        self.filename = source_path
+        self.code = loader.compile_source(loader.load_source(source_path), source_path)
+        self.hparams = hparams
+        self.scratch = scratch
+        self.progress = progress
+        self.cuda = device.type == "cuda"
+        self.mixed = uses_bf16(config.precision, device.type)
+        self.memory_format = torch.channels_last if self.mixed else torch.contiguous_format
+        self.batch, self.steps_per_epoch = batches_of(data.size, config.batch_size)
+        self.mean, self.std = channel_stats(config.mean, config.std, device)
+        self.standardized = None
+        if config.augment != "crop-flip":  # nothing random per batch: standardize once
+            self.standardized = standardize(data.images, config.divisor, self.mean, self.std)
+
+    @property
+    def precision(self) -> str:
+        return precision_label(self.mixed)
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def new_run(self, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        channels = self.data.images.shape[1]
+        model = build_model(self.config.model, self.config.num_classes, channels, seed)
+        model = model.to(self.device, memory_format=self.memory_format)
+        model.train()
+        torch.manual_seed(seed)  # the submission's own randomness, on every device
+        module = loader.exec_module(self.code, self.filename)
+        optimizer = loader.make_user_optimizer(module, list(model.parameters()), self.hparams, self.filename)
+        return model, optimizer
+
+    def epoch_plan(self, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The epoch's order and augmentation draws, made on the CPU (the same on every device)."""
+        n = self.data.size
+        order = torch.randperm(n, generator=generator)
+        if self.config.augment != "crop-flip":
+            return (order.to(self.device),)
+        reach = 2 * self.config.pad + 1
+        dy = torch.randint(0, reach, (n,), generator=generator)
+        dx = torch.randint(0, reach, (n,), generator=generator)
+        flip = torch.randint(0, 2, (n,), generator=generator).bool()
+        return tuple(t.to(self.device) for t in (order, dy, dx, flip))
+
+    def inputs(self, plan: tuple[torch.Tensor, ...], start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = plan[0][start:stop]
+        if self.standardized is not None:
+            x = self.standardized[index]
+        else:
+            dy, dx, flip = (t[start:stop] for t in plan[1:])
+            crops = crop_flip(self.data.images, index, dy, dx, flip, self.data.image_size)
+            x = standardize(crops, self.config.divisor, self.mean, self.std)
+        return x.contiguous(memory_format=self.memory_format), self.data.labels[index]
+
+    def loss_of(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed):
+            return F.cross_entropy(model(x), y)
+
+    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             where: str) -> torch.Tensor:
+        loader.call_user(f"optimizer.zero_grad() at {where}", optimizer.zero_grad, self.filename)
+        try:
+            loss = self.loss_of(model, x, y)
+            loss.backward()
+        except Exception as exc:  # after the first step, the optimizer is what changed the model
+            raise ChildError(loader.kind_of_exception(exc), f"the training step failed at {where}: "
+                             f"{type(exc).__name__}: {exc}. The optimizer must update the parameters in "
+                             "place, keeping their shape, dtype and device") from exc
+        loader.call_user(f"optimizer.step() at {where}", optimizer.step, self.filename)
+        return loss.detach()
+
+    def train_seed(self, seed: int, *, first_fraction: float = 0.0, span: float = 1.0,
+                   clock: BenchClock | None = None) -> dict[str, Any]:
+        """Train one seed for the budget (or until ``clock`` stops it); returns its curves."""
+        model, optimizer = self.new_run(seed)
+        self.model, self.optimizer = model, optimizer
+        generator = torch.Generator().manual_seed(seed)
+        epochs = self.config.epochs if clock is None else 1 << 30
+        steps = self.steps_per_epoch
+        losses = torch.zeros(steps, device=self.device)
+        if clock is not None and clock.warmup == 0:
+            clock.start()
+        curve: dict[str, list[float]] = {"train_loss": [], "seconds": []}
+        trained = 0.0
+        report_every = max(1, steps // 4)
+        for epoch in range(1, epochs + 1):
+            self.sync()
+            started = CLOCK()
+            plan = self.epoch_plan(generator)
+            losses.zero_()
+            for s in range(steps):
+                where = f"epoch {epoch}, step {s + 1} of {steps} (seed {seed})"
+                x, y = self.inputs(plan, s * self.batch, (s + 1) * self.batch)
+                try:
+                    losses[s] = self.step(model, optimizer, x, y, where)
+                except ChildError as exc:
+                    self.raise_if_not_finite(losses[:s], epoch, seed, exc)
+                    raise
+                if clock is not None and clock.tick(self.batch):
+                    return {"seed": seed, **curve}
+                if clock is None and (s + 1) % report_every == 0 and s + 1 < steps:
+                    done = ((epoch - 1) * steps + s + 1) / (self.config.epochs * steps)
+                    self.progress(first_fraction + span * done, f"seed {seed}, epoch {epoch}, step {s + 1}")
+            self.sync()
+            trained += CLOCK() - started
+            self.raise_if_not_finite(losses, epoch, seed)
+            mean_loss = float(losses.double().mean())
+            curve["train_loss"].append(mean_loss)
+            curve["seconds"].append(trained)
+            self.save_checkpoint(model, seed, epoch)
+            if clock is None:
+                self.progress(first_fraction + span * epoch / self.config.epochs,
+                              f"seed {seed}, epoch {epoch}/{self.config.epochs}, train loss {mean_loss:.4f}")
+        return {"seed": seed, **curve}
+
+    def raise_if_not_finite(self, losses: torch.Tensor, epoch: int, seed: int,
+                            cause: ChildError | None = None) -> None:
+        values = losses.detach().float().cpu()
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()
+        if not len(bad):
+            return
+        step = int(bad[0]) + 1
+        then = f" (then: {cause.message})" if cause is not None else ""
+        raise ChildError(loader.NOT_FINITE, f"the training loss became {float(values[step - 1])} at epoch "
+                         f"{epoch}, step {step} of {self.steps_per_epoch} (seed {seed}): the update before it "
+                         f"left the weights NaN or infinite; lower the learning rate or guard the update{then}")
+
+    def save_checkpoint(self, model: nn.Module, seed: int, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        state = state_for_saving(model)
+        for key, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ChildError(loader.NOT_FINITE, f"after epoch {epoch} (seed {seed}) the weights {key} hold "
+                                 "NaN or infinity: lower the learning rate or guard the update")
+        save_file(state, os.path.join(self.scratch, checkpoint_name(seed, epoch)))
+
+    def pure_steps(self, seconds: float, warmup: int) -> tuple[int, float]:
+        """A pure training step on one device-resident batch: (timed steps, seconds)."""
+        plan = self.epoch_plan(torch.Generator().manual_seed(0))
+        x, y = self.inputs(plan, 0, self.batch)
+        x, y = x.clone(), y.clone()
+        model, optimizer = self.model, self.optimizer
+
+        def one() -> None:
+            optimizer.zero_grad()
+            self.loss_of(model, x, y).backward()
+            optimizer.step()
+
+        for _ in range(warmup):
+            one()
+        self.sync()
+        started = CLOCK()
+        count = 0
+        while True:
+            one()
+            count += 1
+            if CLOCK() - started >= seconds:
+                break
+        self.sync()
+        return count, CLOCK() - started
+
+
+def make_harness(args: argparse.Namespace) -> Harness:
+    config = TaskConfig.read(os.path.join(args.data, TASK_FILE))
+    torch.set_num_threads(max(1, config.threads))
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    # warn_only: a submission may use an op without a deterministic kernel; it still runs.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load_training_data(args.data, config, device)
+    hparams = loader.parse_hparams(args.hparams)
+    return Harness(config, data, device, args.source, hparams, os.path.dirname(os.path.abspath(args.out)),
+                   loader.report_progress)
+
+
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    harness = make_harness(args)
+    seeds = harness.config.seeds
+    runs = []
+    for i, seed in enumerate(seeds):
+        runs.append(harness.train_seed(seed, first_fraction=i / len(seeds), span=1 / len(seeds)))
+    return {"runs": runs, "precision": harness.precision, "threads": torch.get_num_threads(),
+            "steps_per_epoch": harness.steps_per_epoch, "batch_size": harness.batch,
+            "items_per_epoch": harness.steps_per_epoch * harness.batch, "torch": torch.__version__,
+            "device_name": torch.cuda.get_device_name(harness.device) if harness.cuda else "cpu"}
+
+
+def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    harness = make_harness(args)
+    clock = BenchClock(warmup=args.warmup, seconds=args.seconds, sync=harness.sync)
+    harness.train_seed(harness.config.seeds[0], clock=clock)
+    loader.report_progress(0.5, "harness loop timed; timing the pure step")
+    pure_steps, pure_s = harness.pure_steps(args.seconds, args.warmup)
+    train_rate = clock.items / clock.elapsed if clock.elapsed else 0.0
+    pure_rate = pure_steps * harness.batch / pure_s
+    return {"train_items_per_s": train_rate, "pure_step_items_per_s": pure_rate,
+            "ratio": train_rate / pure_rate if pure_rate else 0.0, "harness_steps": clock.timed_steps,
+            "harness_s": clock.elapsed, "pure_steps": pure_steps, "pure_s": pure_s, "warmup_steps": args.warmup,
+            "batch_size": harness.batch, "steps_per_epoch": harness.steps_per_epoch,
+            "precision": harness.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device_name": torch.cuda.get_device_name(harness.device) if harness.cuda else "cpu"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train_child.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, run in (("train", _cmd_train), ("bench", _cmd_bench)):
+        p = sub.add_parser(name)
+        p.add_argument("--source", required=True, help="the submitted Python file")
+        p.add_argument("--hparams", default="{}", help="a JSON object of keyword arguments for make_optimizer")
+        p.add_argument("--data", required=True, help="the input folder: task.json and the training split")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--out", required=True, help="the JSON document to write; checkpoints go beside it")
+        p.set_defaults(run=run)
+        if name == "bench":
+            p.add_argument("--seconds", type=float, default=5.0, help="timed seconds of each of the two loops")
+            p.add_argument("--warmup", type=int, default=5, help="untimed steps before each timing (0 or more)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        doc = {"ok": True, **args.run(args)}
+    except ChildError as exc:
+        doc = {"ok": False, "error": {"kind": exc.kind, "message": exc.message}}
+        print(f"{exc.kind}: {exc.message}", file=sys.stderr)
+    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
+        message = f"ran out of device memory: {str(exc).splitlines()[0]}"
+        doc = {"ok": False, "error": {"kind": loader.OUT_OF_MEMORY, "message": message}}
+        print(f"{loader.OUT_OF_MEMORY}: {message}", file=sys.stderr)
+    loader.write_doc(args.out, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # threads or atexit handlers the submission left behind do not delay the exit

@@ -1,0 +1,48 @@
+"""`runner bench` as an operator runs it: both ratios printed, as positive numbers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.baselines.classifiers import FOLDER
+
+RUNNER = str(Path(sys.executable).parent / "runner")
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_runner_bench_prints_evaluation_over_forward_and_sandboxed_over_trusted(tmp_path):
+    done = subprocess.run(
+        [
+            RUNNER,
+            "bench",
+            "--task",
+            "digits",
+            "--artifact",
+            str(FOLDER / "digits_cnn.onnx"),
+            "--batches",
+            "3",
+            "--batch-size",
+            "64",
+            "--repeats",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "160", "RUNNER_WORK_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for label in ("evaluation ÷ pure forward", "sandboxed ÷ trusted"):
+        found = re.search(rf"^ratio {label}: ([0-9.]+)$", done.stdout, re.MULTILINE)
+        assert found, done.stdout
+        assert float(found.group(1)) > 0
+    for line in ("pure forward (trusted, in-process)", "evaluation, sandboxed (bwrap)"):
+        assert re.search(rf"{re.escape(line)}\s+[0-9.]+ items/s", done.stdout), done.stdout
+    assert "batch 64, 3 batches after a warm-up batch, best of 2 rounds" in done.stdout
