@@ -220,3 +220,31 @@ def test_a_job_dispatched_while_the_broker_is_down_runs_once_it_is_back(alice, r
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+def test_an_optimizer_trains_on_fake_cifar_through_the_site_and_lands_on_the_board_marked_synthetic(
+        alice, redis_url, runners, tmp_path, lifecycle_settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from leaderboard.benchmarks.models import Task
+    from leaderboard.submissions.services import submission_create
+    from runner.datasets import DATASETS
+
+    DATASETS["cifar-10-batches-py"].fake(tmp_path / "data", n_per_class=2)
+    DATASETS["CIFAR-10-C"].fake(tmp_path / "data", n_per_class=1)
+    # A budget a CPU test can afford; the catalogue's real budget is 10 epochs × 3 seeds.
+    Task.objects.filter(slug="opt-cifar10-resnet18").update(
+        queue="runner.cpu", params={"epochs": 1, "batch_size": 32, "seeds": 1, "target_top1": 5.0})
+    node = runners("node-cifar", redis_url)
+    sub = submission_create(owner=alice, benchmark=Benchmark.objects.get(slug="opt-cifar10-resnet18"),
+                            name="sgd-on-cifar", upload=SimpleUploadedFile("sgd.py", FAST_OPTIMIZER),
+                            hparams={"lr": 0.05})
+    wait_for(lambda: Submission.objects.get(pk=sub.pk).status in (Submission.Status.FINISHED, Submission.Status.FAILED),
+             300, reap=True, what="the CIFAR training job", runners=[node])
+    sub.refresh_from_db()
+    assert sub.status == Submission.Status.FINISHED, sub.error_message
+    result = sub.jobs.get().result
+    assert 0 <= result["metrics"]["test_top1_mean"] <= 100 and "cifar10c_top1" in result["metrics"]
+    assert result["env"]["synthetic_data"] is True
+    entry = BoardEntry.objects.get(submission=sub)
+    assert entry.is_synthetic_data and "seed_0" in result["curves"]
