@@ -92,9 +92,17 @@ def to_json(fig: Figure) -> str:
 # ------------------------------------------------------------------------------------- classifier
 
 
+# The 15 corruptions in ImageNet-C's order (noise, blur, weather, digital); extras follow by name.
+CORRUPTION_ORDER = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+                    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+                    "jpeg_compression")
+
+
 def corruption_heatmap(*, title: str, per_corruption: dict[str, dict[str, float]]) -> Figure:
-    """Top-1 per corruption (rows) and severity 1–5 (columns)."""
-    corruptions = list(per_corruption)
+    """Top-1 per corruption (rows, in ImageNet-C's order: PostgreSQL's jsonb does not keep key
+    order) and severity 1–5 (columns)."""
+    rank = {name: i for i, name in enumerate(CORRUPTION_ORDER)}
+    corruptions = sorted(per_corruption, key=lambda c: (rank.get(c, len(rank)), c))
     severities = ["1", "2", "3", "4", "5"]
     z = [[per_corruption[c].get(s) for s in severities] for c in corruptions]
     heat = {"type": "heatmap", "x": [f"severity {s}" for s in severities], "y": corruptions, "z": z,

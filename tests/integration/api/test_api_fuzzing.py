@@ -18,7 +18,21 @@ from leaderboard.accounts.models import ApiToken
 pytestmark = pytest.mark.django_db
 
 
-def test_no_generated_request_gets_a_server_error_or_breaks_the_schema(catalogue, alice):
+@pytest.fixture
+def in_process_wsgi():
+    """Calling the WSGI app directly fires request_finished, which closes the database connection
+    that holds the test's transaction; Django's own test client unhooks it the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def test_no_generated_request_gets_a_server_error_or_breaks_the_schema(catalogue, alice, in_process_wsgi):
     from leaderboard.wsgi import application
 
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application)
