@@ -102,41 +102,36 @@ def artifact(request, runner, body, job_id: int):
     return response
 
 
-@require_POST
-@runner_auth
-def result(request, runner, body, job_id: int):
-    attempt = _attempt(body)
+def _record(job_id: int, attempt: int | None, record, rejected: str = "") -> JsonResponse:
+    """Run one end-of-attempt transition and answer as the runner API promises: 404 unknown job,
+    409 stale attempt, 400 a document or kind the spec refuses."""
     if attempt is None:
         return _error(400, "attempt (an integer) is required")
     try:
-        recorded = services.job_record_result(job_id=job_id, runner=runner, attempt=attempt,
-                                              result=body.get("result"), log_tail=str(body.get("log_tail", "")))
+        recorded = record(attempt)
     except EvaluationJob.DoesNotExist:
         return _error(404, f"no job {job_id}")
     except services.Conflict as exc:
         return _error(409, str(exc))
     except SpecError as exc:
-        return _error(400, f"result rejected: {exc}")
+        return _error(400, f"{rejected}{exc}")
     return JsonResponse({"state": recorded.job.state, "duplicate": recorded.duplicate})
+
+
+@require_POST
+@runner_auth
+def result(request, runner, body, job_id: int):
+    return _record(job_id, _attempt(body), lambda attempt: services.job_record_result(
+        job_id=job_id, runner=runner, attempt=attempt, result=body.get("result"),
+        log_tail=str(body.get("log_tail", ""))), rejected="result rejected: ")
 
 
 @require_POST
 @runner_auth
 def fail(request, runner, body, job_id: int):
-    attempt = _attempt(body)
-    if attempt is None:
-        return _error(400, "attempt (an integer) is required")
-    try:
-        recorded = services.job_record_failure(job_id=job_id, runner=runner, attempt=attempt,
-                                               kind=str(body.get("kind", "")), message=str(body.get("message", "")),
-                                               log_tail=str(body.get("log_tail", "")))
-    except EvaluationJob.DoesNotExist:
-        return _error(404, f"no job {job_id}")
-    except services.Conflict as exc:
-        return _error(409, str(exc))
-    except SpecError as exc:
-        return _error(400, str(exc))
-    return JsonResponse({"state": recorded.job.state, "duplicate": recorded.duplicate})
+    return _record(job_id, _attempt(body), lambda attempt: services.job_record_failure(
+        job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
+        message=str(body.get("message", "")), log_tail=str(body.get("log_tail", ""))))
 
 
 @require_POST
