@@ -29,6 +29,8 @@ urlpatterns = [
     path("submit/", submissions.submit, name="submit"),
     path("s/<int:pk>/", submissions.detail, name="submission-detail"),
     path("s/<int:pk>/status.json", submissions.status_json, name="submission-status"),
+    path("s/<int:pk>/samples/<int:job_id>/<int:index>/<str:kind>.png", submissions.sample_png,
+         name="submission-sample"),
     path("s/<int:pk>/cancel/", submissions.cancel, name="submission-cancel"),
     path("me/submissions/", submissions.mine, name="my-submissions"),
     path("runners/", runners.runners_page, name="runners"),

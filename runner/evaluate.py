@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.spec import (
+    BUILTIN_BASELINES,
+    BUILTIN_FORMAT,
     OPTIMIZER_FORMAT,
     SYNTHETIC_OPTIMIZER_TASKS,
     ErrorKind,
@@ -22,6 +24,7 @@ from runner.spec import (
     TaskSpec,
     catalogue_benchmark_of,
     catalogue_task,
+    read_builtin_baseline,
     sniff_model_format,
     validate_result,
 )
@@ -46,6 +49,18 @@ def _has_training_track() -> bool:
         return False
 
 
+def _denoise_tasks() -> tuple[str, ...]:
+    """The denoising tasks, when this runner has the denoising track's dependencies."""
+    try:
+        if importlib.util.find_spec("bm3d") is None or importlib.util.find_spec("skimage") is None:
+            return ()
+    except (ImportError, ValueError):
+        return ()
+    from runner.tracks.denoise import denoise_tasks
+
+    return denoise_tasks()
+
+
 def _track(slug: str) -> Callable[..., dict[str, Any]]:
     if slug in SYNTHETIC_OPTIMIZER_TASKS:
         from runner.tracks.optimize import evaluate_synthetic
@@ -59,13 +74,17 @@ def _track(slug: str) -> Callable[..., dict[str, Any]]:
         from runner.tracks.train import evaluate_training
 
         return evaluate_training
+    if slug in _denoise_tasks():
+        from runner.tracks.denoise import evaluate_denoiser
+
+        return evaluate_denoiser
     raise EvaluationError(ErrorKind.RUNNER_ERROR, f"this runner cannot evaluate task {slug!r} yet")
 
 
 def supported_tasks() -> tuple[str, ...]:
     """The tasks this runner has a track for (the datasets may still be missing: see `runner check`)."""
     training = TRAINING_TASKS if _has_training_track() else ()
-    return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training)
+    return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training, *_denoise_tasks())
 
 
 def _no_progress(fraction: float, message: str) -> None:
@@ -112,7 +131,13 @@ def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str,
     path = Path(artifact_path)
     data = path.read_bytes()
     try:
-        fmt = OPTIMIZER_FORMAT if kind == "optimizer" else sniff_model_format(data[:4096], data)
+        if kind == "optimizer":
+            fmt = OPTIMIZER_FORMAT
+        elif data.lstrip()[:1] == b"{" and kind in BUILTIN_BASELINES:
+            read_builtin_baseline(data, kind)
+            fmt = BUILTIN_FORMAT
+        else:
+            fmt = sniff_model_format(data[:4096], data)
     except SpecError as exc:
         raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
     return JobSpec(
@@ -120,5 +145,7 @@ def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str,
         task=TaskSpec(slug=task.slug, kind=kind, dataset=task.dataset, params=dict(task.params),
                       time_limit_s=time_limit_s or task.time_limit_s),
         submission=SubmissionSpec(id=0, kind=kind, artifact_format=fmt, artifact_sha256=file_sha256(path),
-                                  artifact_size=len(data), hparams=dict(hparams or {})),
+                                  artifact_size=len(data), hparams=dict(hparams or {}),
+                                  # the site sends builtin artifacts only for maintainers' baselines
+                                  is_baseline=fmt == BUILTIN_FORMAT),
     )

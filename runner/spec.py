@@ -18,6 +18,7 @@ Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import zipfile
@@ -101,6 +102,13 @@ class EvaluationError(Exception):
 KINDS = ("classifier", "optimizer", "denoiser")
 MODEL_FORMATS = ("torchscript", "pt2", "onnx")
 OPTIMIZER_FORMAT = "python"
+# A builtin baseline: a tiny JSON file naming reference code the runner itself ships and runs
+# outside the sandbox (BM3D is compiled library code driven from Python; it cannot be exported).
+# Only maintainers' baselines may use it: the site refuses it from anyone else, and the runner
+# refuses a job whose submission is not flagged as a baseline.
+BUILTIN_FORMAT = "builtin"
+BUILTIN_BASELINES = {"denoiser": ("bm3d",)}
+BUILTIN_MAX_BYTES = 1024
 
 PICKLE_ADVICE = (
     "Pickled files are refused because unpickling runs arbitrary code. Export the model instead: "
@@ -136,11 +144,32 @@ def sniff_model_format(head: bytes, data: bytes | BinaryIO | None = None) -> str
         if "data.pkl" in tails:
             raise SpecError("this is a torch.save checkpoint (a pickle inside a zip). " + PICKLE_ADVICE)
         raise SpecError("a zip archive that is neither TorchScript nor an ExportedProgram (.pt2)")
+    if head.lstrip()[:1] == b"{":
+        raise SpecError("a JSON file, not a model: upload TorchScript (.pt), an ExportedProgram (.pt2) or "
+                        "ONNX (.onnx) (JSON artifacts are reserved for the platform's builtin baselines)")
     # ONNX: a protobuf ModelProto whose first field is ir_version (field 1, varint → 0x08) and
     # which names a producer or graph soon after.
     if head[:1] == b"\x08" and (b"\x12" in head[:16] or b"\x3a" in head[:64]):
         return "onnx"
     raise SpecError("unrecognised file: upload TorchScript (.pt), an ExportedProgram (.pt2) or ONNX (.onnx)")
+
+
+def read_builtin_baseline(data: bytes, kind: str) -> str:
+    """The reference method a builtin-baseline artifact names: the file is exactly
+    ``{"builtin_baseline": "<name>"}`` with a name from BUILTIN_BASELINES[kind]. Raises SpecError."""
+    if len(data) > BUILTIN_MAX_BYTES:
+        raise SpecError(f"a builtin-baseline file is a few bytes of JSON, not {len(data)} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SpecError(f"a builtin-baseline file must be JSON: {exc}") from exc
+    if not isinstance(doc, dict) or set(doc) != {"builtin_baseline"}:
+        raise SpecError('a builtin-baseline file is exactly {"builtin_baseline": "<name>"}')
+    known = BUILTIN_BASELINES.get(kind, ())
+    if doc["builtin_baseline"] not in known:
+        raise SpecError(f"no builtin {kind} baseline {str(doc['builtin_baseline'])[:40]!r}; "
+                        f"known: {', '.join(known) or 'none'}")
+    return str(doc["builtin_baseline"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 from typing import Any
 
 from .models import EvaluationJob, Submission
@@ -88,3 +91,61 @@ def comparison(*, submissions: list[Submission]) -> dict[str, Any]:
         entry["state_list"] = [entry["states"].get(i, "-") for i in ids]
         tasks.append(entry)
     return {"ids": ids, "tasks": tasks}
+
+
+# --------------------------------------------------------------------------------------------
+# Denoising crops (runner/tracks/denoise.py puts them in result.breakdown.samples)
+# --------------------------------------------------------------------------------------------
+SAMPLE_KINDS = ("noisy", "denoised", "clean")
+PNG_PREFIX = "data:image/png;base64,"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def denoising_samples(*, jobs: list[EvaluationJob]) -> list[dict[str, Any]]:
+    """Per denoising task (succeeded jobs, catalogue order): the crops its result carries, each
+    with the PSNR of the noisy and the denoised crop. Malformed entries are left out."""
+    tasks = []
+    for job in sorted(jobs, key=lambda j: j.task.position):
+        samples = ((job.result or {}).get("breakdown") or {}).get("samples")
+        if not job.task.slug.startswith("denoise-") or not isinstance(samples, list):
+            continue
+        rows = []
+        for index, sample in enumerate(samples):
+            if not isinstance(sample, dict) or not isinstance(sample.get("png"), dict):
+                continue
+            if not all(isinstance(sample["png"].get(k), str) for k in SAMPLE_KINDS):
+                continue
+            box = sample.get("box") if isinstance(sample.get("box"), list) else []
+            rows.append({
+                "index": index,
+                "stem": str(sample.get("stem", ""))[:80],
+                "box": [int(v) for v in box[:3] if isinstance(v, int)],
+                "psnr": {"noisy": _number(sample.get("psnr_noisy")), "denoised": _number(sample.get("psnr_denoised")),
+                         "clean": None},
+                "psnr_image": _number(sample.get("psnr_image")),
+            })
+        if rows:
+            tasks.append({"job_id": job.pk, "slug": job.task.slug, "title": job.task.title, "samples": rows,
+                          "kinds": SAMPLE_KINDS})
+    return tasks
+
+
+def denoising_sample_png(*, job: EvaluationJob, index: int, kind: str) -> bytes | None:
+    """The PNG bytes of one crop of a job's result; None when there is no such well-formed crop."""
+    samples = ((job.result or {}).get("breakdown") or {}).get("samples")
+    if kind not in SAMPLE_KINDS or not isinstance(samples, list) or not 0 <= index < len(samples):
+        return None
+    sample = samples[index]
+    uri = sample.get("png", {}).get(kind) if isinstance(sample, dict) and isinstance(sample.get("png"), dict) else None
+    if not isinstance(uri, str) or not uri.startswith(PNG_PREFIX):
+        return None
+    try:
+        data = base64.b64decode(uri[len(PNG_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if data.startswith(PNG_MAGIC) else None

@@ -18,7 +18,15 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark
-from runner.spec import EVALUATE_TASK_NAME, SpecError, is_user_error, sniff_model_format
+from runner.spec import (
+    BUILTIN_FORMAT,
+    BUILTIN_MAX_BYTES,
+    EVALUATE_TASK_NAME,
+    SpecError,
+    is_user_error,
+    read_builtin_baseline,
+    sniff_model_format,
+)
 
 from .models import EvaluationJob, Submission
 
@@ -26,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".pt", ".pth", ".pt2", ".onnx", ".ts", ".jit", ".zip")
 SOURCE_EXTENSIONS = (".py",)
+BUILTIN_EXTENSIONS = (".json",)  # builtin baselines (runner.spec.BUILTIN_FORMAT): maintainers only
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +111,7 @@ def check_optimizer_source(source: bytes, hparams: dict[str, Any]) -> None:
             )
 
 
-def _sniff_upload(upload, kind: str) -> str:
+def _sniff_upload(upload, kind: str, *, allow_builtin: bool = False) -> str:
     """The artifact format, from the content; ValidationError with advice otherwise."""
     upload.seek(0)
     head = upload.read(4096)
@@ -110,6 +119,9 @@ def _sniff_upload(upload, kind: str) -> str:
     if kind == Benchmark.Kind.OPTIMIZER:
         return "python"
     try:
+        if allow_builtin and head.lstrip()[:1] == b"{":
+            read_builtin_baseline(upload.read(BUILTIN_MAX_BYTES + 1), kind)
+            return BUILTIN_FORMAT
         return sniff_model_format(head, upload)
     except SpecError as exc:
         raise ValidationError(str(exc), code="bad_format") from exc
@@ -126,16 +138,18 @@ def _hash_upload(upload: UploadedFile) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: Any) -> tuple[str, str, int]:
+def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: Any,
+                 allow_builtin: bool = False) -> tuple[str, str, int]:
     """Everything that can be said about an upload before it is stored; returns (format, sha256,
-    size). Raises ValidationError keyed by field."""
+    size). Raises ValidationError keyed by field. ``allow_builtin`` (maintainers' baselines only)
+    also accepts a builtin-baseline file naming reference code the runners ship."""
     if not isinstance(hparams, dict):
         raise ValidationError({"hparams": ValidationError("Hyperparameters must be a JSON object, e.g. {\"lr\": 0.001}.", code="not_object")})
     if upload is None:
         raise ValidationError({"artifact": ValidationError("Choose a file to upload.", code="required")})
     is_optimizer = benchmark.kind == Benchmark.Kind.OPTIMIZER
     suffix = PurePath(upload.name or "").suffix.lower()
-    allowed = SOURCE_EXTENSIONS if is_optimizer else MODEL_EXTENSIONS
+    allowed = SOURCE_EXTENSIONS if is_optimizer else MODEL_EXTENSIONS + (BUILTIN_EXTENSIONS if allow_builtin else ())
     if suffix not in allowed:
         what = "an optimizer: one Python source file" if is_optimizer else "a model: TorchScript, .pt2 or ONNX"
         raise ValidationError(
@@ -154,7 +168,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
             "The file is %(size)s bytes; the limit for this benchmark is %(limit)s bytes.",
             code="too_large", params={"size": upload.size, "limit": limit})})
     try:
-        artifact_format = _sniff_upload(upload, benchmark.kind)
+        artifact_format = _sniff_upload(upload, benchmark.kind, allow_builtin=allow_builtin)
         if is_optimizer:
             upload.seek(0)
             check_optimizer_source(upload.read(), hparams)
@@ -186,7 +200,8 @@ def submission_create(
     hparams = {} if hparams is None else hparams
     if not benchmark.is_active:
         raise ValidationError({"benchmark": ValidationError("This benchmark takes no submissions now.", code="inactive")})
-    artifact_format, sha256, size = check_upload(benchmark=benchmark, upload=upload, hparams=hparams)
+    artifact_format, sha256, size = check_upload(benchmark=benchmark, upload=upload, hparams=hparams,
+                                                 allow_builtin=is_baseline)
     quota = user_quota(user=owner)
     if not quota.allows_submission and not is_baseline:
         if quota.concurrent_left == 0:
@@ -237,6 +252,11 @@ def submission_validate(*, submission_id: int) -> Submission:
             fh.seek(0)
             if submission.benchmark.kind == Benchmark.Kind.OPTIMIZER:
                 check_optimizer_source(fh.read(), submission.hparams)
+            elif submission.artifact_format == BUILTIN_FORMAT:
+                if not submission.is_baseline:
+                    raise ValidationError("Builtin artifacts are reserved for the maintainers' baselines.",
+                                          code="bad_format")
+                read_builtin_baseline(fh.read(), submission.benchmark.kind)
             else:
                 fmt = sniff_model_format(fh.read(4096), fh)
                 if fmt != submission.artifact_format:

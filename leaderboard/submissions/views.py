@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -48,14 +48,27 @@ def detail(request, pk: int):
 
     submission = _visible_submission(request, pk)
     status = selectors.submission_status(submission=submission)
-    figures = submission_figures(submission=submission,
-                                 jobs=list(submission.jobs.select_related("task").filter(state="succeeded")))
+    succeeded = list(submission.jobs.select_related("task").filter(state="succeeded"))
+    figures = submission_figures(submission=submission, jobs=succeeded)
     return render(request, "submissions/detail.html", {
         "submission": submission,
         "status": status,
         "charts": figures,
+        "samples": selectors.denoising_samples(jobs=succeeded),
         "can_cancel": submission.is_active and (request.user == submission.owner or request.user.is_staff),
     })
+
+
+def sample_png(request, pk: int, job_id: int, index: int, kind: str):
+    """One noisy / denoised / clean crop of a denoising result, as an image the page loads lazily."""
+    submission = _visible_submission(request, pk)
+    job = get_object_or_404(submission.jobs.select_related("task"), pk=job_id, state="succeeded")
+    data = selectors.denoising_sample_png(job=job, index=index, kind=kind)
+    if data is None:
+        raise Http404("No such crop.")
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "public, max-age=86400" if submission.visibility == Submission.Visibility.PUBLIC else "private, max-age=3600"
+    return response
 
 
 def status_json(request, pk: int):

@@ -180,17 +180,24 @@ BASELINES: dict[str, Baseline] = {
 
 
 def export_baselines(out_dir: str | Path) -> dict[str, Path]:
-    """Save every baseline that can be an artifact as TorchScript (``<name>.pt``) plus
-    ``baselines.json`` (title, file, sha256, wants_noise_level; BM3D listed as in-process only).
-    Each file is an ordinary denoiser submission: upload it or run it through the sandbox."""
+    """Save every baseline as a submission artifact plus ``baselines.json`` (title, file, format,
+    sha256, wants_noise_level). TorchScript (``<name>.pt``) for those that can be: ordinary denoiser
+    submissions that run in the sandbox. A builtin-baseline file (``<name>.json``, runner.spec
+    BUILTIN_FORMAT) for BM3D, which the runner runs itself and the site accepts only as a baseline."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     manifest: dict[str, dict] = {}
     for name, baseline in BASELINES.items():
         if baseline.make_module is None:
-            manifest[name] = {"title": baseline.title, "file": None, "trusted_in_process": True,
-                              "why": "compiled library code driven from Python; cannot be TorchScript"}
+            path = out / f"{name}.json"
+            path.write_text(json.dumps({"builtin_baseline": name}))
+            paths[name] = path
+            manifest[name] = {"title": baseline.title, "file": path.name, "format": "builtin",
+                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "wants_noise_level": True,
+                              "trusted_in_process": True,
+                              "why": "compiled library code driven from Python; cannot be TorchScript, so the "
+                                     "runner runs it itself (only for submissions flagged as baselines)"}
             continue
         module = baseline.make_module().eval()
         path = out / f"{name}.pt"

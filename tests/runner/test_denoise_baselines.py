@@ -140,12 +140,13 @@ def test_tweedie_with_the_exact_score_of_a_gaussian_prior_gives_the_posterior_me
 
 
 def test_exported_torchscript_baselines_are_ordinary_artifacts_that_match_the_functions(tmp_path, small_gray):
-    from runner.spec import sniff_model_format
+    from runner.spec import read_builtin_baseline, sniff_model_format
 
     paths = export_baselines(tmp_path)
-    assert sorted(paths) == ["gaussian-filter", "identity", "median-filter", "noise2score"]
+    assert sorted(paths) == ["bm3d", "gaussian-filter", "identity", "median-filter", "noise2score"]
     manifest = json.loads((tmp_path / "baselines.json").read_text())
-    assert manifest["bm3d"]["file"] is None and manifest["bm3d"]["trusted_in_process"] is True
+    assert manifest["bm3d"]["format"] == "builtin" and manifest["bm3d"]["trusted_in_process"] is True
+    assert read_builtin_baseline(paths.pop("bm3d").read_bytes(), "denoiser") == "bm3d"
     image = np.concatenate([small_gray["camera"][:40, :48]] * 3, axis=2)  # a colour-shaped input
     for name, path in paths.items():
         data = path.read_bytes()

@@ -23,3 +23,20 @@ def test_the_reference_optimizers_are_seeded_once_as_baselines_with_their_settin
     digits = Submission.objects.filter(benchmark__slug="digits", is_baseline=True)
     assert {(s.name, s.artifact_format) for s in digits} == {("Small CNN (TorchScript)", "torchscript"),
                                                              ("Small CNN (ONNX)", "onnx")}
+    for board in ("denoise-skimage-gray", "denoise-skimage-color"):
+        denoisers = Submission.objects.filter(benchmark__slug=board, is_baseline=True)
+        assert {(s.name, s.artifact_format, s.status) for s in denoisers} == {
+            ("Noisy input (identity)", "torchscript", Submission.Status.QUEUED),
+            ("Gaussian filter (width tuned per setting)", "torchscript", Submission.Status.QUEUED),
+            ("Median filter (window tuned per setting)", "torchscript", Submission.Status.QUEUED),
+            ("Noise2Score (shipped CPU checkpoint)", "torchscript", Submission.Status.QUEUED),
+            ("BM3D (VST for Poisson and Gamma)", "builtin", Submission.Status.QUEUED),
+        }
+        assert all(s.jobs.count() == 6 for s in denoisers)  # the six noise settings
+
+
+def test_seed_baselines_takes_one_board_of_any_kind(catalogue, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_baselines", "--benchmark", "denoise-skimage-color")
+    assert set(Submission.objects.values_list("benchmark__slug", flat=True)) == {"denoise-skimage-color"}
+    assert Submission.objects.count() == 5

@@ -80,6 +80,10 @@ def _torch_save_zip() -> bytes:
         ("digits", "model.pt", _pickle_bytes(), "{}", "artifact", "Python pickle"),
         ("digits", "model.pt", _torch_save_zip(), "{}", "artifact", "torch.save checkpoint"),
         ("digits", "model.onnx", b"hello, I am not a model", "{}", "artifact", "unrecognised file"),
+        ("denoise-skimage-gray", "bm3d.json", b'{"builtin_baseline": "bm3d"}', "{}", "artifact",
+         "has the extension .json"),
+        ("denoise-skimage-gray", "bm3d.pt", b'{"builtin_baseline": "bm3d"}', "{}", "artifact",
+         "reserved for the platform's builtin baselines"),
     ],
 )
 def test_a_bad_upload_gets_an_error_on_its_field_and_nothing_is_stored(

@@ -1,0 +1,311 @@
+"""Denoising track: every ``denoise-*`` task of the catalogue (shared/PROTOCOLS.md, "Denoising").
+
+1. Open the task's clean set (runner.denoise.open_set; the skimage sets need no data root) and
+   draw the protocol's noise, seeded per (task, image), so every submission sees the same input.
+2. A model artifact (TorchScript, ExportedProgram, ONNX) runs in the sandboxed model server
+   (runner/serve.py), one image at a time — the sets mix sizes and orientations — as a float32
+   batch ``[1, C, H, W]``. A model that declares ``wants_noise_level`` (TorchScript attribute; two
+   graph inputs for .pt2 and ONNX) also gets ``[1, 2]`` = (family code, level). The clean images
+   never leave this process.
+3. Every output is checked here: the input's shape (``wrong_output``), finite (``not_finite``).
+4. A builtin baseline (runner.spec.BUILTIN_FORMAT, only for submissions flagged as baselines)
+   runs the registered function in this process: trusted code the runner ships (BM3D).
+5. Score (runner.denoise.score_estimates: PSNR and SSIM per image and averaged, bootstrap CIs,
+   seconds per megapixel from the denoiser's own compute time) and attach a few
+   noisy / denoised / clean crops with their PSNR for the submission page.
+
+Submission hyperparameters (a JSON object; every key optional): ``precision`` "fp32" (default)
+or "bf16"; ``channels_last`` "auto" (default), "on" or "off".
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import runner
+from runner.denoise import DatasetError, Noise, make_noisy_inputs, open_set, score_estimates
+from runner.denoise.metrics import psnr
+from runner.serve import POOL, ServerPool, ServerSettings
+from runner.spec import (
+    BUILTIN_FORMAT,
+    ErrorKind,
+    EvaluationError,
+    JobSpec,
+    SpecError,
+    read_builtin_baseline,
+    sniff_model_format,
+)
+
+Progress = Callable[[float, str], None]
+HPARAM_KEYS = ("precision", "channels_last")
+SAMPLE_COUNT = 2  # images whose crops the result carries
+SAMPLE_SIZE = 96  # pixels a side
+
+
+def denoise_tasks() -> tuple[str, ...]:
+    from runner.spec import CATALOGUE
+
+    return tuple(t.slug for b in CATALOGUE if b.kind == "denoiser" for t in b.tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings.
+# --------------------------------------------------------------------------------------------
+def artifact_format(spec: JobSpec, path: Path) -> str:
+    """The artifact's format by content (a builtin baseline when the site said so and the file
+    agrees); INVALID_ARTIFACT with advice otherwise."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        fh.seek(0)
+        try:
+            if spec.submission.artifact_format == BUILTIN_FORMAT:
+                read_builtin_baseline(fh.read(), "denoiser")
+                return BUILTIN_FORMAT
+            return sniff_model_format(head, fh)
+        except SpecError as exc:
+            raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
+
+
+def submission_options(spec: JobSpec) -> dict[str, str]:
+    hparams = spec.submission.hparams or {}
+    if not isinstance(hparams, dict):
+        raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
+    unknown = sorted(set(hparams) - set(HPARAM_KEYS))
+    if unknown:
+        raise EvaluationError(ErrorKind.BAD_HPARAMS,
+                              f"unknown hyperparameters for a denoiser: {', '.join(unknown)}; "
+                              f"accepted: {', '.join(HPARAM_KEYS)}")
+    precision = str(hparams.get("precision", "fp32")).lower()
+    if precision not in ("fp32", "bf16"):
+        raise EvaluationError(ErrorKind.BAD_HPARAMS,
+                              f'precision {hparams.get("precision")!r}: use "fp32" (the default) or "bf16"')
+    channels_last = hparams.get("channels_last", "auto")
+    channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
+    if channels_last not in ("auto", "on", "off"):
+        raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
+    return {"precision": precision, "channels_last": channels_last}
+
+
+def wants_noise_level(info: dict[str, Any], fmt: str) -> bool:
+    """The contract of runner/denoise/modules.py, read from what the model server reports."""
+    if fmt == "torchscript":
+        return bool((info.get("attributes") or {}).get("wants_noise_level"))
+    return int(info.get("inputs") or 1) == 2
+
+
+def check_estimate(stem: str, estimate: np.ndarray, shape: tuple[int, ...]) -> None:
+    """WRONG_OUTPUT unless ``estimate`` has ``shape`` ([1, C, H, W]) and floats; NOT_FINITE for
+    NaN or infinity."""
+    if tuple(estimate.shape) != tuple(shape):
+        raise EvaluationError(
+            ErrorKind.WRONG_OUTPUT,
+            f"image {stem}: the denoiser returned shape {list(estimate.shape)}; the contract is the "
+            f"input's shape {list(shape)} ([N, C, H, W])")
+    if not np.issubdtype(estimate.dtype, np.floating):
+        raise EvaluationError(ErrorKind.WRONG_OUTPUT,
+                              f"image {stem}: the denoiser returned {estimate.dtype}; return float32 pixels")
+    if not np.isfinite(estimate).all():
+        raise EvaluationError(ErrorKind.NOT_FINITE, f"image {stem}: the denoiser returned NaN or infinite values")
+
+
+def _nchw(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a model artifact or a builtin baseline.
+# --------------------------------------------------------------------------------------------
+def denoise_with_server(server: Any, noisy: dict[str, np.ndarray], noise: Noise, *, with_noise: bool,
+                        deadline: float | None, cancel: threading.Event | None,
+                        on_image: Callable[[str], None]) -> tuple[dict[str, np.ndarray], Any]:
+    """Every noisy image through ``server`` (a ModelServer or anything with its ``stream``); returns
+    the checked estimates (``H×W×C``) and the stream's statistics."""
+    estimates: dict[str, np.ndarray] = {}
+    level = np.array([[float(noise.code), float(noise.level)]], dtype=np.float32)
+
+    def batches() -> Iterator[tuple[list[np.ndarray], str]]:
+        for stem, image in noisy.items():
+            yield ([_nchw(image), level] if with_noise else [_nchw(image)]), stem
+
+    def collect(stem: str, lo: int, hi: int, outputs: np.ndarray) -> None:
+        check_estimate(stem, outputs, (1, noisy[stem].shape[2], *noisy[stem].shape[:2]))
+        estimates[stem] = np.ascontiguousarray(outputs[0].transpose(1, 2, 0), dtype=np.float32)
+        on_image(stem)
+
+    stats = server.stream(batches(), collect, max_items=1, deadline=deadline, cancel=cancel)
+    missing = sorted(set(noisy) - set(estimates))
+    if missing:
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"no estimate came back for {', '.join(missing[:5])}")
+    return estimates, stats
+
+
+def denoise_builtin(name: str, noisy: dict[str, np.ndarray], noise: Noise, *, deadline: float | None,
+                    cancel: threading.Event | None, on_image: Callable[[str], None]
+                    ) -> tuple[dict[str, np.ndarray], float]:
+    """A registered trusted baseline in this process, image by image (cancellation and the time
+    limit are checked between images); returns the estimates and the seconds it spent."""
+    from runner.denoise.baselines import BASELINES
+
+    baseline = BASELINES.get(name)
+    if baseline is None or not baseline.trusted_in_process:
+        raise EvaluationError(ErrorKind.INVALID_ARTIFACT, f"this runner has no builtin baseline {name!r}")
+    estimates: dict[str, np.ndarray] = {}
+    spent = 0.0
+    for stem, image in noisy.items():
+        if cancel is not None and cancel.is_set():
+            raise EvaluationError(ErrorKind.LEASE_EXPIRED, "the site took the job back")
+        if deadline is not None and time.monotonic() > deadline:
+            raise EvaluationError(ErrorKind.TIMEOUT, f"the builtin {name} ran past the task's time limit")
+        began = time.perf_counter()
+        estimate = np.asarray(baseline.denoise(image, noise), dtype=np.float32).reshape(image.shape)
+        spent += time.perf_counter() - began
+        check_estimate(stem, _nchw(estimate), _nchw(image).shape)
+        estimates[stem] = estimate
+        on_image(stem)
+    return estimates, spent
+
+
+# --------------------------------------------------------------------------------------------
+# Crops for the submission page.
+# --------------------------------------------------------------------------------------------
+def _png_data_uri(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    plane = np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+    image = Image.fromarray(plane[:, :, 0] if plane.shape[2] == 1 else plane)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def detail_box(clean: np.ndarray, size: int = SAMPLE_SIZE, stride: int = 16) -> tuple[int, int, int]:
+    """(top, left, size) of the square with the most detail (largest pixel standard deviation of
+    the clean image) on a grid: where a denoiser's faults show."""
+    height, width = clean.shape[:2]
+    size = min(size, height, width)
+    gray = clean.mean(axis=2)
+    best, box = -1.0, (0, 0)
+    for top in range(0, height - size + 1, stride):
+        for left in range(0, width - size + 1, stride):
+            spread = float(gray[top:top + size, left:left + size].std())
+            if spread > best:
+                best, box = spread, (top, left)
+    return box[0], box[1], size
+
+
+def sample_crops(clean: dict[str, np.ndarray], noisy: dict[str, np.ndarray], estimates: dict[str, np.ndarray],
+                 count: int = SAMPLE_COUNT) -> list[dict[str, Any]]:
+    """Noisy / denoised / clean crops of the first ``count`` images (stem order) as PNG data URIs,
+    with the PSNR of each crop and of the whole image."""
+    samples = []
+    for stem in sorted(clean)[:count]:
+        top, left, size = detail_box(clean[stem])
+        window = (slice(top, top + size), slice(left, left + size))
+        crop = {k: images[stem][window] for k, images in (("clean", clean), ("noisy", noisy), ("denoised", estimates))}
+        samples.append({
+            "stem": stem,
+            "box": [top, left, size],
+            "psnr_noisy": _finite_or_none(psnr(crop["noisy"], crop["clean"])),
+            "psnr_denoised": _finite_or_none(psnr(crop["denoised"], crop["clean"])),
+            "psnr_image": _finite_or_none(psnr(estimates[stem], clean[stem])),
+            "png": {k: _png_data_uri(v) for k, v in crop.items()},
+        })
+    return samples
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------------
+# The track.
+# --------------------------------------------------------------------------------------------
+def evaluate_denoiser(
+    spec: JobSpec,
+    artifact_path: Path,
+    *,
+    work_dir: Path,
+    data_root: Path,
+    trust: bool,
+    device: str,
+    progress: Progress,
+    cancel: threading.Event | None = None,
+    pool: ServerPool | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    deadline = time.monotonic() + spec.task.time_limit_s
+    slug, params = spec.task.slug, spec.task.params
+    if not slug.startswith("denoise-"):
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not a denoising task")
+    fmt = artifact_format(spec, Path(artifact_path))
+    if fmt == BUILTIN_FORMAT and not spec.submission.is_baseline:
+        raise EvaluationError(ErrorKind.INVALID_ARTIFACT,
+                              "builtin baselines are the platform's own reference methods; submit a model file")
+    options = submission_options(spec)
+    try:
+        noise = Noise.from_params(params)
+        dataset = open_set(str(params["set"]), data_root)
+    except (KeyError, ValueError) as exc:
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"the task's params do not describe a denoising task: {exc}") from exc
+    except DatasetError as exc:
+        raise EvaluationError(ErrorKind.DATASET_MISSING, str(exc)) from exc
+    progress(0.02, "drawing the noise")
+    noisy = make_noisy_inputs(slug, dataset.images, noise)
+    total, done = len(noisy), 0
+
+    def advance(stem: str) -> None:
+        nonlocal done
+        done += 1
+        progress(0.05 + 0.85 * done / max(total, 1), f"{done}/{total} images")
+
+    env: dict[str, Any] = {"runner": runner.__version__, "python": platform.python_version(), "format": fmt,
+                           "device_requested": device, "seeds": []}
+    timing: dict[str, float] = {}
+    if fmt == BUILTIN_FORMAT:
+        name = read_builtin_baseline(Path(artifact_path).read_bytes(), "denoiser")
+        progress(0.05, f"running the builtin {name}")
+        estimates, denoise_s = denoise_builtin(name, noisy, noise, deadline=deadline, cancel=cancel, on_image=advance)
+        env.update({"builtin_baseline": name, "sandbox": "none: trusted reference code shipped with the runner",
+                    "device": "cpu"})
+        timing["load_s"] = 0.0
+    else:
+        settings = ServerSettings(sha256=spec.submission.artifact_sha256, fmt=fmt, device=device,
+                                  precision=options["precision"], channels_last=options["channels_last"],
+                                  trust=trust)
+        progress(0.03, "starting the model server")
+        with (pool or POOL).borrow(artifact_path, settings, deadline=deadline, cancel=cancel,
+                                   min_lifetime_s=spec.task.time_limit_s) as (server, reused):
+            with_noise = wants_noise_level(server.info, fmt)
+            progress(0.05, "model loaded" + (" (warm server)" if reused else ""))
+            estimates, stats = denoise_with_server(server, noisy, noise, with_noise=with_noise, deadline=deadline,
+                                                   cancel=cancel, on_image=advance)
+            info = dict(server.info)
+        denoise_s = stats.compute_s
+        env.update({
+            "torch": info.get("torch"), "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
+            "cuda": info.get("cuda"), "device": info.get("device_name") or info.get("device") or device,
+            "sandbox": info.get("sandbox"), "precision": info.get("precision"),
+            "memory_format": info.get("memory_format"), "threads": info.get("threads"),
+            "noise_level_input": with_noise,
+            "model_server": {"reused": reused, "load_s": info.get("load_s"), "protocol": info.get("protocol")},
+        })
+        timing["load_s"] = 0.0 if reused else round(float(info.get("load_s") or 0.0), 4)
+    progress(0.92, "scoring")
+    try:
+        result = score_estimates(slug, dataset.images, estimates, synthetic=dataset.synthetic, noisy=noisy,
+                                 noise=noise, denoise_seconds=max(denoise_s, 1e-9),
+                                 wall_s=time.perf_counter() - started, env={**dataset.env(), **env})
+    except ValueError as exc:  # an estimate equal to the clean image: only a model that saw it can do that
+        raise EvaluationError(ErrorKind.WRONG_OUTPUT, str(exc)) from exc
+    result["timing"].update(timing)
+    result["breakdown"]["samples"] = sample_crops(dataset.images, noisy, estimates)
+    return result
