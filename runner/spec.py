@@ -109,6 +109,12 @@ OPTIMIZER_FORMAT = "python"
 BUILTIN_FORMAT = "builtin"
 BUILTIN_BASELINES = {"denoiser": ("bm3d",)}
 BUILTIN_MAX_BYTES = 1024
+# The hyperparameters a model submission may carry (the platform's evaluation settings, never
+# training knobs); both the site (at upload) and the tracks check them.
+MODEL_HPARAM_KEYS = {
+    "classifier": ("precision", "channels_last", "clean_top1"),
+    "denoiser": ("precision", "channels_last"),
+}
 
 PICKLE_ADVICE = (
     "Pickled files are refused because unpickling runs arbitrary code. Export the model instead: "

@@ -22,6 +22,7 @@ from runner.spec import (
     BUILTIN_FORMAT,
     BUILTIN_MAX_BYTES,
     EVALUATE_TASK_NAME,
+    MODEL_HPARAM_KEYS,
     SpecError,
     is_user_error,
     read_builtin_baseline,
@@ -176,6 +177,13 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
     except ValidationError as exc:
         field = "hparams" if getattr(exc, "code", "") == "bad_hparams" else "artifact"
         raise ValidationError({field: exc}) from exc
+    accepted = MODEL_HPARAM_KEYS.get(benchmark.kind)
+    if accepted is not None and set(hparams) - set(accepted):
+        raise ValidationError({"hparams": ValidationError(
+            "A %(kind)s takes no hyperparameter %(unknown)s; accepted: %(accepted)s (evaluation settings, "
+            "not training ones).", code="bad_hparams",
+            params={"kind": benchmark.kind, "unknown": ", ".join(sorted(set(hparams) - set(accepted))),
+                    "accepted": ", ".join(accepted)})})
     sha256, size = _hash_upload(upload)
     return artifact_format, sha256, size
 

@@ -39,10 +39,9 @@ from runner import metrics
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.serve import POOL, ServerPool, ServerSettings, prefetch
-from runner.spec import ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
+from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
 
 Progress = Callable[[float, str], None]
-HPARAM_KEYS = ("precision", "channels_last", "clean_top1")
 INPUT_SHAPES = {
     "digits": (1, 8, 8),
     "cifar10": (3, 32, 32),
@@ -96,17 +95,20 @@ def artifact_format(path: Path) -> str:
             raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
 
 
-def submission_options(spec: JobSpec) -> dict[str, Any]:
-    """precision, channels_last and clean_top1 from the hparams (BAD_HPARAMS when they do not fit)."""
+def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
+    """The evaluation settings every model submission may carry (precision, channels_last), with
+    BAD_HPARAMS for keys a ``kind`` does not take (runner.spec.MODEL_HPARAM_KEYS) or values that
+    do not fit."""
     hparams = spec.submission.hparams or {}
     if not isinstance(hparams, dict):
         raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
-    unknown = sorted(set(hparams) - set(HPARAM_KEYS))
+    accepted = MODEL_HPARAM_KEYS[kind]
+    unknown = sorted(set(hparams) - set(accepted))
     if unknown:
         raise EvaluationError(
             ErrorKind.BAD_HPARAMS,
-            f"unknown hyperparameters for a classifier: {', '.join(unknown)}; "
-            f"accepted: {', '.join(HPARAM_KEYS)} (see the task page)",
+            f"unknown hyperparameters for a {kind}: {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted)} (see the task page)",
         )
     precision = str(hparams.get("precision", "fp32")).lower()
     if precision not in ("fp32", "bf16"):
@@ -118,6 +120,13 @@ def submission_options(spec: JobSpec) -> dict[str, Any]:
     channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
     if channels_last not in ("auto", "on", "off"):
         raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
+    return {"precision": precision, "channels_last": channels_last}
+
+
+def submission_options(spec: JobSpec) -> dict[str, Any]:
+    """precision, channels_last and clean_top1 from the hparams (BAD_HPARAMS when they do not fit)."""
+    options = model_options(spec, "classifier")
+    hparams = spec.submission.hparams or {}
     clean = spec.task.params.get("clean_top1", hparams.get("clean_top1"))
     if clean is not None:
         if (
@@ -130,7 +139,7 @@ def submission_options(spec: JobSpec) -> dict[str, Any]:
                 ErrorKind.BAD_HPARAMS, f"clean_top1 {clean!r} must be a top-1 accuracy in percent"
             )
         clean = float(clean)
-    return {"precision": precision, "channels_last": channels_last, "clean_top1": clean}
+    return {**options, "clean_top1": clean}
 
 
 # --------------------------------------------------------------------------------------------

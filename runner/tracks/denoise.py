@@ -44,9 +44,9 @@ from runner.spec import (
     read_builtin_baseline,
     sniff_model_format,
 )
+from runner.tracks.classify import model_options
 
 Progress = Callable[[float, str], None]
-HPARAM_KEYS = ("precision", "channels_last")
 SAMPLE_COUNT = 2  # images whose crops the result carries
 SAMPLE_SIZE = 96  # pixels a side
 
@@ -73,26 +73,6 @@ def artifact_format(spec: JobSpec, path: Path) -> str:
             return sniff_model_format(head, fh)
         except SpecError as exc:
             raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
-
-
-def submission_options(spec: JobSpec) -> dict[str, str]:
-    hparams = spec.submission.hparams or {}
-    if not isinstance(hparams, dict):
-        raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
-    unknown = sorted(set(hparams) - set(HPARAM_KEYS))
-    if unknown:
-        raise EvaluationError(ErrorKind.BAD_HPARAMS,
-                              f"unknown hyperparameters for a denoiser: {', '.join(unknown)}; "
-                              f"accepted: {', '.join(HPARAM_KEYS)}")
-    precision = str(hparams.get("precision", "fp32")).lower()
-    if precision not in ("fp32", "bf16"):
-        raise EvaluationError(ErrorKind.BAD_HPARAMS,
-                              f'precision {hparams.get("precision")!r}: use "fp32" (the default) or "bf16"')
-    channels_last = hparams.get("channels_last", "auto")
-    channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
-    if channels_last not in ("auto", "on", "off"):
-        raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
-    return {"precision": precision, "channels_last": channels_last}
 
 
 def wants_noise_level(info: dict[str, Any], fmt: str) -> bool:
@@ -250,7 +230,7 @@ def evaluate_denoiser(
     if fmt == BUILTIN_FORMAT and not spec.submission.is_baseline:
         raise EvaluationError(ErrorKind.INVALID_ARTIFACT,
                               "builtin baselines are the platform's own reference methods; submit a model file")
-    options = submission_options(spec)
+    options = model_options(spec, "denoiser")
     try:
         noise = Noise.from_params(params)
         dataset = open_set(str(params["set"]), data_root)

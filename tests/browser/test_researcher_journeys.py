@@ -85,3 +85,40 @@ def test_a_visitor_sorts_a_board_and_opens_a_comparison_with_rendered_charts(
         page.goto(f"{live_server.url}/b/opt-synthetic/")
         page.click("text=CSV")
     assert download.value.suggested_filename == "opt-synthetic-opt-f1.csv"
+
+
+def test_a_denoiser_page_shows_psnr_by_noise_and_crops_that_load(
+        page, live_server, alice, make_submission, runner_api, monkeypatch, tmp_path,
+        django_capture_on_commit_callbacks):
+    """The shipped Gaussian-filter denoiser, evaluated for real (sandboxed) on the six settings."""
+    import runner
+    from runner import serve
+    from runner.evaluate import evaluate
+    from runner.spec import JobSpec
+
+    artifact = Path(runner.__file__).parent / "baselines" / "denoisers" / "gaussian-filter.pt"
+    sub = make_submission(alice, benchmark="denoise-skimage-gray", source=artifact.read_bytes(),
+                          filename="gaussian-filter.pt", hparams={"precision": "fp32"},
+                          name="my Gaussian filter")
+    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
+    try:
+        for job in sub.jobs.select_related("task"):
+            spec = JobSpec.from_dict(runner_api.claim(job.pk).json()["spec"])
+            result = evaluate(spec, artifact, data_root=tmp_path)
+            with django_capture_on_commit_callbacks(execute=True):
+                assert runner_api.result(job.pk, spec.attempt, result).status_code == 200
+    finally:
+        serve.POOL.close_idle()
+
+    page.goto(f"{live_server.url}/s/{sub.pk}/")
+    expect(page.locator("#status")).to_have_text("finished")
+    expect(page.locator("#chart-psnr-by-noise .main-svg").first).to_be_visible()
+    crops = page.locator("#samples details[open] img")
+    expect(crops).to_have_count(6)  # two images × noisy, denoised, clean
+    for crop in crops.all():
+        crop.scroll_into_view_if_needed()
+        expect(crop).to_be_visible()
+        page.wait_for_function("img => img.complete && img.naturalWidth === 96", arg=crop.element_handle())
+    expect(page.locator("#samples details[open] figcaption").nth(1)).to_contain_text(" dB")
+    page.click("#samples summary:text('Gaussian σ=50')")
+    expect(page.locator("#samples details[open] img")).to_have_count(12)

@@ -5,10 +5,12 @@ import io
 import json
 import pickle
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+import runner
 from leaderboard.accounts.models import ApiToken
 from leaderboard.submissions.models import EvaluationJob, Submission
 from tests.conftest import OPTIMIZER_SOURCE, queued_messages
@@ -54,6 +56,9 @@ def test_the_form_shows_how_many_submissions_are_left(client, alice, make_submis
     assert "<strong>4</strong> more today (of 5)" in page
 
 
+_IDENTITY_DENOISER = (Path(runner.__file__).parent / "baselines" / "denoisers" / "identity.pt").read_bytes()
+
+
 def _pickle_bytes() -> bytes:
     return pickle.dumps({"weights": [1, 2, 3]})
 
@@ -84,6 +89,8 @@ def _torch_save_zip() -> bytes:
          "has the extension .json"),
         ("denoise-skimage-gray", "bm3d.pt", b'{"builtin_baseline": "bm3d"}', "{}", "artifact",
          "reserved for the platform's builtin baselines"),
+        ("denoise-skimage-gray", "identity.pt", _IDENTITY_DENOISER, '{"lr": 0.1}', "hparams",
+         "A denoiser takes no hyperparameter lr; accepted: precision, channels_last"),
     ],
 )
 def test_a_bad_upload_gets_an_error_on_its_field_and_nothing_is_stored(
