@@ -16,6 +16,12 @@ rounds (``repeats``, default 3) and each figure is the best of its rounds. The r
 ``sandboxed ÷ trusted`` (what isolation costs). Small fake datasets are cycled to fill the
 batches asked for.
 
+For a denoising task the same three figures are taken over the task's noisy images, one image a
+call as the track sends them: pure forward is the model called on each image in turn (inputs
+prepared beforehand, nothing checked), the evaluations are the track's own loop
+(runner.tracks.denoise.denoise_with_server: output checks included) in this process and through
+the sandboxed model server. "Items" are images.
+
 For optimizer training tasks (opt-digits, opt-cifar*-resnet18) it calls
 ``runner.tracks.train.bench_training`` when that track is installed.
 """
@@ -183,6 +189,72 @@ def bench_classifier(
     }
 
 
+def bench_denoiser(
+    task: str,
+    artifact: Path,
+    *,
+    device: str,
+    data_root: Path,
+    precision: str = "fp32",
+    trust: bool = False,
+    repeats: int = 3,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    from runner.denoise import Noise, make_noisy_inputs, open_set
+    from runner.spec import catalogue_task
+    from runner.tracks.denoise import denoise_with_server, wants_noise_level
+
+    say = progress or (lambda message: None)
+    fmt = artifact_format(artifact)
+    params = catalogue_task(task).params
+    noise = Noise.from_params(params)
+    dataset = open_set(str(params["set"]), data_root)
+    noisy = make_noisy_inputs(task, dataset.images, noise)
+    threads = default_threads(device)
+    model = model_child.load_model(str(artifact), fmt, device, threads=threads)
+    info = model.configure(precision, "auto")
+    with_noise = wants_noise_level(info, fmt)
+    level = np.array([[float(noise.code), float(noise.level)]], dtype=np.float32)
+    staged = [[np.ascontiguousarray(im.transpose(2, 0, 1)[None])] + ([level] if with_noise else [])
+              for im in noisy.values()]
+    model.predict(staged[0], [None] * len(staged[0]))  # warm-up (and the channels_last check)
+    server = ModelServer(artifact, ServerSettings(sha256=file_sha256(artifact), fmt=fmt, device=device,
+                                                  precision=precision, trust=trust, threads=threads))
+    best = {"forward": 0.0, "trusted": 0.0, "sandboxed": 0.0}
+
+    def evaluation(predictor: Any) -> float:
+        _, stats = denoise_with_server(predictor, noisy, noise, with_noise=with_noise, deadline=None, cancel=None,
+                                       on_image=lambda stem: None)
+        return steady_rate(stats)
+
+    try:
+        server_info = server.start()
+        evaluation(server)  # warm-up of the server's first images
+        for round_ in range(1, max(1, repeats) + 1):
+            say(f"round {round_}/{repeats}: pure forward (trusted, in this process)")
+            began = time.perf_counter()
+            for inputs in staged[1:]:
+                model.predict(inputs, [None] * len(inputs))
+            best["forward"] = max(best["forward"], (len(staged) - 1) / max(time.perf_counter() - began, 1e-9))
+            say(f"round {round_}/{repeats}: evaluation, trusted (in this process)")
+            best["trusted"] = max(best["trusted"], evaluation(InProcessModel(model)))
+            say(f"round {round_}/{repeats}: evaluation, sandboxed (model server)")
+            best["sandboxed"] = max(best["sandboxed"], evaluation(server))
+    finally:
+        server.close()
+    return {
+        "task": task, "artifact": str(artifact), "format": fmt, "device": device,
+        "device_name": info.get("device_name"), "precision": info.get("precision"),
+        "memory_format": info.get("memory_format"), "batch_size": 1, "batches": len(staged) - 1,
+        "repeats": repeats, "threads": threads, "synthetic_data": dataset.synthetic,
+        "items_in_dataset": len(staged), "noise_level_input": with_noise, "sandbox": server_info.get("sandbox"),
+        "forward_items_per_s": best["forward"], "forward_in_sandbox_items_per_s": None,
+        "trusted_eval_items_per_s": best["trusted"], "sandboxed_eval_items_per_s": best["sandboxed"],
+        "eval_over_forward": best["sandboxed"] / best["forward"],
+        "sandboxed_over_trusted": best["sandboxed"] / best["trusted"],
+    }
+
+
 def bench(
     task: str,
     artifact: Path | None,
@@ -197,8 +269,8 @@ def bench(
     repeats: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Benchmark one task: classifier tasks as above, optimizer training tasks through the
-    training track's own bench."""
+    """Benchmark one task: classifier and denoising tasks as above, optimizer training tasks
+    through the training track's own bench."""
     if task in CLASSIFIER_TASKS:
         if artifact is None:
             raise ValueError("--artifact is required for a classifier task")
@@ -214,6 +286,11 @@ def bench(
             repeats=repeats,
             progress=progress,
         )
+    if task.startswith("denoise-"):
+        if artifact is None:
+            raise ValueError("--artifact is required for a denoising task")
+        return bench_denoiser(task, artifact, device=device, data_root=data_root, precision=precision,
+                              trust=trust, repeats=repeats, progress=progress)
     if task.startswith("opt-") and importlib.util.find_spec("runner.tracks.train") is not None:
         from runner.tracks.train import bench_training
 

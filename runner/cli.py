@@ -336,7 +336,7 @@ def data_fake(
 def bench(
     task: Annotated[str, typer.Option(help="task slug, e.g. cifar10 or opt-digits")],
     artifact: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
-                                                  help="the model file (classifier tasks)")] = None,
+                                                  help="the model file (classifier and denoising tasks)")] = None,
     device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu or cuda")] = "cpu",
     batches: Annotated[int, typer.Option(min=1, help="batches timed after the warm-up batch")] = 20,
     batch_size: Annotated[int | None, typer.Option(min=1, help="default: the task's")] = None,
@@ -381,8 +381,10 @@ def bench(
             ("pure forward (in the sandbox)", "forward_in_sandbox_items_per_s"),
             ("evaluation, trusted (in-process)", "trusted_eval_items_per_s"),
             (f"evaluation, sandboxed ({report['sandbox']})", "sandboxed_eval_items_per_s"))
+    unit = "images/s" if task.startswith("denoise-") else "items/s"
     for label, key in rows:
-        out.print(f"{label:<40} {report[key]:>12.1f} items/s", highlight=False)
+        if report[key] is not None:
+            out.print(f"{label:<40} {report[key]:>12.1f} {unit}", highlight=False)
     out.print(f"ratio evaluation ÷ pure forward: {report['eval_over_forward']:.3f}", highlight=False)
     out.print(f"ratio sandboxed ÷ trusted: {report['sandboxed_over_trusted']:.3f}", highlight=False)
 

@@ -120,9 +120,12 @@ def score_estimates(
         result_env["noisy_inputs_sha256"] = inputs_sha256({s: noisy[s] for s in stems})
     result_env.update(env or {})
     result_env["synthetic_data"] = bool(synthetic or result_env.get("synthetic_data", False))
+    metrics = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+    if "seconds_per_megapixel" in timing:  # speed sits beside quality on the board (lower is faster)
+        metrics["seconds_per_megapixel"] = timing["seconds_per_megapixel"]
     doc = make_result(
         task_slug,
-        {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))},
+        metrics,
         ci95={"psnr": bootstrap_ci95(psnrs), "ssim": bootstrap_ci95(ssims)},
         breakdown={"per_image": per_image},
         env=result_env,

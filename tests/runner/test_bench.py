@@ -46,3 +46,17 @@ def test_runner_bench_prints_evaluation_over_forward_and_sandboxed_over_trusted(
     for line in ("pure forward (trusted, in-process)", "evaluation, sandboxed (bwrap)"):
         assert re.search(rf"{re.escape(line)}\s+[0-9.]+ items/s", done.stdout), done.stdout
     assert "batch 64, 3 batches after a warm-up batch, best of 2 rounds" in done.stdout
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_runner_bench_on_a_denoising_task_times_the_same_images_three_ways(tmp_path):
+    from runner.bench import bench
+
+    artifact = Path(FOLDER).parent / "denoisers" / "median-filter.pt"
+    report = bench("denoise-skimage-color-poisson0.05", artifact, device="cpu", data_root=tmp_path, repeats=1)
+    assert report["items_in_dataset"] == 6 and report["batches"] == 5 and report["noise_level_input"] is True
+    assert report["sandbox"] == "bwrap" and report["synthetic_data"] is False
+    for key in ("forward_items_per_s", "trusted_eval_items_per_s", "sandboxed_eval_items_per_s"):
+        assert report[key] > 0, report
+    assert report["eval_over_forward"] == pytest.approx(
+        report["sandboxed_eval_items_per_s"] / report["forward_items_per_s"])

@@ -84,6 +84,7 @@ def test_score_estimates_writes_the_result_keys_the_boards_read():
     assert doc["env"]["noise_family"] == "gaussian" and doc["env"]["noise_level"] == 25.0
     assert "sha256" in doc["env"]["seed_scheme"] and len(doc["env"]["noisy_inputs_sha256"]) == 64
     assert doc["timing"]["seconds_per_megapixel"] == pytest.approx(0.5 / (2 * 24 * 32 / 1e6))
+    assert doc["metrics"]["seconds_per_megapixel"] == doc["timing"]["seconds_per_megapixel"]
 
 
 def test_score_estimates_refuses_a_missing_estimate():
