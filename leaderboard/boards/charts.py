@@ -279,3 +279,21 @@ def psnr_by_noise_figure(*, title: str, points: list[tuple[str, float, float | N
                      "x": [p[0] for p in published], "y": [p[2] for p in published],
                      "marker": {"symbol": "line-ew-open", "size": 30, "color": PALETTE[1], "line": {"width": 3}}})
     return _figure(data, title, yaxis={"title": {"text": "PSNR (dB)"}})
+
+
+def denoising_settings_figure(*, title: str, settings: list[str], runs: list[dict],
+                              published: list[float | None]) -> Figure:
+    """PSNR of several denoisers across a set's noise settings, one line each, with the published
+    Noise2Score figures as markers. ``runs``: {name, is_baseline, values: [PSNR or None per setting]}."""
+    data = []
+    for i, run in enumerate(runs):
+        data.append({"type": "scatter", "mode": "lines+markers", "name": run["name"], "x": settings,
+                     "y": run["values"], "connectgaps": False,
+                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 2,
+                              "dash": "dot" if run.get("is_baseline") else "solid"}})
+    if any(v is not None for v in published):
+        data.append({"type": "scatter", "mode": "markers", "name": "Noise2Score (published)", "x": settings,
+                     "y": published, "marker": {"symbol": "line-ew-open", "size": 26, "color": "#333",
+                                                "line": {"width": 3}}})
+    return _figure(data, title, xaxis={"title": {"text": "noise setting"}, "type": "category"},
+                   yaxis={"title": {"text": "PSNR (dB)"}})

@@ -63,6 +63,8 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list
             y_title="test top-1 %")))
         figures.append(("train-loss", charts.seed_band_figure(
             title=f"{task.title}: training loss", runs=runs, key="train_loss", y_title="loss")))
+    if task.slug.startswith("denoise-"):
+        figures.append(("denoising-settings", _denoising_settings(task=task, tasks=tasks, records=records[:8])))
     x_slug = IN_DISTRIBUTION.get(task.slug)
     if x_slug in by_slug:
         points = selectors.paired_points(x_task=by_slug[x_slug], y_task=task)
@@ -84,6 +86,18 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list
                 title=f"{task.title}: {task.primary_metric} against model size", x_title="parameters (millions)",
                 y_title=task.primary_metric, points=points, fit_on_baselines=False)))
     return figures
+
+
+def _denoising_settings(*, task: Task, tasks: list[Task], records: list[dict]) -> Any:
+    """The board's leading denoisers across every noise setting of the set."""
+    values = selectors.values_across_tasks(tasks=tasks, submission_ids=[r["submission_id"] for r in records])
+    settings = [t.slug.rsplit("-", 1)[-1] for t in tasks]
+    runs = [{"name": r["name"], "is_baseline": r["is_baseline"],
+             "values": [values.get(r["submission_id"], {}).get(t.pk) for t in tasks]} for r in records]
+    published = [dict(published_references(t)).get("Noise2Score (published)") for t in tasks]
+    return charts.denoising_settings_figure(
+        title=f"{task.benchmark.title}: PSNR across noise settings (leaders of {task.slug.rsplit('-', 1)[-1]})",
+        settings=settings, runs=runs, published=published)
 
 
 def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:

@@ -139,6 +139,15 @@ def board_curves(*, task: Task, submission_ids: list[int]) -> dict[int, dict]:
     return {sub_id: (result or {}).get("curves", {}) for sub_id, result in jobs}
 
 
+def values_across_tasks(*, tasks: list[Task], submission_ids: list[int]) -> dict[int, dict[int, float]]:
+    """{submission id: {task id: primary metric}} of these public submissions on these tasks, in one query."""
+    values: dict[int, dict[int, float]] = {}
+    rows = BoardEntry.objects.filter(task__in=tasks, submission_id__in=submission_ids, is_public=True)
+    for sub_id, task_id, value in rows.values_list("submission_id", "task_id", "value"):
+        values.setdefault(sub_id, {})[task_id] = value
+    return values
+
+
 def submission_rank(*, submission_id: int, task: Task) -> tuple[int, int] | None:
     """(rank, board size) of a public submission on a task's board, or None."""
     entry = BoardEntry.objects.filter(task=task, submission_id=submission_id).first()

@@ -146,3 +146,20 @@ def test_denoising_boards_draw_the_published_figures_as_reference_lines(client, 
     fig = chart(client.get("/b/denoise-bsd68/").content.decode(), "ranking")
     labels = [a["text"] for a in fig["layout"]["annotations"]]
     assert labels == ["Noise2Score (published): 29.12", "BM3D (published): 28.59"]
+
+
+def test_a_denoising_board_plots_its_leaders_across_every_noise_setting(client, alice, bob, catalogue):
+    settings = ["gauss25", "gauss50", "poisson0.01", "poisson0.05", "gamma100", "gamma50"]
+
+    def results(offset: float, skip: str = "") -> dict:
+        return {f"denoise-bsd68-{n}": make_result(f"denoise-bsd68-{n}", {"psnr": 25.0 + i + offset, "ssim": 0.8})
+                for i, n in enumerate(settings) if n != skip}
+
+    finished(alice, "denoise-bsd68", "strong", results(1.0))
+    finished(bob, "denoise-bsd68", "weak", results(-1.0, skip="gauss50"), baseline=True)
+    fig = chart(client.get("/b/denoise-bsd68/").content.decode(), "denoising-settings")
+    lines = {t["name"]: t for t in fig["data"]}
+    assert lines["strong"]["x"] == settings and lines["strong"]["y"] == [26.0, 27.0, 28.0, 29.0, 30.0, 31.0]
+    assert lines["weak"]["y"] == [24.0, None, 26.0, 27.0, 28.0, 29.0]  # a gap where it has no result
+    assert lines["weak"]["line"]["dash"] == "dot" and lines["strong"]["line"]["dash"] == "solid"
+    assert lines["Noise2Score (published)"]["y"] == [29.12, 26.21, 30.81, 27.12, 32.67, 30.53]
