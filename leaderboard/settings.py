@@ -221,6 +221,19 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 CELERY_TASK_ROUTES = {"leaderboard.*": {"queue": "site"}}
+# The page cache for visitors (leaderboard/boards/cache.py). CACHE_URL redis://host:6379/1 shares it
+# between web processes; the default keeps one per process, which is correct too (cached pages are
+# keyed by the boards' version in the database), only less effective.
+CACHE_URL = env("CACHE_URL")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL.startswith(("redis://", "rediss://"))
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "leaderboard-pages",
+          "OPTIONS": {"MAX_ENTRIES": 2000}},
+}
+PAGE_CACHE_ALIAS = "default"
+PAGE_CACHE_SECONDS = envint("PAGE_CACHE_SECONDS", 300)  # 0 turns the page cache off
+
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set.
 METRICS_TOKEN = env("METRICS_TOKEN")
 RUNNER_REGISTRATION_CODE_HOURS = envint("RUNNER_REGISTRATION_CODE_HOURS", 24)

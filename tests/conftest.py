@@ -33,6 +33,16 @@ def _private_media(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")
 
 
+@pytest.fixture(autouse=True)
+def _empty_page_cache():
+    """Every test starts with an empty page cache: its keys hold board versions, which restart
+    with each test's database."""
+    from django.core.cache import caches
+
+    for cache in caches.all(initialized_only=True):
+        cache.clear()
+
+
 def queued_messages(app) -> int:
     """Messages waiting in the test broker, across queues."""
     return len(list((app.broker_folder / "queue").glob("*.msg")))

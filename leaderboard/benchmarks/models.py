@@ -25,6 +25,10 @@ class Benchmark(models.Model):
     is_active = models.BooleanField(default=True)
     leaders = models.JSONField(default=list, blank=True, editable=False,
                                help_text="Materialized top rows of the lead task, for the home page.")
+    board_version = models.PositiveBigIntegerField(
+        default=0, editable=False,
+        help_text="Changed (to a random value) whenever a board row of this benchmark changes; part of "
+                  "the page cache's keys.")
 
     class Meta:
         ordering = ["position", "slug"]

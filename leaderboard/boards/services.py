@@ -4,6 +4,7 @@ from __future__ import annotations
 from leaderboard.benchmarks.models import Benchmark, Task
 from leaderboard.submissions.models import EvaluationJob, Submission
 
+from .cache import bump
 from .models import BoardEntry
 from .selectors import lead_task_top
 
@@ -68,3 +69,4 @@ def board_entries_refresh_submission(*, submission: Submission) -> None:
     )
     for task in Task.objects.filter(board_entries__submission=submission).select_related("benchmark"):
         benchmark_leaders_refresh(task=task)
+    bump(BoardEntry.objects.filter(submission=submission).values_list("benchmark_id", flat=True))

@@ -14,12 +14,14 @@ from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
 
 from . import charts, selectors
+from .cache import cached_for_visitors
 from .figures import board_figures
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
 
 
+@cached_for_visitors
 def home(request):
     benchmarks = selectors.benchmarks_with_tasks()
     cards = [{"benchmark": b, "lead_task": b.tasks.all()[0] if b.tasks.all() else None,
@@ -58,6 +60,7 @@ def _board_request(request, bench: Benchmark, *, limit: int, offset: int | None 
     return tasks, task, page
 
 
+@cached_for_visitors
 def benchmark(request, slug: str):
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
     tasks, task, page = _board_request(request, bench, limit=PAGE_SIZE)
@@ -86,6 +89,7 @@ def _csv_response(filename: str, header: list[str], rows: list[list]) -> HttpRes
     return response
 
 
+@cached_for_visitors
 def board_export(request, slug: str, fmt: str):
     """The whole board (all pages) of one task as CSV or JSON, with the same filters as the page."""
     if fmt not in ("csv", "json"):

@@ -188,39 +188,52 @@ def main() -> None:
     urls = pages()
     queries = queries_per_page(urls)
 
+    results: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for label, seconds in (("page cache off", "0"), ("page cache on", "300")):
+        results[label] = serve_and_measure(urls, args, {"PAGE_CACHE_SECONDS": seconds})
+    off, on = results["page cache off"], results["page cache on"]
+    print(f"\n{args.submissions} submissions, {args.clients} concurrent anonymous clients, gunicorn "
+          f"{args.workers} workers × 2 threads, {os.cpu_count()} cores; one run, both configurations\n")
+    print(f"{'page':26} {'queries':>7} | {'cache off p50':>13} {'p95':>7} {'req/s':>6} | "
+          f"{'cache on p50':>12} {'p95':>7} {'req/s':>6} | {'p95 off/on':>10}")
+    for name in urls:
+        (p50a, p95a, rpsa), (p50b, p95b, rpsb) = off[name], on[name]
+        print(f"{name:26} {queries[name]:7d} | {p50a:13.1f} {p95a:7.1f} {rpsa:6.0f} | "
+              f"{p50b:12.1f} {p95b:7.1f} {rpsb:6.0f} | {p95a / p95b:10.1f}")
+    print("\nThe submission page and the API are not cached (live status; token users see private rows).")
+
+
+def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extra_env: dict[str, str]
+                      ) -> dict[str, tuple[float, float, float]]:
+    """Start gunicorn with ``extra_env`` and measure every page kind: {name: (p50 ms, p95 ms, req/s)}."""
+    import httpx
+
     port = free_port()
     env = {**os.environ, "DATABASE_URL": DB_URL, "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1",
-           "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING"}
+           "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING", **extra_env}
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "leaderboard.wsgi:application", "-b", f"127.0.0.1:{port}",
          "-w", str(args.workers), "--threads", "2", "-k", "gthread", "--log-level", "warning"],
         cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
+    out = {}
     try:
-        import httpx
-
         for _ in range(100):
             try:
                 httpx.get(base + "/", timeout=2)
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        print(f"\n{args.submissions} submissions, {args.clients} concurrent clients, gunicorn {args.workers} "
-              f"workers × 2 threads, {os.cpu_count()} cores\n")
-        print(f"{'page':26} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7} {'queries':>8}")
-        rows = []
         for name, paths in urls.items():
             measure(base, paths, args.clients, args.clients * 2)  # warm-up, not timed
             t = time.perf_counter()
             lat = measure(base, paths, args.clients, args.requests)
             wall = time.perf_counter() - t
-            p50 = statistics.median(lat)
-            p95 = statistics.quantiles(lat, n=20)[18]
-            rows.append((name, p50, p95, len(lat) / wall, queries[name]))
-            print(f"{name:26} {p50:8.1f} {p95:8.1f} {len(lat) / wall:7.0f} {queries[name]:8d}")
+            out[name] = (statistics.median(lat), statistics.quantiles(lat, n=20)[18], len(lat) / wall)
     finally:
         server.terminate()
         server.wait(10)
+    return out
 
 
 if __name__ == "__main__":

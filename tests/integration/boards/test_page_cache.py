@@ -1,0 +1,84 @@
+"""The visitors' page cache: a board, an export or the home page is rendered once per board state,
+and no visitor ever sees a board older than the last result, rerun, rename or deletion."""
+from __future__ import annotations
+
+import pytest
+
+from leaderboard.benchmarks.models import Benchmark
+from leaderboard.boards.services import board_entries_refresh_submission
+from leaderboard.submissions.services import submission_rerun
+
+pytestmark = pytest.mark.django_db
+
+BOARD = "/b/opt-synthetic/?task=opt-f1"
+
+
+def finish(api, finish_job, sub, loss):
+    for job in sub.jobs.select_related("task"):
+        finish_job(api, job, final_loss=loss)
+
+
+def test_a_visitor_gets_the_cached_board_until_a_new_result_lands(client, alice, bob, make_submission, runner_api,
+                                                                   finish_job):
+    finish(runner_api, finish_job, make_submission(alice, name="first-opt"), 0.2)
+    first = client.get(BOARD)
+    again = client.get(BOARD)
+    assert first["X-Page-Cache"] == "miss" and again["X-Page-Cache"] == "hit"
+    assert again.content == first.content and b"first-opt" in again.content
+    finish(runner_api, finish_job, make_submission(bob, name="second-opt"), 0.1)
+    fresh = client.get(BOARD)
+    assert fresh["X-Page-Cache"] == "miss"
+    table = fresh.content.decode().split('id="board"', 1)[1]
+    assert table.index("second-opt") < table.index("first-opt")
+    home = client.get("/")
+    assert client.get("/")["X-Page-Cache"] == "hit" and b"second-opt" in home.content
+
+
+def test_exports_keep_their_download_name_from_the_cache(client, alice, make_submission, runner_api, finish_job):
+    finish(runner_api, finish_job, make_submission(alice, name="csv-opt"), 0.2)
+    first = client.get("/b/opt-synthetic/export.csv")
+    cached = client.get("/b/opt-synthetic/export.csv")
+    assert cached["X-Page-Cache"] == "hit" and cached.content == first.content
+    assert cached["Content-Disposition"] == 'attachment; filename="opt-synthetic-opt-f1.csv"'
+    assert cached["Content-Type"].startswith("text/csv")
+
+
+def test_a_rerun_a_rename_and_a_deletion_each_refresh_the_cached_board(client, alice, make_submission, runner_api,
+                                                                        finish_job, django_capture_on_commit_callbacks):
+    sub = make_submission(alice, name="old-name")
+    finish(runner_api, finish_job, sub, 0.2)
+    assert b"old-name" in client.get(BOARD).content
+    sub.name = "new-name"
+    sub.save()
+    board_entries_refresh_submission(submission=sub)
+    assert b"new-name" in client.get(BOARD).content
+    with django_capture_on_commit_callbacks(execute=True):
+        submission_rerun(submission_id=sub.pk)
+    assert b"new-name" not in client.get(BOARD).content
+    finish(runner_api, finish_job, sub, 0.2)
+    assert b"new-name" in client.get(BOARD).content
+    sub.delete()
+    assert b"new-name" not in client.get(BOARD).content
+
+
+def test_logged_in_users_are_never_served_from_the_cache_and_see_their_private_rows(
+        client, alice, make_submission, runner_api, finish_job):
+    finish(runner_api, finish_job, make_submission(alice, name="secret-opt", visibility="private"), 0.2)
+    assert b"secret-opt" not in client.get(BOARD).content
+    assert client.get(BOARD)["X-Page-Cache"] == "hit"
+    client.force_login(alice)
+    mine = client.get(BOARD)
+    assert "X-Page-Cache" not in mine and b"secret-opt" in mine.content
+    client.logout()
+    assert b"secret-opt" not in client.get(BOARD).content
+
+
+def test_editing_a_benchmark_refreshes_its_pages_and_the_cache_can_be_turned_off(client, settings, catalogue):
+    assert client.get("/b/opt-synthetic/")["X-Page-Cache"] == "miss"
+    bench = Benchmark.objects.get(slug="opt-synthetic")
+    bench.description = "A new description for the synthetic functions."
+    bench.save()
+    assert b"A new description" in client.get("/b/opt-synthetic/").content
+    settings.PAGE_CACHE_SECONDS = 0
+    assert "X-Page-Cache" not in client.get("/b/opt-synthetic/")
+    assert client.get("/b/no-such-board/").status_code == 404
