@@ -2,6 +2,8 @@
 and no visitor ever sees a board older than the last result, rerun, rename or deletion."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from leaderboard.benchmarks.models import Benchmark
@@ -82,3 +84,23 @@ def test_editing_a_benchmark_refreshes_its_pages_and_the_cache_can_be_turned_off
     settings.PAGE_CACHE_SECONDS = 0
     assert "X-Page-Cache" not in client.get("/b/opt-synthetic/")
     assert client.get("/b/no-such-board/").status_code == 404
+
+
+def test_web_processes_share_the_page_cache_through_redis(client, settings, catalogue):
+    """With CACHE_URL pointing at Redis (over a real connection), a page one process rendered is a
+    hit for every other; a board change is seen by all of them at once."""
+    from django.core.cache import caches
+
+    url = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/14")
+    settings.CACHES = {**settings.CACHES, "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                                     "LOCATION": url}}
+    settings.PAGE_CACHE_ALIAS = "shared"
+    caches["shared"].clear()
+    assert client.get("/b/digits/")["X-Page-Cache"] == "miss"
+    import redis
+
+    assert redis.Redis.from_url(url).keys(":1:page:*"), "the rendered page is stored in Redis"
+    assert client.get("/b/digits/")["X-Page-Cache"] == "hit"
+    Benchmark.objects.get(slug="digits").save()
+    assert client.get("/b/digits/")["X-Page-Cache"] == "miss"
+    caches["shared"].clear()
