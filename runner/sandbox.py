@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.spec import ErrorKind, EvaluationError
@@ -443,7 +443,11 @@ def _bwrap_argv(argv: Sequence[str], *, binds: Sequence[Bind], symlinks: Sequenc
              "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv"]
     for key, value in env.items():
         inner += ["--setenv", key, value]
-    inner += _bind_args(binds, symlinks, staging=False, tmp_bytes=tmp_bytes)
+    # Under the staging layer every bind already sits at its destination, so the inner layer binds
+    # each destination onto itself; a (source, dest) pair's source is not in that namespace.
+    layered = staged and os.geteuid() == 0
+    inner_binds = [replace(b, source=b.dest) for b in binds] if layered else list(binds)
+    inner += _bind_args(inner_binds, symlinks, staging=False, tmp_bytes=tmp_bytes)
     inner += ["--remount-ro", "/"]  # bwrap's own root is a writable tmpfs: close it
     # A tiny trampoline marks "the sandbox started" before any submitted code runs, so a failure
     # to start (infrastructure) can never be confused with, or faked by, the program's own exit.

@@ -179,8 +179,7 @@ def stage_inputs(work_dir: Path, source: Path, config: dict[str, Any], splits: S
 def hidden_package_data(work_dir: Path) -> list[Any]:
     """Read-only binds that lay an empty folder over dataset files shipped inside packages the
     sandbox can read through the interpreter's binds: scikit-learn's bundled digits, test split
-    included, would otherwise be one ``load_digits()`` away from the submission. The empty folder
-    is also bound at its own path, where the staged sandbox looks for a bind's source."""
+    included, would otherwise be one ``load_digits()`` away from the submission."""
     spec = importlib.util.find_spec("sklearn")
     folders = [Path(p) / "datasets" / "data" for p in (spec.submodule_search_locations or [])] if spec else []
     folders = [f for f in folders if f.is_dir()]
@@ -189,7 +188,7 @@ def hidden_package_data(work_dir: Path) -> list[Any]:
     empty = work_dir / "hidden"
     empty.mkdir(mode=0o755, exist_ok=True)
     empty.chmod(0o755)
-    return [empty, *((empty, folder) for folder in folders)]
+    return [(empty, folder) for folder in folders]
 
 
 def run_child(command: str, work_dir: Path, inputs: Path, *, hparams: dict[str, Any], device: str, trust: bool,

@@ -101,6 +101,26 @@ def test_a_root_only_file_inside_the_binds_stays_unreadable(tmp_path):
     assert "Permission denied" in error.message and "the runner's secret" not in result.log_tail
 
 
+def test_a_folder_bound_at_another_path_is_read_there_and_can_hide_a_folder(tmp_path):
+    """(source, dest) binds: the program sees the source's files at dest (and not at the source),
+    which is how the runner lays an empty folder over data it must not see."""
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "data.txt").write_text("bound elsewhere")
+    hidden = tmp_path / "shown" / "inside"
+    hidden.mkdir(parents=True)
+    (hidden / "answers.txt").write_text("the test labels")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = (f"import os\nprint(open('/opt/leaderboard-inputs/data.txt').read())\n"
+            f"print(sorted(os.listdir({str(hidden)!r})))\n"
+            f"print(os.path.exists({str(given)!r}))")
+    result = run_python(code, tmp_path, ro_binds=[(given, "/opt/leaderboard-inputs"), tmp_path / "shown",
+                                                  (empty, hidden)])
+    assert result.ok, result.log_tail
+    assert result.stdout_tail.split("\n")[:3] == ["bound elsewhere", "[]", "False"]
+
+
 def test_writing_outside_scratch_is_a_sandbox_violation_and_changes_nothing(tmp_path):
     shared = tmp_path / "inputs"
     shared.mkdir()
