@@ -23,7 +23,9 @@ class SubmissionForm(forms.Form):
     hparams = forms.CharField(
         label="Hyperparameters (JSON)", required=False, initial="{}",
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
-        help_text='A JSON object passed to make_optimizer, e.g. {"lr": 0.001, "betas": [0.9, 0.999]}.',
+        help_text='A JSON object. Optimizers: the keyword arguments of make_optimizer, e.g. {"lr": 0.001, '
+        '"betas": [0.9, 0.999]}. Classifiers and denoisers: evaluation settings only, e.g. {"precision": "bf16"} '
+        '(see "What the file must do" below).',
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
     paper_url = forms.URLField(required=False, label="Paper link", assume_scheme="https")
