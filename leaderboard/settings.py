@@ -226,13 +226,16 @@ CELERY_TASK_ROUTES = {"leaderboard.*": {"queue": "site"}}
 # keyed by the boards' version in the database), only less effective.
 CACHE_URL = env("CACHE_URL")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                "KEY_PREFIX": env("CACHE_KEY_PREFIX", "leaderboard")}
     if CACHE_URL.startswith(("redis://", "rediss://"))
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "leaderboard-pages",
           "OPTIONS": {"MAX_ENTRIES": 2000}},
 }
 PAGE_CACHE_ALIAS = "default"
 PAGE_CACHE_SECONDS = envint("PAGE_CACHE_SECONDS", 300)  # 0 turns the page cache off
+PAGE_CACHE_MAX_BYTES = envint("PAGE_CACHE_MAX_BYTES", 2 * 1024 * 1024)  # larger pages (big exports) are not kept
+RELEASE = env("RELEASE")  # e.g. the deployed git commit; part of the page cache's keys
 
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>` when this is set.
 METRICS_TOKEN = env("METRICS_TOKEN")

@@ -210,6 +210,8 @@ def bench_denoiser(
     noise = Noise.from_params(params)
     dataset = open_set(str(params["set"]), data_root)
     noisy = make_noisy_inputs(task, dataset.images, noise)
+    if len(noisy) < 2:
+        raise ValueError(f"{task}: the bench times the images after the first; this set has {len(noisy)}")
     threads = default_threads(device)
     model = model_child.load_model(str(artifact), fmt, device, threads=threads)
     info = model.configure(precision, "auto")

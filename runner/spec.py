@@ -262,6 +262,13 @@ def required_metrics(task_slug: str) -> tuple[str, ...]:
     return ("top1", "top5")
 
 
+# Metrics where less is better (a board column sorts them ascending first); every other is "more".
+LOWER_IS_BETTER_METRICS = frozenset({
+    "final_loss", "min_loss", "corruption_error", "mce", "relative_mce", "disparity", "gap_europe_africa",
+    "income_gap", "seconds_per_megapixel", "epochs_to_target_mean", "seconds_to_target_mean", "test_top1_std",
+})
+
+
 def required_curves(task_slug: str) -> tuple[str, ...]:
     return ("trajectory",) if task_slug in SYNTHETIC_OPTIMIZER_TASKS else ()
 

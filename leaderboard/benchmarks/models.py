@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import secrets
+
 from django.core.validators import RegexValidator
 from django.db import models
 
 # Task slugs are part of the contract (shared/PROTOCOLS.md) and carry dots: denoise-kodak-poisson0.01.
 task_slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9.-]*$", "lower-case letters, digits, '-' and '.'")
+
+
+def new_board_version() -> int:
+    """A board version no other state of any board has had (leaderboard/boards/cache.py)."""
+    return secrets.randbits(62)
 
 
 class Benchmark(models.Model):
@@ -26,7 +33,7 @@ class Benchmark(models.Model):
     leaders = models.JSONField(default=list, blank=True, editable=False,
                                help_text="Materialized top rows of the lead task, for the home page.")
     board_version = models.PositiveBigIntegerField(
-        default=0, editable=False,
+        default=new_board_version, editable=False,
         help_text="Changed (to a random value) whenever a board row of this benchmark changes; part of "
                   "the page cache's keys.")
 

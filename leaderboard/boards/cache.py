@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import secrets
+import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
-from leaderboard.benchmarks.models import Benchmark, Task
+from leaderboard.benchmarks.models import Benchmark, Task, new_board_version
 
 from .models import BoardEntry
 
 KEPT_HEADERS = ("Content-Disposition",)
+# The query parameters the cached views read; any other is left out of the key.
+QUERY_KEYS = ("task", "sort", "dir", "baselines", "family", "since", "offset")
+log = logging.getLogger(__name__)
 
 
 def board_version(slug: str | None) -> str | None:
@@ -42,16 +46,26 @@ def board_version(slug: str | None) -> str | None:
 
 def bump(benchmark_ids: Iterable[int]) -> None:
     """Mark these benchmarks' boards as changed: their cached pages (and the home page) are stale.
-    The new version is random rather than counted, so no version ever comes back — not after a
-    restore from backup, nor in a test database created afresh — and concurrent bumps need no lock."""
+    The new version is random rather than counted (new benchmarks start random too), so no
+    version ever comes back — not after a restore from backup, nor in a database created afresh —
+    and concurrent bumps need no lock."""
     ids = sorted(set(benchmark_ids))
     if ids:
-        Benchmark.objects.filter(pk__in=ids).update(board_version=secrets.randbits(62))
+        Benchmark.objects.filter(pk__in=ids).update(board_version=new_board_version())
 
 
 @receiver([post_save, post_delete], sender=BoardEntry)
 def _entry_changed(sender, instance: BoardEntry, **kwargs) -> None:
     bump([instance.benchmark_id])
+
+
+@receiver(pre_save, sender=Task)
+def _task_moving(sender, instance: Task, **kwargs) -> None:
+    """A task moved to another benchmark leaves the old one's pages stale too."""
+    if instance.pk is not None:
+        old = Task.objects.filter(pk=instance.pk).values_list("benchmark_id", flat=True).first()
+        if old is not None and old != instance.benchmark_id:
+            bump([old])
 
 
 @receiver([post_save, post_delete], sender=Task)
@@ -75,9 +89,31 @@ def _cacheable(request: HttpRequest) -> bool:
     )
 
 
+@functools.cache
+def release() -> str:
+    """What the deployed code looks like: RELEASE when set (e.g. the git commit), else a digest of
+    the templates' names and times, so a deploy never serves pages rendered by the old code."""
+    if settings.RELEASE:
+        return settings.RELEASE
+    digest = hashlib.sha256()
+    for folder in settings.TEMPLATES[0]["DIRS"]:
+        for path in sorted(Path(folder).rglob("*.html")):
+            digest.update(f"{path}:{path.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def page_key(request: HttpRequest, scope: str, version: str) -> str:
+    """The cache key of a page: the release, the benchmark's version, the path and only the query
+    parameters the board views read (sorted), so junk parameters cannot fill the cache."""
+    query = sorted((k, v) for k, v in request.GET.items() if k in QUERY_KEYS)
+    raw = f"{release()}|{scope}|{version}|{request.path}|{query}"
+    return "page:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
 def cached_for_visitors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Serve ``view``'s anonymous GETs from the page cache; the benchmark is the view's ``slug``
-    argument (none: the page depends on every benchmark)."""
+    argument (none: the page depends on every benchmark). The cache failing (Redis down) costs
+    speed, never a page."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -86,10 +122,13 @@ def cached_for_visitors(view: Callable[..., HttpResponse]) -> Callable[..., Http
         version = board_version(kwargs.get("slug"))
         if version is None:
             return view(request, *args, **kwargs)
-        scope = kwargs.get("slug") or "*"
-        key = "page:" + hashlib.sha256(f"{scope}|{version}|{request.get_full_path()}".encode()).hexdigest()
+        key = page_key(request, kwargs.get("slug") or "*", version)
         cache = caches[settings.PAGE_CACHE_ALIAS]
-        hit = cache.get(key)
+        try:
+            hit = cache.get(key)
+        except Exception:  # noqa: BLE001 - any cache backend failure
+            log.warning("page cache unavailable; rendering %s", request.path, exc_info=True)
+            return view(request, *args, **kwargs)
         if hit is not None:
             content, content_type, headers = hit
             response = HttpResponse(content, content_type=content_type)
@@ -98,9 +137,14 @@ def cached_for_visitors(view: Callable[..., HttpResponse]) -> Callable[..., Http
             response["X-Page-Cache"] = "hit"
             return response
         response = view(request, *args, **kwargs)
-        if response.status_code == 200 and not response.streaming and not response.cookies:
+        if (response.status_code == 200 and not response.streaming and not response.cookies
+                and len(response.content) <= settings.PAGE_CACHE_MAX_BYTES):
             headers = {h: response[h] for h in KEPT_HEADERS if response.has_header(h)}
-            cache.set(key, (response.content, response["Content-Type"], headers), settings.PAGE_CACHE_SECONDS)
+            try:
+                cache.set(key, (response.content, response["Content-Type"], headers), settings.PAGE_CACHE_SECONDS)
+            except Exception:  # noqa: BLE001 - any cache backend failure
+                log.warning("page cache unavailable; %s not stored", request.path, exc_info=True)
+                return response
             response["X-Page-Cache"] = "miss"
         return response
 

@@ -39,7 +39,7 @@ def published_references(task: Task) -> list[tuple[str, float]]:
     return refs
 
 
-def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list[tuple[str, Any]]:
+def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> list[tuple[str, Any]]:
     figures: list[tuple[str, Any]] = []
     if not records:
         return figures
@@ -64,7 +64,8 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list
         figures.append(("train-loss", charts.seed_band_figure(
             title=f"{task.title}: training loss", runs=runs, key="train_loss", y_title="loss")))
     if task.slug.startswith("denoise-"):
-        figures.append(("denoising-settings", _denoising_settings(task=task, tasks=tasks, records=records[:8])))
+        figures.append(("denoising-settings", _denoising_settings(task=task, tasks=tasks, records=records[:8],
+                                                                  user=user)))
     x_slug = IN_DISTRIBUTION.get(task.slug)
     if x_slug in by_slug:
         points = selectors.paired_points(x_task=by_slug[x_slug], y_task=task)
@@ -88,9 +89,10 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict]) -> list
     return figures
 
 
-def _denoising_settings(*, task: Task, tasks: list[Task], records: list[dict]) -> Any:
+def _denoising_settings(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> Any:
     """The board's leading denoisers across every noise setting of the set."""
-    values = selectors.values_across_tasks(tasks=tasks, submission_ids=[r["submission_id"] for r in records])
+    values = selectors.values_across_tasks(tasks=tasks, submission_ids=[r["submission_id"] for r in records],
+                                           user=user)
     settings = [t.slug.rsplit("-", 1)[-1] for t in tasks]
     runs = [{"name": r["name"], "is_baseline": r["is_baseline"],
              "values": [values.get(r["submission_id"], {}).get(t.pk) for t in tasks]} for r in records]

@@ -139,10 +139,11 @@ def board_curves(*, task: Task, submission_ids: list[int]) -> dict[int, dict]:
     return {sub_id: (result or {}).get("curves", {}) for sub_id, result in jobs}
 
 
-def values_across_tasks(*, tasks: list[Task], submission_ids: list[int]) -> dict[int, dict[int, float]]:
-    """{submission id: {task id: primary metric}} of these public submissions on these tasks, in one query."""
+def values_across_tasks(*, tasks: list[Task], submission_ids: list[int], user=None) -> dict[int, dict[int, float]]:
+    """{submission id: {task id: primary metric}} of these submissions on these tasks, as far as
+    ``user`` may see them (as on the board), in one query."""
     values: dict[int, dict[int, float]] = {}
-    rows = BoardEntry.objects.filter(task__in=tasks, submission_id__in=submission_ids, is_public=True)
+    rows = _visible(BoardEntry.objects.filter(task__in=tasks, submission_id__in=submission_ids), user)
     for sub_id, task_id, value in rows.values_list("submission_id", "task_id", "value"):
         values.setdefault(sub_id, {})[task_id] = value
     return values

@@ -65,7 +65,7 @@ def benchmark(request, slug: str):
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
     tasks, task, page = _board_request(request, bench, limit=PAGE_SIZE)
     records = selectors.board_as_records(page)
-    figures = board_figures(task=task, tasks=tasks, records=records)
+    figures = board_figures(task=task, tasks=tasks, records=records, user=request.user)
     query = request.GET.copy()
     query.pop("offset", None)
     return render(request, "boards/benchmark.html", {

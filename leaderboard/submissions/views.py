@@ -67,7 +67,8 @@ def sample_png(request, pk: int, job_id: int, index: int, kind: str):
     if data is None:
         raise Http404("No such crop.")
     response = HttpResponse(data, content_type="image/png")
-    response["Cache-Control"] = "public, max-age=86400" if submission.visibility == Submission.Visibility.PUBLIC else "private, max-age=3600"
+    # private: a shared cache must not keep serving a crop after its submission is made private
+    response["Cache-Control"] = "private, max-age=3600"
     return response
 
 

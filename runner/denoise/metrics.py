@@ -28,6 +28,10 @@ SSIM_DEFINITION = "skimage.metrics.structural_similarity(clamp(estimate,0,1), cl
                   "mean over images"
 
 
+class PerfectEstimate(ValueError):
+    """An estimate identical to the clean image: its PSNR is infinite, so it cannot be averaged."""
+
+
 def _as_hwc(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float64)
     return image[:, :, None] if image.ndim == 2 else image
@@ -93,7 +97,7 @@ def score_estimates(
     for stem in stems:
         value = psnr(estimates[stem], clean[stem])
         if not math.isfinite(value):
-            raise ValueError(f"image {stem}: the estimate equals the clean image exactly (PSNR is infinite)")
+            raise PerfectEstimate(f"image {stem}: the estimate equals the clean image exactly (PSNR is infinite)")
         per_image[stem] = {"psnr": value, "ssim": ssim(estimates[stem], clean[stem])}
     psnrs = [per_image[s]["psnr"] for s in stems]
     ssims = [per_image[s]["ssim"] for s in stems]

@@ -10,6 +10,14 @@ register = template.Library()
 
 
 @register.filter
+def more_is_better(metric: str) -> bool:
+    """Whether a board column sorts highest first (runner.spec.LOWER_IS_BETTER_METRICS)."""
+    from runner.spec import LOWER_IS_BETTER_METRICS
+
+    return metric not in LOWER_IS_BETTER_METRICS
+
+
+@register.filter
 def get(mapping, key):
     try:
         return mapping.get(key)

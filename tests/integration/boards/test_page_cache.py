@@ -104,3 +104,35 @@ def test_web_processes_share_the_page_cache_through_redis(client, settings, cata
     Benchmark.objects.get(slug="digits").save()
     assert client.get("/b/digits/")["X-Page-Cache"] == "miss"
     caches["shared"].clear()
+
+
+def test_a_cache_that_fails_costs_speed_never_a_page(client, settings, catalogue):
+    """Redis down (nothing listens on the port): visitors still get every page, rendered afresh."""
+    settings.CACHES = {**settings.CACHES, "down": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                                   "LOCATION": "redis://127.0.0.1:9/0",
+                                                   "OPTIONS": {"socket_connect_timeout": 0.2}}}
+    settings.PAGE_CACHE_ALIAS = "down"
+    for url in ("/", "/b/digits/", "/b/digits/export.csv"):
+        response = client.get(url)
+        assert response.status_code == 200 and "X-Page-Cache" not in response
+
+
+def test_query_parameters_the_board_ignores_share_one_entry_and_big_pages_are_not_kept(client, settings, catalogue):
+    assert client.get("/b/digits/?task=digits")["X-Page-Cache"] == "miss"
+    assert client.get("/b/digits/?task=digits&utm_source=x&junk=1")["X-Page-Cache"] == "hit"
+    assert client.get("/b/digits/?task=digits&sort=top5")["X-Page-Cache"] == "miss"
+    settings.PAGE_CACHE_MAX_BYTES = 100
+    client.get("/b/opt-synthetic/export.json")
+    assert "X-Page-Cache" not in client.get("/b/opt-synthetic/export.json")
+
+
+def test_a_task_moved_to_another_benchmark_leaves_neither_board_stale(client, catalogue):
+    from leaderboard.benchmarks.models import Task
+
+    assert b"opt-f3" in client.get("/b/opt-synthetic/").content
+    client.get("/b/digits/")
+    task = Task.objects.get(slug="opt-f3")
+    task.benchmark = Benchmark.objects.get(slug="digits")
+    task.save()
+    assert b"opt-f3" not in client.get("/b/opt-synthetic/").content
+    assert b"opt-f3" in client.get("/b/digits/").content
