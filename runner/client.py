@@ -33,7 +33,7 @@ class SiteError(Exception):
 
 
 class SiteUnreachable(SiteError):
-    pass
+    """The site did not answer (connection errors or 5xx) through every retry."""
 
 
 class SiteConflict(SiteError):
@@ -211,4 +211,4 @@ class SiteClient:
 
 
 class _ServerError(Exception):
-    pass
+    """A 5xx answer, retried like a connection error."""

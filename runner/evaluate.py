@@ -2,7 +2,6 @@
 runs: pick the task's track, give it a private work folder, check the result against the spec."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -87,10 +86,6 @@ def supported_tasks() -> tuple[str, ...]:
     return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training, *_denoise_tasks())
 
 
-def _no_progress(fraction: float, message: str) -> None:
-    pass
-
-
 def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str, trust: bool = False,
              device: str = "cpu", progress: Progress | None = None,
              cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -100,12 +95,14 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
     called as the work advances; setting ``cancel`` stops the sandboxed program
     (EvaluationError LEASE_EXPIRED).
     """
+    from runner.datasets.base import no_progress
+
     track = _track(spec.task.slug)
     base = os.environ.get("RUNNER_WORK_DIR") or None
     with tempfile.TemporaryDirectory(prefix=f"runner-job-{spec.job_id}-", dir=base,
                                      ignore_cleanup_errors=True) as work:
         result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root), trust=trust,
-                       device=device, progress=progress or _no_progress, cancel=cancel)
+                       device=device, progress=progress or no_progress, cancel=cancel)
     try:
         return validate_result(result, spec.task.slug)
     except SpecError as exc:
@@ -113,11 +110,9 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
 
 
 def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from runner.datasets.base import file_digest
+
+    return file_digest(Path(path), "sha256")
 
 
 def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str, Any] | None = None,

@@ -10,7 +10,7 @@ from runner.spec import API_PREFIX
 
 
 class RegistrationError(Exception):
-    pass
+    """The site refused the code, or could not be reached; the message says which."""
 
 
 def default_token_file() -> Path:

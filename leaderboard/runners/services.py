@@ -299,7 +299,7 @@ def jobs_reap() -> dict[str, int]:
 
 
 class RegistrationRefused(Exception):
-    pass
+    """A registration code that is unknown, used or expired."""
 
 
 def runner_register(*, code: str, name: str) -> tuple[RunnerNode, str]:

@@ -27,7 +27,7 @@ Progress = Callable[[float, str], None]
 
 
 def no_progress(fraction: float, message: str) -> None:
-    pass
+    """The progress callback of callers that do not watch: it ignores every report."""
 
 
 class DatasetMissing(EvaluationError):

@@ -3,7 +3,6 @@ extraction. Only ``prepare`` uses this module; readers never touch the network."
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -172,11 +171,3 @@ def move_children_up(folder: Path, child: str) -> None:
             raise DownloadFailed(f"cannot move {item} to {target}: it exists")
         shutil.move(str(item), str(target))
     inner.rmdir()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -66,6 +66,22 @@ class _GeoDataset(Dataset):
     def _rows(self, folder: Path, report: VerifyReport) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def _unpack(self, archive: Path, root: Path, staging_name: str, progress: Progress) -> VerifyReport:
+        """Unpack a downloaded archive, move the folder holding the index file into place, verify
+        it, and record the archive's sha256 (neither release publishes one)."""
+        staging = downloads_folder(root) / staging_name
+        download.extract(archive, staging, progress=progress)
+        found = sorted(staging.rglob(self.index_file))
+        if not found:
+            raise DatasetMissing(f"{archive} holds no {self.index_file}")
+        target = self.path(root)
+        if target.exists():
+            raise DatasetMissing(f"{target} already exists; move it away to prepare again")
+        found[0].parent.rename(target)
+        report = self.verify(root)
+        report.checksums[archive.name] = "sha256:" + file_digest(archive, "sha256")
+        return report
+
     def _load(self, root: Path | str, report: VerifyReport) -> tuple[Path, list[dict[str, Any]]]:
         folder = self.path(root)
         index = folder / self.index_file
@@ -166,17 +182,7 @@ class GeodeDataset(_GeoDataset):
         progress = progress or no_progress
         root = Path(root)
         archive = download.fetch(GEODE_ARCHIVE, downloads_folder(root), progress=progress)
-        staging = downloads_folder(root) / "geode-unpacked"
-        download.extract(archive, staging, progress=progress)
-        found = sorted(staging.rglob(self.index_file))
-        if not found:
-            raise DatasetMissing(f"{archive} holds no {self.index_file}")
-        target = self.path(root)
-        if target.exists():
-            raise DatasetMissing(f"{target} already exists; move it away to prepare again")
-        found[0].parent.rename(target)
-        report = self.verify(root)
-        report.checksums[archive.name] = "sha256:" + download.sha256_of(archive)
+        report = self._unpack(archive, root, "geode-unpacked", progress)
         report.notes.append("geode.zip has no published checksum; its sha256 is recorded here")
         return report
 
@@ -332,18 +338,7 @@ class DollarStreetDataset(_GeoDataset):
                 f"again. (Or unpack it yourself so that {root / 'dollarstreet' / self.index_file} and the "
                 "images at its imageRelPath exist.)"
             )
-        staging = downloads_folder(root) / "dollarstreet-unpacked"
-        download.extract(archive, staging, progress=progress)
-        found = sorted(staging.rglob(self.index_file))
-        if not found:
-            raise DatasetMissing(f"{archive} holds no {self.index_file}")
-        target = self.path(root)
-        if target.exists():
-            raise DatasetMissing(f"{target} already exists; move it away to prepare again")
-        found[0].parent.rename(target)
-        report = self.verify(root)
-        report.checksums[archive.name] = "sha256:" + download.sha256_of(archive)
-        return report
+        return self._unpack(archive, root, "dollarstreet-unpacked", progress)
 
     def fake(
         self,

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.datasets.base import file_digest
+
 FAKE_MARKER = "FAKE_DATASET.txt"
 MANIFEST = "MANIFEST.json"
 SKIMAGE_CROP = 256  # skimage images are centre-cropped to at most this many pixels a side
@@ -233,14 +235,6 @@ def _files_sha256(hashes: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_set(name: str, root: str | Path | None = None, *, stems: list[str] | None = None) -> DenoiseSet:
     """Load a set with its provenance. ``stems`` picks a subset (tests, smoke runs); the digest
     and the checks always cover the whole folder."""
@@ -345,7 +339,7 @@ def verify(name: str, root: str | Path) -> dict:
     report["present"] = True
     report["files"] = len(pngs)
     report["synthetic"] = (folder / FAKE_MARKER).exists()
-    hashes = {p.name: file_sha256(p) for p in pngs}
+    hashes = {p.name: file_digest(p, "sha256") for p in pngs}
     report["sha256"] = _files_sha256(hashes)
     if report["synthetic"]:
         report["checksums"] = "synthetic"

@@ -112,15 +112,19 @@ def median_blur(x: torch.Tensor, size: int) -> torch.Tensor:
     return windows.median(dim=1).values.reshape(x.shape)
 
 
-class GaussianFilterDenoiser(nn.Module):
-    """A Gaussian blur whose width (in pixels) is looked up per noise setting; the table was tuned
-    on the training photographs (never the test sets) by :func:`runner.denoise.baselines.tune_filters`."""
-
+class _TunedFilter(nn.Module):
+    """A filter whose setting is looked up per noise setting in a ``(family, level, value)`` table;
+    the tables were tuned on the training photographs (never the test sets) by
+    :func:`runner.denoise.baselines.tune_filters`."""
 
     def __init__(self, table: list[tuple[str, float, float]]):
         super().__init__()
         self.wants_noise_level = True
         self.register_buffer("table", torch.tensor([[float(FAMILY_CODES[f]), lv, v] for f, lv, v in table]))
+
+
+class GaussianFilterDenoiser(_TunedFilter):
+    """A Gaussian blur whose width (in pixels) is looked up per noise setting."""
 
     def forward(self, noisy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         outs = []
@@ -132,14 +136,8 @@ class GaussianFilterDenoiser(nn.Module):
         return torch.cat(outs, dim=0)
 
 
-class MedianFilterDenoiser(nn.Module):
-    """A median filter whose window is looked up per noise setting (tuned like the Gaussian's)."""
-
-
-    def __init__(self, table: list[tuple[str, float, float]]):
-        super().__init__()
-        self.wants_noise_level = True
-        self.register_buffer("table", torch.tensor([[float(FAMILY_CODES[f]), lv, v] for f, lv, v in table]))
+class MedianFilterDenoiser(_TunedFilter):
+    """A median filter whose window is looked up per noise setting."""
 
     def forward(self, noisy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         outs = []
