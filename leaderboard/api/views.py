@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status
@@ -14,7 +15,7 @@ from leaderboard.benchmarks.models import Benchmark
 from leaderboard.boards import selectors as board_selectors
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions import services as submission_services
-from leaderboard.submissions.models import Submission
+from leaderboard.submissions.models import EvaluationJob, Submission
 
 from . import serializers
 
@@ -96,8 +97,9 @@ class SubmissionList(APIView):
     @extend_schema(responses={200: serializers.SubmissionStatusSerializer(many=True),
                               401: serializers.ErrorSerializer, 403: serializers.ErrorSerializer})
     def get(self, request):
-        subs = Submission.objects.filter(owner=request.user).select_related("benchmark")[:100]
-        return Response([submission_selectors.submission_status(submission=s) for s in subs])
+        jobs = Prefetch("jobs", queryset=EvaluationJob.objects.select_related("task", "runner"))
+        subs = Submission.objects.filter(owner=request.user).select_related("benchmark").prefetch_related(jobs)[:100]
+        return Response([submission_selectors.submission_status(submission=s, jobs=list(s.jobs.all())) for s in subs])
 
     @extend_schema(request=serializers.SubmissionCreateSerializer, responses={
         201: serializers.SubmissionStatusSerializer, 400: serializers.FieldErrorsSerializer,

@@ -5,7 +5,6 @@ CDN); tests assert on the specs. The specs are built as plain dicts rather than 
 plotly.graph_objects, whose validation costs about 60 ms a figure — most of a page's budget."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 Figure = dict[str, Any]
@@ -14,6 +13,13 @@ BASELINE_COLOUR = "#9aa3b5"
 SUBMISSION_COLOUR = "#2456d6"
 PALETTE = ["#2456d6", "#e4572e", "#17bebb", "#ffc914", "#76b041", "#9b5de5", "#f15bb5", "#00bbf9",
            "#8d6a9f", "#c5283d"]
+
+
+def _error_bars(intervals: list, values: list[float]) -> dict:
+    """Asymmetric error bars from [low, high] intervals (None: no bar for that point)."""
+    return {"type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
+            "array": [(c[1] - v) if c else 0 for c, v in zip(intervals, values, strict=True)],
+            "arrayminus": [(v - c[0]) if c else 0 for c, v in zip(intervals, values, strict=True)]}
 
 
 def _figure(data: list[dict], title: str, *, height: int = 380, **layout: Any) -> Figure:
@@ -45,11 +51,7 @@ def ranking_figure(*, task_title: str, metric: str, higher_is_better: bool, rows
         "type": "bar", "orientation": "h", "x": values,
         "y": [r["name"] + (" (baseline)" if r.get("is_baseline") else "") for r in ordered],
         "marker": {"color": [BASELINE_COLOUR if r.get("is_baseline") else SUBMISSION_COLOUR for r in ordered]},
-        "error_x": {
-            "type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
-            "array": [(ci[1] - v) if ci else 0 for ci, v in zip(intervals, values, strict=True)],
-            "arrayminus": [(v - ci[0]) if ci else 0 for ci, v in zip(intervals, values, strict=True)],
-        },
+        "error_x": _error_bars(intervals, values),
         "hovertemplate": "%{y}: %{x:.4g}<extra></extra>",
     }
     arrow = "higher is better" if higher_is_better else "lower is better"
@@ -79,14 +81,10 @@ def trajectory_figure(*, function: str, runs: list[dict]) -> Figure:
                    xaxis={"title": {"text": "step"}}, yaxis={"title": {"text": "x"}})
 
 
-def loss_curve_figure(*, function: str, runs: list[dict], log_y: bool = True) -> Figure:
-    """Loss against step, one line per run."""
+def loss_curve_figure(*, function: str, runs: list[dict]) -> Figure:
+    """Loss against step (log scale), one line per run."""
     return _figure(_lines(runs, "loss"), f"{function}: loss", xaxis={"title": {"text": "step"}},
-                   yaxis={"title": {"text": "F(x)"}, "type": "log" if log_y else "linear"})
-
-
-def to_json(fig: Figure) -> str:
-    return json.dumps(fig, separators=(",", ":"), allow_nan=False)
+                   yaxis={"title": {"text": "F(x)"}, "type": "log"})
 
 
 # ------------------------------------------------------------------------------------- classifier
@@ -189,9 +187,7 @@ def region_bars(*, title: str, per_region: dict[str, dict], metric: str = "top1"
     bar = {"type": "bar", "x": regions, "y": values, "marker": {"color": SUBMISSION_COLOUR},
            "text": [f"n={per_region[r].get('n', '?')}" for r in regions], "textposition": "none",
            "hovertemplate": "%{x}: %{y:.2f}% (%{text})<extra></extra>",
-           "error_y": {"type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
-                       "array": [(c[1] - v) if c else 0 for c, v in zip(intervals, values, strict=True)],
-                       "arrayminus": [(v - c[0]) if c else 0 for c, v in zip(intervals, values, strict=True)]}}
+           "error_y": _error_bars(intervals, values)}
     return _figure([bar], f"{title}: {metric} by region (95% intervals)", yaxis={"title": {"text": f"{metric} %"}})
 
 
@@ -221,9 +217,7 @@ def income_bars(*, title: str, per_income: dict[str, dict]) -> Figure:
     intervals = [(per_income[q].get("ci95") or {}).get("top1") for q in order]
     bar = {"type": "bar", "x": [f"{q} ({per_income[q].get('income_usd_month', '')} $/month)" for q in order],
            "y": values, "marker": {"color": PALETTE[2]},
-           "error_y": {"type": "data", "symmetric": False, "visible": any(intervals), "color": "#555",
-                       "array": [(c[1] - v) if c else 0 for c, v in zip(intervals, values, strict=True)],
-                       "arrayminus": [(v - c[0]) if c else 0 for c, v in zip(intervals, values, strict=True)]}}
+           "error_y": _error_bars(intervals, values)}
     return _figure([bar], f"{title}: top-1 by household income (poorest q1 → richest q4)",
                    yaxis={"title": {"text": "top-1 %"}})
 

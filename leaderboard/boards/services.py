@@ -11,8 +11,9 @@ from .selectors import lead_task_top
 
 def benchmark_leaders_refresh(*, task: Task) -> None:
     """Re-materialize the home page's leaders when a row of a benchmark's lead task changed."""
-    lead = task.benchmark.tasks.order_by("position", "slug").first()
-    if lead is not None and lead.pk == task.pk:
+    lead = Task.objects.filter(benchmark_id=task.benchmark_id).order_by("position", "slug").values_list(
+        "pk", flat=True).first()
+    if lead == task.pk:
         Benchmark.objects.filter(pk=task.benchmark_id).update(leaders=lead_task_top(task=task))
 
 

@@ -12,6 +12,7 @@ from django.utils.html import escape
 from leaderboard.benchmarks.models import Benchmark
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
+from leaderboard.submissions.views import visible_submission
 
 from . import charts, selectors
 from .cache import cached_for_visitors
@@ -24,7 +25,7 @@ EXPORT_LIMIT = 100_000
 @cached_for_visitors
 def home(request):
     benchmarks = selectors.benchmarks_with_tasks()
-    cards = [{"benchmark": b, "lead_task": b.tasks.all()[0] if b.tasks.all() else None,
+    cards = [{"benchmark": b, "lead_task": b.lead_task,
               "n_tasks": len(b.tasks.all()), "leaders": b.leaders} for b in benchmarks]
     kinds = [(label, [c for c in cards if c["benchmark"].kind == kind]) for kind, label in Benchmark.Kind.choices]
     return render(request, "boards/home.html", {"kinds": [(label, cs) for label, cs in kinds if cs]})
@@ -111,20 +112,14 @@ def board_export(request, slug: str, fmt: str):
     return _csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
 
 
-def _visible_submission(request, pk: int) -> Submission:
-    submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
-    if not submission.visible_to(request.user):
-        raise Http404("No such submission.")
-    return submission
-
-
 def submission_export(request, pk: int, fmt: str):
     if fmt not in ("csv", "json"):
         raise Http404("Exports come as .csv or .json.")
-    submission = _visible_submission(request, pk)
-    status = submission_selectors.submission_status(submission=submission)
+    submission = visible_submission(request, pk)
+    jobs = list(submission.jobs.select_related("task", "runner"))
+    status = submission_selectors.submission_status(submission=submission, jobs=jobs)
     if fmt == "json":
-        full = {**status, "results": {j.task.slug: j.result for j in submission.jobs.select_related("task")}}
+        full = {**status, "results": {j.task.slug: j.result for j in jobs}}
         return JsonResponse(full, json_dumps_params={"indent": 1})
     rows = []
     for job in status["jobs"]:
@@ -138,7 +133,7 @@ def submission_export(request, pk: int, fmt: str):
 
 def badge(request, pk: int):
     """An SVG badge with the submission's rank on its benchmark's lead task (for READMEs)."""
-    submission = _visible_submission(request, pk)
+    submission = visible_submission(request, pk)
     task = submission.benchmark.lead_task
     ranked = selectors.submission_rank(submission_id=pk, task=task) if task else None
     label = escape(f"{submission.benchmark.slug}")
@@ -163,7 +158,6 @@ def compare(request):
     except ValueError:
         ids = []
     ids = list(dict.fromkeys(ids))
-    error = None
     if not 2 <= len(ids) <= 4:
         error = "Choose two to four submissions to compare (e.g. ?ids=3,7)."
         return render(request, "boards/compare.html", {"error": error, "ids": ids})

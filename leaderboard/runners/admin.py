@@ -17,12 +17,7 @@ class RunnerNodeAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change and not obj.token_hash:
-            import secrets
-
-            from leaderboard.accounts.models import hash_token
-
-            raw = "rn_" + secrets.token_urlsafe(32)
-            obj.prefix, obj.token_hash = raw[:8], hash_token(raw)
+            raw = obj.set_new_token()
             messages.warning(request, f"Token for {obj.name} (shown once): {raw}")
         super().save_model(request, obj, form, change)
 
@@ -31,19 +26,9 @@ class RunnerNodeAdmin(admin.ModelAdmin):
 class RegistrationCodeAdmin(admin.ModelAdmin):
     list_display = ["note", "pools", "expires_at", "used_at", "runner"]
     readonly_fields = ["code_hash", "used_at", "runner", "created_at"]
-    exclude = []
 
     def save_model(self, request, obj, form, change):
         if not change:
-            import secrets
-            from datetime import timedelta
-
-            from django.utils import timezone
-
-            from leaderboard.accounts.models import hash_token
-
-            raw = secrets.token_urlsafe(12)
-            obj.code_hash = hash_token(raw)
-            obj.expires_at = obj.expires_at or timezone.now() + timedelta(hours=24)
+            raw = obj.set_new_code()
             messages.warning(request, f"Registration code (shown once): {raw}  —  runner register --code {raw}")
         super().save_model(request, obj, form, change)

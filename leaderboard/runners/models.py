@@ -31,13 +31,19 @@ class RunnerNode(models.Model):
 
     @classmethod
     def register(cls, *, name: str, pools: list[str]) -> tuple[RunnerNode, str]:
-        raw = "rn_" + secrets.token_urlsafe(32)
-        node = cls.objects.create(name=name, pools=pools, prefix=raw[:8], token_hash=hash_token(raw))
+        node = cls(name=name, pools=pools)
+        raw = node.set_new_token()
+        node.save()
         return node, raw
 
-    def rotate_token(self) -> str:
+    def set_new_token(self) -> str:
+        """Give the node a new token (not saved); returns it, the only time it is seen."""
         raw = "rn_" + secrets.token_urlsafe(32)
         self.prefix, self.token_hash = raw[:8], hash_token(raw)
+        return raw
+
+    def rotate_token(self) -> str:
+        raw = self.set_new_token()
         self.save(update_fields=["prefix", "token_hash"])
         return raw
 
@@ -64,8 +70,16 @@ class RegistrationCode(models.Model):
 
     @classmethod
     def issue(cls, *, pools: list[str], hours: int | None = None, note: str = "") -> tuple[RegistrationCode, str]:
+        code = cls(pools=pools, note=note)
+        raw = code.set_new_code(hours=hours)
+        code.save()
+        return code, raw
+
+    def set_new_code(self, *, hours: int | None = None) -> str:
+        """A new code (not saved), expiring after ``hours`` (default RUNNER_REGISTRATION_CODE_HOURS)
+        unless an expiry is set already; returns it, the only time it is seen."""
         raw = secrets.token_urlsafe(12)
         hours = settings.RUNNER_REGISTRATION_CODE_HOURS if hours is None else hours
-        code = cls.objects.create(code_hash=hash_token(raw), pools=pools, note=note,
-                                  expires_at=timezone.now() + timedelta(hours=hours))
-        return code, raw
+        self.code_hash = hash_token(raw)
+        self.expires_at = self.expires_at or timezone.now() + timedelta(hours=hours)
+        return raw

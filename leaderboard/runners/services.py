@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -102,17 +102,18 @@ def _live(job_id: int, runner: RunnerNode, attempt: int):
 
 
 def job_heartbeat(*, job_id: int, runner: RunnerNode, attempt: int, progress: float = 0.0,
-                  message: str = "") -> EvaluationJob | None:
-    """Extend the lease of a live attempt and record progress; None when it is not live."""
-    now = timezone.now()
+                  message: str = "") -> datetime | None:
+    """Extend the lease of a live attempt and record progress; the new lease end, or None when
+    the attempt is not live."""
+    lease = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
     progress = min(1.0, max(0.0, float(progress)))
     updated = _live(job_id, runner, attempt).update(
-        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        lease_expires_at=lease,
         progress=progress,
         progress_message=str(message)[:200],
     )
-    RunnerNode.objects.filter(pk=runner.pk).update(last_heartbeat=now)
-    return EvaluationJob.objects.get(pk=job_id) if updated == 1 else None
+    runner_touch(runner=runner)
+    return lease if updated == 1 else None
 
 
 def job_can_download(*, job_id: int, runner: RunnerNode, attempt: int) -> EvaluationJob | None:

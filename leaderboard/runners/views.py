@@ -19,6 +19,13 @@ from . import services
 from .models import RunnerNode
 
 
+def _touch(runner: RunnerNode, body: dict) -> None:
+    """Record what a runner says of itself with every claim and node heartbeat."""
+    services.runner_touch(runner=runner, version=str(body.get("version", "")),
+                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
+                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
+
+
 def _error(status: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status)
 
@@ -57,13 +64,11 @@ def _attempt(body: dict) -> int | None:
 @require_POST
 @runner_auth
 def claim(request, runner, body, job_id: int):
-    services.runner_touch(runner=runner, version=str(body.get("version", "")),
-                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
-                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
-    if not EvaluationJob.objects.filter(pk=job_id).exists():
-        return _error(404, f"no job {job_id}")
+    _touch(runner, body)
     job = services.job_claim(job_id=job_id, runner=runner)
     if job is None:
+        if not EvaluationJob.objects.filter(pk=job_id).exists():
+            return _error(404, f"no job {job_id}")
         return _error(409, "this job has a live attempt or has ended")
     return JsonResponse({"spec": services.job_spec(job).to_dict()})
 
@@ -78,11 +83,11 @@ def heartbeat(request, runner, body, job_id: int):
         progress = float(body.get("progress", 0.0))
     except (TypeError, ValueError):
         return _error(400, "progress must be a number between 0 and 1")
-    job = services.job_heartbeat(job_id=job_id, runner=runner, attempt=attempt, progress=progress,
-                                 message=str(body.get("message", "")))
-    if job is None:
+    lease = services.job_heartbeat(job_id=job_id, runner=runner, attempt=attempt, progress=progress,
+                                   message=str(body.get("message", "")))
+    if lease is None:
         return _error(409, "this attempt is no longer live: stop working on it")
-    return JsonResponse({"lease_expires_at": job.lease_expires_at.isoformat()})
+    return JsonResponse({"lease_expires_at": lease.isoformat()})
 
 
 @require_GET
@@ -137,9 +142,7 @@ def fail(request, runner, body, job_id: int):
 @require_POST
 @runner_auth
 def node_heartbeat(request, runner, body):
-    services.runner_touch(runner=runner, version=str(body.get("version", "")),
-                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
-                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
+    _touch(runner, body)
     return JsonResponse({"name": runner.name})
 
 

@@ -118,8 +118,3 @@ class EvaluationJob(models.Model):
     def has_ended(self) -> bool:
         return self.state in self.ENDED_STATES
 
-    @property
-    def duration_s(self) -> float | None:
-        if self.claimed_at and self.finished_at:
-            return (self.finished_at - self.claimed_at).total_seconds()
-        return None

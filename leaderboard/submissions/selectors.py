@@ -32,8 +32,10 @@ def job_summary(job: EvaluationJob) -> dict[str, Any]:
     }
 
 
-def submission_status(*, submission: Submission) -> dict[str, Any]:
-    jobs = list(submission.jobs.select_related("task", "runner"))
+def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | None = None) -> dict[str, Any]:
+    """What the submission page and API show; ``jobs``: its jobs with task and runner, when the
+    caller has them already."""
+    jobs = list(submission.jobs.select_related("task", "runner")) if jobs is None else jobs
     done = sum(1 for j in jobs if j.has_ended)
     progress = (sum(1.0 if j.has_ended else j.progress for j in jobs) / len(jobs)) if jobs else 0.0
     return {

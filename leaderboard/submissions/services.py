@@ -332,8 +332,11 @@ def submission_aggregate(*, submission_id: int) -> Submission:
     with transaction.atomic():
         submission = Submission.objects.select_for_update().get(pk=submission_id)
         jobs = list(submission.jobs.select_related("task"))
+        # A result is written once per attempt, edits to the submission reach its rows through
+        # board_entries_refresh_submission and a rerun deletes them: only new results need a row.
+        on_board = set(submission.board_entries.values_list("task_id", flat=True))
         for job in jobs:
-            if job.state == EvaluationJob.State.SUCCEEDED:
+            if job.state == EvaluationJob.State.SUCCEEDED and job.task_id not in on_board:
                 board_entry_upsert(job=job, submission=submission)
         if submission.status in Submission.ENDED_STATUSES or not jobs:
             return submission

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from . import selectors, services
 from .forms import SubmissionForm
-from .models import Submission
+from .models import EvaluationJob, Submission
 
 
 @login_required
@@ -36,7 +36,8 @@ def submit(request):
     return render(request, "submissions/submit.html", {"form": form, "quota": quota})
 
 
-def _visible_submission(request, pk: int) -> Submission:
+def visible_submission(request, pk: int) -> Submission:
+    """The submission, or 404 when there is none or this user may not see it."""
     submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
     if not submission.visible_to(request.user):
         raise Http404("No such submission.")
@@ -46,9 +47,10 @@ def _visible_submission(request, pk: int) -> Submission:
 def detail(request, pk: int):
     from leaderboard.boards.figures import submission_figures
 
-    submission = _visible_submission(request, pk)
-    status = selectors.submission_status(submission=submission)
-    succeeded = list(submission.jobs.select_related("task").filter(state="succeeded"))
+    submission = visible_submission(request, pk)
+    jobs = list(submission.jobs.select_related("task", "runner"))
+    status = selectors.submission_status(submission=submission, jobs=jobs)
+    succeeded = [job for job in jobs if job.state == EvaluationJob.State.SUCCEEDED]
     figures = submission_figures(submission=submission, jobs=succeeded)
     return render(request, "submissions/detail.html", {
         "submission": submission,
@@ -61,7 +63,7 @@ def detail(request, pk: int):
 
 def sample_png(request, pk: int, job_id: int, index: int, kind: str):
     """One noisy / denoised / clean crop of a denoising result, as an image the page loads lazily."""
-    submission = _visible_submission(request, pk)
+    submission = visible_submission(request, pk)
     job = get_object_or_404(submission.jobs.select_related("task"), pk=job_id, state="succeeded")
     data = selectors.denoising_sample_png(job=job, index=index, kind=kind)
     if data is None:
@@ -74,14 +76,14 @@ def sample_png(request, pk: int, job_id: int, index: int, kind: str):
 
 def status_json(request, pk: int):
     """What the submission page polls to update itself without reloading."""
-    submission = _visible_submission(request, pk)
+    submission = visible_submission(request, pk)
     return JsonResponse(selectors.submission_status(submission=submission))
 
 
 @login_required
 @require_POST
 def cancel(request, pk: int):
-    submission = _visible_submission(request, pk)
+    submission = visible_submission(request, pk)
     if request.user != submission.owner and not request.user.is_staff:
         raise Http404("No such submission.")
     services.submission_cancel(submission_id=submission.pk)

@@ -49,9 +49,7 @@ class Command(BaseCommand):
         if benchmarks:
             created = 0
             for slug in benchmarks:
-                bench = Benchmark.objects.filter(slug=slug).first()
-                if bench is None:
-                    raise CommandError(f"no benchmark {slug!r}; run loadbenchmarks first")
+                bench = self._benchmark(slug)
                 if bench.kind == Benchmark.Kind.OPTIMIZER:
                     created += self._seed_optimizers(owner, bench)
                 elif bench.kind == Benchmark.Kind.DENOISER:
