@@ -28,7 +28,6 @@ For optimizer training tasks (opt-digits, opt-cifar*-resnet18) it calls
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,8 +38,8 @@ import numpy as np
 
 from runner import model_child
 from runner.datasets import CLASSIFIER_TASKS, open_task
-from runner.evaluate import file_sha256
-from runner.serve import ModelServer, ServerSettings, StreamStats, default_threads, prefetch
+from runner.evaluate import file_sha256, has_training_track
+from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.classify import TopK, artifact_format, batches_of, default_batch_size, input_shape
 
@@ -65,22 +64,15 @@ class InProcessModel:
     ) -> StreamStats:
         stats = StreamStats(max_items=max_items)
         for inputs, tag in batches:
-            values = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+            values = as_inputs(inputs)
             n = len(values[0])
             for lo in range(0, n, max_items):
                 hi = min(n, lo + max_items)
                 started = time.perf_counter()
                 outputs = self.model.predict([v[lo:hi] for v in values], [None] * len(values))
-                stats.compute_s += time.perf_counter() - started
+                compute_s = time.perf_counter() - started
                 on_output(tag, lo, hi, outputs)
-                now = time.perf_counter()
-                if stats.first_output_at is None:
-                    stats.first_output_at = now
-                else:
-                    stats.items_after_first += hi - lo
-                stats.last_output_at = now
-                stats.items += hi - lo
-                stats.chunks += 1
+                stats.record(hi - lo, compute_s)
         return stats
 
 
@@ -293,7 +285,7 @@ def bench(
             raise ValueError("--artifact is required for a denoising task")
         return bench_denoiser(task, artifact, device=device, data_root=data_root, precision=precision,
                               trust=trust, repeats=repeats, progress=progress)
-    if task.startswith("opt-") and importlib.util.find_spec("runner.tracks.train") is not None:
+    if task.startswith("opt-") and has_training_track():
         from runner.tracks.train import bench_training
 
         return {"task": task, **bench_training(task, device=device, data_root=data_root, seconds=seconds)}

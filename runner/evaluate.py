@@ -2,6 +2,7 @@
 runs: pick the task's track, give it a private work folder, check the result against the spec."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -41,7 +42,7 @@ def _classifier_tasks() -> tuple[str, ...]:
     return CLASSIFIER_TASKS
 
 
-def _has_training_track() -> bool:
+def has_training_track() -> bool:
     try:
         return importlib.util.find_spec("runner.tracks.train") is not None
     except (ImportError, ValueError):
@@ -69,7 +70,7 @@ def _track(slug: str) -> Callable[..., dict[str, Any]]:
         from runner.tracks.classify import evaluate_classifier
 
         return evaluate_classifier
-    if slug in TRAINING_TASKS and _has_training_track():
+    if slug in TRAINING_TASKS and has_training_track():
         from runner.tracks.train import evaluate_training
 
         return evaluate_training
@@ -82,7 +83,7 @@ def _track(slug: str) -> Callable[..., dict[str, Any]]:
 
 def supported_tasks() -> tuple[str, ...]:
     """The tasks this runner has a track for (the datasets may still be missing: see `runner check`)."""
-    training = TRAINING_TASKS if _has_training_track() else ()
+    training = TRAINING_TASKS if has_training_track() else ()
     return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training, *_denoise_tasks())
 
 
@@ -139,7 +140,7 @@ def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str,
         job_id=0, attempt=1,
         task=TaskSpec(slug=task.slug, kind=kind, dataset=task.dataset, params=dict(task.params),
                       time_limit_s=time_limit_s or task.time_limit_s),
-        submission=SubmissionSpec(id=0, kind=kind, artifact_format=fmt, artifact_sha256=file_sha256(path),
+        submission=SubmissionSpec(id=0, kind=kind, artifact_format=fmt, artifact_sha256=hashlib.sha256(data).hexdigest(),
                                   artifact_size=len(data), hparams=dict(hparams or {}),
                                   # the site sends builtin artifacts only for maintainers' baselines
                                   is_baseline=fmt == BUILTIN_FORMAT),

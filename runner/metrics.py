@@ -524,9 +524,10 @@ def result_imagenet_r(
 ) -> dict[str, Any]:
     """ImageNet-R, and ImageNet-200 (val images of the same 200 classes, the same masking)."""
     subset = task_subset("imagenet-r")
-    metrics, ci = summary(as_topk(predictions, subset=subset), np.asarray(labels), n_boot=n_boot, seed=seed)
+    topk = as_topk(predictions, subset=subset)
+    metrics, ci = summary(topk, np.asarray(labels), n_boot=n_boot, seed=seed)
     clean = hits(as_topk(imagenet200_predictions, subset=subset), np.asarray(imagenet200_labels), 1)
-    rendition = hits(as_topk(predictions, subset=subset), np.asarray(labels), 1)
+    rendition = hits(topk, np.asarray(labels), 1)
     metrics["imagenet200_top1"] = percent(clean)
     metrics["imagenet200_gap"] = metrics["imagenet200_top1"] - metrics["top1"]
     rng = np.random.default_rng(seed + 2)

@@ -62,6 +62,7 @@ WRONG_OUTPUT = "wrong_output"
 OUT_OF_MEMORY = "out_of_memory"
 
 PRECISIONS = ("fp32", "bf16")
+CHANNELS_LAST = ("auto", "on", "off")
 WIRE_DTYPES = ("float32", "uint8")
 _OOM_TEXT = (
     "out of memory",
@@ -116,8 +117,8 @@ def _setup_torch(threads: int):
 class TorchModel:
     """A TorchScript module or an ExportedProgram's module on one device."""
 
-    def __init__(self, module: Any, fmt: str, device: str, threads: int):
-        self.torch = _setup_torch(threads)
+    def __init__(self, module: Any, fmt: str, device: str, torch: Any):
+        self.torch = torch  # set up by load()
         self.module = module
         self.format = fmt
         self.device = self.torch.device(device)
@@ -163,7 +164,7 @@ class TorchModel:
                 ) from exc
             what = "TorchScript file" if fmt == "torchscript" else "ExportedProgram (.pt2)"
             raise ChildError(INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
-        return cls(module, fmt, device, threads)
+        return cls(module, fmt, device, torch)
 
     # -- settings ---------------------------------------------------------------------------
     def configure(self, precision: str = "fp32", channels_last: str = "auto") -> dict[str, Any]:
@@ -665,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST)
     parser.add_argument("--threads", type=int, default=0)
     return parser
 

@@ -135,11 +135,6 @@ class SandboxResult:
             return None
         return _classify(self)
 
-    def check(self) -> None:
-        error = self.failure()
-        if error is not None:
-            raise error
-
 
 _VIOLATIONS = (
     (re.compile(r"Network is unreachable|Errno 101\]|gaierror|Name or service not known|"
@@ -177,7 +172,7 @@ def _outside(path: str, result: SandboxResult) -> bool:
 
 
 def _classify(result: SandboxResult) -> EvaluationError:
-    limits = {k: v for k, v in result.limits.items()}
+    limits = result.limits
     tail = result.log_tail
     stderr = result.stderr_tail
     if result.cancelled:
@@ -614,7 +609,7 @@ def run_sandboxed(argv: Sequence[str], *, scratch: Path | str, ro_binds: Iterabl
     /usr and the running interpreter; ``scratch`` is the one folder it may write, handed to the
     sandbox uid. Memory is an address-space limit and applies on CPU only (CUDA reserves huge
     virtual ranges). ``cancel`` stops the run from another thread. The caller inspects the
-    result or calls ``result.check()`` to raise the matching EvaluationError.
+    result or raises ``result.failure()``, the matching EvaluationError, when it is not None.
 
     Raises EvaluationError(SANDBOX_UNAVAILABLE) when bubblewrap is missing or cannot start, unless
     ``trust`` is set, in which case an unavailable sandbox means a plain subprocess with the same

@@ -96,7 +96,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.precision not in model_child.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(model_child.PRECISIONS)}")
-        if self.channels_last not in ("auto", "on", "off"):
+        if self.channels_last not in model_child.CHANNELS_LAST:
             raise ValueError("channels_last must be auto, on or off")
 
 
@@ -105,14 +105,22 @@ class StreamStats:
     """What one stream did: items answered, seconds in the child's forward passes (as it reports
     them), out-of-memory retries and the batch size it ended with."""
 
-    items: int = 0
-    chunks: int = 0
     compute_s: float = 0.0
     oom_retries: int = 0
     max_items: int = 0
     first_output_at: float | None = None
     last_output_at: float | None = None
     items_after_first: int = 0
+
+    def record(self, items: int, compute_s: float) -> None:
+        """An answered chunk of ``items``: its arrival time and the child's compute time."""
+        now = time.perf_counter()
+        if self.first_output_at is None:
+            self.first_output_at = now
+        else:
+            self.items_after_first += items
+        self.last_output_at = now
+        self.compute_s += compute_s
 
 
 @dataclass
@@ -149,7 +157,7 @@ class _Ring:
 # --------------------------------------------------------------------------------------------
 # Input encoding.
 # --------------------------------------------------------------------------------------------
-def _as_inputs(inputs: Any) -> list[Any]:
+def as_inputs(inputs: Any) -> list[Any]:
     return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
@@ -301,10 +309,6 @@ class ModelServer:
             and not self._kill.is_set()
         )
 
-    @property
-    def mode(self) -> str:
-        return self.info.get("sandbox", "")
-
     def lifetime_left(self) -> float:
         if self.started_at is None:
             return 0.0
@@ -454,7 +458,6 @@ class ModelServer:
                     handle.close()
         self._sock = self._listener = None
         self._drop_ring()
-        self.broken = True
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -473,7 +476,6 @@ class ModelServer:
             else:
                 self._sock.sendall(data)
         except OSError as exc:
-            self.broken = True
             raise self._died("sending a batch") from exc
         finally:
             self._sock.settimeout(POLL_S)
@@ -501,10 +503,8 @@ class ModelServer:
                 self._check_waiting(deadline, cancel, what)
                 continue
             except OSError as exc:
-                self.broken = True
                 raise self._died(what) from exc
             if not chunk:
-                self.broken = True
                 raise self._died(what)
             self._buffer += chunk
 
@@ -649,7 +649,7 @@ class ModelServer:
                         exhausted = True
                         break
                     inputs, tag = item
-                    values = _as_inputs(inputs)
+                    values = as_inputs(inputs)
                     n = len(values[0])
                     pending.extend(
                         _Chunk(tag, lo, min(lo + stats.max_items, n), values)
@@ -758,17 +758,8 @@ class ModelServer:
             slot.chunk = None
         if isinstance(header.get("info"), dict):
             self.info.update({k: v for k, v in header["info"].items() if isinstance(k, str)})
-        now = time.perf_counter()
-        if stats.first_output_at is None:
-            stats.first_output_at = now
-        else:
-            stats.items_after_first += chunk.size
-        stats.last_output_at = now
-        stats.items += chunk.size
-        stats.chunks += 1
         compute = header.get("compute_s")
-        if isinstance(compute, (int, float)) and compute >= 0:
-            stats.compute_s += float(compute)
+        stats.record(chunk.size, float(compute) if isinstance(compute, (int, float)) and compute >= 0 else 0.0)
 
     def _output_view(self, header: dict[str, Any], payload: bytes | None, slot: _Slot) -> np.ndarray:
         shape, dtype_name, nbytes = header.get("shape"), header.get("dtype"), header.get("nbytes")

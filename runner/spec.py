@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import zipfile
@@ -351,10 +352,19 @@ def make_result(
 # ``filesystem:///abs/folder`` (a broker that needs no server) names the folder the site and
 # local runners share.
 # --------------------------------------------------------------------------------------------
+class _NoHostnameFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No hostname was supplied" not in record.getMessage()
+
+
 def celery_broker_settings(url: str) -> dict[str, Any]:
     """Celery settings (``broker_url``, ``broker_transport_options``) for a broker URL."""
     if url.startswith("filesystem://"):
         folder = url[len("filesystem://") :] or "/tmp/leaderboard-broker"
+        # A folder has no host name; kombu warns about that on every connection.
+        kombu_log = logging.getLogger("kombu.connection")
+        if not any(isinstance(f, _NoHostnameFilter) for f in kombu_log.filters):
+            kombu_log.addFilter(_NoHostnameFilter())
 
         for sub in ("queue", "processed", "control"):
             os.makedirs(os.path.join(folder, sub), exist_ok=True)

@@ -5,6 +5,7 @@ Reading these pickles is reading a trusted, checksummed dataset, never submitted
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +115,6 @@ def read_pickle(path: Path) -> dict[str, Any]:
         return pickle.load(fh, encoding="latin1")  # trusted dataset file (see the module docstring)
 
 
-def downloads_folder(root: Path | str) -> Path:
-    return Path(root) / ".downloads"
-
-
 class CifarDataset(Dataset):
     def __init__(self, release: CifarRelease, *, title: str, aliases: tuple[str, ...]):
         self.release = release
@@ -159,36 +156,41 @@ class CifarDataset(Dataset):
         return report
 
     def prepare(self, root: Path | str, progress: Progress | None = None) -> VerifyReport:
-        progress = progress or no_progress
-        archive = download.fetch(self.release.archive, downloads_folder(root), progress=progress)
-        download.extract(archive, Path(root), progress=progress)
+        download.fetch_and_extract(self.release.archive, root, progress=progress or no_progress)
         return self.verify(root)
 
     def load_split(self, root: Path | str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images [N, 32, 32, 3], int64 labels [N]) of ``train`` or ``test``."""
+        images, labels, _ = self._read_split(root, split)
+        return images, labels
+
+    def _read_split(self, root: Path | str, split: str) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+        """The split's images and labels, and each file's md5, from one read of each file."""
         folder = self.path(root)
         files = self.release.train_files if split == "train" else (self.release.test_file,)
         if split not in ("train", "test"):
             raise ValueError(f"split must be train or test, not {split!r}")
-        images, labels = [], []
+        images, labels, md5 = [], [], {}
         for name in files:
             path = folder / name
             if not path.is_file():
                 raise DatasetMissing(f"{path} is missing; run `runner data prepare {self.name}`")
-            batch = read_pickle(path)
+            data = path.read_bytes()
+            md5[name] = hashlib.md5(data).hexdigest()
+            batch = pickle.loads(data, encoding="latin1")  # trusted dataset file (see the module docstring)
             images.append(
                 np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             )
             labels.append(np.asarray(batch[self.release.label_key], dtype=np.int64))
-        return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+        return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), md5
 
     def open(self, root: Path | str, *, split: str = "test", **_: Any) -> ArrayReader:
         folder = self.path(root)
-        images, labels = self.load_split(root, split)
+        images, labels, md5 = self._read_split(root, split)
         report = VerifyReport(self.name, synthetic=is_synthetic(folder))
         checked = self.release.train_files if split == "train" else (self.release.test_file,)
         for name in checked:
-            report.checksum(name, file_digest(folder / name, "md5"), self.release.md5[name])
+            report.checksum(name, md5[name], self.release.md5[name])
         report.count(split, len(labels), sum(self.release.rows[n] for n in checked))
         env = base_env(
             self.name,
@@ -394,9 +396,7 @@ class CifarCorruptedDataset(Dataset):
         return report
 
     def prepare(self, root: Path | str, progress: Progress | None = None) -> VerifyReport:
-        progress = progress or no_progress
-        archive = download.fetch(self.release.archive, downloads_folder(root), progress=progress)
-        download.extract(archive, Path(root), progress=progress)
+        download.fetch_and_extract(self.release.archive, root, progress=progress or no_progress)
         return self.verify(root)
 
     def open(self, root: Path | str, *, include_extra: bool = True, **_: Any) -> CorruptionArrayReader:

@@ -44,6 +44,11 @@ def _urlopen(request: urllib.request.Request, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (https release URLs)
 
 
+def downloads_folder(root: Path | str) -> Path:
+    """Where archives are downloaded to under a data root."""
+    return Path(root) / ".downloads"
+
+
 def fetch(
     archive: Archive,
     folder: Path,
@@ -171,3 +176,9 @@ def move_children_up(folder: Path, child: str) -> None:
             raise DownloadFailed(f"cannot move {item} to {target}: it exists")
         shutil.move(str(item), str(target))
     inner.rmdir()
+
+
+def fetch_and_extract(archive: Archive, root: Path | str, *, progress: Progress = no_progress) -> None:
+    """Download ``archive`` into the data root's downloads folder (checked) and unpack it into the root."""
+    path = fetch(archive, downloads_folder(root), progress=progress)
+    extract(path, Path(root), progress=progress)

@@ -30,7 +30,7 @@ from runner.datasets.base import (
     no_progress,
     write_marker,
 )
-from runner.datasets.cifar import downloads_folder
+from runner.datasets.download import downloads_folder
 from runner.datasets.images import RESIZE_CROP
 from runner.datasets.readers import ImageFileReader, ImageSet
 

@@ -36,7 +36,8 @@ from runner.datasets.base import (
     sized_listing,
     write_marker,
 )
-from runner.datasets.cifar import SEVERITIES, corruptions, downloads_folder, extra_corruptions
+from runner.datasets.cifar import SEVERITIES, corruptions, extra_corruptions
+from runner.datasets.download import downloads_folder
 from runner.datasets.images import CENTER_CROP, RESIZE_CROP
 from runner.datasets.readers import ImageFileReader, ImageSet
 
@@ -186,8 +187,7 @@ class ImageFolderDataset(Dataset):
         progress = progress or no_progress
         if self.archive is None:
             return prepare_imagenet_val(Path(root), progress)
-        archive = download.fetch(self.archive, downloads_folder(root), progress=progress)
-        download.extract(archive, Path(root), progress=progress)
+        download.fetch_and_extract(self.archive, root, progress=progress)
         return self.verify(root)
 
     def fake(

@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.base import file_digest
+from runner.datasets.base import FAKE_MARKER, file_digest
 
-FAKE_MARKER = "FAKE_DATASET.txt"
 MANIFEST = "MANIFEST.json"
 SKIMAGE_CROP = 256  # skimage images are centre-cropped to at most this many pixels a side
 
@@ -235,14 +234,19 @@ def _files_sha256(hashes: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
+def _bundled(info: SetInfo) -> tuple[dict[str, np.ndarray], str]:
+    """A scikit-image set's images and the digest of their pixels."""
+    images = {stem: _to_float(_skimage_pixels(function, info.channels), info.channels)
+              for stem, function in info.photographs}
+    return images, _pixels_sha256(images)
+
+
 def open_set(name: str, root: str | Path | None = None, *, stems: list[str] | None = None) -> DenoiseSet:
     """Load a set with its provenance. ``stems`` picks a subset (tests, smoke runs); the digest
     and the checks always cover the whole folder."""
     info = set_info(name)
     if info.photographs:
-        images = {stem: _to_float(_skimage_pixels(function, info.channels), info.channels)
-                  for stem, function in info.photographs}
-        digest = _pixels_sha256(images)
+        images, digest = _bundled(info)
         warnings = [] if digest == info.expected_sha256 else [
             f"the bundled photographs' digest {digest[:16]}… differs from the pinned "
             f"{info.expected_sha256[:16]}… (another scikit-image release?)"]
@@ -325,10 +329,9 @@ def verify(name: str, root: str | Path) -> dict:
                     "files": 0, "expected_files": info.source.count if info.source else len(info.photographs),
                     "checksums": "unknown", "sha256": "", "warnings": []}
     if info.photographs:
-        images = {stem: _to_float(_skimage_pixels(function, info.channels), info.channels)
-                  for stem, function in info.photographs}
+        images, digest = _bundled(info)
         report.update(present=True, files=len(images), path=f"skimage.data ({_skimage_version()})",
-                      sha256=_pixels_sha256(images))
+                      sha256=digest)
         report["checksums"] = "ok" if report["sha256"] == info.expected_sha256 else "mismatch"
         if report["checksums"] == "mismatch":
             report["warnings"].append("bundled photographs differ from the pinned digest")

@@ -55,18 +55,25 @@ def _per_channel(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0] * x.shape[1], 1, x.shape[2], x.shape[3])
 
 
-def _lookup(table: torch.Tensor, family: float, level: float) -> float:
-    """The value of the table row ``(family, level, value)`` whose family matches and whose level
-    is nearest (in log scale); -1 when the family has no row."""
-    best = -1.0
+def _nearest(table: torch.Tensor, family: float, level: float) -> int:
+    """The row ``(family, level, ...)`` of ``table`` whose family matches and whose level is
+    nearest (in log scale); -1 when the family has no row."""
+    best = -1
     best_distance = 1e30
     for i in range(table.shape[0]):
         if float(table[i, 0]) == family:
             distance = abs(math.log(float(table[i, 1])) - math.log(level))
             if distance < best_distance:
                 best_distance = distance
-                best = float(table[i, 2])
+                best = i
     return best
+
+
+def _lookup(table: torch.Tensor, family: float, level: float) -> float:
+    """The value of the nearest row ``(family, level, value)`` (:func:`_nearest`); -1 when the
+    family has no row."""
+    i = _nearest(table, family, level)
+    return float(table[i, 2]) if i >= 0 else -1.0
 
 
 class IdentityDenoiser(nn.Module):
@@ -240,16 +247,7 @@ class Noise2ScoreDenoiser(nn.Module):
     def forward(self, noisy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         outs = []
         for i in range(noisy.shape[0]):
-            family = float(noise[i, 0])
-            level = float(noise[i, 1])
-            best = -1
-            best_distance = 1e30
-            for j in range(self.keys.shape[0]):
-                if float(self.keys[j, 0]) == family:
-                    distance = abs(math.log(float(self.keys[j, 1])) - math.log(level))
-                    if distance < best_distance:
-                        best_distance = distance
-                        best = j
+            best = _nearest(self.keys, float(noise[i, 0]), float(noise[i, 1]))
             if best < 0:
                 raise RuntimeError("no score network for this noise family")
             planes = _per_channel(noisy[i:i + 1])

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 import runner
-from runner import metrics
+from runner import metrics, model_child
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
-from runner.serve import POOL, ServerPool, ServerSettings, prefetch
+from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
 
 Progress = Callable[[float, str], None]
@@ -118,7 +118,7 @@ def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
         )
     channels_last = hparams.get("channels_last", "auto")
     channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
-    if channels_last not in ("auto", "on", "off"):
+    if channels_last not in model_child.CHANNELS_LAST:
         raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
     return {"precision": precision, "channels_last": channels_last}
 
@@ -225,6 +225,31 @@ def _version(package: str) -> str | None:
         return None
 
 
+def server_env(info: dict[str, Any], fmt: str, device: str, reused: bool) -> dict[str, Any]:
+    """What a result's env says about the model server that ran the model (both model tracks)."""
+    return {
+        "runner": runner.__version__,
+        "python": platform.python_version(),
+        "torch": info.get("torch"),
+        "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
+        "cuda": info.get("cuda"),
+        "device": info.get("device_name") or info.get("device") or device,
+        "device_requested": device,
+        "sandbox": info.get("sandbox"),
+        "format": fmt,
+        "precision": info.get("precision"),
+        "memory_format": info.get("memory_format"),
+        "threads": info.get("threads"),
+        "seeds": [],
+        "model_server": {"reused": reused, "load_s": info.get("load_s"), "protocol": info.get("protocol")},
+    }
+
+
+def load_seconds(info: dict[str, Any], reused: bool) -> float:
+    """The time spent loading the model for this job: none on a warm server."""
+    return 0.0 if reused else round(float(info.get("load_s") or 0.0), 4)
+
+
 def evaluate_classifier(
     spec: JobSpec,
     artifact_path: Path,
@@ -235,7 +260,6 @@ def evaluate_classifier(
     device: str,
     progress: Progress,
     cancel: threading.Event | None = None,
-    pool: ServerPool | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     deadline = time.monotonic() + spec.task.time_limit_s
@@ -254,10 +278,9 @@ def evaluate_classifier(
         channels_last=options["channels_last"],
         trust=trust,
     )
-    pool = pool or POOL
     total = sum(len(r) for r in data.parts.values())
     progress(0.02, "starting the model server")
-    with pool.borrow(
+    with POOL.borrow(
         artifact_path, settings, deadline=deadline, cancel=cancel, min_lifetime_s=spec.task.time_limit_s
     ) as (server, reused):
         progress(0.05, "model loaded" + (" (warm server)" if reused else ""))
@@ -291,28 +314,12 @@ def evaluate_classifier(
         server_jobs = server.jobs + 1
     progress(0.97, "scoring")
     env = {
-        "runner": runner.__version__,
-        "python": platform.python_version(),
+        **server_env(info, fmt, device, reused),
         "torch": info.get("torch") or _version("torch"),
-        "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
-        "cuda": info.get("cuda"),
-        "device": info.get("device_name") or info.get("device") or device,
-        "device_requested": device,
-        "sandbox": info.get("sandbox"),
-        "format": fmt,
-        "precision": info.get("precision"),
-        "memory_format": info.get("memory_format"),
-        "threads": info.get("threads"),
         "batch_size": final_batch,
         "oom_retries": oom_retries,
-        "seeds": [],
-        "model_server": {
-            "reused": reused,
-            "jobs_served": server_jobs,
-            "load_s": info.get("load_s"),
-            "protocol": info.get("protocol"),
-        },
     }
+    env["model_server"]["jobs_served"] = server_jobs
     if info.get("note"):
         env["model_note"] = info["note"]
     if slug == "imagenet-c":
@@ -329,6 +336,6 @@ def evaluate_classifier(
         "items_per_s": round(total / max(eval_s, 1e-9), 2),
         "eval_s": round(eval_s, 4),
         "compute_s": round(compute_s, 4),
-        "load_s": round(float(info.get("load_s") or 0.0), 4) if not reused else 0.0,
+        "load_s": load_seconds(info, reused),
     }
     return metrics.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])

@@ -43,9 +43,8 @@ from runner.spec import (
     JobSpec,
     SpecError,
     read_builtin_baseline,
-    sniff_model_format,
 )
-from runner.tracks.classify import model_options
+from runner.tracks import classify
 
 Progress = Callable[[float, str], None]
 SAMPLE_COUNT = 2  # images whose crops the result carries
@@ -61,19 +60,15 @@ def denoise_tasks() -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 # Settings.
 # --------------------------------------------------------------------------------------------
-def artifact_format(spec: JobSpec, path: Path) -> str:
-    """The artifact's format by content (a builtin baseline when the site said so and the file
-    agrees); INVALID_ARTIFACT with advice otherwise."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-        fh.seek(0)
-        try:
-            if spec.submission.artifact_format == BUILTIN_FORMAT:
-                read_builtin_baseline(fh.read(), "denoiser")
-                return BUILTIN_FORMAT
-            return sniff_model_format(head, fh)
-        except SpecError as exc:
-            raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
+def artifact_format(spec: JobSpec, path: Path) -> tuple[str, str | None]:
+    """(format, builtin baseline name or None): a builtin baseline when the site said so and the
+    file agrees, else the model format by content; INVALID_ARTIFACT with advice otherwise."""
+    if spec.submission.artifact_format != BUILTIN_FORMAT:
+        return classify.artifact_format(path), None
+    try:
+        return BUILTIN_FORMAT, read_builtin_baseline(path.read_bytes(), "denoiser")
+    except SpecError as exc:
+        raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
 
 
 def wants_noise_level(info: dict[str, Any], fmt: str) -> bool:
@@ -222,20 +217,19 @@ def evaluate_denoiser(
     device: str,
     progress: Progress,
     cancel: threading.Event | None = None,
-    pool: ServerPool | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     deadline = time.monotonic() + spec.task.time_limit_s
     slug, params = spec.task.slug, spec.task.params
     if not slug.startswith("denoise-"):
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not a denoising task")
-    fmt = artifact_format(spec, Path(artifact_path))
+    fmt, builtin = artifact_format(spec, Path(artifact_path))
     if fmt == BUILTIN_FORMAT and not spec.submission.is_baseline:
         # The site accepts builtin files only from its maintainers' seeding: this is its mistake.
         raise EvaluationError(ErrorKind.RUNNER_ERROR,
                               "builtin baselines are the platform's own reference methods and this submission is "
                               "not flagged as one; the runner refuses to run it")
-    options = model_options(spec, "denoiser")
+    options = classify.model_options(spec, "denoiser")
     try:
         noise = Noise.from_params(params)
         dataset = open_set(str(params["set"]), data_root)
@@ -252,43 +246,33 @@ def evaluate_denoiser(
         done += 1
         progress(0.05 + 0.85 * done / max(total, 1), f"{done}/{total} images")
 
-    env: dict[str, Any] = {"runner": runner.__version__, "python": platform.python_version(), "format": fmt,
-                           "device_requested": device, "seeds": []}
-    timing: dict[str, float] = {}
-    if fmt == BUILTIN_FORMAT:
-        name = read_builtin_baseline(Path(artifact_path).read_bytes(), "denoiser")
-        progress(0.05, f"running the builtin {name}")
-        estimates, denoise_s = denoise_builtin(name, noisy, noise, deadline=deadline, cancel=cancel, on_image=advance)
-        env.update({"builtin_baseline": name, "sandbox": "none: trusted reference code shipped with the runner",
-                    "device": "cpu"})
-        timing["load_s"] = 0.0
+    if builtin is not None:
+        progress(0.05, f"running the builtin {builtin}")
+        estimates, denoise_s = denoise_builtin(builtin, noisy, noise, deadline=deadline, cancel=cancel,
+                                               on_image=advance)
+        env = {"runner": runner.__version__, "python": platform.python_version(), "format": fmt,
+               "device_requested": device, "seeds": [], "builtin_baseline": builtin,
+               "sandbox": "none: trusted reference code shipped with the runner", "device": "cpu"}
+        load_s = 0.0
     else:
         settings = ServerSettings(sha256=spec.submission.artifact_sha256, fmt=fmt, device=device,
                                   precision=options["precision"], channels_last=options["channels_last"],
                                   trust=trust)
         progress(0.03, "starting the model server")
-        if pool is None:
-            POOL.close_idle()  # one model per device at a time: a classifier's warm server goes first
-        # A fresh model process per job, never a warm one: a module may keep state between calls,
-        # and the six tasks of a set show it the same photographs under different noise, which it
-        # could average across jobs. (Classifier tracks reuse warm servers; their tasks differ.)
-        with (pool or ServerPool(idle_s=0)).borrow(artifact_path, settings, deadline=deadline, cancel=cancel,
-                                                   min_lifetime_s=spec.task.time_limit_s) as (server, reused):
+        POOL.close_idle()  # one model per device at a time: a classifier's warm server goes first
+        # A fresh model process per job, never a warm one (a pool that keeps no idle server): a
+        # module may keep state between calls, and the six tasks of a set show it the same
+        # photographs under different noise, which it could average across jobs.
+        with ServerPool(idle_s=0).borrow(artifact_path, settings, deadline=deadline, cancel=cancel,
+                                         min_lifetime_s=spec.task.time_limit_s) as (server, reused):
             with_noise = wants_noise_level(server.info, fmt)
-            progress(0.05, "model loaded" + (" (warm server)" if reused else ""))
+            progress(0.05, "model loaded")
             estimates, stats = denoise_with_server(server, noisy, noise, with_noise=with_noise, deadline=deadline,
                                                    cancel=cancel, on_image=advance)
             info = dict(server.info)
         denoise_s = stats.compute_s
-        env.update({
-            "torch": info.get("torch"), "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
-            "cuda": info.get("cuda"), "device": info.get("device_name") or info.get("device") or device,
-            "sandbox": info.get("sandbox"), "precision": info.get("precision"),
-            "memory_format": info.get("memory_format"), "threads": info.get("threads"),
-            "noise_level_input": with_noise,
-            "model_server": {"reused": reused, "load_s": info.get("load_s"), "protocol": info.get("protocol")},
-        })
-        timing["load_s"] = 0.0 if reused else round(float(info.get("load_s") or 0.0), 4)
+        env = {**classify.server_env(info, fmt, device, reused), "noise_level_input": with_noise}
+        load_s = classify.load_seconds(info, reused)
     progress(0.92, "scoring")
     try:
         result = score_estimates(slug, dataset.images, estimates, synthetic=dataset.synthetic, noisy=noisy,
@@ -298,6 +282,6 @@ def evaluate_denoiser(
         raise EvaluationError(ErrorKind.WRONG_OUTPUT, str(exc)) from exc
     except ValueError as exc:  # SpecError included: the runner's own fault, never the submission's
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"scoring failed: {exc}") from exc
-    result["timing"].update(timing)
+    result["timing"]["load_s"] = load_s
     result["breakdown"]["samples"] = sample_crops(dataset.images, noisy, estimates)
     return result

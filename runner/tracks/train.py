@@ -41,6 +41,7 @@ import runner
 from runner import child as child_program
 from runner import train_child
 from runner.datasets import DATASETS, DatasetMissing
+from runner.datasets.base import no_progress
 from runner.datasets.images import cuda_requested
 from runner.sandbox import (
     DEFAULT_MAX_SCRATCH_BYTES,
@@ -621,7 +622,7 @@ def bench_training(task_slug: str, *, device: str, data_root: Path | str, second
         half = max(0.5, seconds / 2)
         doc, result = run_child("bench", work_dir, inputs, hparams=REFERENCE_HPARAMS, device=device, trust=True,
                                 time_limit_s=4 * seconds + 600, memory_bytes=task.memory_bytes,
-                                scratch_bytes=DEFAULT_MAX_SCRATCH_BYTES, progress=lambda f, m: None,
+                                scratch_bytes=DEFAULT_MAX_SCRATCH_BYTES, progress=no_progress,
                                 span=(0.0, 1.0), cancel=None, extra=["--seconds", str(half), "--warmup", str(warmup)])
     keys = ("train_items_per_s", "pure_step_items_per_s", "ratio", "harness_steps", "harness_s", "pure_steps",
             "pure_s", "warmup_steps", "batch_size", "steps_per_epoch", "precision", "threads", "torch", "device_name")

@@ -82,7 +82,12 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"\nThe platform is running at {url}/\n"
                 f"  log in as {DEMO_USER} / {DEMO_PASSWORD} (admin: admin / admin-password, {url}/admin/)\n"
-                f"  the reference optimizers are being evaluated: {url}/b/opt-synthetic/\n"
+                "  the local runner works through the reference baselines, quickest boards first:\n"
+                f"    optimizers on synthetic functions  {url}/b/opt-synthetic/   (a minute)\n"
+                f"    denoisers on bundled photographs   {url}/b/denoise-skimage-gray/ and "
+                f"{url}/b/denoise-skimage-color/   (about 6 minutes)\n"
+                f"    digits classifiers                 {url}/b/digits/\n"
+                f"    optimizers training a digits CNN   {url}/b/opt-digits/   (the slowest)\n"
                 "  Ctrl-C stops everything.\n"))
             while all(p.poll() is None for p in procs.values()):
                 time.sleep(1)
