@@ -94,7 +94,7 @@ class FakeSite:
 def _handler(site: FakeSite) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
-            pass
+            """Quiet: the tests read the requests from the site's record, not from stderr."""
 
         def _send(self, status: int, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
