@@ -248,8 +248,12 @@ def jobs_reap() -> dict[str, int]:
         # Queues are first in, first out: a job sent after this one and claimed since means this
         # one's wake-up was consumed and lost (a runner died holding it, or a broker restart).
         passed_over = same_queue.filter(dispatched_at__gt=job.dispatched_at).exists()
-        # A pool whose online runners are all idle and claimed nothing since would have taken it.
-        quiet_pool = online > 0 and idle == online and not same_queue.exists()
+        # A pool whose online runners are all idle, and which claimed nothing since this job was
+        # sent (or, when a job sent before it was claimed late, claimed and finished nothing for a
+        # whole dispatch timeout), would have taken it: its wake-up was lost.
+        recent = EvaluationJob.objects.filter(Q(claimed_at__gt=stale) | Q(finished_at__gt=stale),
+                                              task__queue=job.task.queue)
+        quiet_pool = online > 0 and idle == online and (not same_queue.exists() or not recent.exists())
         if online and not (passed_over or quiet_pool):
             continue  # it waits its turn behind the jobs ahead of it
         if not online and job.created_at > give_up:

@@ -156,3 +156,21 @@ def test_an_upload_whose_validation_was_never_enqueued_is_validated_by_the_reape
     assert jobs_reap()["validated"] == 1
     sub.refresh_from_db()
     assert sub.status == Submission.Status.QUEUED and sub.jobs.count() == 3
+
+
+def test_a_lost_wake_up_is_sent_again_even_when_a_job_sent_before_it_was_claimed_after_it(
+        alice, make_submission, settings, runner_api, runner_node, finish_job):
+    """A broker restart loses the messages of jobs 2 and 3 of a submission, while job 1 (sent just
+    before them) is claimed just after they were sent. Once the pool has sat idle for a whole
+    dispatch timeout, their wake-ups are sent again: nothing waits forever."""
+    sub = make_submission(alice)
+    first, *lost = list(sub.jobs.select_related("task").order_by("pk"))
+    long_ago = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS * 3)
+    EvaluationJob.objects.filter(pk=first.pk).update(dispatched_at=long_ago - timedelta(seconds=1))
+    EvaluationJob.objects.filter(pk__in=[j.pk for j in lost]).update(dispatched_at=long_ago, created_at=long_ago)
+    finish_job(runner_api, first)
+    EvaluationJob.objects.filter(pk=first.pk).update(claimed_at=long_ago + timedelta(seconds=1),
+                                                     finished_at=long_ago + timedelta(seconds=2))
+    counts = jobs_reap()
+    assert counts["redispatched"] == 2
+    assert all(j.dispatches == 2 for j in EvaluationJob.objects.filter(pk__in=[j.pk for j in lost]))
