@@ -5,7 +5,9 @@ everything that crosses the wire against it.
 Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner token>``):
 
 - ``POST jobs/<id>/claim/``      body ``{"version", "pools", "datasets"}`` → 200 ``{"spec": JobSpec}``;
-  409 when a live attempt exists or the job has ended.
+  409 when a live attempt exists or the job has ended, and 409 ``{"detail", "reason":
+  "dataset_missing"}`` when ``datasets`` (the names this runner holds) lacks the task's dataset:
+  the job goes back to its queue for a runner that holds it, no attempt used.
 - ``POST jobs/<id>/heartbeat/``  body ``{"attempt", "progress" (0–1), "message"}`` → 200
   ``{"lease_expires_at"}``; 409 when the attempt is no longer the live one (stop working).
 - ``GET  jobs/<id>/artifact/?attempt=N`` → the artifact, streamed; header ``X-Artifact-SHA256``.
@@ -13,7 +15,12 @@ Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner 
   ``{"state", "duplicate"}`` (idempotent per attempt); 400 when the document breaks this spec.
 - ``POST jobs/<id>/fail/``       body ``{"attempt", "kind", "message", "log_tail"}`` → 200
   ``{"state"}``.
-- ``POST nodes/heartbeat/``      body ``{"version", "pools", "datasets"}`` → 200.
+- ``POST nodes/heartbeat/``      body ``{"version", "pools", "device", "datasets"}`` → 200; 400 when
+  the body breaks :func:`validate_node_report`. ``device`` says what evaluates (``"cpu"``,
+  ``"cuda:0 NVIDIA H200"``); ``datasets`` lists what the node holds, each
+  ``{"name": catalogue dataset id, "synthetic": bool (a `runner data fake` copy), "checksum":
+  str or null (null: not known yet)}``. The site stores the last report and tells users from it
+  why a job waits.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
@@ -355,6 +363,61 @@ def make_result(
 class _NoHostnameFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "No hostname was supplied" not in record.getMessage()
+# --------------------------------------------------------------------------------------------
+# Node reports: what a runner says of itself on every node heartbeat (and, names only, in
+# every claim). The site treats them as hostile input: shapes, sizes and characters are capped.
+# --------------------------------------------------------------------------------------------
+MAX_NODE_POOLS = 20
+MAX_NODE_DATASETS = 200
+MAX_DEVICE_CHARS = 120
+MAX_CHECKSUM_CHARS = 200
+_POOL_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,49}")
+_DATASET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,99}")
+_CHECKSUM_RE = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,198}[\x21-\x7e])?")  # printable ASCII
+
+
+def validate_node_report(body: dict[str, Any]) -> dict[str, Any]:
+    """The checked parts of a node report: ``{"pools": [str] | None, "device": str | None,
+    "datasets": [{"name", "synthetic": bool | None, "checksum": str | None}] | None}`` (None: the
+    key was absent). A dataset may also be given as its bare name (older runners; synthetic and
+    checksum then unknown). Duplicate names keep their first entry. Raises SpecError naming the
+    first offending field."""
+    out: dict[str, Any] = {"pools": None, "device": None, "datasets": None}
+    pools = body.get("pools")
+    if pools is not None:
+        if not isinstance(pools, list) or len(pools) > MAX_NODE_POOLS:
+            raise SpecError(f"pools must be a list of at most {MAX_NODE_POOLS} pool names")
+        for pool in pools:
+            if not isinstance(pool, str) or not _POOL_RE.fullmatch(pool):
+                raise SpecError(f"pool {str(pool)[:60]!r} is not a pool name (lower-case letters, digits, '_.-')")
+        out["pools"] = list(dict.fromkeys(pools))
+    device = body.get("device")
+    if device is not None:
+        if not isinstance(device, str) or len(device) > MAX_DEVICE_CHARS or not device.isprintable():
+            raise SpecError(f"device must be printable text of at most {MAX_DEVICE_CHARS} characters")
+        out["device"] = device.strip()
+    datasets = body.get("datasets")
+    if datasets is not None:
+        if not isinstance(datasets, list) or len(datasets) > MAX_NODE_DATASETS:
+            raise SpecError(f"datasets must be a list of at most {MAX_NODE_DATASETS} entries")
+        held: dict[str, dict[str, Any]] = {}
+        for entry in datasets:
+            entry = {"name": entry} if isinstance(entry, str) else entry
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                    or not _DATASET_RE.fullmatch(entry["name"]):
+                raise SpecError("each dataset must be a catalogue dataset id or {\"name\", \"synthetic\", "
+                                "\"checksum\"}")
+            synthetic, checksum = entry.get("synthetic"), entry.get("checksum")
+            if synthetic is not None and not isinstance(synthetic, bool):
+                raise SpecError(f"dataset {entry['name']}: synthetic must be true, false or null")
+            if checksum is not None and (not isinstance(checksum, str) or not _CHECKSUM_RE.fullmatch(checksum)):
+                raise SpecError(f"dataset {entry['name']}: checksum must be printable ASCII of at most "
+                                f"{MAX_CHECKSUM_CHARS} characters, or null")
+            held.setdefault(entry["name"], {"name": entry["name"], "synthetic": synthetic, "checksum": checksum})
+        out["datasets"] = list(held.values())
+    return out
+
+
 
 
 def celery_broker_settings(url: str) -> dict[str, Any]:
