@@ -94,16 +94,26 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
 
     Raises EvaluationError with the kind the site records. ``progress(fraction, message)`` is
     called as the work advances; setting ``cancel`` stops the sandboxed program
-    (EvaluationError LEASE_EXPIRED).
+    (EvaluationError LEASE_EXPIRED). A failure on a CUDA device that the runner's own check of
+    the device then explains is DEVICE_ERROR, whatever the track said (runner/devices.py).
     """
     from runner.datasets.base import no_progress
+    from runner.devices import blame
 
     track = _track(spec.task.slug)
     base = os.environ.get("RUNNER_WORK_DIR") or None
     with tempfile.TemporaryDirectory(prefix=f"runner-job-{spec.job_id}-", dir=base,
                                      ignore_cleanup_errors=True) as work:
-        result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root), trust=trust,
-                       device=device, progress=progress or no_progress, cancel=cancel)
+        try:
+            result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root), trust=trust,
+                           device=device, progress=progress or no_progress, cancel=cancel)
+        except EvaluationError as exc:
+            if cancel is not None and cancel.is_set():
+                raise
+            attributed = blame(exc, device)
+            if attributed is exc:
+                raise
+            raise attributed from exc
     try:
         return validate_result(result, spec.task.slug)
     except SpecError as exc:

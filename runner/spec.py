@@ -45,7 +45,8 @@ class SpecError(ValueError):
 
 # --------------------------------------------------------------------------------------------
 # Error kinds. A user error is the submission's fault and counts against the user's quota; an
-# infrastructure error is the platform's (retried, never counted).
+# infrastructure error is the platform's (retried, never counted). docs/errors.md holds the one
+# table of every kind (whose fault, retried, counted, what the user sees); a test keeps it in step.
 # --------------------------------------------------------------------------------------------
 class ErrorKind:
     INVALID_ARTIFACT = "invalid_artifact"  # cannot be loaded, wrong format, pickle, no entry point
@@ -54,12 +55,18 @@ class ErrorKind:
     WRONG_OUTPUT = "wrong_output"  # shape or dtype other than the contract's
     NOT_FINITE = "not_finite"  # NaN or inf in outputs or the loss
     TIMEOUT = "timeout"  # ran past the task's time limit
+    # The submission needed more memory than it had, on a device the runner found healthy and
+    # mostly free once the submission had ended (otherwise: DEVICE_ERROR).
     OUT_OF_MEMORY = "out_of_memory"
     SANDBOX_VIOLATION = "sandbox_violation"  # network, files outside the binds, fork bombs
     DATASET_MISSING = "dataset_missing"
     DOWNLOAD_FAILED = "download_failed"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     RUNNER_ERROR = "runner_error"
+    # The runner's own check of its device (runner/devices.py), made after a job failed, found it
+    # unusable: CUDA unavailable in the sandbox, a driver error, a device that vanished, or most
+    # of its memory held by other processes. Never taken from the submission's own words.
+    DEVICE_ERROR = "device_error"
     LEASE_EXPIRED = "lease_expired"
     NEVER_CLAIMED = "never_claimed"
 
@@ -82,6 +89,7 @@ INFRASTRUCTURE_ERROR_KINDS = frozenset(
         ErrorKind.DOWNLOAD_FAILED,
         ErrorKind.SANDBOX_UNAVAILABLE,
         ErrorKind.RUNNER_ERROR,
+        ErrorKind.DEVICE_ERROR,
         ErrorKind.LEASE_EXPIRED,
         ErrorKind.NEVER_CLAIMED,
     }
