@@ -46,7 +46,8 @@ def work(
     trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
                                         help="run without the sandbox when it is unavailable")] = False,
     device: Annotated[str | None, typer.Option(envvar="RUNNER_DEVICE",
-                                               help="cpu or cuda (default: cuda when serving a gpu pool)")] = None,
+                                               help="cpu, cuda or cuda:N (default: cuda when serving a gpu pool); "
+                                               "checked before the worker starts")] = None,
     loglevel: Annotated[str, typer.Option(help="worker log level")] = "INFO",
 ) -> None:
     """Consume evaluation jobs from the site until stopped."""
@@ -63,8 +64,26 @@ def work(
         err.print(f"[yellow]WARNING: the sandbox is unavailable ({status.detail}); --trust runs every job's code "
                   "as a plain process.[/yellow]")
     settings = WorkerSettings(server=server, token=token, pools=pools, data_root=data_root, trust=trust,
-                              device=device or ("cuda" if "gpu" in pools else "cpu"))
+                              device=_usable_device(device, pools, "runner work"))
     start_worker(settings, broker or default_broker_url(), loglevel=loglevel)
+
+
+def _usable_device(device: str | None, pools: list[str], command: str) -> str:
+    """The device ``command`` runs on (``--device``, else cuda for a gpu pool, else cpu), checked
+    from a probe in the job sandbox; exit 2 with what to do instead when it is unusable, before
+    anything connects to the broker or claims a job."""
+    from runner.devices import resolve_device, startup_problem
+
+    try:
+        chosen, implied = resolve_device(device, pools)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    problem = startup_problem(chosen, implied_by_pool=implied, command=command)
+    if problem:
+        err.print(f"[red]{problem}[/red]", highlight=False)
+        raise typer.Exit(2)
+    return chosen
 
 
 def _hparams(value: str | None) -> dict[str, Any]:
@@ -106,7 +125,7 @@ def run(
     artifact: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="the file to evaluate")],
     hparams: Annotated[str | None, typer.Option(help="a JSON object, or a path to a JSON file")] = None,
     data_root: DataRoot = DEFAULT_DATA_ROOT,
-    device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu or cuda")] = "cpu",
+    device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu, cuda or cuda:N")] = "cpu",
     output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON (default: "
                                                 "result-<task>.json); a folder when several tasks")] = None,
     trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
@@ -123,6 +142,7 @@ def run(
 
     tasks = _run_order(task)
     settings = _hparams(hparams)
+    device = _usable_device(device, [], "runner run")
     failed = False
     clean_top1: float | None = None
     for slug in tasks:
@@ -174,10 +194,25 @@ def _print_result(task: str, artifact: Path, result: dict[str, Any]) -> None:
 
 
 @app.command()
-def check(data_root: DataRoot = DEFAULT_DATA_ROOT) -> None:
-    """Report torch, the device, the sandbox and the datasets present; exit 1 without a sandbox."""
+def check(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    pool: Annotated[list[str], typer.Option("--pool", envvar="RUNNER_POOLS",
+                                            help="the pools `runner work` would serve")] = ["cpu"],  # noqa: B006
+    device: Annotated[str | None, typer.Option(envvar="RUNNER_DEVICE",
+                                               help="cpu, cuda or cuda:N (default: as `runner work`: cuda "
+                                               "for a gpu pool)")] = None,
+) -> None:
+    """Report torch, the device, the sandbox and the datasets present; exit 1 without a sandbox
+    or when the device `runner work` would use with these options is unusable."""
+    from runner.devices import probe, resolve_device
     from runner.nodeinfo import node_report
 
+    try:
+        chosen, implied = resolve_device(device, _pools(pool))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    device_report = probe(chosen)
     report = node_report(data_root)
     table = Table(title="runner check", show_header=False)
     table.add_column("what")
@@ -188,12 +223,18 @@ def check(data_root: DataRoot = DEFAULT_DATA_ROOT) -> None:
     colour = "green" if sandbox["available"] else "red"
     table.add_row("sandbox", f"[{colour}]{'available' if sandbox['available'] else 'UNAVAILABLE'}[/{colour}]: "
                   f"{sandbox['detail']}")
+    colour = "green" if device_report.usable else "red"
+    table.add_row("jobs run on", f"[{colour}]{device_report.describe()}[/{colour}]"
+                  + (" (implied by the gpu pool)" if implied else ""))
     table.add_row("data root", report["data_root"])
     present = [name for name, ok in report["datasets"].items() if ok]
     table.add_row("datasets present", ", ".join(present) or "none")
     table.add_row("tasks this runner evaluates", ", ".join(report["tasks"]))
     out.print(table)
-    if not sandbox["available"]:
+    if not device_report.usable:
+        err.print(f"[red]{chosen} is not usable here[/red]: start `runner work` with --device cpu"
+                  + (" (the gpu pool implies cuda unless told otherwise)" if implied else ""), highlight=False)
+    if not sandbox["available"] or not device_report.usable:
         raise typer.Exit(1)
 
 
