@@ -127,8 +127,12 @@ class RunnerAPI:
         return self.client.post(f"/api/runner/v1/{path}", data=json.dumps(body),
                                 content_type="application/json", **self.auth)
 
-    def claim(self, job_id: int):
-        return self.post(f"jobs/{job_id}/claim/", {"version": "test", "pools": ["cpu"], "datasets": []})
+    def claim(self, job_id: int, datasets: list | None = None):
+        """Claim as a runner holding ``datasets`` (default: every dataset of the catalogue)."""
+        from runner.spec import CATALOGUE
+
+        held = sorted({t.dataset for b in CATALOGUE for t in b.tasks if t.dataset}) if datasets is None else datasets
+        return self.post(f"jobs/{job_id}/claim/", {"version": "test", "pools": ["cpu"], "datasets": held})
 
     def heartbeat(self, job_id: int, attempt: int, progress: float = 0.5):
         return self.post(f"jobs/{job_id}/heartbeat/", {"attempt": attempt, "progress": progress, "message": "step"})

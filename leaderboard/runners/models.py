@@ -17,7 +17,10 @@ class RunnerNode(models.Model):
     prefix = models.CharField(max_length=8, blank=True)
     token_hash = models.CharField(max_length=64, unique=True)
     pools = models.JSONField(default=list, blank=True, help_text='Pools it serves, e.g. ["cpu", "gpu"].')
-    datasets = models.JSONField(default=list, blank=True, help_text="Datasets it reported present.")
+    datasets = models.JSONField(
+        default=list, blank=True,
+        help_text='Datasets it reported holding: [{"name", "synthetic": bool|null, "checksum": str|null}].')
+    device = models.CharField(max_length=120, blank=True, help_text='What evaluates, e.g. "cuda:0 NVIDIA H200".')
     version = models.CharField(max_length=50, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
@@ -46,6 +49,14 @@ class RunnerNode(models.Model):
         raw = self.set_new_token()
         self.save(update_fields=["prefix", "token_hash"])
         return raw
+
+    @property
+    def dataset_names(self) -> set[str]:
+        return {d["name"] for d in self.datasets or [] if isinstance(d, dict) and "name" in d}
+
+    def holding(self, dataset: str) -> dict | None:
+        """What this node reported of ``dataset`` ({"name", "synthetic", "checksum"}), or None."""
+        return next((d for d in self.datasets or [] if isinstance(d, dict) and d.get("name") == dataset), None)
 
     @property
     def is_online(self) -> bool:

@@ -26,9 +26,12 @@ from runner.spec import (
 )
 
 from .models import RegistrationCode, RunnerNode
+from .selectors import WaitReason, data_title, pool_of, pools_now, task_blocker
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 20_000
+# What a user reads under a job that an infrastructure error (runner/spec.py) ended.
+INFRASTRUCTURE_NOTE = "This is a platform fault, not your submission's: it does not count against your quota."
 
 
 class Conflict(Exception):
@@ -50,21 +53,35 @@ def job_spec(job: EvaluationJob) -> JobSpec:
     )
 
 
-def runner_touch(*, runner: RunnerNode, version: str = "", pools: list[str] | None = None,
-                 datasets: list[str] | None = None) -> None:
+def runner_touch(*, runner: RunnerNode, version: str = "", report: dict[str, Any] | None = None) -> None:
+    """Record that the runner is alive, with what it says of itself: ``report`` is the output of
+    runner.spec.validate_node_report (its pools, device and datasets; None values are left as
+    they were)."""
     fields: dict[str, Any] = {"last_heartbeat": timezone.now()}
     if version:
         fields["version"] = version[:50]
-    if pools is not None:
-        fields["pools"] = [str(p) for p in pools][:20]
-    if datasets is not None:
-        fields["datasets"] = [str(d) for d in datasets][:200]
+    for key, value in (report or {}).items():
+        if value is not None:
+            fields[key] = value
     RunnerNode.objects.filter(pk=runner.pk).update(**fields)
 
 
-def job_claim(*, job_id: int, runner: RunnerNode) -> EvaluationJob | None:
+@dataclass
+class ClaimRefused:
+    """A claim the site turned down although the job waits: this runner lacks the task's data.
+    The job went back to pending; the reaper sends it again once a runner that holds the data
+    is online (so the same runner is not handed it again and again)."""
+
+    dataset: str
+    message: str
+
+
+def job_claim(*, job_id: int, runner: RunnerNode, datasets: set[str] | None = None) -> EvaluationJob | ClaimRefused | None:
     """Start a new attempt when no live attempt exists: the job was never claimed, or its lease
-    expired. Returns None (→ 409) otherwise."""
+    expired. Returns None (→ 409) otherwise. ``datasets``: the names the runner says it holds
+    (None: not checked); a runner without the task's dataset gets ClaimRefused, no attempt used, and
+    the job goes back to pending for a runner that holds it (an infrastructure event: nothing
+    counts against the submitter)."""
     now = timezone.now()
     claimable = Q(state__in=[EvaluationJob.State.PENDING, EvaluationJob.State.DISPATCHED]) | Q(
         state=EvaluationJob.State.RUNNING, lease_expires_at__lt=now
@@ -72,6 +89,16 @@ def job_claim(*, job_id: int, runner: RunnerNode) -> EvaluationJob | None:
     live_submission = Submission.objects.filter(
         status__in=[Submission.Status.QUEUED, Submission.Status.RUNNING]
     ).values("pk")
+    if datasets is not None:
+        needed = (EvaluationJob.objects.filter(pk=job_id).exclude(task__dataset="")
+                  .values_list("task__dataset", flat=True).first())
+        if needed and needed not in datasets:
+            message = (f"{runner.name} does not hold dataset {needed}; back in the queue for a runner that "
+                       "does")[:200]
+            EvaluationJob.objects.filter(pk=job_id, state=EvaluationJob.State.DISPATCHED).update(
+                state=EvaluationJob.State.PENDING, progress_message=message)
+            log.info("job %s: refused to %s, which lacks dataset %s", job_id, runner.name, needed)
+            return ClaimRefused(needed, message)
     claimed = (
         EvaluationJob.objects.filter(pk=job_id, attempt__lt=settings.JOB_MAX_ATTEMPTS)
         .filter(claimable)
@@ -174,6 +201,9 @@ def job_record_failure(*, job_id: int, runner: RunnerNode, attempt: int, kind: s
         else:
             job.state = EvaluationJob.State.FAILED
             job.finished_at = timezone.now()
+            if not is_user_error(kind) and INFRASTRUCTURE_NOTE not in job.error_message:
+                job.error_message = (f"{job.error_message[:3700]} (attempt {job.attempt} of "
+                                     f"{settings.JOB_MAX_ATTEMPTS}) {INFRASTRUCTURE_NOTE}")
         job.save()
         if retry:
             transaction.on_commit(lambda: job_dispatch(job_id=job_id))
@@ -192,31 +222,33 @@ def _fail(job: EvaluationJob, kind: str, message: str) -> bool:
     return bool(changed)
 
 
-def pool_availability() -> dict[str, tuple[int, int]]:
-    """Per queue (runner.<pool>): how many runners serving it are online, and how many of those
-    run no job now. Two queries, whatever the number of jobs."""
-    cutoff = timezone.now() - timedelta(seconds=settings.RUNNER_OFFLINE_AFTER_SECONDS)
-    busy = set(EvaluationJob.objects.filter(state=EvaluationJob.State.RUNNING, runner__isnull=False)
-               .values_list("runner_id", flat=True))
-    out: dict[str, list[int]] = {}
-    for node in RunnerNode.objects.filter(is_active=True, last_heartbeat__gte=cutoff).only("pk", "pools"):
-        for pool in node.pools or []:
-            entry = out.setdefault(f"runner.{pool}", [0, 0])
-            entry[0] += 1
-            entry[1] += node.pk not in busy
-    return {queue: (online, idle) for queue, (online, idle) in out.items()}
+def _gave_up(job: EvaluationJob, blocker: WaitReason, now: datetime) -> str:
+    """The failure reason of a job the reaper stops waiting for: it names the cause."""
+    waited = int((now - job.created_at).total_seconds() // 60)
+    if blocker.code == "no_runner_online":
+        cause = (f"No runner of pool {blocker.pool} was online for the {waited} minutes this job waited "
+                 f"({blocker.seen}).")
+    else:
+        cause = (f"No online runner of pool {blocker.pool} held {data_title(job.task)} for the {waited} minutes "
+                 "this job waited.")
+    return f"{cause} This is the platform's doing and does not count against your quota; a maintainer can re-run it."
 
 
 def jobs_reap() -> dict[str, int]:
     """The periodic safety net (DESIGN.md "Lifecycle" step 5):
 
     1. uploads never validated (the broker was down at upload) are validated;
-    2. pending jobs (never sent, or sent back after an infrastructure error) are dispatched;
+    2. pending jobs (never sent, sent back after an infrastructure error, or refused by a runner
+       without their data) are dispatched, unless the online runners of their pool lack their
+       dataset or only runners without it sit idle: then they wait here, unsent, so that no
+       runner is handed a job it cannot run again and again; they fail after the dispatch
+       timeout times the dispatch limit, naming the missing data;
     3. dispatched jobs nobody claimed within the dispatch timeout: while they are still queued
        behind others they wait their turn; once a job sent after them was claimed (queues are
        FIFO), or the pool's runners sit idle, their wake-up was lost and is sent again (failed
-       after the dispatch limit); with no runner of the pool online they fail after waiting the
-       dispatch timeout times the dispatch limit;
+       after the dispatch limit); with no runner of the pool online, or none holding their
+       data, they fail after waiting the dispatch timeout times the dispatch limit, with a
+       reason that names the cause (selectors.task_blocker);
     4. running jobs whose lease expired (a dead runner) go back to pending and are sent again,
        and fail after the attempt limit;
     5. submissions whose jobs all ended are aggregated.
@@ -231,19 +263,37 @@ def jobs_reap() -> dict[str, int]:
         submission_validate(submission_id=sub_id)
         counts["validated"] += 1
 
-    live_subs = [Submission.Status.QUEUED, Submission.Status.RUNNING]
-    pending = EvaluationJob.objects.filter(state=EvaluationJob.State.PENDING, submission__status__in=live_subs,
-                                           created_at__lt=grace)
-    for job_id in pending.values_list("pk", flat=True)[:500]:
-        counts["dispatched"] += job_dispatch(job_id=job_id)
-
     stale = now - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS)
     give_up = now - timedelta(seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS * settings.JOB_MAX_DISPATCHES)
-    pools = pool_availability()
+    pools = pools_now()
+    live_subs = [Submission.Status.QUEUED, Submission.Status.RUNNING]
+    pending = EvaluationJob.objects.select_related("task").filter(
+        state=EvaluationJob.State.PENDING, submission__status__in=live_subs, created_at__lt=grace)
+    for job in pending[:500]:
+        blocker = task_blocker(job.task, pools)
+        if blocker is not None and blocker.code == "no_runner_with_data":
+            if job.created_at < give_up:
+                counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, _gave_up(job, blocker, now))
+            continue
+        if blocker is None and job.task.dataset:
+            pool = pools[pool_of(job.task.queue)]
+            holders = pool.holders(job.task.dataset)
+            lacking = [n for n in pool.online if n not in holders]
+            if not pool.idle(holders) and pool.idle(lacking):
+                continue  # an idle runner without the data would take it first: wait for a holder to be free
+        counts["dispatched"] += job_dispatch(job_id=job.pk)
+
     for job in EvaluationJob.objects.select_related("task").filter(
         state=EvaluationJob.State.DISPATCHED, dispatched_at__lt=stale
     )[:500]:
-        online, idle = pools.get(job.task.queue, (0, 0))
+        pool = pools.get(pool_of(job.task.queue))
+        online = len(pool.online) if pool else 0
+        idle = len(pool.idle(pool.online)) if pool else 0
+        blocker = task_blocker(job.task, pools)
+        if blocker is not None:
+            if job.created_at < give_up:
+                counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, _gave_up(job, blocker, now))
+            continue  # no runner that could take it is online yet: keep waiting a while
         same_queue = EvaluationJob.objects.filter(task__queue=job.task.queue, claimed_at__gt=job.dispatched_at)
         # Queues are first in, first out: a job sent after this one and claimed since means this
         # one's wake-up was consumed and lost (a runner died holding it, or a broker restart).
@@ -254,20 +304,14 @@ def jobs_reap() -> dict[str, int]:
         recent = EvaluationJob.objects.filter(Q(claimed_at__gt=stale) | Q(finished_at__gt=stale),
                                               task__queue=job.task.queue)
         quiet_pool = online > 0 and idle == online and (not same_queue.exists() or not recent.exists())
-        if online and not (passed_over or quiet_pool):
+        if not (passed_over or quiet_pool):
             continue  # it waits its turn behind the jobs ahead of it
-        if not online and job.created_at > give_up:
-            continue  # no runner of the pool is online yet: keep waiting a while
         waited = int((now - job.created_at).total_seconds() // 60)
-        if not online:
+        if job.dispatches >= settings.JOB_MAX_DISPATCHES:
             counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, (
-                f"No runner serving queue {job.task.queue} has been online for the {waited} minutes this job "
-                "waited. It does not count against your quota; a maintainer can re-run it."))
-        elif job.dispatches >= settings.JOB_MAX_DISPATCHES:
-            counts["failed"] += _fail(job, ErrorKind.NEVER_CLAIMED, (
-                f"Idle runners of queue {job.task.queue} did not take this job after {job.dispatches} "
-                f"dispatches over {waited} minutes; they may not hold dataset {job.task.dataset or '(none)'}. "
-                "It does not count against your quota."))
+                f"Idle runners of pool {pool_of(job.task.queue)} did not take this job after {job.dispatches} "
+                f"dispatches over {waited} minutes. This is the platform's doing and does not count against "
+                "your quota."))
         elif EvaluationJob.objects.filter(pk=job.pk, state=EvaluationJob.State.DISPATCHED,
                                           dispatches=job.dispatches).update(state=EvaluationJob.State.PENDING):
             # An idle runner should have taken it by now: the wake-up was probably lost (a broker

@@ -13,17 +13,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from leaderboard.accounts.models import hash_token
 from leaderboard.submissions.models import EvaluationJob
-from runner.spec import SpecError
+from runner.spec import MAX_NODE_DATASETS, SpecError, validate_node_report
 
 from . import services
 from .models import RunnerNode
 
 
-def _touch(runner: RunnerNode, body: dict) -> None:
-    """Record what a runner says of itself with every claim and node heartbeat."""
-    services.runner_touch(runner=runner, version=str(body.get("version", "")),
-                          pools=body.get("pools") if isinstance(body.get("pools"), list) else None,
-                          datasets=body.get("datasets") if isinstance(body.get("datasets"), list) else None)
+def _held_names(body: dict) -> set[str] | None:
+    """The dataset names a claim says this runner holds (bare names or {"name": ...} entries);
+    None when the claim says nothing about its data (then nothing is checked)."""
+    datasets = body.get("datasets")
+    if not isinstance(datasets, list):
+        return None
+    names = (d.get("name") if isinstance(d, dict) else d for d in datasets[:MAX_NODE_DATASETS])
+    return {n for n in names if isinstance(n, str)}
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -64,8 +67,10 @@ def _attempt(body: dict) -> int | None:
 @require_POST
 @runner_auth
 def claim(request, runner, body, job_id: int):
-    _touch(runner, body)
-    job = services.job_claim(job_id=job_id, runner=runner)
+    services.runner_touch(runner=runner, version=str(body.get("version", "")))
+    job = services.job_claim(job_id=job_id, runner=runner, datasets=_held_names(body))
+    if isinstance(job, services.ClaimRefused):
+        return JsonResponse({"detail": job.message, "reason": "dataset_missing", "dataset": job.dataset}, status=409)
     if job is None:
         if not EvaluationJob.objects.filter(pk=job_id).exists():
             return _error(404, f"no job {job_id}")
@@ -142,7 +147,13 @@ def fail(request, runner, body, job_id: int):
 @require_POST
 @runner_auth
 def node_heartbeat(request, runner, body):
-    _touch(runner, body)
+    """What a runner says of itself (runner/spec.py: version, pools, device, datasets), stored
+    as its latest report; 400 naming the field when the report breaks the contract."""
+    try:
+        report = validate_node_report(body)
+    except SpecError as exc:
+        return _error(400, f"node report refused: {exc}")
+    services.runner_touch(runner=runner, version=str(body.get("version", "")), report=report)
     return JsonResponse({"name": runner.name})
 
 

@@ -86,7 +86,7 @@ def test_a_job_an_idle_runner_never_takes_is_dispatched_again_then_failed_after_
     _age_dispatches(sub, settings)
     assert jobs_reap()["failed"] == 3
     job.refresh_from_db()
-    assert job.error_kind == ErrorKind.NEVER_CLAIMED and "runner.cpu" in job.error_message
+    assert job.error_kind == ErrorKind.NEVER_CLAIMED and "Idle runners of pool cpu" in job.error_message
     sub.refresh_from_db()
     assert sub.status == Submission.Status.FAILED and not sub.counts_against_quota
 
@@ -122,7 +122,7 @@ def test_a_job_fails_only_after_long_with_no_runner_of_its_pool_online(alice, ma
         seconds=settings.JOB_DISPATCH_TIMEOUT_SECONDS * settings.JOB_MAX_DISPATCHES + 1))
     assert jobs_reap()["failed"] == 3
     job = sub.jobs.first()
-    assert "No runner serving queue runner.cpu has been online" in job.error_message
+    assert "No runner of pool cpu was online for the 75 minutes this job waited (none has ever reported)" in job.error_message
 
 
 def test_a_job_dispatched_while_the_broker_is_down_is_sent_once_it_is_back(
