@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import date
 
@@ -10,6 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.html import escape
 
 from leaderboard.benchmarks.models import Benchmark
+from leaderboard.exports import csv_response
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
 from leaderboard.submissions.views import visible_submission
@@ -80,16 +79,6 @@ def benchmark(request, slug: str):
     })
 
 
-def _csv_response(filename: str, header: list[str], rows: list[list]) -> HttpResponse:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 @cached_for_visitors
 def board_export(request, slug: str, fmt: str):
     """The whole board (all pages) of one task as CSV or JSON, with the same filters as the page."""
@@ -109,7 +98,7 @@ def board_export(request, slug: str, fmt: str):
     rows = [[r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
              r["model_family"], r["synthetic_data"], *[r["metrics"].get(k, "") for k in keys],
              *(r["ci95"] or ["", ""]), r["submitted_at"]] for r in records]
-    return _csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
+    return csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
 
 
 def submission_export(request, pk: int, fmt: str):
@@ -128,7 +117,7 @@ def submission_export(request, pk: int, fmt: str):
             rows.append([job["task"], metric, value, ci[0], ci[1], job["state"]])
         if not job["metrics"]:
             rows.append([job["task"], "", "", "", "", job["state"]])
-    return _csv_response(f"submission-{pk}.csv", ["task", "metric", "value", "ci95_low", "ci95_high", "state"], rows)
+    return csv_response(f"submission-{pk}.csv", ["task", "metric", "value", "ci95_low", "ci95_high", "state"], rows)
 
 
 def badge(request, pk: int):
