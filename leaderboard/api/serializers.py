@@ -16,10 +16,17 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class BenchmarkSerializer(serializers.ModelSerializer):
     tasks = TaskSerializer(many=True, read_only=True)
+    warnings = serializers.SerializerMethodField(
+        help_text="Read before uploading: tasks no online runner can serve now (they will wait until one "
+                  "can) and tasks whose runners hold only synthetic copies of the data.")
 
     class Meta:
         model = Benchmark
-        fields = ["slug", "title", "kind", "description", "primary_metric", "higher_is_better", "tasks"]
+        fields = ["slug", "title", "kind", "description", "primary_metric", "higher_is_better", "tasks", "warnings"]
+
+    def get_warnings(self, bench: Benchmark) -> list[str]:
+        """From context["warnings"] (runners.selectors.benchmark_warnings, by slug)."""
+        return self.context.get("warnings", {}).get(bench.slug, [])
 
 
 class JSONObjectField(serializers.JSONField):
@@ -67,6 +74,11 @@ class JobResultSerializer(serializers.Serializer):
     timing = serializers.DictField()
     claimed_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    waiting_reason = serializers.CharField(allow_null=True, help_text=(
+        'Why a pending or dispatched job waits, e.g. "3 jobs ahead in the gpu queue", "no runner of pool gpu '
+        'online (last seen …)", "no online runner holds the ImageNet-C data (dataset imagenet-c)"; null otherwise.'))
+    waiting_code = serializers.ChoiceField(
+        choices=["no_runner_online", "no_runner_with_data", "jobs_ahead", "next_in_line"], allow_null=True)
 
 
 class SubmissionStatusSerializer(serializers.Serializer):
@@ -86,6 +98,9 @@ class SubmissionStatusSerializer(serializers.Serializer):
     jobs = JobResultSerializer(many=True)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.CharField(), required=False, help_text=(
+        "Only when a submission is created: tasks of its benchmark that no online runner can serve now "
+        "(the submission was accepted and waits until one can)."))
 
 
 class LeaderboardRowSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from leaderboard.benchmarks.models import Benchmark
 from leaderboard.boards import selectors as board_selectors
+from leaderboard.runners import selectors as runner_selectors
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions import services as submission_services
 from leaderboard.submissions.models import EvaluationJob, Submission
@@ -38,8 +39,9 @@ class BenchmarkList(APIView):
 
     @extend_schema(responses=serializers.BenchmarkSerializer(many=True))
     def get(self, request):
-        benchmarks = Benchmark.objects.filter(is_active=True).prefetch_related("tasks")
-        return Response(serializers.BenchmarkSerializer(benchmarks, many=True).data)
+        benchmarks = list(Benchmark.objects.filter(is_active=True).prefetch_related("tasks"))
+        warnings = runner_selectors.benchmark_warnings(benchmarks=benchmarks)
+        return Response(serializers.BenchmarkSerializer(benchmarks, many=True, context={"warnings": warnings}).data)
 
 
 class BenchmarkDetail(APIView):
@@ -48,7 +50,8 @@ class BenchmarkDetail(APIView):
     @extend_schema(responses={200: serializers.BenchmarkSerializer, 404: serializers.ErrorSerializer})
     def get(self, request, slug: str):
         bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
-        return Response(serializers.BenchmarkSerializer(bench).data)
+        warnings = runner_selectors.benchmark_warnings(benchmarks=[bench])
+        return Response(serializers.BenchmarkSerializer(bench, context={"warnings": warnings}).data)
 
 
 class Leaderboard(APIView):
@@ -99,7 +102,9 @@ class SubmissionList(APIView):
     def get(self, request):
         jobs = Prefetch("jobs", queryset=EvaluationJob.objects.select_related("task", "runner"))
         subs = Submission.objects.filter(owner=request.user).select_related("benchmark").prefetch_related(jobs)[:100]
-        return Response([submission_selectors.submission_status(submission=s, jobs=list(s.jobs.all())) for s in subs])
+        reasons = runner_selectors.job_wait_reasons(jobs=[j for s in subs for j in s.jobs.all()])
+        return Response([submission_selectors.submission_status(submission=s, jobs=list(s.jobs.all()), reasons=reasons)
+                         for s in subs])
 
     @extend_schema(request=serializers.SubmissionCreateSerializer, responses={
         201: serializers.SubmissionStatusSerializer, 400: serializers.FieldErrorsSerializer,
@@ -120,7 +125,10 @@ class SubmissionList(APIView):
             if getattr(exc, "code", "") == "quota":
                 return Response({"detail": exc.messages[0]}, status=status.HTTP_429_TOO_MANY_REQUESTS)
             raise ValidationError({"non_field_errors": exc.messages}) from exc
-        return Response(submission_selectors.submission_status(submission=submission), status=status.HTTP_201_CREATED)
+        # Said after the upload too, but the benchmark's own answer (GET benchmarks/<slug>/) says it before.
+        warnings = runner_selectors.benchmark_warnings(benchmarks=[data["benchmark"]])[data["benchmark"].slug]
+        return Response({**submission_selectors.submission_status(submission=submission), "warnings": warnings},
+                        status=status.HTTP_201_CREATED)
 
 
 class SubmissionDetail(APIView):

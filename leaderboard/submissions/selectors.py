@@ -5,10 +5,14 @@ import binascii
 import math
 from typing import Any
 
+from leaderboard.runners.selectors import WaitReason, job_wait_reasons
+
 from .models import EvaluationJob, Submission
 
 
-def job_summary(job: EvaluationJob) -> dict[str, Any]:
+def job_summary(job: EvaluationJob, reason: WaitReason | None = None) -> dict[str, Any]:
+    """One job as the page and the API show it; ``reason``: why it waits, when it does
+    (leaderboard.runners.selectors.job_wait_reasons)."""
     result = job.result or {}
     return {
         "id": job.pk,
@@ -29,13 +33,18 @@ def job_summary(job: EvaluationJob) -> dict[str, Any]:
         "timing": result.get("timing", {}),
         "claimed_at": job.claimed_at.isoformat() if job.claimed_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "waiting_reason": reason.message if reason else None,
+        "waiting_code": reason.code if reason else None,
     }
 
 
-def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | None = None) -> dict[str, Any]:
+def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | None = None,
+                      reasons: dict[int, WaitReason] | None = None) -> dict[str, Any]:
     """What the submission page and API show; ``jobs``: its jobs with task and runner, when the
-    caller has them already."""
+    caller has them already; ``reasons``: why its waiting jobs wait, by job id (None: work them
+    out here, a fixed number of queries; pass ``{}`` to leave them out)."""
     jobs = list(submission.jobs.select_related("task", "runner")) if jobs is None else jobs
+    reasons = job_wait_reasons(jobs=jobs) if reasons is None else reasons
     done = sum(1 for j in jobs if j.has_ended)
     progress = (sum(1.0 if j.has_ended else j.progress for j in jobs) / len(jobs)) if jobs else 0.0
     return {
@@ -52,7 +61,7 @@ def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | Non
         "progress": round(progress, 4),
         "jobs_done": done,
         "jobs_total": len(jobs),
-        "jobs": [job_summary(j) for j in jobs],
+        "jobs": [job_summary(j, reasons.get(j.pk)) for j in jobs],
         "created_at": submission.created_at.isoformat(),
         "finished_at": submission.finished_at.isoformat() if submission.finished_at else None,
     }

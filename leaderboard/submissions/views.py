@@ -32,8 +32,22 @@ def submit(request):
                 form.add_error(None, exc.messages[0])
         else:
             messages.success(request, f"Submission #{submission.pk} received; it is being validated.")
+            for note in benchmark_notes().get(submission.benchmark.slug, {}).get("notes", []):
+                messages.warning(request, note)
             return redirect(submission)
-    return render(request, "submissions/submit.html", {"form": form, "quota": quota})
+    return render(request, "submissions/submit.html", {"form": form, "quota": quota,
+                                                       "benchmark_notes": benchmark_notes()})
+
+
+def benchmark_notes() -> dict[str, dict]:
+    """Per active benchmark with something to warn about before an upload (no online runner can
+    serve a task, or only synthetic data is held): {"title", "notes"}. Three queries."""
+    from leaderboard.benchmarks.models import Benchmark
+    from leaderboard.runners.selectors import benchmark_warnings
+
+    benchmarks = list(Benchmark.objects.filter(is_active=True).prefetch_related("tasks"))
+    warnings = benchmark_warnings(benchmarks=benchmarks)
+    return {b.slug: {"title": b.title, "notes": warnings[b.slug]} for b in benchmarks if warnings[b.slug]}
 
 
 def visible_submission(request, pk: int) -> Submission:

@@ -23,7 +23,9 @@
       const err = job.error_message ? '<div class="error">' + esc(job.error_kind) + ": " + esc(job.error_message) + "</div>" : "";
       return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + '</td><td class="state">' + esc(job.state) +
         (job.attempt > 1 ? " (attempt " + job.attempt + ")" : "") + '</td><td class="prog">' +
-        Math.round(job.progress * 100) + "% " + esc(job.progress_message) + '</td><td class="num primary">' +
+        Math.round(job.progress * 100) + "% " + esc(job.progress_message) +
+        (job.waiting_reason ? '<div class="waiting" data-code="' + esc(job.waiting_code) + '">waiting: ' + esc(job.waiting_reason) + "</div>" : "") +
+        '</td><td class="num primary">' +
         fmt(job.metrics[job.primary_metric]) + '</td><td class="metrics">' + metrics + err + "</td></tr>";
     }).join("");
     return ENDED.includes(doc.status);
