@@ -108,7 +108,8 @@ class SubmissionList(APIView):
 
     @extend_schema(request=serializers.SubmissionCreateSerializer, responses={
         201: serializers.SubmissionStatusSerializer, 400: serializers.FieldErrorsSerializer,
-        401: serializers.ErrorSerializer, 403: serializers.ErrorSerializer, 429: serializers.ErrorSerializer})
+        401: serializers.ErrorSerializer, 403: serializers.ErrorSerializer, 429: serializers.ErrorSerializer,
+        503: serializers.ErrorSerializer})
     def post(self, request):
         incoming = serializers.SubmissionCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
@@ -125,6 +126,8 @@ class SubmissionList(APIView):
             if getattr(exc, "code", "") == "quota":
                 return Response({"detail": exc.messages[0]}, status=status.HTTP_429_TOO_MANY_REQUESTS)
             raise ValidationError({"non_field_errors": exc.messages}) from exc
+        except submission_services.ArtifactStorageError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         # Said after the upload too, but the benchmark's own answer (GET benchmarks/<slug>/) says it before.
         warnings = runner_selectors.benchmark_warnings(benchmarks=[data["benchmark"]])[data["benchmark"].slug]
         return Response({**submission_selectors.submission_status(submission=submission), "warnings": warnings},

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -10,7 +13,12 @@ from leaderboard.runners.models import RunnerNode
 
 
 def artifact_upload_to(instance: Submission, filename: str) -> str:
-    return f"artifacts/{instance.artifact_sha256[:2]}/{instance.artifact_sha256}/{filename}"
+    """The artifact's storage name, the platform's own: its digest and the lower-cased extension of
+    ``filename`` (one the upload checks accepted). The uploader's file name is only metadata
+    (``artifact_name``): it never reaches the storage, whatever its length or characters."""
+    suffix = PurePath(filename).suffix.lower()
+    suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+    return f"artifacts/{instance.artifact_sha256[:2]}/{instance.artifact_sha256}/artifact{suffix}"
 
 
 class Submission(models.Model):

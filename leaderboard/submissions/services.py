@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import PurePath
@@ -36,6 +37,28 @@ log = logging.getLogger(__name__)
 MODEL_EXTENSIONS = (".pt", ".pth", ".pt2", ".onnx", ".ts", ".jit", ".zip")
 SOURCE_EXTENSIONS = (".py",)
 BUILTIN_EXTENSIONS = (".json",)  # builtin baselines (runner.spec.BUILTIN_FORMAT): maintainers only
+ARTIFACT_NAME_MAX_BYTES = 200  # Submission.artifact_name holds at most this many characters
+
+
+class ArtifactStorageError(Exception):
+    """The artifact could not be stored (disk, permissions, object store): the platform's fault,
+    never the uploader's. Nothing was created; ``str(exc)`` is the message for the uploader."""
+
+
+def artifact_display_name(raw: str | None, *, max_bytes: int = ARTIFACT_NAME_MAX_BYTES) -> str:
+    """The uploader's file name as metadata to show: its last path component (``/`` or ``\\``),
+    without control or format characters (NUL, newlines, right-to-left overrides, zero-width
+    characters), at most ``max_bytes`` bytes of UTF-8 with the extension kept and no character
+    cut in half. "" when nothing is left. It is never used as a storage name."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in " ".join(name.split()) if not unicodedata.category(c).startswith("C")).strip()
+    if len(name.encode()) <= max_bytes:
+        return name
+    path = PurePath(name)
+    suffix = path.suffix if len(path.suffix.encode()) <= max_bytes // 4 else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    budget = max_bytes - len(suffix.encode()) - len("…".encode())
+    return stem.encode()[:budget].decode("utf-8", "ignore").rstrip() + "…" + suffix
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +172,8 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
     if upload is None:
         raise ValidationError({"artifact": ValidationError("Choose a file to upload.", code="required")})
     is_optimizer = benchmark.kind == Benchmark.Kind.OPTIMIZER
-    suffix = PurePath(upload.name or "").suffix.lower()
+    display_name = artifact_display_name(upload.name)
+    suffix = PurePath(display_name).suffix.lower()
     allowed = SOURCE_EXTENSIONS if is_optimizer else MODEL_EXTENSIONS + (BUILTIN_EXTENSIONS if allow_builtin else ())
     if suffix not in allowed:
         what = "an optimizer: one Python source file" if is_optimizer else "a model: TorchScript, .pt2 or ONNX"
@@ -157,7 +181,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
             {"artifact": ValidationError(
                 "“%(name)s” has the extension %(suffix)s; %(bench)s takes %(what)s (%(allowed)s).",
                 code="bad_extension",
-                params={"name": upload.name, "suffix": suffix or "(none)", "bench": benchmark.title,
+                params={"name": display_name, "suffix": suffix or "(none)", "bench": benchmark.title,
                         "what": what, "allowed": ", ".join(allowed)},
             )}
         )
@@ -219,18 +243,34 @@ def submission_create(
             msg = "You have used your %(n)s submissions for the last 24 hours; try again later."
             n = quota.per_day
         raise ValidationError(msg, code="quota", params={"n": n})
+    display_name = artifact_display_name(upload.name)
     with transaction.atomic():
         submission = Submission(
-            owner=owner, benchmark=benchmark, name=name.strip() or PurePath(upload.name).stem,
+            owner=owner, benchmark=benchmark, name=name.strip() or PurePath(display_name).stem[:120],
             description=description, paper_url=paper_url, code_url=code_url, model_family=model_family,
-            artifact_name=PurePath(upload.name).name, artifact_format=artifact_format,
+            artifact_name=display_name, artifact_format=artifact_format,
             artifact_sha256=sha256, artifact_size=size, hparams=hparams, visibility=visibility,
             is_baseline=is_baseline,
         )
-        submission.artifact.save(PurePath(upload.name).name, upload, save=False)
+        _store_artifact(submission, upload, suffix=PurePath(display_name).suffix.lower())
         submission.save()
         transaction.on_commit(lambda: _enqueue_validation(submission.pk))
     return submission
+
+
+def _store_artifact(submission: Submission, upload: UploadedFile, *, suffix: str) -> None:
+    """Write the upload under the platform's own name (models.artifact_upload_to). Any failure of
+    the storage backend (a full disk, permissions, an object store that is down) is logged with
+    its traceback and raised as ArtifactStorageError; the caller's transaction then creates nothing."""
+    try:
+        submission.artifact.save(f"artifact{suffix}", upload, save=False)
+    except Exception as exc:  # the backend's own error types differ (OSError, botocore, ...)
+        log.exception("could not store an artifact of %s bytes (sha256 %s) for user %s",
+                      submission.artifact_size, submission.artifact_sha256, submission.owner_id)
+        raise ArtifactStorageError(
+            "The file could not be stored because of a fault on our side (it has been logged). "
+            "Nothing was submitted and nothing counts against your quota; please try again later."
+        ) from exc
 
 
 def _enqueue_validation(submission_id: int) -> None:

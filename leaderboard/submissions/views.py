@@ -17,6 +17,7 @@ def submit(request):
     quota = services.user_quota(user=request.user)
     initial = {"benchmark": request.GET.get("benchmark")} if request.GET.get("benchmark") else None
     form = SubmissionForm(request.POST or None, request.FILES or None, initial=initial)
+    status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -30,13 +31,16 @@ def submit(request):
                 form.add_error(None, exc)
             else:
                 form.add_error(None, exc.messages[0])
+        except services.ArtifactStorageError as exc:  # our fault: the form comes back filled in
+            form.add_error(None, str(exc))
+            status = 503
         else:
             messages.success(request, f"Submission #{submission.pk} received; it is being validated.")
             for note in benchmark_notes().get(submission.benchmark.slug, {}).get("notes", []):
                 messages.warning(request, note)
             return redirect(submission)
     return render(request, "submissions/submit.html", {"form": form, "quota": quota,
-                                                       "benchmark_notes": benchmark_notes()})
+                                                       "benchmark_notes": benchmark_notes()}, status=status)
 
 
 def benchmark_notes() -> dict[str, dict]:
