@@ -109,10 +109,13 @@ class SiteClient:
     # ----------------------------------------------------------------------------------------
     def claim(self, job_id: int, datasets: Iterable[str] = (), *, pools: Iterable[str] = (),
               version: str = runner.__version__) -> JobSpec | None:
-        """Start an attempt on the job; None when another attempt is live or the job has ended."""
+        """Start an attempt on the job; None when another attempt is live, the job has ended, or
+        the site refused it because ``datasets`` (the names this node holds) lacks its dataset
+        (the job then waits for a runner that holds it)."""
         response = self._post(f"jobs/{job_id}/claim/", {"version": version, "pools": list(pools),
                                                         "datasets": list(datasets)}, f"claim job {job_id}")
         if response.status_code == 409:
+            log.info("job %s: not claimed: %s", job_id, _detail(response))
             return None
         self._raise_for(response, f"claim job {job_id}")
         try:
@@ -204,9 +207,16 @@ class SiteClient:
         self._raise_for(response, f"report the failure of job {job_id}")
         return response.json()
 
-    def node_heartbeat(self, version: str, pools: Iterable[str], datasets: Iterable[str]) -> None:
-        response = self._post("nodes/heartbeat/", {"version": version, "pools": list(pools),
-                                                   "datasets": list(datasets)}, "node heartbeat")
+    def node_heartbeat(self, version: str, pools: Iterable[str], datasets: Iterable[str | dict[str, Any]], *,
+                       device: str | None = None) -> None:
+        """Tell the site this node is alive and what it offers: its pools, its device (e.g.
+        ``"cuda:0 NVIDIA H200"``) and the datasets it holds, each a name or ``{"name",
+        "synthetic", "checksum"}`` (runner/spec.py). SiteError (400) when the site refuses the
+        report."""
+        body: dict[str, Any] = {"version": version, "pools": list(pools), "datasets": list(datasets)}
+        if device is not None:
+            body["device"] = device
+        response = self._post("nodes/heartbeat/", body, "node heartbeat")
         self._raise_for(response, "node heartbeat")
 
 

@@ -4,6 +4,7 @@ sets (``denoise/<set>``). One report shape for both, so the command stays a thin
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,3 +163,29 @@ def fake(name: str, root: Path | str, *, n_per_class: int | None = None, seed: i
         return module.fake(item, root, **({"n": n_per_class} if n_per_class else {}))
     except module.DatasetError as exc:
         raise ValueError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# What a node reports holding (runner/spec.py, node heartbeats and claims).
+# --------------------------------------------------------------------------------------------
+def held(root: Path | str) -> list[DataEntry]:
+    """The datasets this node can serve now, bundled ones included (the site checks a claim's
+    names against the task's dataset)."""
+    return [entry for entry in entries(root) if entry.present]
+
+
+def fingerprint(name: str, root: Path | str) -> str | None:
+    """One checksum string for a present dataset, from its (shallow) verify report: the single
+    checksum it records, or ``checksums-sha256:`` over all of them; None when verify records
+    none (ImageNet-C lists no checksum short of hashing every file) or finds the data unusable."""
+    report = verify(name, root)
+    sums = {k: v for k, v in report.checksums.items() if v and k != "status"}
+    if not report.ok or not sums:
+        return None
+    if len(sums) == 1:
+        value = next(iter(sums.values()))
+    else:
+        lines = "\n".join(f"{k}={v}" for k, v in sorted(sums.items()))
+        value = "checksums-sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    value = " ".join(value.split())
+    return value if value.isascii() and value.isprintable() and len(value) <= 200 else None

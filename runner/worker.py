@@ -15,8 +15,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
 import runner
+from runner import data_admin
 from runner import datasets as runner_datasets
 from runner.client import SiteClient, SiteConflict, SiteError
 from runner.evaluate import evaluate
@@ -166,7 +170,7 @@ def process_job(job_id: int, client: SiteClient, *, data_root: Path | str, trust
     reported) or ``unreported`` (the site could not be reached; the lease will expire)."""
     with _JobLog() as job_log:
         try:
-            spec = client.claim(job_id, runner_datasets.present(data_root), pools=pools)
+            spec = client.claim(job_id, [entry.name for entry in data_admin.held(data_root)], pools=pools)
         except SiteError as exc:
             if exc.status_code != 404:
                 raise
@@ -250,27 +254,91 @@ def evaluate_job(job_id: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Node heartbeat: tells the site this node is alive, which pools it serves and which datasets
-# it holds, whether or not a job is running.
+# Node heartbeat: tells the site this node is alive, which pools it serves, its device, and which
+# datasets it holds (synthetic or real, with a checksum once known), whether or not a job runs.
 # --------------------------------------------------------------------------------------------
+_DEVICE_NAME = """
+import sys, torch
+index = int(sys.argv[1])
+print(torch.cuda.get_device_name(index) if torch.cuda.is_available() and index < torch.cuda.device_count()
+      else "(CUDA unavailable)")
+"""
+
+
+def describe_device(device: str) -> str:
+    """``"cpu"``, or a CUDA device with the name torch gives it (``"cuda:0 NVIDIA H200"``).
+    Asked in a child process: CUDA set up in this (the Celery parent) process would be broken
+    in every job process forked from it later."""
+    if not device.startswith("cuda"):
+        return device
+    index = device.partition(":")[2] or "0"
+    try:
+        done = subprocess.run([sys.executable, "-c", _DEVICE_NAME, index], capture_output=True, text=True,
+                              timeout=120, check=True)
+        name = done.stdout.strip().splitlines()[-1]
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        log.warning("could not name device %s: %s", device, exc)
+        name = "(name unknown)"
+    return f"{device} {name}"[:120]
+
+
 class NodeHeartbeat:
+    """Every ``interval`` seconds: one node heartbeat (runner/spec.py's node report). After each
+    beat it works out the checksum of one more dataset it holds (runner.data_admin.fingerprint,
+    once per dataset folder state, so big folders are listed once and never delay a beat)."""
+
     def __init__(self, settings: WorkerSettings, interval: float = NODE_HEARTBEAT_SECONDS):
         self.settings, self.interval = settings, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-heartbeat", daemon=True)
+        self._device: str | None = None
+        self._checksums: dict[tuple[str, int], str | None] = {}
 
-    def beat_once(self, client: SiteClient) -> None:
-        client.node_heartbeat(runner.__version__, self.settings.pools,
-                              runner_datasets.present(self.settings.data_root))
+    def _state(self, name: str) -> tuple[str, int]:
+        """A dataset as far as its checksum goes: its name and its folder's mtime (0: bundled)."""
+        try:
+            return name, (Path(self.settings.data_root) / name).stat().st_mtime_ns
+        except OSError:
+            return name, 0
+
+    def report(self) -> list[dict]:
+        return [{"name": e.name, "synthetic": e.synthetic, "checksum": self._checksums.get(self._state(e.name))}
+                for e in data_admin.held(self.settings.data_root)]
+
+    def fill_one_checksum(self, held: list[dict]) -> bool:
+        """Work out the checksum of the first held dataset without one; False when none is left."""
+        for entry in held:
+            key = self._state(entry["name"])
+            if key not in self._checksums:
+                try:
+                    self._checksums[key] = data_admin.fingerprint(entry["name"], self.settings.data_root)
+                except Exception:  # a damaged folder: its checksum stays unknown, the beat goes on
+                    log.warning("no checksum for %s", entry["name"], exc_info=True)
+                    self._checksums[key] = None
+                return True
+        return False
+
+    def beat_once(self, client: SiteClient) -> list[dict]:
+        if self._device is None:
+            self._device = describe_device(self.settings.device)
+        held = self.report()
+        client.node_heartbeat(runner.__version__, self.settings.pools, held, device=self._device)
+        return held
 
     def _run(self) -> None:
         with SiteClient(self.settings.server, self.settings.token, retries=1) as client:
             while True:
+                held: list[dict] = []
                 try:
-                    self.beat_once(client)
+                    held = self.beat_once(client)
                 except SiteError as exc:
                     log.warning("node heartbeat failed: %s", exc)
-                if self._stop.wait(self.interval):
+                # Checksums not known yet are worked out between beats, for at most half an
+                # interval at a time; new ones go out with the next beat, sent at once.
+                deadline, filled = time.monotonic() + self.interval / 2, False
+                while time.monotonic() < deadline and not self._stop.is_set() and self.fill_one_checksum(held):
+                    filled = True
+                if self._stop.wait(0 if filled else self.interval):
                     return
 
     def start(self) -> None:
