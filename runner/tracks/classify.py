@@ -65,9 +65,10 @@ def default_batch_size(slug: str, device: str) -> int:
 
 
 def decode_workers(reader: Reader, batch_size: int) -> int:
-    """Worker processes for decoding image files: none for a handful of batches (spawning costs
-    more than it saves), else RUNNER_DECODE_WORKERS or half the cores (at most 8)."""
-    if not isinstance(reader, ImageFileReader) or len(reader) <= 4 * batch_size:
+    """Threads decoding image files (runner.datasets.images): none for a single batch (nothing to
+    overlap), else RUNNER_DECODE_WORKERS or half the cores (at most 8); the other half runs the
+    model. Threads, never processes: this runs inside `runner work`'s daemonic Celery child."""
+    if not isinstance(reader, ImageFileReader) or len(reader) <= batch_size:
         return 0
     configured = os.environ.get("RUNNER_DECODE_WORKERS")
     if configured and configured.isdigit():

@@ -1,9 +1,11 @@
 """ImageNet val / A / R / C trees: labels from the full class lists, preprocessing as torchvision's,
-decoding in worker processes or with the GPU code path, and the licence-bound val preparation."""
+decoding in a pool of threads (also inside a daemonic process, as in `runner work`) or with the
+GPU code path, and the licence-bound val preparation."""
 
 from __future__ import annotations
 
 import io
+import multiprocessing
 import shutil
 import tarfile
 
@@ -121,13 +123,35 @@ def test_asking_for_cuda_on_a_machine_without_it_decodes_on_the_cpu(monkeypatch)
     assert not decoder.on_gpu and decoder.description == "PIL in the runner process"
 
 
-def test_worker_processes_decode_the_same_batches_in_the_same_order(root):
+def test_decoding_threads_give_the_same_batches_in_the_same_order(root):
     reader = DATASETS["imagenet/val"].open(root)
     in_process = [(b.ids, b.inputs) for b in reader.batches(4)]
-    in_workers = [(b.ids, b.inputs) for b in reader.batches(4, workers=2)]
-    assert [ids for ids, _ in in_workers] == [ids for ids, _ in in_process]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(in_process, in_workers, strict=True))
-    assert "2 worker processes" in reader.env["decode"]
+    in_threads = [(b.ids, b.inputs) for b in reader.batches(4, workers=2)]
+    assert [ids for ids, _ in in_threads] == [ids for ids, _ in in_process]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(in_process, in_threads, strict=True))
+    assert "2 threads" in reader.env["decode"]
+
+
+def _decode_with_workers(root: str, answers) -> None:
+    reader = DATASETS["imagenet-c"].open(root)
+    try:
+        answers.put(sum(len(b.ids) for b in reader.batches(8, workers=2)))
+    except BaseException as exc:  # the parent reports it
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_daemonic_process_like_the_celery_worker_child_decodes_with_its_pool(root):
+    """`runner work` evaluates inside a Celery prefork child, a daemonic process that may not
+    start multiprocessing children; the decoder's pool must work there all the same."""
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_decode_with_workers, args=(str(root), answers), daemon=True)
+    child.start()
+    try:
+        answer = answers.get(timeout=120)
+    finally:
+        child.join(30)
+    assert answer == len(DATASETS["imagenet-c"].open(root)), answer
 
 
 def test_imagenet_c_is_read_with_a_centre_crop_only_and_each_batch_knows_its_set(root):
