@@ -34,7 +34,7 @@ from runner.spec import ErrorKind, EvaluationError
 GiB = 1 << 30
 PROBE_TIME_LIMIT_S = 120
 DEFAULT_MIN_FREE_FRACTION = 0.5
-_DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+_DEVICE = re.compile(r"^(?:cpu|cuda(?::\d+)?)$")
 _MARK = "DEVICE-PROBE "
 # Kinds a broken or crowded device can cause, so a job that failed with one of them on a CUDA
 # device gets its device checked. The others (wrong shapes, NaN, bad files, sandbox escapes) are
