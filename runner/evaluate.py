@@ -1,13 +1,26 @@
 """The single evaluation path, used by the worker for site jobs and by `runner run` for local dry
-runs: pick the task's track, give it a private work folder, check the result against the spec."""
+runs: pick the task's track, give it a private work folder, check the result against the spec.
+
+One path, and one kind of process. `runner work` evaluates inside a Celery prefork child, which is
+daemonic: Python's multiprocessing refuses to start children from it ("daemonic processes are
+not allowed to have children"), while `runner run` and the tests evaluate in a plain process that
+may. So that a track which starts one fails everywhere, not only on a worker, evaluate() marks
+the calling process daemonic for the length of the track (worker_process_rules); the evaluation
+code itself uses threads for parallel work (runner/datasets/images.py) and plain subprocesses
+for the sandbox, which daemonic processes may start. Running `runner run` itself in a forked
+child would buy no more than this and would cost its console output, its Ctrl-C and in-process
+tests. tests/e2e/test_cross_path.py runs every kind of task both ways and compares the documents.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import multiprocessing
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +100,46 @@ def supported_tasks() -> tuple[str, ...]:
     return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training, *_denoise_tasks())
 
 
+class _DaemonicWhileEvaluating:
+    """Counts the evaluations under way in this process (a test may run two at once); the first
+    marks the process daemonic, the last restores it as it was."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.was_daemonic = False
+
+    def enter(self) -> None:
+        process = multiprocessing.current_process()
+        with self.lock:
+            if self.active == 0:
+                self.was_daemonic = process.daemon
+                if not process.daemon:  # a started process (the Celery child) is daemonic already
+                    process.daemon = True
+            self.active += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
+            if self.active == 0 and not self.was_daemonic:
+                multiprocessing.current_process().daemon = False
+
+
+_DAEMONIC = _DaemonicWhileEvaluating()
+
+
+@contextlib.contextmanager
+def worker_process_rules() -> Iterator[None]:
+    """Within the block this process is daemonic, as the Celery prefork child of `runner work` is,
+    so starting a multiprocessing child raises AssertionError ("daemonic processes are not
+    allowed to have children") here as it would there."""
+    _DAEMONIC.enter()
+    try:
+        yield
+    finally:
+        _DAEMONIC.leave()
+
+
 def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str, trust: bool = False,
              device: str = "cpu", progress: Progress | None = None,
              cancel: threading.Event | None = None) -> dict[str, Any]:
@@ -105,8 +158,9 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
     with tempfile.TemporaryDirectory(prefix=f"runner-job-{spec.job_id}-", dir=base,
                                      ignore_cleanup_errors=True) as work:
         try:
-            result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root), trust=trust,
-                           device=device, progress=progress or no_progress, cancel=cancel)
+            with worker_process_rules():
+                result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root),
+                               trust=trust, device=device, progress=progress or no_progress, cancel=cancel)
         except EvaluationError as exc:
             if cancel is not None and cancel.is_set():
                 raise
