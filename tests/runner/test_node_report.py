@@ -51,3 +51,17 @@ def test_a_cuda_device_is_described_by_its_name_or_as_unavailable():
     assert describe_device("cpu") == "cpu"
     expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(CUDA unavailable)"
     assert describe_device("cuda:0") == f"cuda:0 {expected}"
+
+
+def test_a_claim_names_every_dataset_held_and_a_refused_claim_leaves_the_job_alone(site, client, tmp_path):
+    from runner.worker import process_job
+
+    from . import sources
+
+    job = site.add_job(5, "opt-f1", sources.SGD)
+    job.claim_status = 409  # as the site answers a runner without the task's data
+    assert process_job(5, client, data_root=tmp_path, pools=["cpu"]) == "not_claimed"
+    claimed = site.claims[-1]
+    assert claimed["pools"] == ["cpu"]
+    assert {"sklearn-digits", "denoise/skimage-gray", "denoise/skimage-color"} <= set(claimed["datasets"])
+    assert not job.failures and not job.results
