@@ -67,7 +67,12 @@ class JobResultSerializer(serializers.Serializer):
     progress_message = serializers.CharField()
     runner = serializers.CharField(allow_null=True)
     error_kind = serializers.CharField()
-    error_message = serializers.CharField()
+    error_message = serializers.CharField(help_text=(
+        "The whole message for the submission's owner and staff; for anyone else the one-line summary."))
+    error_summary = serializers.CharField(help_text="One line, file paths replaced by <path>; shown to anyone.")
+    log_tail = serializers.CharField(help_text="The end of the job's log for the owner and staff; empty for others.")
+    outcome = serializers.CharField(allow_null=True, help_text=(
+        'How an ended job ended: "finished", "timed out after 600 s", "failed: …", "cancelled"; null until it ends.'))
     metrics = serializers.DictField(child=serializers.FloatField())
     ci95 = serializers.DictField(child=serializers.ListField(child=serializers.FloatField()))
     env = serializers.DictField()
@@ -87,7 +92,8 @@ class SubmissionStatusSerializer(serializers.Serializer):
     benchmark = serializers.CharField()
     status = serializers.ChoiceField(choices=Submission.Status.choices)
     error_code = serializers.CharField()
-    error_message = serializers.CharField()
+    error_message = serializers.CharField(help_text=(
+        "In full for the owner and staff; for anyone else each failed task's one-line summary."))
     is_baseline = serializers.BooleanField()
     artifact_format = serializers.CharField()
     artifact_sha256 = serializers.CharField()

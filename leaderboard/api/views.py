@@ -103,7 +103,8 @@ class SubmissionList(APIView):
         jobs = Prefetch("jobs", queryset=EvaluationJob.objects.select_related("task", "runner"))
         subs = Submission.objects.filter(owner=request.user).select_related("benchmark").prefetch_related(jobs)[:100]
         reasons = runner_selectors.job_wait_reasons(jobs=[j for s in subs for j in s.jobs.all()])
-        return Response([submission_selectors.submission_status(submission=s, jobs=list(s.jobs.all()), reasons=reasons)
+        return Response([submission_selectors.submission_status(submission=s, jobs=list(s.jobs.all()), reasons=reasons,
+                                                                detailed=True)
                          for s in subs])
 
     @extend_schema(request=serializers.SubmissionCreateSerializer, responses={
@@ -130,7 +131,8 @@ class SubmissionList(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         # Said after the upload too, but the benchmark's own answer (GET benchmarks/<slug>/) says it before.
         warnings = runner_selectors.benchmark_warnings(benchmarks=[data["benchmark"]])[data["benchmark"].slug]
-        return Response({**submission_selectors.submission_status(submission=submission), "warnings": warnings},
+        return Response({**submission_selectors.submission_status(submission=submission, detailed=True),
+                         "warnings": warnings},
                         status=status.HTTP_201_CREATED)
 
 
@@ -142,4 +144,5 @@ class SubmissionDetail(APIView):
         submission = get_object_or_404(Submission.objects.select_related("benchmark", "owner"), pk=pk)
         if not submission.visible_to(request.user):
             raise NotFound("No such submission.")
-        return Response(submission_selectors.submission_status(submission=submission))
+        return Response(submission_selectors.submission_status(
+            submission=submission, detailed=submission.details_visible_to(request.user)))

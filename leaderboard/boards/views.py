@@ -106,7 +106,8 @@ def submission_export(request, pk: int, fmt: str):
         raise Http404("Exports come as .csv or .json.")
     submission = visible_submission(request, pk)
     jobs = list(submission.jobs.select_related("task", "runner"))
-    status = submission_selectors.submission_status(submission=submission, jobs=jobs)
+    status = submission_selectors.submission_status(submission=submission, jobs=jobs,
+                                                    detailed=submission.details_visible_to(request.user))
     if fmt == "json":
         full = {**status, "results": {j.task.slug: j.result for j in jobs}}
         return JsonResponse(full, json_dumps_params={"indent": 1})

@@ -80,6 +80,11 @@ class Submission(models.Model):
     def visible_to(self, user) -> bool:
         return self.visibility == self.Visibility.PUBLIC or (user.is_authenticated and (user == self.owner or user.is_staff))
 
+    def details_visible_to(self, user) -> bool:
+        """Whether ``user`` may read failures in full (messages, log tails): the owner and staff.
+        Everyone else sees an error kind and a one-line, path-free summary (outcomes.py)."""
+        return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
+
 
 class EvaluationJob(models.Model):
     """One task of one submission. The database is the truth about its state; the broker only wakes

@@ -8,12 +8,16 @@ from typing import Any
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
 
 from .models import EvaluationJob, Submission
+from .outcomes import error_summary, job_outcome
 
 
-def job_summary(job: EvaluationJob, reason: WaitReason | None = None) -> dict[str, Any]:
+def job_summary(job: EvaluationJob, reason: WaitReason | None = None, *, detailed: bool = False) -> dict[str, Any]:
     """One job as the page and the API show it; ``reason``: why it waits, when it does
-    (leaderboard.runners.selectors.job_wait_reasons)."""
+    (leaderboard.runners.selectors.job_wait_reasons). ``detailed`` (the owner and staff): the
+    whole error message and the log tail; otherwise the one-line summary and no log tail.
+    ``outcome`` says how an ended job ended (None while it has not)."""
     result = job.result or {}
+    summary = error_summary(job.error_message)
     return {
         "id": job.pk,
         "task": job.task.slug,
@@ -26,7 +30,10 @@ def job_summary(job: EvaluationJob, reason: WaitReason | None = None) -> dict[st
         "progress_message": job.progress_message,
         "runner": job.runner.name if job.runner_id else None,
         "error_kind": job.error_kind,
-        "error_message": job.error_message,
+        "error_message": job.error_message if detailed else summary,
+        "error_summary": summary,
+        "log_tail": job.log_tail if detailed else "",
+        "outcome": job_outcome(job),
         "metrics": result.get("metrics", {}),
         "ci95": result.get("ci95", {}),
         "env": result.get("env", {}),
@@ -38,11 +45,21 @@ def job_summary(job: EvaluationJob, reason: WaitReason | None = None) -> dict[st
     }
 
 
+def public_submission_error(*, submission: Submission, jobs: list[EvaluationJob]) -> str:
+    """The submission's error as anyone may read it: per failed task its one-line summary (the
+    stored message joins the tasks' full messages), else the summary of the stored message."""
+    failed = [j for j in jobs if j.state == EvaluationJob.State.FAILED and j.error_message]
+    if submission.status == Submission.Status.FAILED and failed:
+        return "; ".join(f"{j.task.slug}: {error_summary(j.error_message)}" for j in failed)
+    return error_summary(submission.error_message)
+
+
 def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | None = None,
-                      reasons: dict[int, WaitReason] | None = None) -> dict[str, Any]:
+                      reasons: dict[int, WaitReason] | None = None, detailed: bool = False) -> dict[str, Any]:
     """What the submission page and API show; ``jobs``: its jobs with task and runner, when the
     caller has them already; ``reasons``: why its waiting jobs wait, by job id (None: work them
-    out here, a fixed number of queries; pass ``{}`` to leave them out)."""
+    out here, a fixed number of queries; pass ``{}`` to leave them out); ``detailed``: whether the
+    viewer may read failures in full (``Submission.details_visible_to``), else summaries only."""
     jobs = list(submission.jobs.select_related("task", "runner")) if jobs is None else jobs
     reasons = job_wait_reasons(jobs=jobs) if reasons is None else reasons
     done = sum(1 for j in jobs if j.has_ended)
@@ -53,7 +70,8 @@ def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | Non
         "benchmark": submission.benchmark.slug,
         "status": submission.status,
         "error_code": submission.error_code,
-        "error_message": submission.error_message,
+        "error_message": submission.error_message if detailed else public_submission_error(
+            submission=submission, jobs=jobs),
         "is_baseline": submission.is_baseline,
         "artifact_format": submission.artifact_format,
         "artifact_sha256": submission.artifact_sha256,
@@ -61,7 +79,7 @@ def submission_status(*, submission: Submission, jobs: list[EvaluationJob] | Non
         "progress": round(progress, 4),
         "jobs_done": done,
         "jobs_total": len(jobs),
-        "jobs": [job_summary(j, reasons.get(j.pk)) for j in jobs],
+        "jobs": [job_summary(j, reasons.get(j.pk), detailed=detailed) for j in jobs],
         "created_at": submission.created_at.isoformat(),
         "finished_at": submission.finished_at.isoformat() if submission.finished_at else None,
     }

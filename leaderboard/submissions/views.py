@@ -67,7 +67,8 @@ def detail(request, pk: int):
 
     submission = visible_submission(request, pk)
     jobs = list(submission.jobs.select_related("task", "runner"))
-    status = selectors.submission_status(submission=submission, jobs=jobs)
+    status = selectors.submission_status(submission=submission, jobs=jobs,
+                                         detailed=submission.details_visible_to(request.user))
     succeeded = [job for job in jobs if job.state == EvaluationJob.State.SUCCEEDED]
     figures = submission_figures(submission=submission, jobs=succeeded)
     return render(request, "submissions/detail.html", {
@@ -95,7 +96,8 @@ def sample_png(request, pk: int, job_id: int, index: int, kind: str):
 def status_json(request, pk: int):
     """What the submission page polls to update itself without reloading."""
     submission = visible_submission(request, pk)
-    return JsonResponse(selectors.submission_status(submission=submission))
+    return JsonResponse(selectors.submission_status(submission=submission,
+                                                    detailed=submission.details_visible_to(request.user)))
 
 
 @login_required

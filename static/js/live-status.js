@@ -20,13 +20,20 @@
     const body = document.querySelector("#jobs tbody");
     body.innerHTML = doc.jobs.map((job) => {
       const metrics = Object.entries(job.metrics).map(([k, v]) => "<span>" + esc(k) + " = " + fmt(v) + "</span>").join(" ");
-      const err = job.error_message ? '<div class="error">' + esc(job.error_kind) + ": " + esc(job.error_message) + "</div>" : "";
-      return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + '</td><td class="state">' + esc(job.state) +
-        (job.attempt > 1 ? " (attempt " + job.attempt + ")" : "") + '</td><td class="prog">' +
+      // as the template: the kind and its one-line summary; owners and staff also get the whole
+      // message and the log tail, which the server leaves out for anyone else
+      const err = job.error_kind ? '<div class="error">' + esc(job.error_kind) + ": " + esc(job.error_summary) + "</div>" : "";
+      const details = job.error_kind && (job.log_tail || job.error_message !== job.error_summary) ?
+        '<details class="error-details"><summary>Details (only the owner and staff see these)</summary><pre>' +
+        esc(job.error_message) + "</pre>" + (job.log_tail ? '<pre class="log-tail">' + esc(job.log_tail) + "</pre>" : "") +
+        "</details>" : "";
+      const prog = job.outcome ? '<span class="outcome">' + esc(job.outcome) + "</span>" :
         Math.round(job.progress * 100) + "% " + esc(job.progress_message) +
-        (job.waiting_reason ? '<div class="waiting" data-code="' + esc(job.waiting_code) + '">waiting: ' + esc(job.waiting_reason) + "</div>" : "") +
+        (job.waiting_reason ? '<div class="waiting" data-code="' + esc(job.waiting_code) + '">waiting: ' + esc(job.waiting_reason) + "</div>" : "");
+      return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + '</td><td class="state">' + esc(job.state) +
+        (job.attempt > 1 ? " (attempt " + job.attempt + ")" : "") + '</td><td class="prog">' + prog +
         '</td><td class="num primary">' +
-        fmt(job.metrics[job.primary_metric]) + '</td><td class="metrics">' + metrics + err + "</td></tr>";
+        fmt(job.metrics[job.primary_metric]) + '</td><td class="metrics">' + metrics + err + details + "</td></tr>";
     }).join("");
     return ENDED.includes(doc.status);
   }
