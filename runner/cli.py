@@ -52,6 +52,7 @@ def work(
 ) -> None:
     """Consume evaluation jobs from the site until stopped."""
     from runner.sandbox import sandbox_available
+    from runner.workdir import sweep_abandoned
     from runner.worker import WorkerSettings, default_broker_url, start_worker
 
     pools = _pools(pool)
@@ -65,6 +66,10 @@ def work(
                   "as a plain process.[/yellow]")
     settings = WorkerSettings(server=server, token=token, pools=pools, data_root=data_root, trust=trust,
                               device=_usable_device(device, pools, "runner work"))
+    # Job folders a killed runner left (this runner's start is the cut-off; live ones are locked).
+    removed = sweep_abandoned()
+    if removed:
+        err.print(f"removed {len(removed)} abandoned job folders", highlight=False)
     start_worker(settings, broker or default_broker_url(), loglevel=loglevel)
 
 

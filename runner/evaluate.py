@@ -17,8 +17,6 @@ import contextlib
 import hashlib
 import importlib.util
 import multiprocessing
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,11 +150,11 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
     """
     from runner.datasets.base import no_progress
     from runner.devices import blame
+    from runner.workdir import locked_folder, work_base
 
     track = _track(spec.task.slug)
-    base = os.environ.get("RUNNER_WORK_DIR") or None
-    with tempfile.TemporaryDirectory(prefix=f"runner-job-{spec.job_id}-", dir=base,
-                                     ignore_cleanup_errors=True) as work:
+    # Removed afterwards whatever the sandbox left in it (runner/workdir.py).
+    with locked_folder(f"runner-job-{spec.job_id}-", work_base()) as work:
         try:
             with worker_process_rules():
                 result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root),

@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -33,6 +32,7 @@ from runner import datasets as runner_datasets
 from runner.client import SiteClient, SiteConflict, SiteError
 from runner.evaluate import evaluate
 from runner.spec import EVALUATE_TASK_NAME, ErrorKind, EvaluationError, JobSpec, celery_broker_settings
+from runner.workdir import locked_folder
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def _run_attempt(spec: JobSpec, client: SiteClient, beat: Heartbeat, cancel: thr
                  data_root: Path, trust: bool, device: str) -> str:
     job_id, attempt = spec.job_id, spec.attempt
     try:
-        with tempfile.TemporaryDirectory(prefix=f"runner-artifact-{job_id}-") as tmp:
-            artifact = Path(tmp) / "artifact"
+        with locked_folder(f"runner-artifact-{job_id}-") as tmp:
+            artifact = tmp / "artifact"
             client.download_artifact(job_id, attempt, artifact, expected_sha256=spec.submission.artifact_sha256,
                                      max_bytes=spec.submission.artifact_size or None)
             beat.update(0.01, "artifact downloaded")
