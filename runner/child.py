@@ -35,6 +35,12 @@ OUT_OF_MEMORY = "out_of_memory"
 SANDBOX_VIOLATION = "sandbox_violation"
 
 SUBMISSION_MODULE = "submission"
+# What Python, numpy and torch (CPU and CUDA) say when an allocation fails; kept in step with
+# runner/sandbox.py's patterns and runner/model_child.py's list by a test.
+MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "unable to allocate",
+                   "failed to allocate", "std::bad_alloc")
+# What a thread or process start says at the sandbox's process limit (RLIMIT_NPROC, threads count).
+PROCESS_LIMIT_MESSAGES = ("can't start new thread", "resource temporarily unavailable", "pthread_create failed")
 
 
 class ChildError(Exception):
@@ -62,10 +68,50 @@ def describe_exception(exc: BaseException, filename: str) -> str:
     return f"{text} ({where})" if where else text
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError (numpy's "Unable to allocate ... for an array" is one), torch's OutOfMemoryError
+    ("CUDA out of memory") or an allocator's message (torch's "DefaultCPUAllocator: can't
+    allocate memory")."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(message in text for message in MEMORY_MESSAGES)
+
+
+def hit_process_limit(exc: BaseException) -> bool:
+    """A thread or process that could not start: "can't start new thread", EAGAIN from fork."""
+    if isinstance(exc, BlockingIOError) or (isinstance(exc, OSError) and exc.errno == 11):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, OSError)) and any(m in text for m in PROCESS_LIMIT_MESSAGES)
+
+
+def process_limit() -> str:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    except (ImportError, OSError, ValueError):
+        return "the sandbox's limit"
+    return "the sandbox's limit" if soft == resource.RLIM_INFINITY else f"the sandbox's limit of {soft}"
+
+
+def limit_note(exc: BaseException) -> str:
+    """What a resource failure means here, to follow the exception's own text ("" for others)."""
+    if is_out_of_memory(exc):
+        return ""
+    if hit_process_limit(exc):
+        return (f": the submission started too many processes or threads, past {process_limit()} (threads "
+                "included); start fewer")
+    return ""
+
+
 def kind_of_exception(exc: BaseException) -> str:
     """Resource and sandbox failures get their own kind; anything else is the code's own error."""
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return OUT_OF_MEMORY
+    if hit_process_limit(exc):
+        return SANDBOX_VIOLATION
     if isinstance(exc, (PermissionError, ConnectionError)):
         return SANDBOX_VIOLATION
     if isinstance(exc, OSError) and exc.errno in (1, 11, 13, 24, 27, 30, 101):
@@ -82,7 +128,8 @@ def call_user(what: str, fn: Callable[[], Any], filename: str) -> Any:
     except BaseException as exc:  # noqa: BLE001 - submitted code may raise anything, even SystemExit
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise ChildError(kind_of_exception(exc), f"{what} raised {describe_exception(exc, filename)}") from exc
+        raise ChildError(kind_of_exception(exc), f"{what} raised {describe_exception(exc, filename)}"
+                         f"{limit_note(exc)}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +270,8 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise ChildError(kind_of_exception(exc), f"make_optimizer raised {describe_exception(exc, filename)}") from exc
+        raise ChildError(kind_of_exception(exc), f"make_optimizer raised {describe_exception(exc, filename)}"
+                         f"{limit_note(exc)}") from exc
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ChildError(INVALID_ARTIFACT, f"make_optimizer returned {type(optimizer).__name__}, not a "
                          "torch.optim.Optimizer (subclass torch.optim.Optimizer or return a built-in one)")

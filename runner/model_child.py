@@ -64,10 +64,13 @@ OUT_OF_MEMORY = "out_of_memory"
 PRECISIONS = ("fp32", "bf16")
 CHANNELS_LAST = ("auto", "on", "off")
 WIRE_DTYPES = ("float32", "uint8")
+# What Python, numpy and torch (CPU and CUDA) say when an allocation fails (the same list as
+# runner/child.py's MEMORY_MESSAGES; a test keeps them in step).
 _OOM_TEXT = (
     "out of memory",
     "can't allocate memory",
     "cannot allocate memory",
+    "unable to allocate",
     "failed to allocate",
     "std::bad_alloc",
 )

@@ -140,8 +140,9 @@ _VIOLATIONS = (
     (re.compile(r"Network is unreachable|Errno 101\]|gaierror|Name or service not known|"
                 r"Temporary failure in name resolution|Address family not supported|Errno 99\]"),
      "tried to use the network, which the sandbox does not have"),
-    (re.compile(r"BlockingIOError|Resource temporarily unavailable|Errno 11\]"),
-     "started too many processes or threads (limit {max_processes})"),
+    (re.compile(r"BlockingIOError|Resource temporarily unavailable|Errno 11\]|can't start new thread|"
+                r"pthread_create failed"),
+     "started too many processes or threads: the sandbox allows {max_processes} at once, threads included"),
     (re.compile(r"Read-only file system|Errno 30\]"),
      "tried to write outside its scratch folder; everything else is read-only"),
     (re.compile(r"PermissionError|Permission denied|Errno 13\]|Operation not permitted|Errno 1\]"),
@@ -153,17 +154,23 @@ _VIOLATIONS = (
     (re.compile(r"No space left on device|Errno 28\]"),
      "filled the space it may write (scratch, or /tmp limited to {max_file_bytes} bytes)"),
 )
-_OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|std::bad_alloc|Cannot allocate memory|"
-                            r"can't allocate memory|Errno 12\]")
+# What Python (MemoryError), numpy ("Unable to allocate 8.00 GiB for an array"), torch on the CPU
+# ("DefaultCPUAllocator: can't allocate memory") and CUDA ("CUDA out of memory") say.
+_OUT_OF_MEMORY = re.compile(r"MemoryError|OutOfMemoryError|out of memory|std::bad_alloc|Cannot allocate memory|"
+                            r"can't allocate memory|Unable to allocate|failed to allocate|Errno 12\]",
+                            re.IGNORECASE)
 _MISSING_FILE = re.compile(r"(?:FileNotFoundError|No such file or directory)[^\n]*?'(/[^'\n]*)'")
 
 
 def _last_error_line(text: str) -> str:
+    """The program's last exception line (control characters escaped: it is the program's text)."""
+    from runner.untrusted import printable
+
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
         if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", line) or line.startswith("bwrap:"):
-            return line[:500]
-    return (lines[-1] if lines else "")[:500]
+            return printable(line[:500])
+    return printable((lines[-1] if lines else "")[:500])
 
 
 def _outside(path: str, result: SandboxResult) -> bool:
@@ -203,12 +210,11 @@ def _classify(result: SandboxResult) -> EvaluationError:
     if sig == signal.SIGXFSZ:
         return EvaluationError(ErrorKind.SANDBOX_VIOLATION, "the submission wrote a file larger than the limit of "
                                f"{limits.get('max_file_bytes')} bytes", tail)
-    if sig == signal.SIGKILL:
-        return EvaluationError(ErrorKind.OUT_OF_MEMORY, "the program was killed (SIGKILL), most likely for "
-                               "using too much memory", tail)
     if sig is not None:
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the program crashed with signal {name}", tail)
+        # No guess: the sandbox's limits announce themselves above (a memory limit as a failed
+        # allocation, CPU time as SIGXCPU); a bare SIGKILL came from the program or the kernel.
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else "unknown"
+        return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the program was killed by signal {sig} ({name})", tail)
     last = _last_error_line(stderr) or f"exit status {result.returncode}"
     return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the program failed: {last}", tail)
 
@@ -658,22 +664,44 @@ def _run_trusted(argv: Sequence[str], *, scratch: Path, time_limit_s: float, cpu
 # --------------------------------------------------------------------------------------------
 # Reading what the sandbox wrote: never follow a link the submitted code planted.
 # --------------------------------------------------------------------------------------------
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def read_scratch_file(scratch: Path | str, name: str, max_bytes: int = 64 << 20) -> bytes | None:
-    """The bytes of a regular file the sandbox left in scratch, or None when it is absent. A
-    symlink, a special file or an oversized file is a SANDBOX_VIOLATION, never followed."""
+    """The bytes of a regular file the sandbox left in scratch, or None when it is absent.
+
+    Opened without following a link and without blocking (O_NOFOLLOW | O_NONBLOCK), then checked
+    with fstat: a symbolic link, socket, FIFO, folder or device in its place is a
+    SANDBOX_VIOLATION (never followed or waited on), a file the submission made unreadable too, and
+    one over ``max_bytes`` is WRONG_OUTPUT. Only an error the runner cannot trace to the file's
+    state (say, too many open files) propagates as OSError."""
     path = os.path.join(scratch, name)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise EvaluationError(ErrorKind.SANDBOX_VIOLATION, f"{name} in scratch is a symbolic link") from exc
+        try:
+            info = os.lstat(path)
+        except OSError:
+            raise exc from None
+        regular = stat.S_ISREG(info.st_mode)
+        if not regular or exc.errno in (errno.EACCES, errno.EPERM):
+            what = "a file it made unreadable" if regular else _file_type(info.st_mode)
+            raise EvaluationError(ErrorKind.SANDBOX_VIOLATION, f"the submission left {what} in place of {name} in "
+                                  "its scratch folder; the runner reads only regular files it may read") from exc
         raise
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise EvaluationError(ErrorKind.SANDBOX_VIOLATION, f"{name} in scratch is not a regular file")
+            raise EvaluationError(ErrorKind.SANDBOX_VIOLATION, f"the submission left {_file_type(info.st_mode)} in "
+                                  f"place of {name} in its scratch folder; the runner reads only regular files")
         if info.st_size > max_bytes:
             raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"{name} is {info.st_size} bytes, over the limit of "
                                   f"{max_bytes}")

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import mmap
 import os
 import queue
@@ -28,20 +29,22 @@ import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from runner import model_child
 from runner.sandbox import DEFAULT_MAX_PROCESSES, GiB, SandboxResult, run_sandboxed, sandbox_uid
-from runner.spec import USER_ERROR_KINDS, ErrorKind, EvaluationError
+from runner.spec import ErrorKind, EvaluationError
+from runner.untrusted import Schema, load_json, parse, printable, reported_error, tampered
+from runner.workdir import LockedFolder
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,49 @@ _WIRE_DTYPES = {
     "int64": np.int64,
     "bool": np.bool_,
 }
+
+# --------------------------------------------------------------------------------------------
+# What the child may answer (runner/model_child.py's protocol), as typed schemas: the model
+# server runs submitted code, so every frame is hostile until it fits one of these.
+# --------------------------------------------------------------------------------------------
+Scalar = StrictStr | StrictBool | StrictInt | StrictFloat | None
+Count = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class ReadyFrame(Schema):
+    """Sent once the model loaded; the fields the tracks read are typed, any other must be a
+    plain value (kept in ``info`` for the result's environment)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    op: Literal["ready"]
+    protocol: StrictInt = 0
+    load_s: Seconds = 0.0
+    inputs: Annotated[int, Field(ge=0, le=64)] = 1
+    attributes: dict[StrictStr, Scalar] = {}
+    providers: list[StrictStr] = []
+
+    def info(self) -> dict[str, Any]:
+        fixed = {name: getattr(self, name) for name in type(self).model_fields if name != "op"}
+        extra = {k: v for k, v in (self.model_extra or {}).items()
+                 if len(k) <= 64 and (v is None or isinstance(v, (str, bool, int, float)))}
+        return {**extra, **fixed}
+
+
+class OutFrame(Schema):
+    op: Literal["out"]
+    id: StrictInt
+    shape: Annotated[list[Count], Field(max_length=8)]
+    dtype: StrictStr
+    where: Literal["shm", "inline"]
+    nbytes: Count
+    compute_s: Seconds = 0.0
+    info: dict[StrictStr, Scalar] = {}
+
+
+class BenchFrame(Schema):
+    op: Literal["bench"]
+    items_per_s: Seconds
 
 
 def _env_float(name: str, default: float) -> float:
@@ -286,6 +332,7 @@ class ModelServer:
         self.started_at: float | None = None
         self.jobs = 0
         self._dir: Path | None = None
+        self._folder: LockedFolder | None = None
         self._listener: socket.socket | None = None
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -315,7 +362,8 @@ class ModelServer:
         return self.lifetime_s - (time.monotonic() - self.started_at)
 
     def _stage(self) -> tuple[Path, Path, Path]:
-        self._dir = Path(tempfile.mkdtemp(prefix="runner-model-", dir=self.work_root))
+        self._folder = LockedFolder("runner-model-", self.work_root)
+        self._dir = self._folder.path
         self._dir.chmod(0o711)  # traversable, not listable
         io = self._dir / "io"
         io.mkdir(mode=0o755)
@@ -399,16 +447,16 @@ class ModelServer:
         except BaseException:
             self.close(kill=True)
             raise
-        if header.get("op") == "error":
+        try:
+            if header.get("op") == "error":
+                raise self._child_error(header, "loading the model")
+            if header.get("op") != "ready":
+                raise tampered("the model server's first answer", "not \"ready\" nor \"error\"", self.log_tail())
+            ready = parse(ReadyFrame, header, what="the model server's ready answer", log_tail=self.log_tail())
+        except EvaluationError:
             self.close(kill=True)
-            raise self._child_error(header, "loading the model")
-        if header.get("op") != "ready":
-            self.close(kill=True)
-            raise EvaluationError(
-                ErrorKind.RUNTIME_ERROR,
-                f"the model server answered {header.get('op')!r} instead of reporting that the model loaded",
-            )
-        self.info = {k: v for k, v in header.items() if k != "op"}
+            raise
+        self.info = ready.info()
         self.info["sandbox"] = self._sandbox_mode()
         log.info(
             "model server up: %s on %s in %.1f s (%s)",
@@ -458,9 +506,9 @@ class ModelServer:
                     handle.close()
         self._sock = self._listener = None
         self._drop_ring()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        if self._folder is not None:
+            self._folder.close()  # whatever the sandbox left in its scratch (runner/workdir.py)
+            self._folder = self._dir = None
 
     # -- frames -----------------------------------------------------------------------------
     def _send(self, header: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
@@ -516,19 +564,17 @@ class ModelServer:
         (size,) = FRAME_LENGTH.unpack_from(self._buffer)
         if size > MAX_HEADER_BYTES:
             self.broken = True
-            raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the model server sent a malformed answer")
+            raise tampered("the model server's answer", f"{size} bytes, over the limit of {MAX_HEADER_BYTES}")
         self._fill(FRAME_LENGTH.size + size, deadline, cancel, what)
         try:
-            header = json.loads(bytes(self._buffer[FRAME_LENGTH.size : FRAME_LENGTH.size + size]))
-        except ValueError as exc:
+            header = load_json(bytes(self._buffer[FRAME_LENGTH.size : FRAME_LENGTH.size + size]),
+                               what="the model server's answer", max_bytes=MAX_HEADER_BYTES)
+            if not isinstance(header, dict):
+                raise tampered("the model server's answer", "not a JSON object")
+        except EvaluationError:
             self.broken = True
-            raise EvaluationError(
-                ErrorKind.RUNTIME_ERROR, "the model server sent a malformed answer"
-            ) from exc
+            raise
         del self._buffer[: FRAME_LENGTH.size + size]
-        if not isinstance(header, dict):
-            self.broken = True
-            raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the model server sent a malformed answer")
         payload = None
         if header.get("op") == "out" and header.get("where") == "inline":
             nbytes = header.get("nbytes")
@@ -568,12 +614,10 @@ class ModelServer:
         return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the model server stopped answering while {what}")
 
     def _child_error(self, header: dict[str, Any], what: str) -> EvaluationError:
-        kind = header.get("kind")
-        # Only user kinds may come from inside the sandbox: a submission cannot pass its failure
-        # off as the platform's.
-        kind = kind if kind in USER_ERROR_KINDS else ErrorKind.RUNTIME_ERROR
-        message = str(header.get("message") or f"the model failed while {what}")[:2000]
-        return EvaluationError(kind, message, self.log_tail())
+        """The error an ``error`` frame reports (user kinds only; see untrusted.reported_error)."""
+        if not header.get("message"):
+            header = {**header, "message": f"the model failed while {what}"}
+        return reported_error(header, what="the model server's answer", log_tail=self.log_tail())
 
     def log_tail(self) -> str:
         if self._result is not None:
@@ -612,7 +656,7 @@ class ModelServer:
         header, _ = self._receive(deadline, None, what="timing the forward pass")
         if header.get("op") != "bench":
             raise self._child_error(header, "timing the forward pass")
-        return float(header["items_per_s"])
+        return parse(BenchFrame, header, what="the model server's timing").items_per_s
 
     def stream(
         self,
@@ -751,48 +795,45 @@ class ModelServer:
             if op != "out":
                 self.broken = True
                 raise EvaluationError(ErrorKind.RUNTIME_ERROR, f"the model server answered {op!r} to a batch")
-            outputs = self._output_view(header, payload, slot)
+            try:
+                frame = parse(OutFrame, header, what="the model server's answer", log_tail=self.log_tail())
+            except EvaluationError:
+                self.broken = True
+                raise
+            outputs = self._output_view(frame, payload, slot)
             on_output(chunk.tag, chunk.lo, chunk.hi, outputs)
             del outputs
         finally:
             slot.chunk = None
-        if isinstance(header.get("info"), dict):
-            self.info.update({k: v for k, v in header["info"].items() if isinstance(k, str)})
-        compute = header.get("compute_s")
-        stats.record(chunk.size, float(compute) if isinstance(compute, (int, float)) and compute >= 0 else 0.0)
+        self.info.update(frame.info)
+        stats.record(chunk.size, frame.compute_s)
 
-    def _output_view(self, header: dict[str, Any], payload: bytes | None, slot: _Slot) -> np.ndarray:
-        shape, dtype_name, nbytes = header.get("shape"), header.get("dtype"), header.get("nbytes")
-        if (
-            not isinstance(shape, list)
-            or len(shape) > 8
-            or not all(isinstance(s, int) and s >= 0 for s in shape)
-            or dtype_name not in _WIRE_DTYPES
-        ):
+    def _output_view(self, frame: OutFrame, payload: bytes | None, slot: _Slot) -> np.ndarray:
+        if frame.dtype not in _WIRE_DTYPES:
             self.broken = True
             raise EvaluationError(
                 ErrorKind.WRONG_OUTPUT,
                 f"the model returned something that is not a numeric "
-                f"tensor (dtype {str(dtype_name)[:40]}, shape {str(shape)[:80]})",
+                f"tensor (dtype {printable(frame.dtype, keep_newlines=False)[:40]}, shape {frame.shape})",
             )
-        dtype = np.dtype(_WIRE_DTYPES[dtype_name])
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if expected != nbytes:
+        dtype = np.dtype(_WIRE_DTYPES[frame.dtype])
+        expected = math.prod(frame.shape) * dtype.itemsize
+        if expected != frame.nbytes:
             self.broken = True
             raise EvaluationError(
                 ErrorKind.RUNTIME_ERROR, "the model server's answer does not match its own shape"
             )
-        if header.get("where") == "shm":
-            if nbytes > slot.out_capacity or self._ring is None:
+        if frame.where == "shm":
+            if frame.nbytes > slot.out_capacity or self._ring is None:
                 self.broken = True
                 raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the model server wrote past its slot")
             # Copied out at once: the child can still write to shared memory, and what is checked
             # must be what is scored.
             view = np.ndarray(
-                tuple(shape), dtype=dtype, buffer=self._ring.region, offset=slot.out_offset
+                tuple(frame.shape), dtype=dtype, buffer=self._ring.region, offset=slot.out_offset
             ).copy()
         elif payload is not None:
-            view = np.frombuffer(payload, dtype=dtype).reshape(shape)
+            view = np.frombuffer(payload, dtype=dtype).reshape(frame.shape)
         else:
             self.broken = True
             raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the model server's answer has no data")

@@ -23,7 +23,8 @@ from typing import Any
 import runner
 from runner import child as child_program
 from runner.sandbox import SandboxResult, read_scratch_file, run_sandboxed
-from runner.spec import USER_ERROR_KINDS, ErrorKind, EvaluationError, JobSpec, make_result
+from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
+from runner.untrusted import MAX_DOC_BYTES, Schema, printable, read_report
 
 Progress = Callable[[float, str], None]
 SEED = 0
@@ -64,38 +65,34 @@ def progress_reader(progress: Progress, start: float, span: float) -> Callable[[
         _, fraction, *message = line.split(" ", 2)
         value = float(fraction)
         if math.isfinite(value):
-            progress(start + span * min(1.0, max(0.0, value)), message[0] if message else "")
+            text = printable(message[0], keep_newlines=False)[:200] if message else ""
+            progress(start + span * min(1.0, max(0.0, value)), text)
 
     return on_line
 
 
-def read_child_doc(scratch: Path, result: SandboxResult) -> dict[str, Any]:
-    """The child's document, or the EvaluationError its absence or content amounts to."""
+class SyntheticReport(Schema):
+    """What optimize-synthetic writes on success (runner/child.py)."""
+
+    x: list[float]
+    optimize_s: float = 0.0
+
+
+def read_child_doc(scratch: Path, result: SandboxResult, schema: type[Schema]) -> dict[str, Any]:
+    """The child's document checked against ``schema`` (as a dict), or the EvaluationError its
+    absence or content amounts to: the error it reports (user kinds only), WRONG_OUTPUT when it is
+    not what the harness writes, SANDBOX_VIOLATION when it is not a regular file."""
     if result.timed_out or result.cancelled or result.violation:
         raise result.failure() or EvaluationError(ErrorKind.RUNNER_ERROR, "the run stopped without a reason")
-    raw = read_scratch_file(scratch, "out.json", max_bytes=16 << 20)
+    raw = read_scratch_file(scratch, "out.json", max_bytes=MAX_DOC_BYTES)
     if raw is None:
         error = result.failure()
         if error is not None:
             raise error
         raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the evaluation ended without a result: did the submission "
                               "exit the process (os._exit) or delete its output?", result.log_tail)
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"the evaluation's output is not JSON ({exc}); did the "
-                              "submission overwrite it?", result.log_tail) from exc
-    if not isinstance(doc, dict):
-        raise EvaluationError(ErrorKind.WRONG_OUTPUT, "the evaluation's output is not a JSON object", result.log_tail)
-    if doc.get("ok") is not True:
-        error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
-        kind = error.get("kind")
-        # Only user kinds may come from inside the sandbox: a submission cannot pass its own
-        # failure off as the platform's.
-        kind = kind if kind in USER_ERROR_KINDS else ErrorKind.RUNTIME_ERROR
-        message = str(error.get("message") or "the evaluation failed")[:2000]
-        raise EvaluationError(kind, message, result.log_tail)
-    return doc
+    report = read_report(raw, schema, what="the evaluation's output", log_tail=result.log_tail)
+    return report.model_dump()
 
 
 def trajectory_from(doc: dict[str, Any], x0: float, steps: int, log_tail: str) -> list[float]:
@@ -138,7 +135,7 @@ def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, da
     result = run_sandboxed(argv, scratch=scratch, ro_binds=[inputs], time_limit_s=spec.task.time_limit_s,
                            memory_bytes=MEMORY_BYTES, trust=trust, cancel=cancel,
                            on_stdout_line=progress_reader(progress, 0.05, 0.9))
-    doc = read_child_doc(scratch, result)
+    doc = read_child_doc(scratch, result, SyntheticReport)
     xs = trajectory_from(doc, x0, steps, result.log_tail)
     progress(0.97, "scoring the trajectory")
 

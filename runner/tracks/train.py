@@ -51,6 +51,7 @@ from runner.sandbox import (
 )
 from runner.spec import ErrorKind, EvaluationError, JobSpec, catalogue_task, make_result
 from runner.tracks.optimize import progress_reader, read_child_doc
+from runner.untrusted import Schema
 
 Progress = Callable[[float, str], None]
 GiB = 1 << 30
@@ -192,6 +193,37 @@ def hidden_package_data(work_dir: Path) -> list[Any]:
     return [(empty, folder) for folder in folders]
 
 
+class SeedReport(Schema):
+    seed: int
+    train_loss: list[float]
+    seconds: list[float]
+
+
+class TrainingReport(Schema):
+    """What ``train_child.py train`` writes on success: per seed, the curves."""
+
+    runs: list[SeedReport]
+
+
+class BenchReport(Schema):
+    """What ``train_child.py bench`` writes on success."""
+
+    train_items_per_s: float
+    pure_step_items_per_s: float
+    ratio: float
+    harness_steps: int
+    harness_s: float
+    pure_steps: int
+    pure_s: float
+    warmup_steps: int
+    batch_size: int
+    steps_per_epoch: int
+    precision: str
+    threads: int
+    torch: str
+    device_name: str
+
+
 def run_child(command: str, work_dir: Path, inputs: Path, *, hparams: dict[str, Any], device: str, trust: bool,
               time_limit_s: float, memory_bytes: int, scratch_bytes: int, progress: Progress, span: tuple[float, float],
               cancel: threading.Event | None, extra: list[str] | None = None) -> tuple[dict[str, Any], SandboxResult]:
@@ -205,7 +237,8 @@ def run_child(command: str, work_dir: Path, inputs: Path, *, hparams: dict[str, 
                            cancel=cancel, max_scratch_bytes=scratch_bytes,
                            env={"CUBLAS_WORKSPACE_CONFIG": train_child.CUBLAS_WORKSPACE},
                            on_stdout_line=progress_reader(progress, span[0], span[1] - span[0]))
-    return read_child_doc(scratch, result), result
+    schema = TrainingReport if command == "train" else BenchReport
+    return read_child_doc(scratch, result, schema), result
 
 
 # --------------------------------------------------------------------------------------------
