@@ -101,9 +101,11 @@ def differences(local: Any, worker: Any, path: tuple[str, ...] = ()) -> list[str
         return []
     where = ".".join(path) or "(document)"
     if isinstance(local, dict) and isinstance(worker, dict):
-        found = [f"{where}: keys only in runner run: {sorted(set(local) - set(worker))}"] if set(local) - set(worker) else []
-        if set(worker) - set(local):
-            found.append(f"{where}: keys only in runner work: {sorted(set(worker) - set(local))}")
+        found = []
+        if only_local := sorted(set(local) - set(worker)):
+            found.append(f"{where}: keys only in runner run: {only_local}")
+        if only_worker := sorted(set(worker) - set(local)):
+            found.append(f"{where}: keys only in runner work: {only_worker}")
         for key in sorted(set(local) & set(worker)):
             found += differences(local[key], worker[key], (*path, str(key)))
         return found
