@@ -18,7 +18,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(help="A runner node of the benchmark leaderboard.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -144,6 +146,7 @@ def run(
 
     from runner.evaluate import evaluate, local_job_spec
     from runner.spec import EvaluationError
+    from runner.untrusted import printable
 
     tasks = _run_order(task)
     settings = _hparams(hparams)
@@ -156,7 +159,7 @@ def run(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--task") from exc
         except EvaluationError as exc:
-            err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+            err.print(_failure_line(exc.kind, exc.message))
             raise typer.Exit(1) from exc
         if slug == "imagenet-c" and clean_top1 is not None and "clean_top1" not in settings:
             spec.task.params["clean_top1"] = clean_top1
@@ -165,14 +168,16 @@ def run(
                 handle = bar.add_task(slug, total=1.0)
 
                 def show(fraction: float, message: str, h: Any = handle, s: str = slug) -> None:
-                    bar.update(h, completed=fraction, description=f"{s} {message}")
+                    # The description is rendered as markup: the submission's words are escaped.
+                    bar.update(h, completed=fraction,
+                               description=escape(f"{s} {printable(message, keep_newlines=False)}"))
 
                 result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
                                   progress=show)
         except EvaluationError as exc:
-            err.print(f"[red]{slug}: {exc.kind}[/red]: {exc.message}")
+            err.print(_failure_line(f"{slug}: {exc.kind}", exc.message))
             if exc.log_tail:
-                err.print(exc.log_tail[-2000:], markup=False, highlight=False)
+                err.print(Text(printable(exc.log_tail[-2000:])))
             failed = True
             continue
         if slug == "imagenet-val":
@@ -185,17 +190,32 @@ def run(
         raise typer.Exit(1)
 
 
+def _failure_line(what: str, message: str) -> Text:
+    """``what`` in red, then the message as literal text: it may hold the submission's words, which
+    are neither markup nor terminal control (control characters are shown escaped)."""
+    from runner.untrusted import printable
+
+    return Text.assemble((printable(what, keep_newlines=False), "red"), ": ", printable(message))
+
+
 def _print_result(task: str, artifact: Path, result: dict[str, Any]) -> None:
-    table = Table(title=f"{task}: {artifact.name}")
+    """The metrics table and one line of environment, every value printed literally (the model
+    server reports some of them, and a file name may hold brackets)."""
+    from runner.untrusted import printable
+
+    table = Table(title=Text(printable(f"{task}: {artifact.name}", keep_newlines=False)))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
-        table.add_row(key, f"{value:.6g}")
+        table.add_row(Text(printable(key, keep_newlines=False)), f"{value:.6g}")
     out.print(table)
     env, timing = result.get("env", {}), result.get("timing", {})
-    synthetic = "  [yellow]SYNTHETIC DATA[/yellow]" if env.get("synthetic_data") else ""
-    out.print(f"sandbox: {env.get('sandbox')}  device: {env.get('device')}  wall: {timing.get('wall_s')} s"
-              + (f"  {timing.get('items_per_s')} items/s" if "items_per_s" in timing else "") + synthetic)
+    line = (f"sandbox: {env.get('sandbox')}  device: {env.get('device')}  wall: {timing.get('wall_s')} s"
+            + (f"  {timing.get('items_per_s')} items/s" if "items_per_s" in timing else ""))
+    text = Text(printable(line, keep_newlines=False))
+    if env.get("synthetic_data"):
+        text.append("  SYNTHETIC DATA", style="yellow")
+    out.print(text)
 
 
 @app.command()
