@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "leaderboard.errors.JsonErrorsForApiMiddleware",  # outermost: sees every response under /api/
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -196,6 +197,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # separate request components, so a file field is documented as a binary part, not a URI
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Production hardening, on whenever DEBUG is off (check --deploy passes with production vars).

@@ -138,6 +138,33 @@ class LeaderboardSerializer(serializers.Serializer):
     rows = LeaderboardRowSerializer(many=True)
 
 
+class LeaderboardQuerySerializer(serializers.Serializer):
+    """The leaderboard's query parameters; their limits are documented in the schema."""
+
+    MAX_LIMIT = 500
+
+    task = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                 help_text="task slug; default the benchmark's lead task")
+    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=1_000_000_000,
+                                      help_text="rows to skip")
+    limit = serializers.IntegerField(required=False, default=50, min_value=0, help_text=(
+        f"rows per page; 0 means the default 50, and more than {MAX_LIMIT} is cut to {MAX_LIMIT}"))
+    sort = serializers.RegexField(r"^[A-Za-z0-9_-]*$", required=False, allow_blank=True, default="",
+                                  max_length=100, help_text="a metric key; default the primary metric")
+    dir = serializers.ChoiceField(choices=["asc", "desc"], required=False, allow_blank=True, default="",
+                                  help_text="default: the metric's better end first")
+
+
+class LeaderboardQueryErrorsSerializer(serializers.Serializer):
+    """400: a list of messages per query parameter that failed."""
+
+    task = serializers.ListField(child=serializers.CharField(), required=False)
+    offset = serializers.ListField(child=serializers.CharField(), required=False)
+    limit = serializers.ListField(child=serializers.CharField(), required=False)
+    sort = serializers.ListField(child=serializers.CharField(), required=False)
+    dir = serializers.ListField(child=serializers.CharField(), required=False)
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 

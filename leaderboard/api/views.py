@@ -4,10 +4,10 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,19 +19,6 @@ from leaderboard.submissions import services as submission_services
 from leaderboard.submissions.models import EvaluationJob, Submission
 
 from . import serializers
-
-
-def _int_param(request, name: str, default: int, maximum: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValidationError({name: "must be an integer"}) from exc
-    if value < 0:
-        raise ValidationError({name: "must not be negative"})
-    return min(value, maximum) if maximum else value
 
 
 class BenchmarkList(APIView):
@@ -58,32 +45,24 @@ class Leaderboard(APIView):
     permission_classes = [permissions.AllowAny]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("task", str, description="task slug; default the benchmark's lead task"),
-            OpenApiParameter("offset", int), OpenApiParameter("limit", int),
-            OpenApiParameter("sort", str, description="a metric key; default the primary metric"),
-            OpenApiParameter("dir", str, enum=["asc", "desc"]),
-        ],
-        responses={200: serializers.LeaderboardSerializer, 400: serializers.ErrorSerializer,
+        parameters=[serializers.LeaderboardQuerySerializer],
+        responses={200: serializers.LeaderboardSerializer, 400: serializers.LeaderboardQueryErrorsSerializer,
                    404: serializers.ErrorSerializer},
     )
     def get(self, request, slug: str):
+        query = serializers.LeaderboardQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
         bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
         tasks = list(bench.tasks.all())
-        wanted = request.query_params.get("task")
+        wanted = params.get("task")
         task = next((t for t in tasks if t.slug == wanted), None) if wanted else (tasks[0] if tasks else None)
         if task is None:
             raise NotFound(f"benchmark {slug} has no task {wanted!r}" if wanted else "benchmark has no tasks")
-        direction = request.query_params.get("dir")
-        if direction not in (None, "", "asc", "desc"):
-            raise ValidationError({"dir": "asc or desc"})
-        sort = request.query_params.get("sort", "")
-        if sort and not sort.replace("_", "").replace("-", "").isalnum():
-            raise ValidationError({"sort": "a metric name"})
         page = board_selectors.board_rows(
-            task=task, user=request.user, offset=_int_param(request, "offset", 0),
-            limit=_int_param(request, "limit", 50, maximum=500) or 50, sort=sort,
-            descending=None if not direction else direction == "desc",
+            task=task, user=request.user, offset=params["offset"],
+            limit=min(params["limit"], query.MAX_LIMIT) or 50, sort=params["sort"],
+            descending=None if not params["dir"] else params["dir"] == "desc",
         )
         return Response({
             "benchmark": bench.slug, "task": task.slug, "tasks": [t.slug for t in tasks],
@@ -94,7 +73,7 @@ class Leaderboard(APIView):
 
 
 class SubmissionList(APIView):
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser]  # the artifact is a file: a urlencoded body cannot carry it
     permission_classes = [permissions.IsAuthenticated]
 
     @extend_schema(responses={200: serializers.SubmissionStatusSerializer(many=True),
