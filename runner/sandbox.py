@@ -3,18 +3,25 @@ a wall-clock timeout. Everything it returns is data; failures become spec.Evalua
 
 Layout of one sandboxed run (the runner is usually root on a GPU box):
 
-    prlimit (CPU, processes, open files, file size, address space on CPU, no core files)
+    sh: joins the job's cgroup v2 (memory.max, pids.max) where the host has one (runner/host_limits.py)
+    └ prlimit (CPU, processes, open files, file size, address space on CPU, no core files)
       └ bwrap, privileged "staging" layer, root only: builds a mount namespace that holds exactly
         the bound paths, each at its own path, with world-traversable parents (0755). This is
         what lets an unprivileged user reach an interpreter under root's 0700 home.
-          └ setpriv: drop to the sandbox uid/gid (65534), no groups, no capabilities, no_new_privs
+          └ setpriv: drop to the job's own uid/gid (leased from RUNNER_SANDBOX_UIDS for this run only,
+            so the process limit counts this job alone), no groups, no capabilities, no_new_privs
             └ bwrap, unprivileged: --unshare-all (network, pid, ipc, uts, cgroup, user),
               --disable-userns, --cap-drop ALL, --new-session, --die-with-parent, --clearenv,
-              read-only binds, one writable scratch dir, fresh /proc, /dev and /tmp
+              read-only binds, one writable scratch dir, fresh /proc and /dev, sized tmpfs mounts
+              for /tmp and /dev/shm, a seccomp filter (runner/syscall_filter.py)
                 └ python -I -S trampoline: marks "the sandbox started" on a private fd, closes
                   it, execs the program
 
-A runner that is not root skips the staging layer and setpriv: its own uid is unprivileged. A
+A root runner mounts a sized tmpfs over the scratch folder first (the kernel enforces its size;
+it stays mounted until the job folder is removed, see host_limits.unmount_under).
+
+A runner that is not root skips the staging layer, setpriv, the scratch volume and the cgroup: its
+own uid is unprivileged, and the once-a-second scratch guard is what bounds scratch. A
 root runner without the privileges the staging layer needs (CAP_SYS_ADMIN) falls back to setpriv
 and the unprivileged bwrap alone ("direct"), which works when the sandbox uid can traverse to
 the interpreter and to every bound path; the probe finds out which layout works.
@@ -24,6 +31,7 @@ resolves that path as the unprivileged user, which cannot traverse /root.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -40,17 +48,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from runner import host_limits
+from runner.host_limits import HostLimitError, SandboxUser
 from runner.spec import ErrorKind, EvaluationError
+from runner.syscall_filter import FilterUnavailable, filter_fd
 
 MODE_BWRAP = "bwrap"
 MODE_TRUSTED = "none (trusted)"
 
 GiB = 1 << 30
 DEFAULT_MEMORY_BYTES = 8 * GiB  # torch needs at least 4 GiB of address space just to import
-DEFAULT_MAX_PROCESSES = 128  # counts threads too, for every process of the sandbox uid
+DEFAULT_MAX_PROCESSES = 128  # counts threads too, for every process of the job's own uid
 DEFAULT_MAX_OPEN_FILES = 1024
 DEFAULT_MAX_FILE_BYTES = 1 * GiB
-DEFAULT_MAX_SCRATCH_BYTES = 4 * GiB  # the whole scratch folder (it lives on the runner's disk)
+DEFAULT_MAX_SCRATCH_BYTES = 4 * GiB  # the whole scratch folder (a tmpfs of this size under a root runner)
+DEFAULT_MAX_SHM_BYTES = 512 << 20  # /dev/shm, a tmpfs (bwrap's /dev alone would offer half the host's memory)
 MAX_SCRATCH_ENTRIES = 100_000
 TAIL_BYTES = 16 * 1024
 START_MARKER = b"S"
@@ -72,14 +84,6 @@ BASE_ENV = {
 # Mount points the sandbox creates itself; never re-create or chmod them.
 _OWN_MOUNTS = ("/proc", "/dev", "/tmp")
 _GPU_DEVICE_GLOBS = ("nvidia[0-9]*", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
-
-
-def sandbox_uid() -> int:
-    return int(os.environ.get("RUNNER_SANDBOX_UID", "65534"))
-
-
-def sandbox_gid() -> int:
-    return int(os.environ.get("RUNNER_SANDBOX_GID", str(sandbox_uid())))
 
 
 def _tool(name: str) -> str | None:
@@ -271,12 +275,15 @@ def _gpu_binds() -> list[Bind]:
     return [Bind(p, p, writable=True, device=True) for p in devices]
 
 
-def _bind_args(binds: Sequence[Bind], symlinks: Sequence[str], *, staging: bool, tmp_bytes: int) -> list[str]:
+def _bind_args(binds: Sequence[Bind], symlinks: Sequence[str], *, staging: bool, tmp_bytes: int,
+               shm_bytes: int) -> list[str]:
     """bwrap arguments: own mounts, world-traversable parent dirs, then binds shallowest first."""
     args = list(symlinks)
     args += ["--dev-bind", "/proc", "/proc"] if staging else ["--proc", "/proc"]
-    # /tmp is memory: cap it, since many files each under the file-size limit could fill RAM.
-    args += ["--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    # /tmp and /dev/shm are memory outside the address-space limit: cap both, since many files each
+    # under the file-size limit could fill RAM (bwrap's /dev is a tmpfs of half the host's memory).
+    args += ["--dev", "/dev", "--perms", "1777", "--size", str(shm_bytes), "--tmpfs", "/dev/shm"]
+    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     ordered = sorted(binds, key=lambda b: (b.dest.count("/"), b.dest))
     made: set[str] = set()
     bound: list[str] = []
@@ -309,6 +316,9 @@ def _probe_layout(staged: bool) -> SandboxStatus:
     with tempfile.TemporaryDirectory(prefix="runner-probe-") as tmp:
         Path(tmp).chmod(0o711)
         scratch = Path(tmp) / "scratch"
+        # The probe's scratch volume goes with its folder.
+        cleanup = contextlib.ExitStack()
+        cleanup.callback(host_limits.unmount_under, tmp)
         # The sandbox uid must be able to read the interpreter and its packages (torch included).
         probe = ("import importlib.util, os, sys\n"
                  "spec = importlib.util.find_spec('torch')\n"
@@ -319,14 +329,18 @@ def _probe_layout(staged: bool) -> SandboxStatus:
                                 time_limit_s=30, cpu_time_s=30, memory_bytes=None, gpu=False,
                                 max_processes=DEFAULT_MAX_PROCESSES, max_open_files=DEFAULT_MAX_OPEN_FILES,
                                 max_file_bytes=DEFAULT_MAX_FILE_BYTES, env=None, cancel=None, on_stdout_line=None,
-                                staged=staged)
+                                staged=staged, max_scratch_bytes=64 << 20)
         except EvaluationError as exc:
             return SandboxStatus(False, exc.message)
+        finally:
+            cleanup.close()
     if not result.ok:
         return SandboxStatus(False, f"a probe in the sandbox failed: {result.log_tail[-500:]}")
     uid = result.stdout_tail.strip()
-    if os.geteuid() == 0 and uid != str(sandbox_uid()):
-        return SandboxStatus(False, f"the probe ran as uid {uid}, not the sandbox uid {sandbox_uid()}")
+    uids = host_limits.sandbox_uids()
+    if os.geteuid() == 0 and not (uid.isdigit() and int(uid) in uids):
+        return SandboxStatus(False, f"the probe ran as uid {uid}, not one of the sandbox uids "
+                             f"{uids.start}-{uids.stop - 1}")
     who = f"uid {uid}" + (" (dropped from root" + (", staged" if staged else ", direct") + ")"
                           if os.geteuid() == 0 else "")
     return SandboxStatus(True, f"bubblewrap sandbox works: {who}, no network, private pid namespace", staged)
@@ -440,7 +454,8 @@ def _rlimit_args(*, cpu_time_s: int, memory_bytes: int | None, max_processes: in
 
 
 def _bwrap_argv(argv: Sequence[str], *, binds: Sequence[Bind], symlinks: Sequence[str], chdir: str,
-                env: dict[str, str], marker_fd: int, tmp_bytes: int, staged: bool) -> list[str]:
+                env: dict[str, str], marker_fd: int, seccomp_fd: int, tmp_bytes: int, shm_bytes: int,
+                staged: bool, user: SandboxUser) -> list[str]:
     bwrap = bwrap_path()
     assert bwrap is not None
     inner = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
@@ -451,8 +466,9 @@ def _bwrap_argv(argv: Sequence[str], *, binds: Sequence[Bind], symlinks: Sequenc
     # each destination onto itself; a (source, dest) pair's source is not in that namespace.
     layered = staged and os.geteuid() == 0
     inner_binds = [replace(b, source=b.dest) for b in binds] if layered else list(binds)
-    inner += _bind_args(inner_binds, symlinks, staging=False, tmp_bytes=tmp_bytes)
+    inner += _bind_args(inner_binds, symlinks, staging=False, tmp_bytes=tmp_bytes, shm_bytes=shm_bytes)
     inner += ["--remount-ro", "/"]  # bwrap's own root is a writable tmpfs: close it
+    inner += ["--seccomp", str(seccomp_fd)]  # installed last, on the program only
     # A tiny trampoline marks "the sandbox started" before any submitted code runs, so a failure
     # to start (infrastructure) can never be confused with, or faked by, the program's own exit.
     trampoline = (f"import os, sys; os.write({marker_fd}, {START_MARKER!r}); os.close({marker_fd}); "
@@ -460,30 +476,47 @@ def _bwrap_argv(argv: Sequence[str], *, binds: Sequence[Bind], symlinks: Sequenc
     inner += ["--chdir", chdir, "--", sys.executable, "-I", "-S", "-c", trampoline, *argv]
     if os.geteuid() != 0:
         return inner
-    uid, gid = sandbox_uid(), sandbox_gid()
-    drop = [_tool("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+    drop = [_tool("setpriv") or "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
     if not staged:
         return [*drop, *inner]
     staging = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
-    staging += _bind_args(binds, symlinks, staging=True, tmp_bytes=1 << 20)
+    staging += _bind_args(binds, symlinks, staging=True, tmp_bytes=1 << 20, shm_bytes=1 << 20)
     return [*staging, "--", *drop, *inner]
 
 
-def _prepare_scratch(scratch: Path) -> None:
+def _prepare_scratch(scratch: Path, *, user: SandboxUser, max_bytes: int) -> None:
+    """Make the scratch folder the job's: under a root runner, a tmpfs of ``max_bytes`` owned by
+    the job's uid (raises HostLimitError when it cannot be mounted)."""
     scratch.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        os.chown(scratch, sandbox_uid(), sandbox_gid())
+    if host_limits.can_mount():
+        host_limits.mount_scratch(scratch, size_bytes=max_bytes, max_entries=MAX_SCRATCH_ENTRIES + 1, user=user)
     os.chmod(scratch, 0o700)
 
 
-def _run_bwrap(argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | str | tuple], time_limit_s: float,
-               cpu_time_s: int, memory_bytes: int | None, gpu: bool, max_processes: int, max_open_files: int,
-               max_file_bytes: int, env: dict[str, str] | None, cancel: threading.Event | None,
-               on_stdout_line: Callable[[str], None] | None,
-               max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES, staged: bool = True) -> SandboxResult:
+def _run_bwrap(argv: Sequence[str], *, user: SandboxUser | None = None, **options) -> SandboxResult:
+    """Run in the sandbox as ``user``, or as a uid leased for this run alone (see _run_as)."""
+    try:
+        with contextlib.nullcontext(user) if user is not None else host_limits.lease_user() as job_user:
+            return _run_as(job_user, argv, **options)
+    except HostLimitError as exc:
+        raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE, f"the sandbox's host limits could not be set up: "
+                              f"{exc}") from exc
+
+
+def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | str | tuple],
+            time_limit_s: float, cpu_time_s: int, memory_bytes: int | None, gpu: bool, max_processes: int,
+            max_open_files: int, max_file_bytes: int, env: dict[str, str] | None, cancel: threading.Event | None,
+            on_stdout_line: Callable[[str], None] | None, max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES,
+            max_shm_bytes: int = DEFAULT_MAX_SHM_BYTES, tmp_bytes: int | None = None,
+            cgroup_memory_bytes: int | None = None, staged: bool = True) -> SandboxResult:
+    """Everything the program may hold in memory is bounded: with a cgroup v2, ``memory.max`` is
+    ``cgroup_memory_bytes`` (or ``memory_bytes``) plus the sizes of /tmp, /dev/shm and the scratch
+    tmpfs; without one, the address-space limit, those three tmpfs sizes and a seccomp rule against
+    memfd_create (where an address-space limit applies) bound it instead."""
+    tmp_bytes = tmp_bytes if tmp_bytes is not None else max_file_bytes
     scratch = Path(os.path.abspath(scratch))
-    _prepare_scratch(scratch)
+    _prepare_scratch(scratch, user=user, max_bytes=max_scratch_bytes)
     system, symlinks = _system_binds()
     binds = [*system, *(Bind(p, p) for p in interpreter_paths())]
     for item in ro_binds:
@@ -500,21 +533,37 @@ def _run_bwrap(argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | 
             raise EvaluationError(ErrorKind.RUNNER_ERROR, f"sandbox bind source {bind.source} does not exist")
     limits = dict(time_limit_s=int(time_limit_s), cpu_time_s=cpu_time_s, memory_bytes=memory_bytes,
                   max_processes=max_processes, max_open_files=max_open_files, max_file_bytes=max_file_bytes)
+    budget = cgroup_memory_bytes or memory_bytes
+    in_memory = tmp_bytes + max_shm_bytes + (max_scratch_bytes if host_limits.can_mount() else 0)
+    group = (host_limits.create_job_cgroup(user, memory_bytes=budget + in_memory, max_processes=max_processes)
+             if budget else None)
+    try:
+        seccomp_fd = filter_fd(deny_memfd=group is None and memory_bytes is not None)
+    except FilterUnavailable as exc:
+        if group is not None:
+            group.remove()
+        raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE, str(exc)) from exc
     marker_read, marker_write = os.pipe()
     try:
         full_env = {**BASE_ENV, **(env or {})}
         command = _rlimit_args(cpu_time_s=cpu_time_s, memory_bytes=memory_bytes, max_processes=max_processes,
                                max_open_files=max_open_files, max_file_bytes=max_file_bytes)
         command += _bwrap_argv(argv, binds=binds, symlinks=symlinks, chdir=str(scratch), env=full_env,
-                               marker_fd=marker_write, tmp_bytes=max_file_bytes, staged=staged)
+                               marker_fd=marker_write, seccomp_fd=seccomp_fd, tmp_bytes=tmp_bytes,
+                               shm_bytes=max_shm_bytes, staged=staged, user=user)
+        if group is not None:
+            # The shell moves itself into the job's cgroup, then becomes prlimit: all that follows is in it.
+            command = ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', str(group.procs), *command]
     except BaseException:
-        os.close(marker_read)
-        os.close(marker_write)
+        for fd in (marker_read, marker_write, seccomp_fd):
+            os.close(fd)
+        if group is not None:
+            group.remove()
         raise
     try:
-        result = _supervise(command, pass_fds=(marker_write,), cwd="/", time_limit_s=time_limit_s, mode=MODE_BWRAP,
-                            limits=limits, namespaced=True, cancel=cancel, on_stdout_line=on_stdout_line,
-                            guard=_scratch_guard(scratch, max_scratch_bytes))
+        result = _supervise(command, pass_fds=(marker_write, seccomp_fd), cwd="/", time_limit_s=time_limit_s,
+                            mode=MODE_BWRAP, limits=limits, namespaced=True, cancel=cancel,
+                            on_stdout_line=on_stdout_line, guard=_scratch_guard(scratch, max_scratch_bytes))
         os.set_blocking(marker_read, False)
         try:
             started = os.read(marker_read, 1) == START_MARKER
@@ -522,6 +571,8 @@ def _run_bwrap(argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | 
             started = False
     finally:
         os.close(marker_read)
+        if group is not None:
+            group.remove()
     if not started and not result.cancelled:
         raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE,
                               f"bubblewrap could not start the sandbox: {result.stderr_tail.strip()[-1000:]}")
@@ -610,14 +661,19 @@ def run_sandboxed(argv: Sequence[str], *, scratch: Path | str, ro_binds: Iterabl
                   time_limit_s: float, memory_bytes: int | None = DEFAULT_MEMORY_BYTES, trust: bool = False,
                   gpu: bool = False, cpu_time_s: int | None = None, max_processes: int = DEFAULT_MAX_PROCESSES,
                   max_open_files: int = DEFAULT_MAX_OPEN_FILES, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                  max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES, env: dict[str, str] | None = None,
-                  cancel: threading.Event | None = None,
-                  on_stdout_line: Callable[[str], None] | None = None) -> SandboxResult:
+                  max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES, max_shm_bytes: int = DEFAULT_MAX_SHM_BYTES,
+                  tmp_bytes: int | None = None, env: dict[str, str] | None = None,
+                  cancel: threading.Event | None = None, on_stdout_line: Callable[[str], None] | None = None,
+                  user: SandboxUser | None = None) -> SandboxResult:
     """Run ``argv`` (absolute paths; the same inside and outside) in the sandbox and return what
     happened. ``ro_binds`` are paths (or ``(source, dest)`` pairs) the program may read, besides
     /usr and the running interpreter; ``scratch`` is the one folder it may write, handed to the
-    sandbox uid. Memory is an address-space limit and applies on CPU only (CUDA reserves huge
-    virtual ranges). ``cancel`` stops the run from another thread. The caller inspects the
+    job's uid (``user``, or one leased for this run: see runner/host_limits.py). Under a root runner
+    scratch is a tmpfs of ``max_scratch_bytes``; /tmp (``tmp_bytes``, default ``max_file_bytes``)
+    and /dev/shm (``max_shm_bytes``) are always sized tmpfs mounts. ``memory_bytes`` is an
+    address-space limit on CPU only (CUDA reserves huge virtual ranges) and, where the host has
+    cgroup v2, the job's memory.max (plus the tmpfs sizes) on CPU and GPU alike. ``cancel`` stops
+    the run from another thread. The caller inspects the
     result or raises ``result.failure()``, the matching EvaluationError, when it is not None.
 
     Raises EvaluationError(SANDBOX_UNAVAILABLE) when bubblewrap is missing or cannot start, unless
@@ -628,10 +684,12 @@ def run_sandboxed(argv: Sequence[str], *, scratch: Path | str, ro_binds: Iterabl
     memory = None if gpu else memory_bytes
     status = sandbox_available()
     if status.available:
-        return _run_bwrap(argv, scratch=Path(scratch), ro_binds=ro_binds, time_limit_s=time_limit_s,
+        return _run_bwrap(argv, user=user, scratch=Path(scratch), ro_binds=ro_binds, time_limit_s=time_limit_s,
                           cpu_time_s=cpu_time_s, memory_bytes=memory, gpu=gpu, max_processes=max_processes,
                           max_open_files=max_open_files, max_file_bytes=max_file_bytes, env=env, cancel=cancel,
-                          on_stdout_line=on_stdout_line, max_scratch_bytes=max_scratch_bytes, staged=status.staged)
+                          on_stdout_line=on_stdout_line, max_scratch_bytes=max_scratch_bytes,
+                          max_shm_bytes=max_shm_bytes, tmp_bytes=tmp_bytes, cgroup_memory_bytes=memory_bytes,
+                          staged=status.staged)
     if not trust:
         raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE,
                               f"{status.detail}; this runner refuses to run untrusted code without its sandbox "

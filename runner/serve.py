@@ -41,7 +41,8 @@ import numpy as np
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from runner import model_child
-from runner.sandbox import DEFAULT_MAX_PROCESSES, GiB, SandboxResult, run_sandboxed, sandbox_uid
+from runner.host_limits import HostLimitError, SandboxUser, host_memory_bytes, lease_user
+from runner.sandbox import DEFAULT_MAX_PROCESSES, GiB, SandboxResult, run_sandboxed
 from runner.spec import ErrorKind, EvaluationError
 from runner.untrusted import Schema, load_json, parse, printable, reported_error, tampered
 from runner.workdir import LockedFolder
@@ -115,6 +116,16 @@ def _env_float(name: str, default: float) -> float:
         return float(os.environ.get(name) or default)
     except ValueError:
         return default
+
+
+def default_memory_bytes() -> int:
+    """The model server's memory limit in bytes: ``RUNNER_MODEL_MEMORY_GB`` where set, else half the
+    host's memory (/proc/meminfo), and at least 6 GiB since torch needs 4 GiB of address space just
+    to import."""
+    configured = _env_float("RUNNER_MODEL_MEMORY_GB", 0)
+    if configured > 0:
+        return int(configured * GiB)
+    return max(6 * GiB, host_memory_bytes() // 2)
 
 
 def default_threads(device: str) -> int:
@@ -325,7 +336,7 @@ class ModelServer:
         self.artifact = Path(artifact)
         self.settings = settings
         self.lifetime_s = lifetime_s or _env_float("RUNNER_MODEL_SERVER_LIFETIME_S", 12 * 3600)
-        self.memory_bytes = memory_bytes or int(_env_float("RUNNER_MODEL_MEMORY_GB", 16) * GiB)
+        self.memory_bytes = memory_bytes or default_memory_bytes()
         self.threads = settings.threads or default_threads(settings.device)
         self.work_root = work_root or os.environ.get("RUNNER_WORK_DIR") or None
         self.info: dict[str, Any] = {}
@@ -339,6 +350,8 @@ class ModelServer:
         self._ring: _Ring | None = None
         self._next_id = 0
         self._kill = threading.Event()
+        self._lease = contextlib.ExitStack()  # the uid this server's sandbox runs as, held until close
+        self._user: SandboxUser | None = None
         self._thread: threading.Thread | None = None
         self._result: SandboxResult | None = None
         self._thread_error: BaseException | None = None
@@ -387,8 +400,13 @@ class ModelServer:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(address)
         os.chmod(address, 0o600)
+        try:
+            self._user = self._lease.enter_context(lease_user())
+        except HostLimitError as exc:
+            self.close(kill=True)
+            raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE, f"no sandbox uid for the model server: {exc}") from exc
         if os.geteuid() == 0:
-            os.chown(address, sandbox_uid(), -1)  # the sandbox's unprivileged user may connect
+            os.chown(address, self._user.uid, -1)  # the sandbox's unprivileged user may connect
         self._listener.listen(1)
         self._listener.settimeout(POLL_S)
         argv = [
@@ -434,6 +452,7 @@ class ModelServer:
                     env=env,
                     cancel=self._kill,
                     on_stdout_line=self._log.append,
+                    user=self._user,
                 )
             except BaseException as exc:  # noqa: BLE001 - re-raised by the waiting thread
                 self._thread_error = exc
@@ -509,6 +528,8 @@ class ModelServer:
         if self._folder is not None:
             self._folder.close()  # whatever the sandbox left in its scratch (runner/workdir.py)
             self._folder = self._dir = None
+        self._lease.close()
+        self._user = None
 
     # -- frames -----------------------------------------------------------------------------
     def _send(self, header: dict[str, Any], fds: tuple[int, ...] = ()) -> None:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from runner import host_limits
+
 log = logging.getLogger(__name__)
 
 PREFIXES = ("runner-job-", "runner-artifact-", "runner-model-")
@@ -52,6 +54,7 @@ def remove_tree(path: Path | str) -> int:
     always ends; a folder holding one is then left too.
     """
     path = os.path.abspath(path)
+    host_limits.unmount_under(path)  # a scratch volume mounted under it (runner/host_limits.py)
     parent, name = os.path.split(path)
     try:
         top_parent = os.open(parent or "/", _DIR_FLAGS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.client import SiteClient
+from runner.host_limits import unmount_under
 from runner.sandbox import sandbox_available
 
 from .fakesite import TOKEN, FakeSite
@@ -25,6 +26,7 @@ def bwrap(tmp_path):
     if not status.available:
         pytest.fail(f"the bubblewrap sandbox does not work on this machine: {status.detail}")
     yield
+    unmount_under(tmp_path)  # the scratch volumes a root runner mounted (runner/host_limits.py)
     deadline = time.monotonic() + 5
     while (left := sandbox_processes(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)

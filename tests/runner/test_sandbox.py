@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from runner.host_limits import sandbox_uids
 from runner.sandbox import (
     MODE_BWRAP,
     MODE_TRUSTED,
     read_scratch_file,
     run_sandboxed,
     sandbox_available,
-    sandbox_uid,
 )
 from runner.spec import ErrorKind, EvaluationError
 
@@ -51,8 +51,10 @@ def test_a_program_runs_as_the_unprivileged_sandbox_user_with_no_capabilities_or
     assert result.mode == MODE_BWRAP
     identity, pids = result.stdout_tail.strip().splitlines()
     uid, caps, no_new_privs, interfaces = identity.split(" ", 3)
-    expected_uid = sandbox_uid() if os.geteuid() == 0 else os.geteuid()
-    assert int(uid) == expected_uid
+    if os.geteuid() == 0:
+        assert int(uid) in sandbox_uids()  # a uid of this job's own
+    else:
+        assert int(uid) == os.geteuid()
     assert caps == "0000000000000000" and no_new_privs == "1"
     assert "lo" not in interfaces.replace("'lo'", "lo").split(", ")[1:]  # only loopback can exist, and it is down
     assert pids in ("['1', '2']", "['1', '2', '3']")  # a private pid namespace: bwrap's init and the program
@@ -200,7 +202,8 @@ def test_filling_the_scratch_folder_with_many_small_files_is_stopped_as_a_sandbo
             "    open(f'part-{i}.bin', 'wb').write(b'x' * 65536)\n"
             "    time.sleep(0.001)")
     error = failure_of(code, tmp_path, max_scratch_bytes=1 << 20)
-    assert error.kind == ErrorKind.SANDBOX_VIOLATION and "scratch folder" in error.message
+    # A root runner's scratch is a tmpfs of that size (ENOSPC at once); otherwise the guard stops it.
+    assert error.kind == ErrorKind.SANDBOX_VIOLATION and "scratch" in error.message
     assert_next_run_works(tmp_path)
 
 
