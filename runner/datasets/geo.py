@@ -136,6 +136,15 @@ GEODE_REFERENCE_TEST_ROWS = 10_333  # the reference study's test split (34 mappe
 GEODE_ARCHIVE = download.Archive("https://geodiverse-data-collection.cs.princeton.edu/geode.zip", "geode.zip")
 FAKE_GEODE_OBJECTS = ("bag", "chair", "car", "light switch", "stove", "dog")
 FAKE_GEODE_UNMAPPED = "tree"  # dropped by the protocol: no ImageNet mapping
+# The fake copy's difficulty per region: the mean blend towards another object's pattern
+# (synth.distract). An arbitrary table chosen so the breakdowns vary, not a finding about any region.
+FAKE_GEODE_REGION_BLEND = {
+    "Africa": 0.2, "Americas": 0.1, "EastAsia": 0.25, "Europe": 0.3, "SouthEastAsia": 0.35, "WestAsia": 0.15,
+}
+
+
+def _shown(table: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in table.items())
 
 
 def geode_mapping() -> dict[str, list[int]]:
@@ -199,6 +208,7 @@ class GeodeDataset(_GeoDataset):
         folder = self.path(root)
         rng = np.random.default_rng(seed)
         mapping = geode_mapping()
+        others = sorted({mapping[o][0] for o in objects if o in mapping})
         countries: dict[str, str] = {}
         for country, region in data_files.load("geode")["country_to_region"].items():
             countries.setdefault(region, country)
@@ -212,6 +222,7 @@ class GeodeDataset(_GeoDataset):
                         f"{region}/{country}/{country.replace(' ', '_')}_{obj.replace(' ', '_')}_{i:03d}.jpg"
                     )
                     array = synth.pattern(key, int(rng.integers(240, 330)), int(rng.integers(240, 330)), rng)
+                    array = synth.distract(array, FAKE_GEODE_REGION_BLEND[region], rng, others=others)
                     (folder / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
                     (folder / "images" / rel).write_bytes(synth.jpeg_bytes(array))
                     rows.append({"file_path": rel, "object": obj, "region": region, "ip_country": country})
@@ -221,7 +232,9 @@ class GeodeDataset(_GeoDataset):
             self.title,
             seed=seed,
             details=f"{len(objects)} mapped objects + '{FAKE_GEODE_UNMAPPED}' (unmapped) × 6 regions × "
-            f"{n_per_class} images; coloured like their first accepted ImageNet class.",
+            f"{n_per_class} images; coloured like their first accepted ImageNet class, blended with another "
+            f"object's pattern by a mean weight the writer sets per region ({_shown(FAKE_GEODE_REGION_BLEND)}; "
+            "an arbitrary table, not a finding about any region).",
         )
         return folder
 
@@ -232,6 +245,10 @@ class GeodeDataset(_GeoDataset):
 DOLLARSTREET_REGION_IDS = {"af": "Africa", "am": "The Americas", "as": "Asia", "eu": "Europe"}
 FAKE_DOLLARSTREET_TOPICS = ("tv", "toilet", "refrigerator", "bike", "car", "stove/hob")
 FAKE_INCOMES = ((40, 195), (196, 685), (686, 1963), (1964, 9000))  # the four quartiles, poorest first
+# The fake copy's difficulty: a mean blend (synth.distract) per income quartile, poorest first, plus
+# one per region. The writer's choice, so that the income and region breakdowns vary; not a finding.
+FAKE_INCOME_BLEND = (0.3, 0.22, 0.14, 0.08)
+FAKE_DOLLARSTREET_REGION_BLEND = {"af": 0.04, "am": 0.08, "as": 0.0, "eu": 0.12}
 KAGGLE_COLUMNS = (
     "",
     "id",
@@ -361,8 +378,10 @@ class DollarStreetDataset(_GeoDataset):
             "as": ("in", "India"),
             "eu": ("fr", "France"),
         }
+        others = sorted({mapping[t][0] for t in topics})
         for region_id, region in DOLLARSTREET_REGION_IDS.items():
-            for low, high in FAKE_INCOMES:
+            for quartile, (low, high) in enumerate(FAKE_INCOMES):
+                blend = FAKE_INCOME_BLEND[quartile] + FAKE_DOLLARSTREET_REGION_BLEND[region_id]
                 for topic in topics:
                     for _ in range(n_per_class):
                         number = len(rows)
@@ -373,6 +392,7 @@ class DollarStreetDataset(_GeoDataset):
                         array = synth.pattern(
                             accepted[0], int(rng.integers(240, 330)), int(rng.integers(240, 330)), rng
                         )
+                        array = synth.distract(array, blend, rng, others=others)
                         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                         (folder / rel).write_bytes(synth.jpeg_bytes(array))
                         code, country = countries[region_id]
@@ -398,7 +418,10 @@ class DollarStreetDataset(_GeoDataset):
             folder,
             self.title,
             seed=seed,
-            details=f"{len(topics)} topics × 4 regions × 4 income quartiles × {n_per_class} images.",
+            details=f"{len(topics)} topics × 4 regions × 4 income quartiles × {n_per_class} images; coloured "
+            "like their first accepted ImageNet class, blended with another topic's pattern by a mean weight "
+            f"the writer sets per income quartile (poorest first: {', '.join(map(str, FAKE_INCOME_BLEND))}) "
+            f"plus one per region ({_shown(FAKE_DOLLARSTREET_REGION_BLEND)}); an arbitrary table, not a finding.",
         )
         return folder
 

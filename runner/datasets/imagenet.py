@@ -206,23 +206,36 @@ class ImageFolderDataset(Dataset):
         wnids = _choose_wnids(classes, pool, default)
         rng = np.random.default_rng(seed)
         index = data_files.imagenet_index()
+        blend, grey = FAKE_SHIFT[self.name]
+        others = [index[w] for w in wnids]
         counter = 0
         for wnid in wnids:
             for i in range(n_per_class):
                 counter += 1
                 width, height = int(rng.integers(240, 400)), int(rng.integers(230, 380))
-                array = synth.pattern(index[wnid], height, width, rng)
+                array = synth.distract(synth.pattern(index[wnid], height, width, rng), blend, rng, others=others)
+                array = synth.desaturate(array, grey) if grey else array
                 name = self.file_pattern.format(n=counter, i=i)
                 _write_jpeg(folder / wnid / name, array)
         if self.name == "imagenet-a":
             (folder / "README.txt").write_text("ImageNet-A (fake copy)\n", encoding="utf-8")
+        shift = f"blended with another class's pattern by up to {2 * blend:.0%}" + (
+            f", colour {grey:.0%} drained (the stripes stay)" if grey else ""
+        )
         write_marker(
             folder,
             self.title,
             seed=seed,
-            details=f"{len(wnids)} classes × {n_per_class} images; class-coloured stripes.",
+            details=f"{len(wnids)} classes × {n_per_class} images; class-coloured stripes, {shift}.",
         )
         return folder
+
+
+# How much harder the writer makes each fake tree than a clean class pattern: (mean blend towards
+# another class's pattern, share of colour drained). The writer's choice, not a property of the
+# released sets: val is mildly hard, ImageNet-A much harder, ImageNet-R keeps the stripes but
+# loses most colour (as renditions keep shapes and lose textures).
+FAKE_SHIFT = {"imagenet/val": (0.12, 0.0), "imagenet-a": (0.4, 0.0), "imagenet-r": (0.08, 0.85)}
 
 
 def fake_val_wnids() -> list[str]:
@@ -499,10 +512,12 @@ class ImageNetCDataset(Dataset):
         index = data_files.imagenet_index()
         clean = {}
         number = 0
+        others = [index[w] for w in wnids]
         for wnid in wnids:
             for _ in range(n_per_class):
                 number += 1
-                clean[(wnid, number)] = synth.pattern(index[wnid], 224, 224, rng)
+                image = synth.pattern(index[wnid], 224, 224, rng)
+                clean[(wnid, number)] = synth.distract(image, FAKE_SHIFT["imagenet/val"][0], rng, others=others)
         names = (*corruptions(), *extra_corruptions()) if extras else corruptions()
         for c_index, name in enumerate(names):
             for severity in SEVERITIES:
@@ -514,8 +529,9 @@ class ImageNetCDataset(Dataset):
             folder,
             self.title,
             seed=seed,
-            details=f"{len(wnids)} classes × {n_per_class} images per corruption and severity; stand-in "
-            "corruptions, not the released ones.",
+            details=f"{len(wnids)} classes × {n_per_class} images per corruption and severity; the fake val "
+            f"images' patterns under stand-in corruptions ({', '.join(synth.CORRUPTION_KINDS)}; each hardens "
+            "with severity at its own fixed rate), not the released ones.",
         )
         return folder
 
