@@ -5,9 +5,9 @@ from .models import RegistrationCode, RunnerNode
 
 @admin.register(RunnerNode)
 class RunnerNodeAdmin(admin.ModelAdmin):
-    list_display = ["name", "pools", "version", "last_heartbeat", "is_active"]
+    list_display = ["name", "pools", "device", "version", "last_heartbeat", "is_active"]
     list_filter = ["is_active"]
-    readonly_fields = ["prefix", "token_hash", "last_heartbeat", "version", "datasets", "created_at"]
+    readonly_fields = ["prefix", "token_hash", "last_heartbeat", "version", "device", "datasets", "created_at"]
     actions = ["rotate"]
 
     @admin.action(description="Issue a new token (shown once)")
