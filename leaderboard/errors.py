@@ -5,6 +5,7 @@ from http import HTTPStatus
 
 from django.http import JsonResponse
 from django.views.defaults import page_not_found, server_error
+from rest_framework.response import Response as ApiResponse
 
 
 def _is_api(request) -> bool:
@@ -26,15 +27,16 @@ def crashed(request):
 class JsonErrorsForApiMiddleware:
     """Under /api/, a client error that Django (not the API) answered with HTML, such as the debug
     404 page DEBUG shows for a path no route matches, or a CSRF or bad-host refusal, becomes the
-    documented ``{"detail": ...}`` JSON with the same status. Server errors are left alone: the
-    handler above already answers them in JSON unless DEBUG asks for the traceback page."""
+    documented ``{"detail": ...}`` JSON with the same status. The API's own answers are left as
+    negotiated (the browsable API's HTML included), and so are server errors: the handler above
+    already answers them in JSON unless DEBUG asks for the traceback page."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if (_is_api(request) and 400 <= response.status_code < 500
+        if (_is_api(request) and 400 <= response.status_code < 500 and not isinstance(response, ApiResponse)
                 and not response.get("Content-Type", "").startswith("application/json")):
             try:
                 detail = "Not found." if response.status_code == 404 else HTTPStatus(response.status_code).phrase + "."
