@@ -112,6 +112,7 @@ class SandboxResult:
     limits: dict[str, int | None]
     cancelled: bool = False
     violation: str = ""  # a limit the runner enforced by stopping the program
+    oom_kills: int = 0  # processes the kernel killed at the job cgroup's memory.max (cgroup v2 only)
     writable: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
 
@@ -195,6 +196,11 @@ def _classify(result: SandboxResult) -> EvaluationError:
                                "and was stopped", tail)
     if result.violation:
         return EvaluationError(ErrorKind.SANDBOX_VIOLATION, f"the submission {result.violation} and was stopped", tail)
+    if result.oom_kills:
+        memory = limits.get("memory_max_bytes") or 0
+        return EvaluationError(ErrorKind.OUT_OF_MEMORY, f"the kernel killed the program for using more than its "
+                               f"memory limit of {memory / GiB:.1f} GiB (memory, /tmp, /dev/shm and scratch "
+                               "together)", tail)
     sig = result.signal
     if sig == signal.SIGXCPU:
         return EvaluationError(ErrorKind.TIMEOUT, f"used more than {limits.get('cpu_time_s')} s of CPU time "
@@ -537,6 +543,8 @@ def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: 
     in_memory = tmp_bytes + max_shm_bytes + (max_scratch_bytes if host_limits.can_mount() else 0)
     group = (host_limits.create_job_cgroup(user, memory_bytes=budget + in_memory, max_processes=max_processes)
              if budget else None)
+    if group is not None:
+        limits["memory_max_bytes"] = budget + in_memory
     try:
         seccomp_fd = filter_fd(deny_memfd=group is None and memory_bytes is not None)
     except FilterUnavailable as exc:
@@ -572,7 +580,10 @@ def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: 
     finally:
         os.close(marker_read)
         if group is not None:
+            oom_kills = group.oom_kills()
             group.remove()
+    if group is not None:
+        result.oom_kills = oom_kills
     if not started and not result.cancelled:
         raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE,
                               f"bubblewrap could not start the sandbox: {result.stderr_tail.strip()[-1000:]}")

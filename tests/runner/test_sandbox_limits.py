@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.host_limits import HostLimitError, host_memory_bytes, lease_user, sandbox_uids
+from runner.host_limits import HostLimitError, cgroup_parent, host_memory_bytes, lease_user, sandbox_uids
 from runner.sandbox import run_sandboxed
 from runner.spec import ErrorKind, EvaluationError
 
@@ -54,6 +54,7 @@ def test_memfd_memory_cannot_escape_the_memory_limit(tmp_path):
     or the cgroup counts them and stops the program."""
     # Each memfd stays under the file-size limit (RLIMIT_FSIZE applies to memfds too); four do not.
     code = ("import os\n"
+            "print(os.getuid(), flush=True)\n"
             "fds = [os.memfd_create(f'hoard-{i}') for i in range(4)]\n"
             "for fd in fds:\n"
             "    for _ in range(512):\n"
@@ -62,6 +63,23 @@ def test_memfd_memory_cannot_escape_the_memory_limit(tmp_path):
     result = run_python(code, tmp_path, memory_bytes=1 << 30)
     assert not result.ok and "held" not in result.stdout_tail
     assert result.failure().kind in (ErrorKind.SANDBOX_VIOLATION, ErrorKind.OUT_OF_MEMORY)
+
+
+@pytest.mark.skipif(cgroup_parent() is None, reason="this host has no delegable cgroup v2 (the fallback applies)")
+def test_with_cgroup_v2_memfd_pages_count_against_the_job_and_its_cgroup_goes_afterwards(tmp_path):
+    # A GPU run has no address-space limit; memory.max (256 MiB + the three tmpfs sizes) stops it.
+    code = ("import os\n"
+            "print(os.getuid(), flush=True)\n"
+            "fds = [os.memfd_create(f'hoard-{i}') for i in range(4)]\n"
+            "for fd in fds:\n"
+            "    for _ in range(256):\n"
+            "        os.write(fd, b'x' * (1 << 20))\n"
+            "print('held 1 GiB in memfds')")
+    result = run_python(code, tmp_path, gpu=True, memory_bytes=256 * MiB, max_shm_bytes=16 * MiB,
+                        max_scratch_bytes=16 * MiB, tmp_bytes=16 * MiB)
+    assert not result.ok and "held" not in result.stdout_tail
+    uid = result.stdout_tail.split()[0]
+    assert not (cgroup_parent() / f"job-{uid}").exists()
 
 
 @root_only
