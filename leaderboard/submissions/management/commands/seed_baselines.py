@@ -1,8 +1,9 @@
 """Submit the reference methods as ordinary submissions flagged as baselines: the optimizers
 (runner/baselines/optimizers/), the digits classifiers (runner/baselines/classifiers/) and the
-denoisers (runner/baselines/denoisers/). Idempotent: a baseline already submitted to a benchmark
-is left alone. The default order is the order the demo's single runner works through them: the
-quick boards first."""
+denoisers (runner/baselines/denoisers/); with ``--manifest``, the classifiers a manifest lists
+(the demo's models trained on synthetic images: runner/baselines/classifiers/demo.py). Idempotent:
+a baseline already submitted to a benchmark is left alone. The default order is the order the
+demo's single runner works through them: the quick boards first."""
 from __future__ import annotations
 
 import json
@@ -43,10 +44,19 @@ class Command(BaseCommand):
         parser.add_argument("--benchmark", action="append", dest="benchmarks",
                             help="benchmark slug (repeatable); default: every board that needs no "
                                  "download (opt-synthetic, the skimage denoising boards, digits, opt-digits)")
+        parser.add_argument("--manifest", type=Path,
+                            help="a classifier manifest (baselines.json schema) whose models to submit "
+                                 "instead, e.g. the demo's (runner/baselines/classifiers/demo.py)")
 
-    def handle(self, *args, benchmarks, **options):
+    def handle(self, *args, benchmarks, manifest=None, **options):
         owner, _ = get_user_model().objects.get_or_create(username=BASELINE_OWNER)
-        if benchmarks:
+        if manifest is not None:
+            if not manifest.is_file():
+                raise CommandError(f"no manifest at {manifest}")
+            only = [self._benchmark(slug) for slug in benchmarks or []]
+            created = sum(self._seed_classifiers(owner, only=bench, manifest=manifest) for bench in only) \
+                if only else self._seed_classifiers(owner, manifest=manifest)
+        elif benchmarks:
             created = 0
             for slug in benchmarks:
                 bench = self._benchmark(slug)
@@ -113,11 +123,13 @@ class Command(BaseCommand):
             created += 1
         return created
 
-    def _seed_classifiers(self, owner, only: Benchmark | None = None) -> int:
-        """The small classifiers trained here for the digits board (TorchScript and ONNX)."""
-        manifest = json.loads((CLASSIFIERS_DIR / "baselines.json").read_text())
+    def _seed_classifiers(self, owner, only: Benchmark | None = None,
+                          manifest: Path = CLASSIFIERS_DIR / "baselines.json") -> int:
+        """The classifiers a manifest lists, in its order; by default the small ones trained here for
+        the digits board (TorchScript and ONNX). Files are read beside the manifest."""
+        folder = manifest.parent
         created = 0
-        for entry in manifest["baselines"]:
+        for entry in json.loads(manifest.read_text(encoding="utf-8"))["baselines"]:
             if only is not None and entry["benchmark"] != only.slug:
                 continue
             bench = self._benchmark(entry["benchmark"])
@@ -125,7 +137,7 @@ class Command(BaseCommand):
                 continue
             submission_create(
                 owner=owner, benchmark=bench, name=entry["name"],
-                upload=SimpleUploadedFile(entry["file"], (CLASSIFIERS_DIR / entry["file"]).read_bytes()),
+                upload=SimpleUploadedFile(entry["file"], (folder / entry["file"]).read_bytes()),
                 hparams=entry.get("hparams", {}), description=entry.get("description", ""),
                 model_family=entry.get("family", "reference classifier"), is_baseline=True,
             )
