@@ -636,15 +636,18 @@ def bench_splits(task: TrainingTask, data_root: Path, budget: Budget, folder: Pa
 
 
 def bench_training(task_slug: str, *, device: str, data_root: Path | str, seconds: float = 10.0,
-                   warmup_steps: int | None = None) -> dict[str, Any]:
+                   warmup_steps: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Training items/s of the real harness loop, a pure training step's items/s on one
     device-resident batch, and their ratio; same model, device and run, warm-up excluded (5 steps
     on CUDA, 2 on the CPU unless ``warmup_steps`` says otherwise). ``seconds`` is split between
     the two timings; each times at least one step. The optimizer is the reference Adam (lr 1e-3);
-    the data the task's, or a fake copy where it is absent (``synthetic_data``)."""
+    the data the task's, or a fake copy where it is absent (``synthetic_data``). ``batch_size``
+    replaces the task's (quick checks on a CPU)."""
     task = training_task(task_slug)
     warmup = warmup_steps if warmup_steps is not None else (5 if cuda_requested(device) else 2)
     params = dict(catalogue_task(task_slug).params)
+    if batch_size is not None:
+        params["batch_size"] = batch_size
     budget = Budget.from_params({**params, "seeds": 1})
     with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
         splits = bench_splits(task, Path(data_root), budget, Path(tmp) / "data")
