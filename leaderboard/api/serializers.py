@@ -36,7 +36,7 @@ class JSONObjectField(serializers.JSONField):
         if isinstance(data, str):
             try:
                 data = json.loads(data or "{}")
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # json raises RecursionError for deep nesting
                 raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise serializers.ValidationError('must be a JSON object, e.g. {"lr": 0.001}')

@@ -50,7 +50,7 @@ def runner_auth(view):
         if request.method == "POST" and request.body:
             try:
                 body = json.loads(request.body)
-            except ValueError:
+            except (ValueError, RecursionError):  # json raises RecursionError for deep nesting
                 return _error(400, "request body is not JSON")
             if not isinstance(body, dict):
                 return _error(400, "request body must be a JSON object")
@@ -141,7 +141,8 @@ def result(request, runner, body, job_id: int):
 def fail(request, runner, body, job_id: int):
     return _record(job_id, _attempt(body), lambda attempt: services.job_record_failure(
         job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
-        message=str(body.get("message", "")), log_tail=str(body.get("log_tail", ""))))
+        message=str(body.get("message", "")), log_tail=str(body.get("log_tail", "")),
+        repeats=body.get("repeats")), rejected="failure refused: ")
 
 
 @require_POST
@@ -163,7 +164,7 @@ def register(request):
     """`runner register`: a one-time code in, a runner token out (shown once)."""
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _error(400, "request body is not JSON")
     if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not isinstance(body.get("name"), str):
         return _error(400, "send {\"code\": ..., \"name\": ...}")

@@ -37,7 +37,7 @@ class SubmissionForm(forms.Form):
         raw = (self.cleaned_data.get("hparams") or "").strip() or "{}"
         try:
             value = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # json raises RecursionError for deep nesting
             raise forms.ValidationError(
                 "This is not valid JSON (%(error)s).", code="invalid_json", params={"error": exc}
             ) from exc
