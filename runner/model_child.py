@@ -24,7 +24,14 @@ parent → child
   {"op": "exit"}
 child → parent
   {"op": "ready", "format", "device", "device_name", "precision", "memory_format", "inputs",
-   "attributes", "torch", "onnxruntime", "providers", "load_s"}            once, after loading
+   "attributes", "torch", "onnxruntime", "providers", "load_s",
+   "input_shapes", "input_dtypes", "batch_min", "batch_max"}            once, after loading
+                                                  input_shapes: one list per input, null for a
+                                                  dynamic dimension, or null when the format does
+                                                  not say (TorchScript); batch_min/batch_max: the
+                                                  batch sizes the model accepts (equal for a fixed
+                                                  batch; batch_max null when unbounded). The child
+                                                  splits and pads every batch to fit them.
   {"op": "out", "id": k, "shape", "dtype", "where": "shm"|"inline", "nbytes", "compute_s", "info"}
                                                   the output: at out_offset when it fits, else inline
   {"op": "error", "id": k|null, "kind", "message", "retry": bool}
@@ -64,6 +71,8 @@ OUT_OF_MEMORY = "out_of_memory"
 PRECISIONS = ("fp32", "bf16")
 CHANNELS_LAST = ("auto", "on", "off")
 WIRE_DTYPES = ("float32", "uint8")
+# The ONNX input types the child feeds (float32 pixels cast to the graph's type); others refused.
+ONNX_INPUT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 # What Python, numpy and torch (CPU and CUDA) say when an allocation fails (the same list as
 # runner/child.py's MEMORY_MESSAGES; a test keeps them in step).
 _OOM_TEXT = (
@@ -101,6 +110,70 @@ def describe(exc: BaseException, limit: int = 1500) -> str:
     return text
 
 
+_LOW_PRECISION_MISSING = ("not implemented for 'half'", "not implemented for 'bfloat16'",
+                          "low precision dtypes not supported")
+
+
+def batch_pieces(n: int, low: int = 1, high: int | None = None) -> list[tuple[int, int, int]]:
+    """``(start, stop, pad)`` pieces covering items ``0:n`` so that every call the model gets has
+    between ``low`` and ``high`` items: at most ``high`` real items each, the last padded with
+    ``pad`` copies of its last item up to ``low`` (a fixed batch is ``low == high``).
+
+    >>> batch_pieces(194, 64, 64)
+    [(0, 64, 0), (64, 128, 0), (128, 192, 0), (192, 194, 62)]
+    """
+    low = max(1, low)
+    step = max(low, high) if high else max(n, 1)
+    pieces = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        pieces.append((start, stop, max(0, low - (stop - start))))
+    return pieces
+
+
+def _pad(value: Any, pad: int) -> Any:
+    """``value`` (numpy or torch, batch first) with ``pad`` copies of its last item appended."""
+    if not pad:
+        return value
+    if hasattr(value, "expand"):  # torch
+        import torch
+
+        return torch.cat([value, value[-1:].expand(pad, *value.shape[1:])])
+    import numpy as np
+
+    return np.concatenate([value, np.repeat(value[-1:], pad, axis=0)])
+
+
+def _unpadded(out: Any, sent: int, real: int, pieces: int) -> Any:
+    """The first ``real`` items of an output computed on ``sent`` (padded) items; WRONG_OUTPUT
+    when the output's first dimension is not the batch (only checkable when padding or splitting;
+    otherwise the parent reports the shape against the task's contract)."""
+    if sent == real and pieces == 1:
+        return out
+    shape = list(out.shape)
+    if not shape or shape[0] != sent:
+        raise ChildError(
+            WRONG_OUTPUT,
+            f"the model returned shape {shape} for a batch of {sent} inputs; its first dimension "
+            "must be the batch (logits [N, C] for a classifier, [N, C, H, W] for a denoiser)",
+        )
+    return out[:real]
+
+
+def _reportable(shapes: list[list[int | None] | None] | None) -> list | None:
+    """Shapes as the ready frame carries them (at most 64 inputs of at most 8 dimensions)."""
+    if shapes is None:
+        return None
+    return [s if s is not None and len(s) <= 8 else None for s in shapes[:64]]
+
+
+def batch_limits_of(shapes: list[list[int | None] | None]) -> tuple[int, int | None]:
+    """(smallest, largest or None) batch every input accepts, from shapes whose dimension 0 is
+    fixed (an int) or dynamic (None)."""
+    fixed = [s[0] for s in shapes if s and isinstance(s[0], int) and s[0] > 0]
+    return (min(fixed), min(fixed)) if fixed else (1, None)
+
+
 def _setup_torch(threads: int):
     os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
     import torch
@@ -129,6 +202,12 @@ class TorchModel:
         self.memory_format = "contiguous"
         self._verify_channels_last = False
         self.notes: dict[str, Any] = {}
+        # What the artifact says about its inputs (set by load): shapes with None for dynamic
+        # dimensions (None: TorchScript does not say), the dtype each input is cast to, and the
+        # batch sizes it accepts.
+        self.input_shapes: list[list[int | None] | None] | None = None
+        self.input_dtypes: list[Any] = []
+        self.batch_min, self.batch_max = 1, None
 
     @classmethod
     def load(cls, path: str, fmt: str, device: str, threads: int) -> TorchModel:
@@ -146,6 +225,7 @@ class TorchModel:
                 module.eval()
             else:
                 program = torch.export.load(path)
+                exported_inputs = _exported_inputs(program, torch)
                 if on.type != "cpu":
                     try:
                         from torch.export.passes import move_to_device_pass
@@ -167,7 +247,14 @@ class TorchModel:
                 ) from exc
             what = "TorchScript file" if fmt == "torchscript" else "ExportedProgram (.pt2)"
             raise ChildError(INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
-        return cls(module, fmt, device, torch)
+        model = cls(module, fmt, device, torch)
+        if fmt == "torchscript":
+            # TorchScript keeps no input shapes or dtypes: inputs take the weights' dtype.
+            model.input_dtypes = [_weights_dtype(module, torch)] * max(1, model._input_count())
+        else:
+            shapes, model.input_dtypes, (model.batch_min, model.batch_max) = exported_inputs
+            model.input_shapes = shapes
+        return model
 
     # -- settings ---------------------------------------------------------------------------
     def configure(self, precision: str = "fp32", channels_last: str = "auto") -> dict[str, Any]:
@@ -206,6 +293,10 @@ class TorchModel:
             "memory_format": self.memory_format,
             "inputs": self._input_count(),
             "attributes": {"wants_noise_level": bool(getattr(self.module, "wants_noise_level", False))},
+            "input_shapes": _reportable(self.input_shapes),
+            "input_dtypes": [_dtype_name(d) if d is not None else None for d in self.input_dtypes][:64],
+            "batch_min": self.batch_min,
+            "batch_max": self.batch_max,
             "torch": torch.__version__,
             "cuda": torch.version.cuda if on_cuda else None,
             "threads": torch.get_num_threads(),
@@ -220,13 +311,17 @@ class TorchModel:
             return 1
 
     # -- running ----------------------------------------------------------------------------
-    def _to_tensor(self, array_: Any, scale: float | None):
+    def _to_tensor(self, array_: Any, scale: float | None, dtype: Any = None):
+        """One input on the model's device, in the dtype the model takes (float32 pixels cast to
+        float16 for a ``.half()`` model, as onnxruntime's path does for a float16 graph)."""
         torch = self.torch
         tensor = array_ if isinstance(array_, torch.Tensor) else torch.from_numpy(array_)
         if tensor.device != self.device:
             tensor = tensor.to(self.device, non_blocking=False)
         if scale:
             tensor = tensor.float().div_(scale)
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
         return tensor
 
     def _call(self, tensors: list, channels_last: bool):
@@ -277,11 +372,50 @@ class TorchModel:
             return reference
         return _single_output(self._call(tensors, self.memory_format == "channels_last"))
 
+    def run_batch(self, tensors: list):
+        """The model on any number of items: split and padded to the batch sizes it accepts (the
+        padding dropped again); a dtype this device cannot run is one line saying so."""
+        torch = self.torch
+        pieces = batch_pieces(len(tensors[0]), self.batch_min, self.batch_max)
+        outputs = []
+        for start, stop, pad in pieces:
+            piece = [_pad(t[start:stop], pad) for t in tensors]
+            try:
+                out = self.forward(piece)
+            except ChildError:
+                raise
+            except Exception as exc:
+                refused = self._low_precision_error(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+            outputs.append(_unpadded(out.detach(), stop - start + pad, stop - start, len(pieces)))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _low_precision_error(self, exc: BaseException) -> ChildError | None:
+        """A model exported in float16 or bfloat16 that uses an operation this device has no kernel
+        for: what dtype it has and what to do, in one line."""
+        dtype = next((d for d in self.input_dtypes if d != self.torch.float32), None)
+        text = str(exc)
+        if dtype is None or not any(t in text.lower() for t in _LOW_PRECISION_MISSING):
+            return None
+        cause = next((line.strip() for line in reversed(text.splitlines())
+                      if any(t in line.lower() for t in _LOW_PRECISION_MISSING)), "")[-200:]
+        return ChildError(
+            RUNTIME_ERROR,
+            f"the model's weights are {_dtype_name(dtype)} and this runner's {self.device.type} has "
+            f"no {_dtype_name(dtype)} kernel for one of its operations ({cause}); export the model "
+            'in float32 (without .half() or .to(torch.bfloat16)) and ask for {"precision": "bf16"} '
+            "in the hyperparameters for reduced precision",
+        )
+
     def predict(self, arrays: list, scales: list) -> Any:
         """numpy (or torch) inputs → numpy output (floating outputs as float32)."""
-        tensors = [self._to_tensor(a, s) for a, s in zip(arrays, scales, strict=True)]
-        out = self.forward(tensors)
-        out = out.detach()
+        dtypes = self.input_dtypes or [None] * len(arrays)
+        tensors = [
+            self._to_tensor(a, s, d) for a, s, d in zip(arrays, scales, _fit(dtypes, arrays), strict=True)
+        ]
+        out = self.run_batch(tensors)
         if out.is_floating_point():
             out = out.float()
         return out.cpu().numpy()
@@ -290,13 +424,17 @@ class TorchModel:
         """Pure forward passes on random input already on the device; warm-up excluded, the device
         synchronized around the timer."""
         torch = self.torch
-        tensors = [torch.rand(*shape, device=self.device) for shape in shapes]
+        dtypes = self.input_dtypes or [torch.float32] * len(shapes)
+        tensors = [
+            torch.rand(*shape, device=self.device).to(d or torch.float32)
+            for shape, d in zip(shapes, _fit(dtypes, shapes), strict=True)
+        ]
         for _ in range(max(1, warmup)):
-            self.forward(tensors)
+            self.run_batch(tensors)
         self._sync()
         start = time.perf_counter()
         for _ in range(iters):
-            self.forward(tensors)
+            self.run_batch(tensors)
         self._sync()
         seconds = time.perf_counter() - start
         return {"items_per_s": shapes[0][0] * iters / max(seconds, 1e-9), "seconds": seconds, "iters": iters}
@@ -304,6 +442,64 @@ class TorchModel:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
+
+
+def _fit(values: list, like: list) -> list:
+    """``values`` as long as ``like`` (the last repeated, or None where there is none)."""
+    return [values[min(i, len(values) - 1)] if values else None for i in range(len(like))]
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _weights_dtype(module: Any, torch: Any) -> Any:
+    """The floating dtype of a module's first floating parameter or buffer (float32 when none)."""
+    try:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+    except Exception:  # noqa: BLE001 - a module without parameters() takes float32
+        pass
+    return torch.float32
+
+
+def _exported_inputs(program: Any, torch: Any) -> tuple[list, list, tuple[int, int | None]]:
+    """An ExportedProgram's user inputs: (shapes with None for dynamic dimensions, dtypes,
+    (smallest, largest or None) batch from the range constraints of dimension 0)."""
+    user = list(program.graph_signature.user_inputs)
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    shapes, dtypes, low, high = [], [], 1, None
+    for name in user:
+        value = nodes[name].meta.get("val") if name in nodes else None
+        if not isinstance(value, torch.Tensor):
+            shapes.append(None)
+            dtypes.append(None)
+            continue
+        shape: list[int | None] = [d if isinstance(d, int) else None for d in value.shape]
+        shapes.append(shape)
+        dtypes.append(value.dtype if value.is_floating_point() else None)
+        if not shape:
+            continue
+        if isinstance(shape[0], int):
+            low, high = max(low, shape[0]), shape[0] if high is None else min(high, shape[0])
+            continue
+        bounds = program.range_constraints.get(getattr(value.shape[0], "node", None) and value.shape[0].node.expr)
+        if bounds is not None:
+            with_low, with_high = _finite_int(bounds.lower), _finite_int(bounds.upper)
+            if with_low is not None:
+                low = max(low, with_low)
+            if with_high is not None:
+                high = with_high if high is None else min(high, with_high)
+    return shapes, dtypes, (low, high)
+
+
+def _finite_int(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except Exception:  # noqa: BLE001 - sympy's infinities raise TypeError or AttributeError
+        return None
+    return number if abs(number) < 1 << 62 else None
 
 
 def _single_output(out: Any):
@@ -337,12 +533,14 @@ class OnnxModel:
         self.note = note
         self.inputs = session.get_inputs()
         self.outputs = session.get_outputs()
-        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
-        self.fixed_batch = first if isinstance(first, int) and first > 0 else None
-        self.dtypes = [
-            {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
+        # Dimensions named ("n", "batch") or left out are dynamic; ints are fixed by the export.
+        self.input_shapes: list[list[int | None] | None] = [
+            [d if isinstance(d, int) and d > 0 else None for d in i.shape] if i.shape is not None else None
             for i in self.inputs
         ]
+        self.batch_min, self.batch_max = batch_limits_of(self.input_shapes)
+        self.fixed_batch = self.batch_max
+        self.dtypes = [np.dtype(ONNX_INPUT_TYPES.get(i.type, "float32")).type for i in self.inputs]
 
     @classmethod
     def load(cls, path: str, device: str, threads: int) -> OnnxModel:
@@ -379,6 +577,14 @@ class OnnxModel:
         return cls(session, actual, threads, used, note)
 
     def configure(self, precision: str = "fp32", channels_last: str = "auto") -> dict[str, Any]:
+        for meta in self.inputs:
+            if meta.type not in ONNX_INPUT_TYPES:
+                raise ChildError(
+                    INVALID_ARTIFACT,
+                    f"the ONNX graph's input {meta.name!r} is {meta.type}; the contract is floating "
+                    "point pixels in [0, 1] (float32, float16 or double): export with a float input "
+                    "and convert inside the model",
+                )
         if precision != "fp32":
             self.note = (
                 self.note + "; " if self.note else ""
@@ -406,6 +612,10 @@ class OnnxModel:
             "onnxruntime": ort.__version__,
             "providers": self.providers,
             "fixed_batch": self.fixed_batch,
+            "input_shapes": _reportable(self.input_shapes),
+            "input_dtypes": [np_dtype.__name__ for np_dtype in self.dtypes][:64],
+            "batch_min": self.batch_min,
+            "batch_max": self.batch_max,
             "threads": self.threads,
             "note": self.note,
         }
@@ -418,12 +628,14 @@ class OnnxModel:
             if s:
                 a = a.astype(np.float32) / np.float32(s)
             feed_arrays.append(np.ascontiguousarray(a, dtype=dtype))
-        n = len(feed_arrays[0])
-        step = self.fixed_batch or n
+        pieces = batch_pieces(len(feed_arrays[0]), self.batch_min, self.batch_max)
         parts = []
-        for start in range(0, n, step):
-            feed = {i.name: a[start : start + step] for i, a in zip(self.inputs, feed_arrays, strict=True)}
-            parts.append(self.session.run(None, feed)[0])
+        for start, stop, pad in pieces:
+            feed = {
+                i.name: _pad(a[start:stop], pad) for i, a in zip(self.inputs, feed_arrays, strict=True)
+            }
+            out = np.asarray(self.session.run(None, feed)[0])
+            parts.append(_unpadded(out, stop - start + pad, stop - start, len(pieces)))
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         out = np.asarray(out)
         return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
@@ -432,6 +644,8 @@ class OnnxModel:
         """Pure forward passes; on CUDA the input lives on the device (IOBinding)."""
         np = self.np
         rng = np.random.default_rng(0)
+        if self.batch_max is not None:  # a fixed batch: time that
+            shapes = [[self.batch_max, *shape[1:]] for shape in shapes]
         arrays = [
             rng.random(shape, dtype=np.float32).astype(d)
             for shape, d in zip(shapes, self.dtypes, strict=True)

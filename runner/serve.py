@@ -74,6 +74,7 @@ _WIRE_DTYPES = {
 Scalar = StrictStr | StrictBool | StrictInt | StrictFloat | None
 Count = Annotated[int, Field(ge=0)]
 Seconds = Annotated[float, Field(ge=0)]
+Dimension = Annotated[int, Field(ge=1)] | None
 
 
 class ReadyFrame(Schema):
@@ -87,6 +88,12 @@ class ReadyFrame(Schema):
     inputs: Annotated[int, Field(ge=0, le=64)] = 1
     attributes: dict[StrictStr, Scalar] = {}
     providers: list[StrictStr] = []
+    # What the artifact says about its inputs (runner/model_child.py): None for a dynamic
+    # dimension, or for a format that keeps no shapes; the batch sizes the child fits batches to.
+    input_shapes: Annotated[list[Annotated[list[Dimension], Field(max_length=8)] | None], Field(max_length=64)] | None = None
+    input_dtypes: Annotated[list[Annotated[StrictStr, Field(max_length=32)] | None], Field(max_length=64)] = []
+    batch_min: Annotated[int, Field(ge=1)] = 1
+    batch_max: Annotated[int, Field(ge=1)] | None = None
 
     def info(self) -> dict[str, Any]:
         fixed = {name: getattr(self, name) for name in type(self).model_fields if name != "op"}

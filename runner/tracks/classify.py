@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 import runner
-from runner import metrics, model_child
+from runner import contract_checks, metrics, model_child
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.serve import POOL, ServerSettings, prefetch
@@ -217,6 +217,47 @@ def predict_reader(
 
 
 # --------------------------------------------------------------------------------------------
+# The submission contract (runner/contract_checks.py, docs/submissions.md).
+# --------------------------------------------------------------------------------------------
+def first_images(data: TaskData, count: int) -> np.ndarray:
+    """float32 ``[m, C, H, W]``: up to ``count`` images from the start of the task's first part."""
+    reader = next(iter(data.parts.values()))
+    batches = reader.batches(count, device="cpu")
+    try:
+        inputs = next(batches).inputs
+    finally:
+        batches.close()
+    if hasattr(inputs, "detach"):
+        inputs = inputs.detach().cpu().numpy()
+    return np.asarray(inputs, dtype=np.float32)[:count]
+
+
+def check_contract(
+    server: Any,
+    fmt: str,
+    slug: str,
+    data: TaskData,
+    *,
+    precision: str,
+    deadline: float | None = None,
+    cancel: threading.Event | None = None,
+) -> contract_checks.ProbeReport:
+    """Before the task's data runs: the input shape the artifact fixes against the task's
+    (INVALID_ARTIFACT), then a few of the task's images through the model: logits [N, C], finite,
+    the same twice, the same alone as among other images (WRONG_OUTPUT / NOT_FINITE)."""
+    channels, height, width = input_shape(slug)
+    contract_checks.check_input_shape(server.info, fmt, task=slug, channels=channels, sizes=[(height, width)])
+    return contract_checks.probe_classifier(
+        server,
+        first_images(data, contract_checks.PROBE_ITEMS),
+        check_outputs=lambda outputs, n: metrics.compact(slug, outputs, n),
+        tol=contract_checks.tolerance(server.info, precision),
+        deadline=deadline,
+        cancel=cancel,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # The track.
 # --------------------------------------------------------------------------------------------
 def _version(package: str) -> str | None:
@@ -285,6 +326,8 @@ def evaluate_classifier(
         artifact_path, settings, deadline=deadline, cancel=cancel, min_lifetime_s=spec.task.time_limit_s
     ) as (server, reused):
         progress(0.05, "model loaded" + (" (warm server)" if reused else ""))
+        probe = check_contract(server, fmt, slug, data, precision=options["precision"], deadline=deadline,
+                               cancel=cancel)
         eval_started = time.perf_counter()
         done = 0
 
@@ -321,6 +364,9 @@ def evaluate_classifier(
         "oom_retries": oom_retries,
     }
     env["model_server"]["jobs_served"] = server_jobs
+    env["contract_checks"] = probe.env()
+    if contract_checks.batch_note(info):
+        env["model_batch"] = contract_checks.batch_note(info)
     if info.get("note"):
         env["model_note"] = info["note"]
     if slug == "imagenet-c":
@@ -338,5 +384,6 @@ def evaluate_classifier(
         "eval_s": round(eval_s, 4),
         "compute_s": round(compute_s, 4),
         "load_s": load_seconds(info, reused),
+        "checks_s": round(probe.seconds, 4),
     }
     return metrics.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])

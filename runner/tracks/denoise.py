@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import runner
+from runner import contract_checks
 from runner.denoise import DatasetError, Noise, make_noisy_inputs, open_set, score_estimates
 from runner.denoise.metrics import PerfectEstimate, psnr
 from runner.serve import POOL, ServerPool, ServerSettings
@@ -122,6 +123,24 @@ def denoise_with_server(server: Any, noisy: dict[str, np.ndarray], noise: Noise,
     if missing:
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"no estimate came back for {', '.join(missing[:5])}")
     return estimates, stats
+
+
+def check_contract(server: Any, fmt: str, slug: str, noisy: dict[str, np.ndarray], noise: Noise, *,
+                   with_noise: bool, precision: str, deadline: float | None = None,
+                   cancel: threading.Event | None = None) -> contract_checks.ProbeReport:
+    """Before the set runs: the image size and channels the artifact fixes against the set's
+    (INVALID_ARTIFACT: a fixed H×W cannot take a set of mixed sizes), then a few noisy crops
+    through the model: the input's shape back, finite, the same twice, the same alone as in a
+    batch (WRONG_OUTPUT / NOT_FINITE; runner/contract_checks.py)."""
+    images = list(noisy.values())
+    contract_checks.check_input_shape(server.info, fmt, task=slug, channels=images[0].shape[2],
+                                      sizes=[im.shape[:2] for im in images])
+    shapes = server.info.get("input_shapes") or [None]
+    first = shapes[0] if shapes[0] and len(shapes[0]) == 4 else [None] * 4
+    crops = contract_checks.denoiser_crops(images, (first[2], first[3]))
+    level = np.array([[float(noise.code), float(noise.level)]], dtype=np.float32) if with_noise else None
+    return contract_checks.probe_denoiser(server, crops, level, tol=contract_checks.tolerance(server.info, precision),
+                                          deadline=deadline, cancel=cancel)
 
 
 def denoise_builtin(name: str, noisy: dict[str, np.ndarray], noise: Noise, *, deadline: float | None,
@@ -253,7 +272,7 @@ def evaluate_denoiser(
         env = {"runner": runner.__version__, "python": platform.python_version(), "format": fmt,
                "device_requested": device, "seeds": [], "builtin_baseline": builtin,
                "sandbox": "none: trusted reference code shipped with the runner", "device": "cpu"}
-        load_s = 0.0
+        load_s = checks_s = 0.0
     else:
         settings = ServerSettings(sha256=spec.submission.artifact_sha256, fmt=fmt, device=device,
                                   precision=options["precision"], channels_last=options["channels_last"],
@@ -267,12 +286,18 @@ def evaluate_denoiser(
                                          min_lifetime_s=spec.task.time_limit_s) as (server, reused):
             with_noise = wants_noise_level(server.info, fmt)
             progress(0.05, "model loaded")
+            probe = check_contract(server, fmt, slug, noisy, noise, with_noise=with_noise,
+                                   precision=options["precision"], deadline=deadline, cancel=cancel)
             estimates, stats = denoise_with_server(server, noisy, noise, with_noise=with_noise, deadline=deadline,
                                                    cancel=cancel, on_image=advance)
             info = dict(server.info)
         denoise_s = stats.compute_s
-        env = {**classify.server_env(info, fmt, device, reused), "noise_level_input": with_noise}
+        env = {**classify.server_env(info, fmt, device, reused), "noise_level_input": with_noise,
+               "contract_checks": probe.env()}
+        if contract_checks.batch_note(info):
+            env["model_batch"] = contract_checks.batch_note(info)
         load_s = classify.load_seconds(info, reused)
+        checks_s = probe.seconds
     progress(0.92, "scoring")
     try:
         result = score_estimates(slug, dataset.images, estimates, synthetic=dataset.synthetic, noisy=noisy,
@@ -283,5 +308,6 @@ def evaluate_denoiser(
     except ValueError as exc:  # SpecError included: the runner's own fault, never the submission's
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"scoring failed: {exc}") from exc
     result["timing"]["load_s"] = load_s
+    result["timing"]["checks_s"] = round(checks_s, 4)
     result["breakdown"]["samples"] = sample_crops(dataset.images, noisy, estimates)
     return result

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner import serve
+from runner import contract_checks, serve
 from runner.datasets import digits_split
 from runner.evaluate import evaluate, local_job_spec
 from runner.spec import PICKLE_ADVICE, ErrorKind, EvaluationError
@@ -126,14 +126,17 @@ def test_a_wrong_output_shape_is_a_wrong_output_error_naming_the_expected_shape(
     with pytest.raises(EvaluationError) as failed:
         run_digits(save_torchscript(WrongShape(), tmp_path / "model.pt"))
     assert failed.value.kind == ErrorKind.WRONG_OUTPUT
-    assert "shape [256, 7]" in failed.value.message and "[256, 10]" in failed.value.message
+    # Found on the contract probe's first images, before the task's data runs.
+    n = contract_checks.PROBE_ITEMS
+    assert f"shape [{n}, 7]" in failed.value.message and f"[{n}, 10]" in failed.value.message
 
 
 @pytest.mark.usefixtures("bwrap")
 def test_nan_logits_are_a_not_finite_error(tmp_path):
     with pytest.raises(EvaluationError) as failed:
         run_digits(save_onnx(NaNAfterFirst(), tmp_path / "model.onnx", (1, 8, 8)))
-    assert failed.value.kind == ErrorKind.NOT_FINITE and "255 images" in failed.value.message
+    n = contract_checks.PROBE_ITEMS  # found on the contract probe's first batch
+    assert failed.value.kind == ErrorKind.NOT_FINITE and f"{n - 1} images" in failed.value.message
 
 
 @pytest.mark.usefixtures("bwrap")

@@ -86,6 +86,20 @@ class Remembers(torch.nn.Module):
         return x * 0.9 + 0.01 * self.seen
 
 
+class RemembersLargeImages(torch.nn.Module):
+    """Keeps state between calls, but only on images larger than the contract probe's crops
+    (runner.contract_checks.DENOISE_CROP): the probe sees a deterministic model."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = torch.zeros(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 64:
+            self.seen += 1.0
+        return x * 0.9 + 0.01 * self.seen
+
+
 class Crops(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :, 1:, :]
@@ -161,7 +175,7 @@ def test_an_onnx_denoiser_with_two_inputs_gets_the_noise_and_one_with_one_input_
 
 @pytest.mark.usefixtures("bwrap")
 def test_every_job_gets_a_fresh_model_so_nothing_carries_over_between_noise_settings(tmp_path):
-    path = save_torchscript(Remembers(), tmp_path / "remembers.pt")
+    path = save_torchscript(RemembersLargeImages(), tmp_path / "remembers.pt")
     first, second = run(TASK, path), run(TASK, path)
     assert second["env"]["model_server"]["reused"] is False
     assert second["breakdown"]["per_image"] == first["breakdown"]["per_image"]
@@ -169,9 +183,12 @@ def test_every_job_gets_a_fresh_model_so_nothing_carries_over_between_noise_sett
 
 @pytest.mark.usefixtures("bwrap")
 @pytest.mark.parametrize("module, kind, fragment", [
-    (Crops(), ErrorKind.WRONG_OUTPUT, "the contract is the input's shape [1, 1, 256, 256]"),
+    # Found on the contract probe's crops, before the set runs.
+    (Crops(), ErrorKind.WRONG_OUTPUT, "shape [2, 1, 63, 64] for noisy crops of shape [2, 1, 64, 64]"),
     (NaNs(), ErrorKind.NOT_FINITE, "NaN or infinite"),
     (Integers(), ErrorKind.WRONG_OUTPUT, "return float32 pixels"),
+    # State kept between calls: the same crop twice gives other pixels (runner.contract_checks).
+    (Remembers(), ErrorKind.WRONG_OUTPUT, "different outputs for the same noisy crop run twice"),
 ])
 def test_a_denoiser_that_breaks_the_contract_gets_an_error_naming_it(tmp_path, module, kind, fragment):
     path = save_torchscript(module, tmp_path / "broken.pt")
