@@ -32,7 +32,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import runner
+from runner.workdir import locked_folder
 
 Progress = Callable[[str], None]
 
@@ -65,15 +65,16 @@ class SuiteSizes:
     repeats: int
     train_seconds: float
     train_batch: int | None
+    train_release_sized: bool  # train on a fake set of the release's 50,000 images (else the small copy)
     job_timeout_s: float
 
 
 FULL = SuiteSizes(cifar_per_class=500, imagenet_per_class=16, imagenet_arch="resnet50", cifar_batch=None,
                   cifar_batches=30, imagenet_batch=None, imagenet_batches=20, repeats=3, train_seconds=30.0,
-                  train_batch=None, job_timeout_s=300.0)
+                  train_batch=None, train_release_sized=True, job_timeout_s=300.0)
 QUICK = SuiteSizes(cifar_per_class=2, imagenet_per_class=1, imagenet_arch="resnet18", cifar_batch=4,
                    cifar_batches=2, imagenet_batch=2, imagenet_batches=2, repeats=1, train_seconds=1.0,
-                   train_batch=8, job_timeout_s=120.0)
+                   train_batch=8, train_release_sized=False, job_timeout_s=120.0)
 
 
 @dataclass
@@ -355,7 +356,7 @@ def run_suite(*, device: str, work_dir: Path | None = None, quick: bool = False,
     report.figures = figures
     by_key = {f.key: f for f in figures}
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="runner-bench-suite-", dir=work_dir) as tmp:
+    with locked_folder("runner-bench-suite-", work_dir) as tmp:  # unmounts scratch volumes too
         work = Path(tmp)
         os.chmod(work, 0o755)
         paths: dict[str, Path] = {}
@@ -394,7 +395,8 @@ def run_suite(*, device: str, work_dir: Path | None = None, quick: bool = False,
             say(f"opt-cifar10-resnet18 training harness vs pure step ({sizes.train_seconds:g} s)")
             # A data root without CIFAR: bench_training then fakes one repeated to the release's
             # 50,000 training images, so epoch ends come as often as on the real set.
-            training = bench_training("opt-cifar10-resnet18", device=device, data_root=work / "no-data",
+            train_root = work / "no-data" if sizes.train_release_sized or not paths else paths["data"]
+            training = bench_training("opt-cifar10-resnet18", device=device, data_root=train_root,
                                       seconds=sizes.train_seconds, batch_size=sizes.train_batch)
             report.measurements["training"] = training
             figure = by_key["train_harness_over_step"]

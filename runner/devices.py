@@ -25,11 +25,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.spec import ErrorKind, EvaluationError
+from runner.workdir import locked_folder
 
 GiB = 1 << 30
 PROBE_TIME_LIMIT_S = 120
@@ -126,7 +126,7 @@ def probe(device: str) -> DeviceReport:
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     base = os.environ.get("RUNNER_WORK_DIR") or None
-    with tempfile.TemporaryDirectory(prefix="runner-device-", dir=base, ignore_cleanup_errors=True) as tmp:
+    with locked_folder("runner-device-", base) as tmp:  # unmounts the scratch volume too
         Path(tmp).chmod(0o711)
         try:
             # trust=True: the probe is the runner's own code, never a submission's.

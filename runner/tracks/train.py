@@ -26,7 +26,6 @@ import math
 import platform
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from runner.sandbox import (
 from runner.spec import ErrorKind, EvaluationError, JobSpec, catalogue_task, make_result
 from runner.tracks.optimize import progress_reader, read_child_doc
 from runner.untrusted import Schema
+from runner.workdir import locked_folder
 
 Progress = Callable[[float, str], None]
 GiB = 1 << 30
@@ -649,7 +649,7 @@ def bench_training(task_slug: str, *, device: str, data_root: Path | str, second
     if batch_size is not None:
         params["batch_size"] = batch_size
     budget = Budget.from_params({**params, "seeds": 1})
-    with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
+    with locked_folder("runner-bench-") as tmp:  # unmounts the scratch volume too
         splits = bench_splits(task, Path(data_root), budget, Path(tmp) / "data")
         config = child_config(task, budget, splits, epochs=1)
         work_dir = Path(tmp) / "job"
