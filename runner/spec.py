@@ -13,8 +13,12 @@ Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner 
 - ``GET  jobs/<id>/artifact/?attempt=N`` → the artifact, streamed; header ``X-Artifact-SHA256``.
 - ``POST jobs/<id>/result/``     body ``{"attempt", "result": ResultDocument, "log_tail"}`` → 200
   ``{"state", "duplicate"}`` (idempotent per attempt); 400 when the document breaks this spec.
-- ``POST jobs/<id>/fail/``       body ``{"attempt", "kind", "message", "log_tail"}`` → 200
-  ``{"state"}``.
+- ``POST jobs/<id>/fail/``       body ``{"attempt", "kind", "message", "log_tail", "repeats"}`` → 200
+  ``{"state"}``; 400 for an unknown kind or a ``repeats`` the kind cannot carry. ``repeats``
+  (optional, a boolean, default false): the failure depends only on the artifact and its
+  hyperparameters, not on the task's data, so it would recur on every other task of the
+  submission (:func:`failure_repeats`); the site then cancels those, "skipped: same failure as
+  <task>".
 - ``POST nodes/heartbeat/``      body ``{"version", "pools", "device", "datasets"}`` → 200; 400 when
   the body breaks :func:`validate_node_report`. ``device`` says what evaluates (``"cpu"``,
   ``"cuda:0 NVIDIA H200"``); ``datasets`` lists what the node holds, each
@@ -101,16 +105,45 @@ def is_user_error(kind: str) -> bool:
     return kind in USER_ERROR_KINDS
 
 
-class EvaluationError(Exception):
-    """An evaluation that ended without a result; ``kind`` is one of :class:`ErrorKind`."""
+# Failures certain to recur on every task of a submission, because they depend only on the
+# artifact and its hyperparameters (the tasks of one benchmark share the artifact contract):
+# a file that does not load or breaks the contract, hyperparameters it refuses. These repeat
+# whatever the runner says.
+ALWAYS_REPEATING_KINDS = frozenset({ErrorKind.INVALID_ARTIFACT, ErrorKind.BAD_HPARAMS})
+# Kinds that repeat only when the runner says so: a runtime_error the submission's own import
+# raised (an ImportError), where the same code would fail before any data is read. Every
+# other kind depends on the data, the budget or the machine (not_finite, timeout,
+# out_of_memory, sandbox_violation, wrong_output: a shape can differ on one task's last batch)
+# or is the platform's, retried: never repeats. docs/errors.md has the column.
+REPEATABLE_KINDS = ALWAYS_REPEATING_KINDS | {ErrorKind.RUNTIME_ERROR}
 
-    def __init__(self, kind: str, message: str, log_tail: str = ""):
+
+def failure_repeats(kind: str, repeats: Any = None) -> bool:
+    """Whether a failure of ``kind`` that the runner marked ``repeats`` (None: not marked) is
+    certain to recur on the submission's other tasks. Raises SpecError when ``repeats`` is
+    neither a boolean nor None, or is true for a kind that cannot repeat."""
+    if repeats is not None and not isinstance(repeats, bool):
+        raise SpecError(f"repeats must be true or false, not {type(repeats).__name__}")
+    if repeats and kind not in REPEATABLE_KINDS:
+        raise SpecError(f"a {kind} failure cannot repeat on every task; only "
+                        f"{', '.join(sorted(REPEATABLE_KINDS))} can")
+    return kind in ALWAYS_REPEATING_KINDS or bool(repeats)
+
+
+class EvaluationError(Exception):
+    """An evaluation that ended without a result; ``kind`` is one of :class:`ErrorKind`.
+    ``repeats``: the failure would recur on the submission's other tasks (see
+    :func:`failure_repeats`; always true for ALWAYS_REPEATING_KINDS, ignored for kinds that
+    cannot repeat)."""
+
+    def __init__(self, kind: str, message: str, log_tail: str = "", *, repeats: bool = False):
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.log_tail = log_tail
+        self.repeats = failure_repeats(kind, bool(repeats) and kind in REPEATABLE_KINDS)
 
 
 # --------------------------------------------------------------------------------------------

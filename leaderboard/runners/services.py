@@ -21,6 +21,7 @@ from runner.spec import (
     SpecError,
     SubmissionSpec,
     TaskSpec,
+    failure_repeats,
     is_user_error,
     validate_result,
 )
@@ -178,11 +179,15 @@ def job_record_result(*, job_id: int, runner: RunnerNode, attempt: int, result: 
 
 
 def job_record_failure(*, job_id: int, runner: RunnerNode, attempt: int, kind: str, message: str,
-                       log_tail: str = "") -> Recorded:
+                       log_tail: str = "", repeats: Any = None) -> Recorded:
     """A user error ends the job; an infrastructure error sends it back to pending while attempts
-    remain (another runner may hold the dataset), and fails it after that."""
+    remain (another runner may hold the dataset), and fails it after that. A user error certain
+    to recur on the submission's other tasks (``repeats``, see runner.spec.failure_repeats)
+    cancels those not yet ended (:func:`_skip_siblings`). SpecError for an unknown kind or a
+    ``repeats`` that is not a boolean or that the kind cannot carry."""
     if kind not in ERROR_KINDS:
         raise SpecError(f"unknown error kind {kind!r}; expected one of {', '.join(sorted(ERROR_KINDS))}")
+    repeats = failure_repeats(kind, repeats)
     with transaction.atomic():
         job = EvaluationJob.objects.select_for_update().get(pk=job_id)
         if job.state in EvaluationJob.ENDED_STATES and job.attempt == attempt and job.runner_id == runner.pk:
@@ -205,11 +210,23 @@ def job_record_failure(*, job_id: int, runner: RunnerNode, attempt: int, kind: s
                 job.error_message = (f"{job.error_message[:3700]} (attempt {job.attempt} of "
                                      f"{settings.JOB_MAX_ATTEMPTS}) {INFRASTRUCTURE_NOTE}")
         job.save()
+        if repeats and is_user_error(kind):
+            _skip_siblings(job)
         if retry:
             transaction.on_commit(lambda: job_dispatch(job_id=job_id))
         else:
             transaction.on_commit(lambda: submission_aggregate(submission_id=job.submission_id))
     return Recorded(job, duplicate=False)
+
+
+def _skip_siblings(job: EvaluationJob) -> int:
+    """Cancel the jobs of ``job``'s submission that have not ended, "skipped: same failure as
+    <task>": pending and dispatched ones are never claimed, a running one's runner gets 409 at
+    its next heartbeat and stops. Returns how many were skipped."""
+    return EvaluationJob.objects.filter(submission_id=job.submission_id).exclude(pk=job.pk).exclude(
+        state__in=EvaluationJob.ENDED_STATES
+    ).update(state=EvaluationJob.State.CANCELLED, error_kind="", lease_expires_at=None, finished_at=timezone.now(),
+             error_message=f"{EvaluationJob.SKIPPED_PREFIX}{job.task.slug}")
 
 
 def _fail(job: EvaluationJob, kind: str, message: str) -> bool:

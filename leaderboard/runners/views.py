@@ -141,7 +141,8 @@ def result(request, runner, body, job_id: int):
 def fail(request, runner, body, job_id: int):
     return _record(job_id, _attempt(body), lambda attempt: services.job_record_failure(
         job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
-        message=str(body.get("message", "")), log_tail=str(body.get("log_tail", ""))))
+        message=str(body.get("message", "")), log_tail=str(body.get("log_tail", "")),
+        repeats=body.get("repeats")), rejected="failure refused: ")
 
 
 @require_POST

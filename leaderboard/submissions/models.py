@@ -99,6 +99,9 @@ class EvaluationJob(models.Model):
         CANCELLED = "cancelled"
 
     ENDED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+    # The reason a cancelled job carries when a sibling failed in a way certain to recur
+    # (runner.spec.failure_repeats), followed by that sibling's task slug.
+    SKIPPED_PREFIX = "skipped: same failure as "
 
     submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="jobs")
     task = models.ForeignKey(Task, on_delete=models.PROTECT, related_name="jobs")
@@ -130,4 +133,11 @@ class EvaluationJob(models.Model):
     @property
     def has_ended(self) -> bool:
         return self.state in self.ENDED_STATES
+
+    @property
+    def skipped_after(self) -> str:
+        """The slug of the task whose failure made this job pointless ("" unless it was skipped)."""
+        if self.state != self.State.CANCELLED or not self.error_message.startswith(self.SKIPPED_PREFIX):
+            return ""
+        return self.error_message[len(self.SKIPPED_PREFIX):]
 

@@ -7,6 +7,7 @@ submission's owner and staff get the whole message and the log tail."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 from runner.spec import ErrorKind
 
@@ -55,6 +56,8 @@ def job_outcome(job: EvaluationJob) -> str | None:
     if job.state == EvaluationJob.State.SUCCEEDED:
         return "finished"
     if job.state == EvaluationJob.State.CANCELLED:
+        if job.skipped_after:
+            return job.error_message
         reason = error_summary(job.error_message)
         return f"cancelled: {reason}" if reason and reason != "cancelled" else "cancelled"
     if job.state != EvaluationJob.State.FAILED:
@@ -67,3 +70,24 @@ def job_outcome(job: EvaluationJob) -> str | None:
         seconds = wall.group(1) if wall else job.task.time_limit_s
         return f"timed out after {seconds} s" if seconds else "timed out"
     return f"failed: {job.error_kind.replace('_', ' ')}" if job.error_kind else "failed"
+
+
+def failures_text(jobs: Iterable[EvaluationJob], describe: Callable[[EvaluationJob], str]) -> str:
+    """How a submission's unfinished tasks ended, in one line: ``opt-f1: <describe(job)>`` per
+    failed or cancelled task, joined by "; ". Tasks skipped for a failure certain to recur are
+    named after it: "failed on opt-f1: …; opt-f2, opt-f3 skipped: same failure as opt-f1"."""
+    jobs = [job for job in jobs if job.state != EvaluationJob.State.SUCCEEDED]
+    skipped: dict[str, list[str]] = {}
+    for job in jobs:
+        if job.skipped_after:
+            skipped.setdefault(job.skipped_after, []).append(job.task.slug)
+    parts = []
+    for job in jobs:
+        if job.skipped_after:
+            continue
+        slug = job.task.slug
+        parts.append(f"{'failed on ' if slug in skipped else ''}{slug}: {describe(job)}")
+        if slug in skipped:
+            parts.append(f"{', '.join(skipped.pop(slug))} {EvaluationJob.SKIPPED_PREFIX}{slug}")
+    parts += [f"{', '.join(slugs)} {EvaluationJob.SKIPPED_PREFIX}{slug}" for slug, slugs in skipped.items()]
+    return "; ".join(parts)

@@ -8,7 +8,7 @@ from typing import Any
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
 
 from .models import EvaluationJob, Submission
-from .outcomes import error_summary, job_outcome
+from .outcomes import error_summary, failures_text, job_outcome
 
 
 def job_summary(job: EvaluationJob, reason: WaitReason | None = None, *, detailed: bool = False) -> dict[str, Any]:
@@ -48,9 +48,9 @@ def job_summary(job: EvaluationJob, reason: WaitReason | None = None, *, detaile
 def public_submission_error(*, submission: Submission, jobs: list[EvaluationJob]) -> str:
     """The submission's error as anyone may read it: per failed task its one-line summary (the
     stored message joins the tasks' full messages), else the summary of the stored message."""
-    failed = [j for j in jobs if j.state == EvaluationJob.State.FAILED and j.error_message]
+    failed = [j for j in jobs if (j.state == EvaluationJob.State.FAILED and j.error_message) or j.skipped_after]
     if submission.status == Submission.Status.FAILED and failed:
-        return "; ".join(f"{j.task.slug}: {error_summary(j.error_message)}" for j in failed)
+        return failures_text(failed, lambda job: error_summary(job.error_message))
     return error_summary(submission.error_message)
 
 

@@ -31,6 +31,7 @@ from runner.spec import (
 )
 
 from .models import EvaluationJob, Submission
+from .outcomes import failures_text
 
 log = logging.getLogger(__name__)
 
@@ -425,9 +426,7 @@ def submission_aggregate(*, submission_id: int) -> Submission:
             user_failures = [j for j in failed if is_user_error(j.error_kind)]
             submission.counts_against_quota = bool(user_failures)
             submission.error_code = (user_failures or failed)[0].error_kind or "cancelled"
-            submission.error_message = "; ".join(
-                f"{j.task.slug}: {j.error_message or j.state}" for j in failed
-            )
+            submission.error_message = failures_text(failed, lambda job: job.error_message or job.state)
         submission.save()
     return submission
 
