@@ -2,9 +2,11 @@
 
 It is bound into the sandbox alone, so it is self-contained: the standard library and torch,
 never another runner module. Each subcommand loads the submission, does its work, and writes one
-JSON document to ``--out``: ``{"ok": true, ...}`` or ``{"ok": false, "error": {"kind", "message"}}``
-with a kind from runner/spec.py's user error kinds and a message a person can act on. The trusted
-parent re-derives every metric from what the document holds and trusts none of its numbers.
+JSON document to ``--out``: ``{"ok": true, ...}`` or ``{"ok": false, "error": {"kind", "message",
+"repeats"}}`` with a kind from runner/spec.py's user error kinds, a message a person can act on,
+and whether the failure depends only on the submission (it would recur on every other task:
+loading, importing, the entry point, the hyperparameters, the optimizer's step signature). The
+trusted parent re-derives every metric from what the document holds and trusts none of its numbers.
 
 Progress goes to stdout as lines ``@progress <fraction> <message>``.
 
@@ -44,12 +46,19 @@ PROCESS_LIMIT_MESSAGES = ("can't start new thread", "resource temporarily unavai
 
 
 class ChildError(Exception):
-    """The submission broke the contract; ``kind`` says how."""
+    """The submission broke the contract; ``kind`` says how. ``repeats``: the failure depends
+    only on the submission and its hyperparameters, never on the task's data, so it would recur
+    on the submission's other tasks (runner/spec.py failure_repeats)."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, repeats: bool = False):
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.repeats = repeats or kind in (INVALID_ARTIFACT, BAD_HPARAMS)  # about the file, whatever the task
+
+    def doc(self) -> dict[str, Any]:
+        """The ``error`` member of the output document."""
+        return {"kind": self.kind, "message": self.message, "repeats": self.repeats}
 
 
 def report_progress(fraction: float, message: str = "") -> None:
@@ -164,7 +173,13 @@ def exec_module(code: types.CodeType, filename: str) -> types.ModuleType:
     module = types.ModuleType(SUBMISSION_MODULE)
     module.__file__ = filename
     sys.modules[SUBMISSION_MODULE] = module
-    call_user("importing the submission", lambda: exec(code, module.__dict__), filename)
+    try:
+        call_user("importing the submission", lambda: exec(code, module.__dict__), filename)
+    except ChildError as exc:
+        # A package the sandbox lacks is missing for every task; other errors at import time
+        # may depend on the device or the moment.
+        exc.repeats = exc.repeats or isinstance(exc.__cause__, ImportError)
+        raise
     return module
 
 
@@ -279,7 +294,30 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
     if not all(id(p) in owned for p in params):
         raise ChildError(INVALID_ARTIFACT, "the optimizer make_optimizer returned does not hold the params it "
                          "was given: pass them to the optimizer's constructor")
+    check_step_signature(optimizer)
     return optimizer
+
+
+def check_step_signature(optimizer: Any) -> None:
+    """INVALID_ARTIFACT, in one line, unless ``optimizer.step()`` can be called without arguments
+    as the training loop calls it. LBFGS's step(closure) needs a closure that re-evaluates the
+    loss, which the tasks do not provide yet."""
+    try:
+        signature = inspect.signature(optimizer.step)
+    except (TypeError, ValueError):
+        return  # no signature to read: the call decides
+    try:
+        signature.bind()
+    except TypeError:
+        name = type(optimizer).__name__
+        required = [p.name for p in signature.parameters.values()
+                    if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if "closure" in required:
+            raise ChildError(INVALID_ARTIFACT, f"{name}.step needs a closure (step(closure) re-evaluates the loss), "
+                             "which this task does not provide yet: it calls optimizer.step() with no arguments; "
+                             "return an optimizer whose step works without one") from None
+        raise ChildError(INVALID_ARTIFACT, f"{name}.step{signature} cannot be called as step(), which is how this "
+                         f"task calls it: give {', '.join(required)} a default") from None
 
 
 def optimize_synthetic(source: str, filename: str, hparams: dict[str, Any], function: str, x0: float, steps: int,
@@ -375,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         doc = {"ok": True, **args.run(args)}
     except ChildError as exc:
-        doc = {"ok": False, "error": {"kind": exc.kind, "message": exc.message}}
+        doc = {"ok": False, "error": exc.doc()}
         print(f"{exc.kind}: {exc.message}", file=sys.stderr)
     write_doc(args.out, doc)
     return 0

@@ -201,9 +201,13 @@ class SiteClient:
         self._raise_for(response, f"post the result of job {job_id}")
         return response.json()
 
-    def post_failure(self, job_id: int, attempt: int, kind: str, message: str, log_tail: str = "") -> dict[str, Any]:
+    def post_failure(self, job_id: int, attempt: int, kind: str, message: str, log_tail: str = "", *,
+                     repeats: bool = False) -> dict[str, Any]:
+        """Report a failed attempt; ``repeats``: it would recur on the submission's other tasks
+        (runner/spec.py failure_repeats), so the site skips them."""
         response = self._post(f"jobs/{job_id}/fail/", {"attempt": attempt, "kind": kind, "message": message[:4000],
-                                                       "log_tail": log_tail[-20000:]}, f"report the failure of job {job_id}")
+                                                       "log_tail": log_tail[-20000:], "repeats": repeats},
+                              f"report the failure of job {job_id}")
         self._raise_for(response, f"report the failure of job {job_id}")
         return response.json()
 

@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         doc = {"ok": True, **args.run(args)}
     except ChildError as exc:
-        doc = {"ok": False, "error": {"kind": exc.kind, "message": exc.message}}
+        doc = {"ok": False, "error": exc.doc()}
         print(f"{exc.kind}: {exc.message}", file=sys.stderr)
     except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
         message = f"ran out of device memory: {str(exc).splitlines()[0]}"

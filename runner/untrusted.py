@@ -50,11 +50,14 @@ class Schema(BaseModel):
 
 
 class ReportedError(Schema):
-    """``{"kind", "message", "retry"}``: a failure as a child reports it."""
+    """``{"kind", "message", "retry", "repeats"}``: a failure as a child reports it. ``repeats``
+    (it would recur on every task of the submission) is taken at its word: a submission that
+    claims it only ends its own other tasks, and only for kinds that can repeat."""
 
     kind: StrictStr
     message: StrictStr = ""
     retry: StrictBool = False
+    repeats: StrictBool = False
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -106,7 +109,7 @@ def reported_error(data: Any, *, what: str, log_tail: str = "") -> EvaluationErr
         return malformed
     message = printable(error.message.strip() or "the evaluation failed")[:MAX_MESSAGE_CHARS]
     if error.kind in USER_ERROR_KINDS:
-        return EvaluationError(error.kind, message, log_tail)
+        return EvaluationError(error.kind, message, log_tail, repeats=error.repeats)
     shown = printable(error.kind, keep_newlines=False)[:60]
     return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the submission reported its failure as {shown!r}, a kind "
                            f"only the platform may report: {message}", log_tail)

@@ -8,7 +8,8 @@ Per job (process_job):
 3. heartbeat every ``spec.heartbeat_seconds`` with the latest progress; a 409 answer means the site
    took the job back, so the sandboxed program is stopped and nothing is posted;
 4. evaluate in the sandbox (runner/evaluate.py, the same path as `runner run`);
-5. post the result, or the failure with its kind (unexpected exceptions: runner_error).
+5. post the result, or the failure with its kind (unexpected exceptions: runner_error) and
+   whether it would recur on the submission's other tasks (the site then skips them).
 """
 from __future__ import annotations
 
@@ -209,9 +210,11 @@ def _run_attempt(spec: JobSpec, client: SiteClient, beat: Heartbeat, cancel: thr
     except EvaluationError as exc:
         if cancel.is_set():
             return "dropped"
-        log.info("job %s: %s: %s", job_id, exc.kind, exc.message)
+        log.info("job %s: %s: %s%s", job_id, exc.kind, exc.message,
+                 " (it would recur on every task of the submission)" if exc.repeats else "")
         return _report_failure(client, spec, exc.kind, exc.message, "\n".join(filter(None, [exc.log_tail,
-                                                                                             job_log.tail()])))
+                                                                                             job_log.tail()])),
+                               repeats=exc.repeats)
     except Exception as exc:  # the runner's own failure: infrastructure, never the user's
         if cancel.is_set():
             return "dropped"
@@ -234,9 +237,10 @@ def _run_attempt(spec: JobSpec, client: SiteClient, beat: Heartbeat, cancel: thr
     return "succeeded"
 
 
-def _report_failure(client: SiteClient, spec: JobSpec, kind: str, message: str, log_tail: str) -> str:
+def _report_failure(client: SiteClient, spec: JobSpec, kind: str, message: str, log_tail: str, *,
+                    repeats: bool = False) -> str:
     try:
-        client.post_failure(spec.job_id, spec.attempt, kind, message, log_tail)
+        client.post_failure(spec.job_id, spec.attempt, kind, message, log_tail, repeats=repeats)
     except SiteConflict:
         return "dropped"
     except SiteError as exc:

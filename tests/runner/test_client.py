@@ -120,7 +120,8 @@ def test_a_failure_is_reported_with_its_kind_and_a_late_one_is_a_conflict(site, 
     job = site.add_job(12, "opt-f1", sources.SGD)
     spec = client.claim(12, [])
     client.post_failure(12, spec.attempt, ErrorKind.TIMEOUT, "ran past its time limit", "tail")
-    assert job.failures == [{"attempt": 1, "kind": "timeout", "message": "ran past its time limit", "log_tail": "tail"}]
+    assert job.failures == [{"attempt": 1, "kind": "timeout", "message": "ran past its time limit", "log_tail": "tail",
+                             "repeats": False}]
     with pytest.raises(SiteConflict):
         client.download_artifact(12, spec.attempt, "/tmp/never-written")
 
