@@ -6,11 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from runner.spec import ERROR_KINDS, INFRASTRUCTURE_ERROR_KINDS, USER_ERROR_KINDS, is_user_error
+from runner.spec import (
+    ALWAYS_REPEATING_KINDS,
+    ERROR_KINDS,
+    INFRASTRUCTURE_ERROR_KINDS,
+    REPEATABLE_KINDS,
+    USER_ERROR_KINDS,
+    is_user_error,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "docs" / "errors.md"
-COLUMNS = ["kind", "whose fault", "retried", "counts against the quota", "who decides, and when", "what the user sees"]
+COLUMNS = ["kind", "whose fault", "retried", "counts against the quota", "ends the other tasks", "who decides, and when",
+           "what the user sees"]
 
 
 def table_rows() -> dict[str, dict[str, str]]:
@@ -43,6 +51,13 @@ def test_each_row_says_whose_fault_the_kind_is_as_the_spec_decides(kind):
     assert row["retried"].split()[0] == ("no" if user else "yes")
     assert row["counts against the quota"].split()[0] == ("yes" if user else "no")
     assert row["who decides, and when"] and row["what the user sees"]
+
+
+@pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
+def test_each_row_says_whether_the_kind_ends_the_other_tasks_as_the_spec_decides(kind):
+    cell = table_rows()[kind]["ends the other tasks"]
+    expected = "yes" if kind in ALWAYS_REPEATING_KINDS else "when" if kind in REPEATABLE_KINDS else "no"
+    assert cell.split()[0].rstrip(":") == expected
 
 
 def test_the_readme_and_the_operations_guide_point_to_the_table():
