@@ -40,3 +40,23 @@ def test_seed_baselines_takes_one_board_of_any_kind(catalogue, django_capture_on
         call_command("seed_baselines", "--benchmark", "denoise-skimage-color")
     assert set(Submission.objects.values_list("benchmark__slug", flat=True)) == {"denoise-skimage-color"}
     assert Submission.objects.count() == 5
+
+
+def test_seed_baselines_submits_the_classifiers_a_manifest_lists_once(catalogue, tmp_path,
+                                                                      django_capture_on_commit_callbacks):
+    """The demo's trained models arrive this way: files beside a manifest in baselines.json's schema."""
+    import json
+    import shutil
+
+    from runner.baselines.classifiers import FOLDER
+
+    shutil.copy(FOLDER / "digits_cnn.pt", tmp_path / "model.pt")
+    entry = {"file": "model.pt", "name": "Tiny CNN (demo, synthetic training data)", "benchmark": "cifar10",
+             "family": "demo model trained on synthetic images", "description": "demo material", "hparams": {}}
+    (tmp_path / "baselines.json").write_text(json.dumps({"schema": 1, "baselines": [entry]}))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_baselines", "--manifest", str(tmp_path / "baselines.json"))
+    call_command("seed_baselines", "--manifest", str(tmp_path / "baselines.json"))
+    seeded = Submission.objects.get()
+    assert (seeded.benchmark.slug, seeded.name, seeded.is_baseline) == ("cifar10", entry["name"], True)
+    assert seeded.model_family == entry["family"] and seeded.jobs.count() == 2  # CIFAR-10 and CIFAR-10-C
