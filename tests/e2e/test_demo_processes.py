@@ -125,7 +125,7 @@ def demo(tmp_path):
                          ids=["SIGTERM", "SIGHUP", "SIGKILL"])
 def test_stopping_the_demo_by_any_signal_leaves_no_process_of_it_running(demo, signum):
     proc, processes, _, _ = demo
-    assert len(processes) >= 5  # web, site worker and its pool and beat, runner and its pool
+    assert len(processes) >= 6  # web, site worker and its pool, beat, runner and its pool
     os.kill(proc.pid, signum)
     proc.wait(30)
     left = wait_until(lambda: not survivors(processes), 30) or survivors(processes)

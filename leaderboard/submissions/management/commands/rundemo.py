@@ -1,8 +1,8 @@
-"""`make demo`: the platform on its embedded defaults — SQLite, the filesystem broker, one local
-runner serving every pool on the CPU — with the reference baselines submitted, then fake copies of
-the datasets that cannot be downloaded here and small models trained on synthetic images for the
-CIFAR and ImageNet boards. Ctrl-C, SIGTERM or SIGHUP stops everything; if this process is killed
-outright, the kernel kills its children (leaderboard/submissions/supervisor.py)."""
+"""`make demo`: the platform on its embedded defaults — SQLite, the filesystem broker, a site
+worker, beat, and one local runner serving every pool on the CPU — with the reference baselines
+submitted, then fake copies of the datasets that cannot be downloaded here and small models trained
+on synthetic images for the CIFAR and ImageNet boards. Ctrl-C, SIGTERM or SIGHUP stops everything;
+if this process is killed outright, the kernel kills its children (leaderboard/submissions/supervisor.py)."""
 from __future__ import annotations
 
 import os
@@ -109,9 +109,11 @@ class Command(BaseCommand):
             runner_cmd.append("--trust")
         supervisor.start("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
                          env=env)
-        supervisor.start("site-worker", [str(bindir / "celery"), "-A", "leaderboard", "worker", "-B", "-Q", "site",
-                                         "--concurrency", "1", "--loglevel", "INFO",
-                                         "-s", str(var / "celerybeat-schedule")], env=env)
+        # Beat in its own process, not embedded (-B): an embedded beat does not die with a killed worker.
+        supervisor.start("site-worker", [str(bindir / "celery"), "-A", "leaderboard", "worker", "-Q", "site",
+                                         "--concurrency", "1", "--loglevel", "INFO"], env=env)
+        supervisor.start("beat", [str(bindir / "celery"), "-A", "leaderboard", "beat", "--loglevel", "INFO",
+                                  "-s", str(var / "celerybeat-schedule")], env=env)
         supervisor.start("runner", runner_cmd, env=runner_env)
         models = var / "demo-classifiers"
         if not no_baselines:
