@@ -73,24 +73,43 @@ class Supervisor:
     """Named child processes that all stop together.
 
     ``start`` launches one (own process group, killed by the kernel if this process dies);
-    ``exited`` names the long-running ones that have ended; ``stop`` sends SIGTERM to every
-    group, waits up to ``grace`` seconds, then sends SIGKILL to whatever is left.
+    ``restart_exited`` starts again those allowed restarts; ``exited`` names the long-running
+    ones that have ended; ``stop`` sends SIGTERM to every group, waits up to ``grace`` seconds,
+    then sends SIGKILL to whatever is left.
     """
 
     def __init__(self, grace: float = 10.0):
         self.grace = grace
         self.procs: dict[str, subprocess.Popen] = {}
         self.one_shot: set[str] = set()
+        self._launch: dict[str, tuple[list[str], dict[str, str] | None, dict[str, object]]] = {}
+        self.restarts_left: dict[str, int] = {}
 
     def start(self, name: str, cmd: Sequence[str], *, env: dict[str, str] | None = None,
-              one_shot: bool = False, **popen: object) -> subprocess.Popen:
-        """Start ``cmd``; a ``one_shot`` process (a build step) may end without stopping the rest."""
+              one_shot: bool = False, restarts: int = 0, **popen: object) -> subprocess.Popen:
+        """Start ``cmd``; a ``one_shot`` process (a build step) may end without stopping the rest;
+        one that ends on its own may be started again ``restarts`` times (``restart_exited``)."""
         proc = subprocess.Popen(list(cmd), env=env, start_new_session=True,
                                 preexec_fn=_child_setup(os.getpid()), **popen)  # type: ignore[call-overload]
         self.procs[name] = proc
+        self._launch[name] = (list(cmd), env, popen)
+        self.restarts_left.setdefault(name, restarts)
         if one_shot:
             self.one_shot.add(name)
         return proc
+
+    def restart_exited(self) -> list[tuple[str, int | None]]:
+        """Start again each ended process that has restarts left; returns (name, its exit code)."""
+        restarted = []
+        for name in self.exited():
+            if self.restarts_left.get(name, 0) > 0:
+                self.restarts_left[name] -= 1
+                code = self.procs[name].returncode
+                _signal_group(self.procs[name].pid, signal.SIGKILL)  # what the dead leader left behind
+                cmd, env, popen = self._launch[name]
+                self.start(name, cmd, env=env, **popen)
+                restarted.append((name, code))
+        return restarted
 
     def exited(self) -> list[str]:
         return [n for n, p in self.procs.items() if n not in self.one_shot and p.poll() is not None]

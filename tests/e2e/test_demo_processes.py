@@ -6,6 +6,7 @@ its filesystem broker; the test reads the process tree from /proc, as `ps` would
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -103,10 +104,9 @@ def demo(tmp_path):
     def started():
         tree = descendants(proc.pid)
         runner = [p for p in tree if command_line(p)[1].endswith("/runner") and command_line(p)[2] == "work"]
-        workers = [p for p in tree if any("celery" in part for part in command_line(p)[:2])]
-        if runner and workers and "The platform is running" in Path(log.name).read_text():
-            time.sleep(3)  # let the Celery workers fork their pools
-            return descendants(proc.pid), runner[0]
+        # web, site worker and its pool process, beat, runner and its pool process
+        if runner and len(tree) >= 6 and "The platform is running" in Path(log.name).read_text():
+            return tree, runner[0]
         return None
 
     try:
@@ -114,10 +114,10 @@ def demo(tmp_path):
         assert ready, Path(log.name).read_text()[-3000:]
         yield proc, ready[0], ready[1], var
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in descendants(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
         log.close()
 
 
@@ -190,3 +190,18 @@ def test_stop_on_signals_restores_the_previous_handlers():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
     assert Supervisor().exited() == []
+
+
+def test_a_crashed_worker_is_started_again_until_its_restarts_run_out(tmp_path):
+    supervisor = Supervisor(grace=1)
+    count = tmp_path / "starts"
+    supervisor.start("worker", [sys.executable, "-c", f"open({str(count)!r}, 'a').write('x'); raise SystemExit(3)"],
+                     restarts=1)
+    try:
+        assert wait_until(lambda: supervisor.exited() == ["worker"], 10)
+        assert supervisor.restart_exited() == [("worker", 3)]
+        assert wait_until(lambda: supervisor.exited() == ["worker"], 10)
+        assert supervisor.restart_exited() == []  # out of restarts: the demo stops
+        assert count.read_text() == "xx"
+    finally:
+        supervisor.stop()

@@ -110,11 +110,13 @@ class Command(BaseCommand):
         supervisor.start("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
                          env=env)
         # Beat in its own process, not embedded (-B): an embedded beat does not die with a killed worker.
+        # Workers that crash are started again (a few times, loudly): the database holds every job's
+        # state and the reaper re-sends lost wake-ups, so a restart loses nothing.
         supervisor.start("site-worker", [str(bindir / "celery"), "-A", "leaderboard", "worker", "-Q", "site",
-                                         "--concurrency", "1", "--loglevel", "INFO"], env=env)
+                                         "--concurrency", "1", "--loglevel", "INFO"], env=env, restarts=3)
         supervisor.start("beat", [str(bindir / "celery"), "-A", "leaderboard", "beat", "--loglevel", "INFO",
-                                  "-s", str(var / "celerybeat-schedule")], env=env)
-        supervisor.start("runner", runner_cmd, env=runner_env)
+                                  "-s", str(var / "celerybeat-schedule")], env=env, restarts=3)
+        supervisor.start("runner", runner_cmd, env=runner_env, restarts=3)
         models = var / "demo-classifiers"
         if not no_baselines:
             # Fake copies of the classifier datasets absent here, and models trained on synthetic
@@ -126,6 +128,11 @@ class Command(BaseCommand):
         self._banner(url, pools=POOLS, baselines=not no_baselines)
         seeded = no_baselines
         while not supervisor.exited():
+            for name, code in supervisor.restart_exited():
+                self.stderr.write(self.style.WARNING(f"{name} exited with {code}; started it again "
+                                                     f"({supervisor.restarts_left[name]} restarts left)"))
+            if supervisor.exited():
+                break
             build = supervisor.procs.get("classifier-build")
             if not seeded and build is not None and build.poll() is not None:
                 seeded = True
