@@ -1,35 +1,34 @@
 """Optimizer track, synthetic functions (opt-f1, opt-f2, opt-f3): a submitted optimizer moves one
 float32 parameter from x0 for a fixed number of steps on the diffGrad paper's F1, F2 or F3.
 
-1. Write the child program and the submission into a read-only input folder.
-2. Run the child in the sandbox; it writes the trajectory x0, x1, ..., x_steps to scratch.
-3. Re-derive everything here, in the trusted parent: F at every x (float32), final_x, final_loss =
-   F(final_x), min_loss = the minimum of F over the trajectory including x0. The child's own loss
-   values are never read.
+The runner owns the loop (runner/opt_server.py): this process holds x, computes F and dF/dx at
+every step, and hands the sandboxed optimizer only the gradient (and, when its step requires a
+closure, the loss at the points it asks for); the optimizer hands back the next x. The trajectory
+is what this process observed after each counted step, so nothing the submission writes, prints
+or reaches inside its sandbox can change its score, only its updates.
+
+The helpers after the track (``progress_reader``, ``read_child_doc``) serve the training track,
+whose child still runs the loop (runner/tracks/train.py).
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
-import shutil
-import struct
-import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import runner
 from runner import child as child_program
-from runner.sandbox import SandboxResult, read_scratch_file, run_sandboxed
+from runner.sandbox import SandboxResult, read_scratch_file
 from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
 from runner.untrusted import MAX_DOC_BYTES, Schema, printable, read_report
 
 Progress = Callable[[float, str], None]
 SEED = 0
 MEMORY_BYTES = 8 << 30
-CHILD_PATH = Path(child_program.__file__)
 
 
 def task_settings(spec: JobSpec) -> tuple[str, float, int]:
@@ -38,22 +37,6 @@ def task_settings(spec: JobSpec) -> tuple[str, float, int]:
     if function not in child_program.SYNTHETIC_FUNCTIONS:
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"task {spec.task.slug} names unknown function {function!r}")
     return function, float(params.get("x0", -1.0)), int(params.get("steps", 300))
-
-
-def stage_inputs(work_dir: Path, artifact_path: Path) -> tuple[Path, Path, Path]:
-    """A world-readable input folder holding the child program and the submission: the sandbox
-    uid reads them through a read-only bind."""
-    work_dir.chmod(0o711)  # traversable, not listable: needed when the sandbox runs without staging
-    inputs = work_dir / "input"
-    inputs.mkdir(mode=0o755)
-    inputs.chmod(0o755)
-    child = inputs / "child.py"
-    source = inputs / "submission.py"
-    shutil.copyfile(CHILD_PATH, child)
-    shutil.copyfile(artifact_path, source)
-    for path in (child, source):
-        path.chmod(0o644)
-    return inputs, child, source
 
 
 def progress_reader(progress: Progress, start: float, span: float) -> Callable[[str], None]:
@@ -95,63 +78,81 @@ def read_child_doc(scratch: Path, result: SandboxResult, schema: type[Schema]) -
     return report.model_dump()
 
 
-def trajectory_from(doc: dict[str, Any], x0: float, steps: int, log_tail: str) -> list[float]:
-    xs = doc.get("x")
-    if not isinstance(xs, list) or len(xs) != steps + 1:
-        count = len(xs) if isinstance(xs, list) else 0
-        raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"the trajectory has {count} points, expected {steps + 1}",
-                              log_tail)
-    out = []
-    for step, x in enumerate(xs):
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"x at step {step} is not a number", log_tail)
-        value = _float32(x)  # the parameter is float32: so is every point scored
-        if value is None:
-            raise EvaluationError(ErrorKind.NOT_FINITE, f"x is {x} at step {step}", log_tail)
-        out.append(value)
-    if out[0] != _float32(x0):
-        raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"the trajectory starts at {out[0]}, not at x0 = {x0}", log_tail)
-    return out
-
-
-def _float32(value: float) -> float | None:
-    """``value`` rounded to float32, or None when it is not a finite float32."""
-    try:
-        rounded = struct.unpack("f", struct.pack("f", value))[0]
-    except OverflowError:
-        return None
-    return rounded if math.isfinite(rounded) else None
-
-
 def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, data_root: Path, trust: bool,
                        device: str, progress: Progress, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """The runner owns the loop (runner/opt_server.py): here x is a float32 tensor of shape (1,)
+    and F and dF/dx (autograd) are computed at every step; the sandboxed optimizer only turns the
+    gradient into the next x. An optimizer whose step requires a closure (LBFGS) gets one: each
+    call is an evaluation of F and dF/dx here, at most ``max_evaluations`` (26 per step by
+    default: LBFGS's own default is at most 25 per step) in all."""
+    import torch
+
+    from runner.opt_server import OptimizerServer
+
     function, x0, steps = task_settings(spec)
+    max_evaluations = int(spec.task.params.get("max_evaluations", 26 * steps))
+    fn = child_program.SYNTHETIC_FUNCTIONS[function]
     progress(0.02, "starting the sandbox")
-    inputs, child, source = stage_inputs(work_dir, artifact_path)
-    scratch = work_dir / "scratch"
-    argv = [sys.executable, "-I", str(child), "optimize-synthetic", "--source", str(source),
-            "--hparams", json.dumps(spec.submission.hparams), "--function", function, "--x0", repr(x0),
-            "--steps", str(steps), "--seed", str(SEED), "--out", str(scratch / "out.json")]
-    result = run_sandboxed(argv, scratch=scratch, ro_binds=[inputs], time_limit_s=spec.task.time_limit_s,
-                           memory_bytes=MEMORY_BYTES, trust=trust, cancel=cancel,
-                           on_stdout_line=progress_reader(progress, 0.05, 0.9))
-    doc = read_child_doc(scratch, result, SyntheticReport)
-    xs = trajectory_from(doc, x0, steps, result.log_tail)
+    x = torch.tensor([x0], dtype=torch.float32, requires_grad=True)
+    xs = [float(x.detach()[0])]
+    evaluations = 0
+    started = time.perf_counter()
+    with OptimizerServer(artifact_path, spec.submission.hparams, work_dir=work_dir,
+                         time_limit_s=spec.task.time_limit_s, memory_bytes=MEMORY_BYTES, trust=trust,
+                         cancel=cancel, seed=SEED) as server:
+        server.start([(1,)])
+        shared = server.shared
+        shared.values[0].copy_(x.detach())
+
+        def gradients() -> float:
+            """F and dF/dx at the x now in shared memory; the gradient goes back there."""
+            nonlocal evaluations
+            evaluations += 1
+            with torch.no_grad():
+                x.copy_(shared.values[0])
+            x.grad = None
+            loss = fn(x).sum()
+            loss.backward()
+            shared.grads[0].copy_(x.grad)
+            return float(loss.detach())
+
+        every = max(1, steps // 20)
+        for step in range(1, steps + 1):
+            shared.values[0].copy_(torch.tensor([xs[-1]], dtype=torch.float32))  # whatever the child wrote since
+            if not server.closure:
+                gradients()
+            if not server.step(step, gradients, evaluations_left=lambda: evaluations < max_evaluations):
+                break  # the budget ran out inside the step: x stays where the last counted step left it
+            value = float(shared.values[0][0])  # read once: what the parent observed after this step
+            if not math.isfinite(value):
+                raise EvaluationError(ErrorKind.NOT_FINITE, f"x became {value} at step {step} (it was {xs[-1]!r} "
+                                      "before); lower the learning rate or guard the update", server.log_tail())
+            xs.append(value)
+            if step % every == 0 or step == steps:
+                progress(0.05 + 0.9 * step / steps, f"step {step}/{steps}")
+        sandbox = server.result.mode if server.result is not None else None
+    wall_s = time.perf_counter() - started
+    sandbox = sandbox or _sandbox_mode()
     progress(0.97, "scoring the trajectory")
 
     losses = [child_program.synthetic_loss(function, x) for x in xs]
     if not all(math.isfinite(v) for v in losses):
         step = next(i for i, v in enumerate(losses) if not math.isfinite(v))
-        raise EvaluationError(ErrorKind.NOT_FINITE, f"F({xs[step]}) is not finite at step {step}", result.log_tail)
-    import torch
-
+        raise EvaluationError(ErrorKind.NOT_FINITE, f"F({xs[step]}) is not finite at step {step}")
     metrics = {"final_x": xs[-1], "final_loss": losses[-1], "min_loss": min(losses)}
     return make_result(
         spec.task.slug, metrics,
-        curves={"trajectory": {"step": list(range(steps + 1)), "x": xs, "loss": losses}},
+        curves={"trajectory": {"step": list(range(len(xs))), "x": xs, "loss": losses}},
         env={"runner": runner.__version__, "torch": torch.__version__, "python": platform.python_version(),
-             "device": "cpu", "sandbox": result.mode, "seeds": [SEED], "function": function, "x0": x0,
+             "device": "cpu", "sandbox": sandbox, "seeds": [SEED], "function": function, "x0": x0,
              "steps": steps, "dtype": "float32", "gradients": "autograd",
-             "min_loss_over": "x0 and every step"},
-        timing={"wall_s": round(result.wall_s, 4), "items_per_s": round(steps / max(result.wall_s, 1e-9), 2)},
+             "min_loss_over": "x0 and every step", "loop": "runner", "closure": server.closure,
+             "evaluations": evaluations, "max_evaluations": max_evaluations},
+        timing={"wall_s": round(wall_s, 4), "items_per_s": round(steps / max(wall_s, 1e-9), 2)},
     )
+
+
+def _sandbox_mode() -> str:
+    from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, sandbox_available
+
+    return MODE_BWRAP if sandbox_available().available else MODE_TRUSTED

@@ -1,22 +1,12 @@
-# Makes the child leave a listening unix socket where its result document should be.
-import os
+# Leaves a listening unix socket where the old harness wrote its result document (out.json in
+# scratch), then optimizes honestly: the runner reads no file the sandbox writes.
 import socket
 
 import torch
 
-_replace = os.replace
-_keep = []
-
-
-def _bind_instead(source, destination):
-    os.unlink(source)
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(destination)
-    listener.listen(1)
-    _keep.append(listener)
-
-
-os.replace = _bind_instead
+_listener = socket.socket(socket.AF_UNIX)
+_listener.bind("out.json")
+_listener.listen(1)
 
 
 def make_optimizer(params, lr=0.1):

@@ -1,0 +1,311 @@
+"""The trusted side of the optimizer track: the runner owns the loop, the sandboxed optimizer
+server (runner/opt_child.py, whose docstring holds the protocol) owns only the update.
+
+:class:`OptimizerServer` stages the server program and the submission in a folder the sandbox
+reads, listens on an AF_UNIX socket there, starts the sandbox in a thread, and shares one memfd
+with the child holding every parameter and gradient (float32). Per step the caller writes the
+gradients (:meth:`OptimizerServer.step`'s ``gradients`` callback runs a forward and backward at
+the parameters now in shared memory, for the step itself or for a closure the optimizer calls),
+the child updates the shared parameters, and :meth:`OptimizerServer.collect` copies them into the
+caller's own tensors and checks they are finite. The caller's tensors are never shared: what the
+child does to the shared memory at any other time reaches nothing the runner scores.
+
+Every frame from the child is hostile input: size-capped, parsed by runner/untrusted.py into a
+typed schema; anything else, an error of a kind only the platform may report, or the connection
+ending mid-step is the submission's error.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import mmap
+import os
+import shutil
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import StrictBool
+
+from runner import opt_child
+from runner.host_limits import HostLimitError, lease_user
+from runner.sandbox import SandboxResult, run_sandboxed
+from runner.spec import ErrorKind, EvaluationError
+from runner.untrusted import Schema, load_json, parse, reported_error, tampered
+
+CHILD_PATH = Path(opt_child.__file__)
+FRAME_LENGTH = struct.Struct("<I")
+MAX_FRAME_BYTES = 64 << 10
+ALIGN = 64
+POLL_S = 0.2
+
+
+class ReadyFrame(Schema):
+    op: Literal["ready"]
+    closure: StrictBool = False
+
+
+class StepFrame(Schema):
+    op: Literal["done", "stopped", "closure"]
+
+
+Gradients = Callable[[], float]  # a forward and backward at the shared parameters; returns the loss
+
+
+class SharedParameters:
+    """One memfd holding ``shapes`` as float32 parameters, then as many gradients, each
+    C-contiguous at a 64-byte aligned offset. ``values[i]`` and ``grads[i]`` are torch views."""
+
+    def __init__(self, shapes: Sequence[Sequence[int]]):
+        import torch
+
+        self.shapes = [tuple(int(d) for d in shape) for shape in shapes]
+        offset = 0
+        offsets = []
+        for _ in range(2):
+            for shape in self.shapes:
+                offsets.append(offset)
+                offset += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
+        self.nbytes = max(offset, ALIGN)
+        self.fd = os.memfd_create("runner-optimizer", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, self.nbytes)
+        self.memory = mmap.mmap(self.fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        n = len(self.shapes)
+        self.offsets, self.grad_offsets = offsets[:n], offsets[n:]
+
+        def view(at: int, shape: tuple[int, ...]):
+            count = math.prod(shape)
+            if not count:
+                return torch.empty(shape, dtype=torch.float32)
+            return torch.frombuffer(self.memory, dtype=torch.float32, count=count, offset=at).view(shape)
+
+        self.values = [view(at, shape) for at, shape in zip(self.offsets, self.shapes, strict=True)]
+        self.grads = [view(at, shape) for at, shape in zip(self.grad_offsets, self.shapes, strict=True)]
+
+    def layout(self) -> dict[str, Any]:
+        return {"params": [{"shape": list(shape), "offset": at} for shape, at in zip(self.shapes, self.offsets,
+                                                                                     strict=True)],
+                "grads": self.grad_offsets, "nbytes": self.nbytes}
+
+    def close(self) -> None:
+        self.values = self.grads = []
+        with contextlib.suppress(BufferError, ValueError):
+            self.memory.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class OptimizerServer:
+    """The sandboxed optimizer of one run. Use as a context manager; raises EvaluationError with
+    the submission's kind for anything its child does wrong, TIMEOUT past ``deadline`` and
+    LEASE_EXPIRED when ``cancel`` is set."""
+
+    def __init__(self, artifact: Path, hparams: dict[str, Any], *, work_dir: Path, time_limit_s: float,
+                 memory_bytes: int, trust: bool, cancel: threading.Event | None = None, seed: int = 0,
+                 threads: int = 1):
+        self.artifact, self.hparams, self.work_dir = Path(artifact), hparams, Path(work_dir)
+        self.time_limit_s, self.memory_bytes, self.trust = time_limit_s, memory_bytes, trust
+        self.cancel, self.seed, self.threads = cancel, seed, threads
+        self.deadline = time.monotonic() + time_limit_s
+        self.closure = False
+        self.shared: SharedParameters | None = None
+        self.result: SandboxResult | None = None
+        self._error: BaseException | None = None
+        self._kill = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+        self._lease = contextlib.ExitStack()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def __enter__(self) -> OptimizerServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def start(self, shapes: Sequence[Sequence[int]]) -> None:
+        """Start the child, share parameters of ``shapes`` with it (write their initial values to
+        ``self.shared.values`` before the first step) and wait until its optimizer is built."""
+        self.work_dir.chmod(0o711)
+        io = self.work_dir / "input"
+        io.mkdir(mode=0o755)
+        io.chmod(0o755)
+        child, source = io / "opt_child.py", io / "submission.py"
+        shutil.copyfile(CHILD_PATH, child)
+        shutil.copyfile(self.artifact, source)
+        for path in (child, source):
+            path.chmod(0o644)
+        address = str(io / "server.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            try:
+                user = self._lease.enter_context(lease_user())
+            except HostLimitError as exc:
+                raise EvaluationError(ErrorKind.SANDBOX_UNAVAILABLE, f"no sandbox uid for the optimizer: {exc}") from exc
+            if os.geteuid() == 0:
+                os.chown(address, user.uid, -1)
+            listener.listen(1)
+            listener.settimeout(POLL_S)
+            argv = [sys.executable, "-I", str(child), "--source", str(source), "--socket", address,
+                    "--hparams", json.dumps(self.hparams), "--seed", str(self.seed)]
+            env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+
+            def run() -> None:
+                try:
+                    self.result = run_sandboxed(argv, scratch=self.work_dir / "scratch", ro_binds=[io],
+                                                time_limit_s=self.time_limit_s, memory_bytes=self.memory_bytes,
+                                                trust=self.trust, env=env, cancel=self._kill, user=user)
+                except BaseException as exc:  # noqa: BLE001 - raised again by the waiting thread
+                    self._error = exc
+
+            self._thread = threading.Thread(target=run, name="runner-optimizer", daemon=True)
+            self._thread.start()
+            while True:
+                try:
+                    self._sock, _ = listener.accept()
+                    break
+                except TimeoutError:
+                    self._check("starting the optimizer")
+        finally:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(address)
+        self._sock.settimeout(POLL_S)
+        self.shared = SharedParameters(shapes)
+        self._send({"op": "init", **self.shared.layout()}, fds=(self.shared.fd,))
+        frame = self._receive("building the optimizer")
+        self.closure = parse(ReadyFrame, frame, what="the optimizer's ready answer", log_tail=self.log_tail()).closure
+
+    def close(self) -> None:
+        if self._sock is not None and self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(OSError):
+                self._send({"op": "exit"})
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            if self._thread.is_alive():
+                self._kill.set()
+                self._thread.join(timeout=30)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
+        self._lease.close()
+
+    def log_tail(self) -> str:
+        return self.result.log_tail if self.result is not None else ""
+
+    # -- the loop ---------------------------------------------------------------------------
+    def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool]) -> bool:
+        """One optimizer step: the caller has written the gradients at the current parameters
+        into ``shared.grads`` (unless ``self.closure``); each closure the optimizer calls runs
+        ``gradients()`` while ``evaluations_left()``. Returns False when the step was abandoned
+        because the budget ran out (the parameters are then not to be collected)."""
+        self._send({"op": "step", "step": step})
+        while True:
+            frame = parse(StepFrame, self._receive(f"optimizer step {step}"), what="the optimizer's answer",
+                          log_tail=self.log_tail())
+            if frame.op == "done":
+                return True
+            if frame.op == "stopped":
+                return False
+            if not evaluations_left():
+                self._send({"op": "stop"})
+                continue
+            self._send({"op": "loss", "loss": float(gradients())})
+
+    # -- frames -------------------------------------------------------------------------------
+    def _send(self, frame: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        assert self._sock is not None
+        data = json.dumps(frame, separators=(",", ":")).encode()
+        data = FRAME_LENGTH.pack(len(data)) + data
+        self._sock.settimeout(None)
+        try:
+            if fds:
+                sent = socket.send_fds(self._sock, [data], list(fds))
+                if sent < len(data):
+                    self._sock.sendall(data[sent:])
+            else:
+                self._sock.sendall(data)
+        except OSError as exc:
+            self._sock.settimeout(POLL_S)
+            self._receive("receiving the runner's frame")  # the child's error frame, when it left one
+            raise self._ended("receiving the runner's frame") from exc
+        self._sock.settimeout(POLL_S)
+
+    def _fill(self, size: int, what: str) -> None:
+        assert self._sock is not None
+        while len(self._buffer) < size:
+            try:
+                chunk = self._sock.recv(max(4096, size - len(self._buffer)))
+            except TimeoutError:
+                self._check(what)
+                continue
+            except OSError as exc:
+                raise self._ended(what) from exc
+            if not chunk:
+                raise self._ended(what)
+            self._buffer += chunk
+
+    def _receive(self, what: str) -> dict[str, Any]:
+        self._fill(FRAME_LENGTH.size, what)
+        (size,) = FRAME_LENGTH.unpack_from(self._buffer)
+        if size > MAX_FRAME_BYTES:
+            raise tampered("the optimizer's answer", f"a frame of {size} bytes, over the limit of {MAX_FRAME_BYTES}",
+                           self.log_tail())
+        self._fill(FRAME_LENGTH.size + size, what)
+        raw = bytes(self._buffer[FRAME_LENGTH.size:FRAME_LENGTH.size + size])
+        del self._buffer[:FRAME_LENGTH.size + size]
+        frame = load_json(raw, what="the optimizer's answer", max_bytes=MAX_FRAME_BYTES, log_tail=self.log_tail())
+        if not isinstance(frame, dict):
+            raise tampered("the optimizer's answer", "not a JSON object", self.log_tail())
+        if frame.get("op") == "error":
+            raise reported_error(frame.get("error"), what="the optimizer's answer", log_tail=self._wait_tail())
+        return frame
+
+    def _wait_tail(self) -> str:
+        """The log tail once the child has ended (it exits right after reporting an error)."""
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return self.log_tail()
+
+    def _check(self, what: str) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            self._kill.set()
+            raise EvaluationError(ErrorKind.LEASE_EXPIRED, "stopped: the site took the job back")
+        if time.monotonic() > self.deadline + 5:
+            self._kill.set()
+            raise EvaluationError(ErrorKind.TIMEOUT, f"ran past the task's time limit of {self.time_limit_s:g} s "
+                                  f"while {what} and was stopped", self.log_tail())
+        if self._thread is not None and not self._thread.is_alive():
+            raise self._ended(what)
+
+    def _ended(self, what: str) -> EvaluationError:
+        """What the child's end amounts to, once it ended (or closed its side) while ``what``."""
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            if self._thread.is_alive():
+                self._kill.set()
+                self._thread.join(timeout=30)
+        if self._error is not None:
+            if isinstance(self._error, EvaluationError):
+                return self._error
+            raise self._error
+        result = self.result
+        if result is not None:
+            failure = result.failure()
+            if failure is not None:
+                return failure
+        return EvaluationError(ErrorKind.RUNTIME_ERROR, f"the optimizer ended while {what}: did the submission exit "
+                               "the process or close the runner's connection?", self.log_tail())
