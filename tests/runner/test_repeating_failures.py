@@ -1,10 +1,15 @@
 """What the runner tells the site about a failure that would recur on every task of the submission
-(runner/spec.py failure_repeats): an optimizer whose step needs a closure, a package the sandbox
-lacks; and that a failure depending on the task's data is never marked so, whatever the child says."""
+(runner/spec.py failure_repeats): an optimizer whose step the task cannot call, a package the
+sandbox lacks; and that a failure depending on the task's data is never marked so, whatever the
+child says."""
 from __future__ import annotations
 
-import pytest
+import types
 
+import pytest
+import torch
+
+from runner import child
 from runner.spec import ErrorKind
 from runner.untrusted import reported_error
 from runner.worker import process_job
@@ -35,16 +40,16 @@ def make_optimizer(params, lr=0.1):
     return torch.optim.SGD(params, lr=lr)
 '''
 
-STEP_WANTS_THE_LOSS = b'''import torch
+STEP_WANTS_TWO_ARGUMENTS = b'''import torch
 
 
-class NeedsLoss(torch.optim.SGD):
-    def step(self, loss):
+class NeedsTwo(torch.optim.SGD):
+    def step(self, loss, scale):
         return super().step()
 
 
 def make_optimizer(params, lr=0.1):
-    return NeedsLoss(params, lr=lr)
+    return NeedsTwo(params, lr=lr)
 '''
 
 
@@ -55,24 +60,41 @@ def reported_failure(site, client, tmp_path, job_id: int, source: bytes, hparams
     return job.failures[0]
 
 
-@pytest.mark.usefixtures("bwrap")
-def test_an_lbfgs_optimizer_fails_in_one_line_saying_its_step_needs_a_closure_and_would_fail_every_task(
-        site, client, tmp_path):
-    failure = reported_failure(site, client, tmp_path, 61, LBFGS, {"lr": 1.0})
-    assert failure["kind"] == ErrorKind.INVALID_ARTIFACT and failure["repeats"] is True
-    message = failure["message"]
-    assert message == ("LBFGS.step needs a closure (step(closure) re-evaluates the loss), which this task does not "
-                       "provide yet: it calls optimizer.step() with no arguments; return an optimizer whose step "
-                       "works without one")
-    assert "\n" not in message and "TypeError" not in message
+def submitted_module(source: bytes) -> types.ModuleType:
+    module = types.ModuleType("submission")
+    exec(compile(source.decode(), "my_optimizer.py", "exec"), module.__dict__)
+    return module
+
+
+def test_on_a_training_task_an_lbfgs_optimizer_fails_in_one_line_saying_its_step_needs_a_closure():
+    """The training tasks' loop (runner/child.py, run by runner/train_child.py) calls step()
+    without arguments; opt-f1..3 give LBFGS its closure (runner/opt_child.py)."""
+    with pytest.raises(child.ChildError) as caught:
+        child.make_user_optimizer(submitted_module(LBFGS), [torch.zeros(1, requires_grad=True)], {"lr": 1.0},
+                                  "my_optimizer.py")
+    error = caught.value
+    assert error.kind == ErrorKind.INVALID_ARTIFACT and error.repeats is True
+    assert error.message == ("LBFGS.step needs a closure (step(closure) re-evaluates the loss), which this task does "
+                             "not provide yet: it calls optimizer.step() with no arguments; return an optimizer "
+                             "whose step works without one")
+    assert error.doc() == {"kind": "invalid_artifact", "message": error.message, "repeats": True}
+
+
+def test_on_a_training_task_a_step_that_needs_another_argument_names_it():
+    with pytest.raises(child.ChildError) as caught:
+        child.make_user_optimizer(submitted_module(STEP_WANTS_TWO_ARGUMENTS), [torch.zeros(1, requires_grad=True)],
+                                  {}, "my_optimizer.py")
+    assert caught.value.kind == ErrorKind.INVALID_ARTIFACT and caught.value.repeats is True
+    assert caught.value.message == ("NeedsTwo.step(loss, scale) cannot be called as step(), which is how this task "
+                                    "calls it: give loss, scale a default")
 
 
 @pytest.mark.usefixtures("bwrap")
-def test_a_step_that_needs_another_argument_names_it_and_would_fail_every_task(site, client, tmp_path):
-    failure = reported_failure(site, client, tmp_path, 62, STEP_WANTS_THE_LOSS, {"lr": 0.1})
+def test_a_step_the_task_cannot_call_is_reported_in_one_line_as_failing_every_task(site, client, tmp_path):
+    failure = reported_failure(site, client, tmp_path, 62, STEP_WANTS_TWO_ARGUMENTS, {"lr": 0.1})
     assert failure["kind"] == ErrorKind.INVALID_ARTIFACT and failure["repeats"] is True
-    assert failure["message"] == ("NeedsLoss.step(loss) cannot be called as step(), which is how this task calls "
-                                  "it: give loss a default")
+    assert failure["message"].startswith("NeedsTwo.step(loss, scale) cannot be called as step()")
+    assert "\n" not in failure["message"]
 
 
 @pytest.mark.usefixtures("bwrap")
