@@ -205,3 +205,16 @@ def test_a_crashed_worker_is_started_again_until_its_restarts_run_out(tmp_path):
         assert count.read_text() == "xx"
     finally:
         supervisor.stop()
+
+
+def test_a_demo_worker_that_crashes_is_started_again_and_the_demo_goes_on(demo):
+    proc, processes, _, _ = demo
+
+    def site_workers():
+        return [p for p in descendants(proc.pid) if parent_of(p) == proc.pid and "site" in command_line(p)
+                and "worker" in command_line(p)]
+
+    [first] = site_workers()
+    os.kill(first, signal.SIGKILL)
+    replaced = wait_until(lambda: [p for p in site_workers() if p != first], 30)
+    assert replaced and proc.poll() is None

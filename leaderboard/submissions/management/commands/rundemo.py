@@ -110,13 +110,13 @@ class Command(BaseCommand):
         supervisor.start("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
                          env=env)
         # Beat in its own process, not embedded (-B): an embedded beat does not die with a killed worker.
-        # Workers that crash are started again (a few times, loudly): the database holds every job's
+        # Workers that crash are started again (up to ten times, loudly): the database holds every job's
         # state and the reaper re-sends lost wake-ups, so a restart loses nothing.
         supervisor.start("site-worker", [str(bindir / "celery"), "-A", "leaderboard", "worker", "-Q", "site",
-                                         "--concurrency", "1", "--loglevel", "INFO"], env=env, restarts=3)
+                                         "--concurrency", "1", "--loglevel", "INFO"], env=env, restarts=10)
         supervisor.start("beat", [str(bindir / "celery"), "-A", "leaderboard", "beat", "--loglevel", "INFO",
-                                  "-s", str(var / "celerybeat-schedule")], env=env, restarts=3)
-        supervisor.start("runner", runner_cmd, env=runner_env, restarts=3)
+                                  "-s", str(var / "celerybeat-schedule")], env=env, restarts=10)
+        supervisor.start("runner", runner_cmd, env=runner_env, restarts=10)
         models = var / "demo-classifiers"
         if not no_baselines:
             # Fake copies of the classifier datasets absent here, and models trained on synthetic
@@ -127,7 +127,7 @@ class Command(BaseCommand):
         time.sleep(2)
         self._banner(url, pools=POOLS, baselines=not no_baselines)
         seeded = no_baselines
-        while not supervisor.exited():
+        while True:
             for name, code in supervisor.restart_exited():
                 self.stderr.write(self.style.WARNING(f"{name} exited with {code}; started it again "
                                                      f"({supervisor.restarts_left[name]} restarts left)"))
