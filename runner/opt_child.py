@@ -14,7 +14,8 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    to the gradient views, then calls ``make_optimizer(params, **hparams)``.
    child → ``{"op": "ready", "closure": bool}`` (whether ``step`` requires a closure) or an
    error frame.
-2. parent → ``{"op": "step", "step": k}``: the gradients of the current parameters are in the
+2. parent → ``{"op": "step", "step": k, "where": "epoch 1, step 3 of 21 (seed 0)"}`` (``where``,
+   optional, names the step in messages): the gradients of the current parameters are in the
    shared memory (unless the optimizer asks for closures, when the parent computes nothing in
    advance). The child calls ``optimizer.step()``, or ``optimizer.step(closure)`` where the step
    requires one; each call of the closure is a frame child → ``{"op": "closure"}`` answered
@@ -258,7 +259,12 @@ def needs_closure(optimizer: Any) -> bool:
 class Connection:
     def __init__(self, path: str):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
+        here = os.getcwd()
+        os.chdir(os.path.dirname(path))  # a relative name: a socket's path is limited to 107 bytes
+        try:
+            self.sock.connect(os.path.basename(path))
+        finally:
+            os.chdir(here)
         self.buffer = bytearray()
         self.fds: list[int] = []
 
@@ -335,19 +341,20 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
         if op != "step":
             raise EOFError(f"an unknown frame from the runner: {op!r}")
         step = int(frame["step"])
+        where = str(frame.get("where") or f"step {step}")
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         try:
             if closure_wanted:
-                call_user(f"optimizer.step(closure) at step {step}", lambda: optimizer.step(closure), filename)
+                call_user(f"optimizer.step(closure) at {where}", lambda: optimizer.step(closure), filename)
             else:
-                call_user(f"optimizer.step() at step {step}", optimizer.step, filename)
+                call_user(f"optimizer.step() at {where}", optimizer.step, filename)
         except Stopped:
             conn.send({"op": "stopped"})
             continue
         for index, (param, value) in enumerate(zip(params, values, strict=True)):
             if param.dtype != torch.float32 or param.shape != value.shape:
-                raise ChildError(WRONG_OUTPUT, f"after step {step} parameter {index} is {param.dtype} of shape "
+                raise ChildError(WRONG_OUTPUT, f"after {where} parameter {index} is {param.dtype} of shape "
                                  f"{tuple(param.shape)}; the optimizer must update it in place")
             if param.data_ptr() != value.data_ptr():  # the optimizer replaced .data: share the new values
                 with torch.no_grad():

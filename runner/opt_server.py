@@ -103,16 +103,18 @@ class SharedParameters:
 
 class OptimizerServer:
     """The sandboxed optimizer of one run. Use as a context manager; raises EvaluationError with
-    the submission's kind for anything its child does wrong, TIMEOUT past ``deadline`` and
-    LEASE_EXPIRED when ``cancel`` is set."""
+    the submission's kind for anything its child does wrong, TIMEOUT past ``deadline`` (a
+    ``time.monotonic()`` value: the job's, when several servers share its time limit; default now +
+    ``time_limit_s``, the sandbox's own limit) and LEASE_EXPIRED when ``cancel`` is set."""
 
     def __init__(self, artifact: Path, hparams: dict[str, Any], *, work_dir: Path, time_limit_s: float,
                  memory_bytes: int, trust: bool, cancel: threading.Event | None = None, seed: int = 0,
-                 threads: int = 1):
+                 threads: int = 1, deadline: float | None = None, ro_binds: Sequence[Any] = ()):
         self.artifact, self.hparams, self.work_dir = Path(artifact), hparams, Path(work_dir)
         self.time_limit_s, self.memory_bytes, self.trust = time_limit_s, memory_bytes, trust
         self.cancel, self.seed, self.threads = cancel, seed, threads
-        self.deadline = time.monotonic() + time_limit_s
+        self.ro_binds = list(ro_binds)  # besides the input folder: say, empty folders laid over package data
+        self.deadline = deadline if deadline is not None else time.monotonic() + time_limit_s
         self.closure = False
         self.shared: SharedParameters | None = None
         self.result: SandboxResult | None = None
@@ -144,8 +146,10 @@ class OptimizerServer:
             path.chmod(0o644)
         address = str(io / "server.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        folder = os.open(io, os.O_PATH | os.O_DIRECTORY)
         try:
-            listener.bind(address)
+            # Through the folder's descriptor: a socket's path is limited to 107 bytes, job folders are not.
+            listener.bind(f"/proc/self/fd/{folder}/server.sock")
             os.chmod(address, 0o600)
             try:
                 user = self._lease.enter_context(lease_user())
@@ -161,7 +165,7 @@ class OptimizerServer:
 
             def run() -> None:
                 try:
-                    self.result = run_sandboxed(argv, scratch=self.work_dir / "scratch", ro_binds=[io],
+                    self.result = run_sandboxed(argv, scratch=self.work_dir / "scratch", ro_binds=[io, *self.ro_binds],
                                                 time_limit_s=self.time_limit_s, memory_bytes=self.memory_bytes,
                                                 trust=self.trust, env=env, cancel=self._kill, user=user)
                 except BaseException as exc:  # noqa: BLE001 - raised again by the waiting thread
@@ -177,6 +181,7 @@ class OptimizerServer:
                     self._check("starting the optimizer")
         finally:
             listener.close()
+            os.close(folder)
             with contextlib.suppress(OSError):
                 os.unlink(address)
         self._sock.settimeout(POLL_S)
@@ -207,14 +212,15 @@ class OptimizerServer:
         return self.result.log_tail if self.result is not None else ""
 
     # -- the loop ---------------------------------------------------------------------------
-    def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool]) -> bool:
+    def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool],
+             where: str = "") -> bool:
         """One optimizer step: the caller has written the gradients at the current parameters
         into ``shared.grads`` (unless ``self.closure``); each closure the optimizer calls runs
         ``gradients()`` while ``evaluations_left()``. Returns False when the step was abandoned
         because the budget ran out (the parameters are then not to be collected)."""
-        self._send({"op": "step", "step": step})
+        self._send({"op": "step", "step": step, "where": where})
         while True:
-            frame = parse(StepFrame, self._receive(f"optimizer step {step}"), what="the optimizer's answer",
+            frame = parse(StepFrame, self._receive(f"optimizer step {where or step}"), what="the optimizer's answer",
                           log_tail=self.log_tail())
             if frame.op == "done":
                 return True

@@ -3,11 +3,16 @@ submitted ``make_optimizer`` trains the platform's model on a fixed budget, for 
 
 1. Read both splits here, in the trusted parent; compute the per-channel standardization from the
    training split.
-2. Write the training split (uint8 .npy), the task's settings, the training program
-   (runner/train_child.py, with runner/child.py beside it) and the submission into a read-only
-   input folder. The test split never enters the sandbox.
-3. Run the program in the sandbox. For each seed it trains for the budget and leaves the weights
-   of every epoch in scratch as safetensors, with the training loss and seconds per epoch.
+2. On the CPU the loop is the runner's (runner/tracks/train_loop.py): this process trains the
+   model, one seed after the other, and writes the weights of every epoch to scratch as
+   safetensors; the submitted optimizer runs in the sandboxed optimizer server
+   (runner/opt_server.py) and sees only the parameters and gradients in shared memory. The
+   sandbox holds no data of either split.
+3. On a GPU (until the shared-memory loop covers CUDA) the old path stands: the training split
+   (uint8 .npy), the task's settings, the training program (runner/train_child.py, with
+   runner/child.py beside it) and the submission go into a read-only input folder and the program
+   trains in the sandbox, beside the submission, leaving the checkpoints and curves in scratch.
+   The test split never enters the sandbox.
 4. Load every checkpoint here (safetensors only, checked against the model's own names, shapes
    and dtypes, finite), evaluate it on the test split, and compute every metric: final, best,
    epochs and seconds to the target, mean ± std over seeds with a t-interval; on CIFAR-10 the
@@ -539,15 +544,26 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
     config = child_config(task, budget, splits)
     model = task_model(task)
     expected, parameters = expected_state(model), sum(p.numel() for p in model.parameters())
-    inputs = stage_inputs(Path(work_dir), Path(artifact_path), config, splits)
     checkpoints = len(budget.seeds) * budget.epochs
     scratch_bytes = max(DEFAULT_MAX_SCRATCH_BYTES, checkpoints * checkpoint_bytes(expected) + (256 << 20))
     train_span = (0.05, 0.75 if task.corruptions else 0.85)
-    progress(train_span[0], "training in the sandbox")
-    doc, result = run_child("train", Path(work_dir), inputs, hparams=spec.submission.hparams, device=device,
-                            trust=trust, time_limit_s=spec.task.time_limit_s, memory_bytes=task.memory_bytes,
-                            scratch_bytes=scratch_bytes, progress=progress, span=train_span, cancel=cancel)
-    runs = runs_from(doc, budget, result.wall_s, result.log_tail)
+    if cuda_requested(device):  # the loop still runs in the sandbox beside the submission (docs/submissions.md)
+        inputs = stage_inputs(Path(work_dir), Path(artifact_path), config, splits)
+        progress(train_span[0], "training in the sandbox")
+        doc, result = run_child("train", Path(work_dir), inputs, hparams=spec.submission.hparams, device=device,
+                                trust=trust, time_limit_s=spec.task.time_limit_s, memory_bytes=task.memory_bytes,
+                                scratch_bytes=scratch_bytes, progress=progress, span=train_span, cancel=cancel)
+        train_wall_s, log_tail, sandbox_mode, loop = result.wall_s, result.log_tail, result.mode, "sandbox"
+    else:  # the runner's loop: only the optimizer runs in the sandbox (runner/tracks/train_loop.py)
+        from runner.tracks.train_loop import train_in_runner
+
+        progress(train_span[0], "training: the loop here, the optimizer in the sandbox")
+        doc, train_wall_s, sandbox_mode = train_in_runner(
+            config, splits, Path(artifact_path), spec.submission.hparams, Path(work_dir), trust=trust,
+            time_limit_s=spec.task.time_limit_s, memory_bytes=task.memory_bytes, progress=progress,
+            span=train_span, cancel=cancel)
+        log_tail, loop = "", "runner"
+    runs = runs_from(doc, budget, train_wall_s, log_tail)
 
     evaluated = time.perf_counter()
     evaluator = Evaluator(task, splits, config, device)  # after training: the child had the device to itself
@@ -592,7 +608,8 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
         "evaluation_precision": evaluator.precision,
         "deterministic": "torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic"
                          + ("; CUBLAS_WORKSPACE_CONFIG " + train_child.CUBLAS_WORKSPACE if gpu else "; 1 CPU thread"),
-        "sandbox": result.mode, "seeds": budget.seeds, "hparams": spec.submission.hparams,
+        "sandbox": sandbox_mode, "loop": loop, "seeds": budget.seeds,
+        **({"closure": doc.get("closure"), "evaluations": doc.get("evaluations")} if loop == "runner" else {}), "hparams": spec.submission.hparams,
         "model": task.model, "parameters": parameters,
         "budget": {"epochs": budget.epochs, "batch_size": batch, "seeds": len(budget.seeds),
                    "steps_per_epoch": steps_per_epoch, "items_per_epoch": batch * steps_per_epoch},
@@ -607,7 +624,7 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
     }
     if task.corruptions and env_extra.get(task.corruptions.lower().replace("-", ""), {}).get("synthetic_data"):
         env["synthetic_data"] = True
-    timing = {"wall_s": round(time.perf_counter() - started, 4), "sandbox_s": round(result.wall_s, 4),
+    timing = {"wall_s": round(time.perf_counter() - started, 4), "sandbox_s": round(train_wall_s, 4),
               "train_s": round(train_s, 4), "eval_s": round(eval_s, 4),
               "items_per_s": round(items / train_s, 2) if train_s > 0 else 0.0}
     progress(1.0, "done")
@@ -654,16 +671,27 @@ def bench_training(task_slug: str, *, device: str, data_root: Path | str, second
         config = child_config(task, budget, splits, epochs=1)
         work_dir = Path(tmp) / "job"
         work_dir.mkdir()
-        inputs = stage_inputs(work_dir, REFERENCE_OPTIMIZER, config, splits)
         half = max(0.5, seconds / 2)
-        doc, result = run_child("bench", work_dir, inputs, hparams=REFERENCE_HPARAMS, device=device, trust=True,
-                                time_limit_s=4 * seconds + 600, memory_bytes=task.memory_bytes,
-                                scratch_bytes=DEFAULT_MAX_SCRATCH_BYTES, progress=no_progress,
-                                span=(0.0, 1.0), cancel=None, extra=["--seconds", str(half), "--warmup", str(warmup)])
+        if cuda_requested(device):
+            inputs = stage_inputs(work_dir, REFERENCE_OPTIMIZER, config, splits)
+            doc, result = run_child("bench", work_dir, inputs, hparams=REFERENCE_HPARAMS, device=device, trust=True,
+                                    time_limit_s=4 * seconds + 600, memory_bytes=task.memory_bytes,
+                                    scratch_bytes=DEFAULT_MAX_SCRATCH_BYTES, progress=no_progress,
+                                    span=(0.0, 1.0), cancel=None,
+                                    extra=["--seconds", str(half), "--warmup", str(warmup)])
+            sandbox_mode, wall_s, loop = result.mode, result.wall_s, "sandbox"
+        else:  # the runner's loop, the reference optimizer in the sandbox (runner/tracks/train_loop.py)
+            from runner.tracks.train_loop import bench_in_runner
+
+            started = time.perf_counter()
+            doc = bench_in_runner(config, splits, work_dir, optimizer_file=REFERENCE_OPTIMIZER,
+                                  hparams=REFERENCE_HPARAMS, seconds=half, warmup=warmup,
+                                  memory_bytes=task.memory_bytes)
+            sandbox_mode, wall_s, loop = doc["sandbox"], time.perf_counter() - started, "runner"
     keys = ("train_items_per_s", "pure_step_items_per_s", "ratio", "harness_steps", "harness_s", "pure_steps",
             "pure_s", "warmup_steps", "batch_size", "steps_per_epoch", "precision", "threads", "torch", "device_name")
     return {"task": task_slug, "device": device if cuda_requested(device) else "cpu", **{k: doc.get(k) for k in keys},
             "model": task.model, "train_items": int(len(splits.train_labels)),
-            "synthetic_data": bool(splits.env.get("synthetic_data")), "sandbox": result.mode,
-            "optimizer": f"{REFERENCE_OPTIMIZER.name} {REFERENCE_HPARAMS}", "wall_s": round(result.wall_s, 2),
+            "synthetic_data": bool(splits.env.get("synthetic_data")), "sandbox": sandbox_mode, "loop": loop,
+            "optimizer": f"{REFERENCE_OPTIMIZER.name} {REFERENCE_HPARAMS}", "wall_s": round(wall_s, 2),
             "budget": asdict(budget)}

@@ -191,3 +191,59 @@ def test_an_optimizer_out_of_evaluations_stops_where_its_last_complete_step_left
     trajectory = result["curves"]["trajectory"]
     assert 2 <= len(trajectory["x"]) < 301
     assert result["metrics"]["final_x"] == trajectory["x"][-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Training tasks (CPU): the loop, the model, the data and the checkpoints are the runner's.
+# --------------------------------------------------------------------------------------------
+WRITES_PERFECT_WEIGHTS = b'''import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+# Weights of the shapes the runner expects, and the curves it used to read, where the old
+# harness left them; a progress line announcing a perfect score; then no update at all.
+state = {"classifier.weight": torch.zeros(10, 256), "classifier.bias": torch.zeros(10)}
+for name in ("ckpt_s0_e001.safetensors", "ckpt_s0_e002.safetensors"):
+    save_file(state, os.path.join(os.getcwd(), name))
+with open(os.path.join(os.getcwd(), "out.json"), "w") as fh:
+    json.dump({"ok": True, "runs": [{"seed": 0, "train_loss": [0.0], "seconds": [0.0]}]}, fh)
+print("@progress 1.0 finished: test top-1 100", flush=True)
+
+
+def make_optimizer(params):
+    return torch.optim.SGD(params, lr=0.0)
+'''
+
+
+def train(path, work_dir, hparams: dict | None = None, progress=None) -> dict:
+    from runner.tracks.train import evaluate_training
+
+    spec = local_job_spec("opt-digits", path, hparams or {})
+    spec.task.params.update(epochs=1, seeds=1)
+    work_dir.mkdir(parents=True)
+    result = evaluate_training(spec, path, work_dir=work_dir, data_root="/nonexistent", trust=False, device="cpu",
+                               progress=progress or (lambda fraction, message: None))
+    return validate_result(result, "opt-digits")
+
+
+def test_on_digits_weights_and_curves_left_in_the_sandbox_score_what_never_stepping_scores(tmp_path,
+                                                                                             write_submission):
+    still = train(write_submission(NEVER_STEPS, name="still.py"), tmp_path / "still")
+    shown = []
+    forged = train(write_submission(WRITES_PERFECT_WEIGHTS, name="forged.py"), tmp_path / "forged",
+                   progress=lambda fraction, message: shown.append(message))
+    assert forged["metrics"] == still["metrics"]
+    assert forged["curves"]["seed_0"]["test_top1"] == still["curves"]["seed_0"]["test_top1"]
+    assert forged["env"]["loop"] == "runner" and forged["env"]["sandbox"] == "bwrap"
+    assert not any("100" in message for message in shown)
+
+
+def test_lbfgs_trains_the_digits_cnn_with_each_closure_a_counted_forward_and_backward(tmp_path, write_submission):
+    result = train(write_submission(LBFGS), tmp_path / "lbfgs", {"lr": 0.1, "max_iter": 4})
+    env = result["env"]
+    steps = env["budget"]["steps_per_epoch"]
+    assert env["closure"] is True
+    assert steps < env["evaluations"] <= steps * 6  # its step's gradient, and up to 5 closure calls a step
+    assert result["metrics"]["test_top1_mean"] > 20  # it learns (chance is 10)

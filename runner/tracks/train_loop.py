@@ -1,0 +1,243 @@
+"""The training tasks' loop in the runner (CPU): the trusted process holds the model, the data,
+the loss, the counters and the budget, runs every forward and backward, and writes the
+checkpoints; the submitted optimizer runs in the sandboxed optimizer server (runner/opt_server.py,
+runner/opt_child.py), one per seed, and sees only the parameters and their gradients in shared
+memory. After each step the runner copies the parameters back into its own model: the sandbox
+never holds a tensor the runner trains or scores.
+
+It reuses runner/train_child.py's harness (data order, augmentation, loss, epoch ends, NaN checks,
+checkpoints), so a job's numbers are those of the sandboxed training program it replaces:
+the same float32 arithmetic on the same data in the same order.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from runner import train_child
+from runner.child import ChildError
+from runner.opt_server import OptimizerServer
+from runner.spec import ErrorKind, EvaluationError
+from runner.tracks.train import hidden_package_data
+
+
+class RemoteOptimizer:
+    """The runner's handle on the sandboxed optimizer of one seed: ``step`` publishes the
+    gradients, lets the child update the shared parameters, and copies them into the model.
+    ``closure_batch`` is the batch a closure (LBFGS) re-evaluates: the current one."""
+
+    def __init__(self, server: OptimizerServer, params: list[torch.Tensor], harness: RunnerHarness):
+        self.server, self.params, self.harness = server, params, harness
+        self.shared = server.shared
+        self.steps = 0
+        self.evaluations = 0
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _publish_grads(self) -> None:
+        for param, grad in zip(self.params, self.shared.grads, strict=True):
+            if param.grad is None:
+                grad.zero_()
+            else:
+                grad.copy_(param.grad)
+
+    def _closure_gradients(self) -> float:
+        """A forward and backward on the current batch at the parameters now in shared memory."""
+        self.evaluations += 1
+        with torch.no_grad():
+            for param, value in zip(self.params, self.shared.values, strict=True):
+                param.copy_(value)
+        model = self.harness.model
+        model.zero_grad(set_to_none=True)
+        x, y = self.batch
+        loss = self.harness.loss_of(model, x, y)
+        loss.backward()
+        self._publish_grads()
+        return float(loss.detach())
+
+    def step(self, where: str) -> None:
+        self.harness.check_time(where)
+        self.steps += 1
+        with torch.no_grad():
+            for param, value in zip(self.params, self.shared.values, strict=True):
+                value.copy_(param)  # whatever the child left there since its last step is gone
+        self._publish_grads()
+        self.server.step(self.steps, self._closure_gradients, where=where,
+                         evaluations_left=lambda: self.evaluations < self.harness.max_evaluations)
+        with torch.no_grad():
+            for param, value in zip(self.params, self.shared.values, strict=True):
+                param.copy_(value)
+
+
+class RunnerHarness(train_child.Harness):
+    """train_child.Harness with the optimizer in the sandbox and the loop here. Never compiles or
+    executes the submission in this process."""
+
+    def __init__(self, config: train_child.TaskConfig, data: train_child.TrainingData, *, artifact: Path,
+                 hparams: dict[str, Any], work_dir: Path, checkpoints: Path, trust: bool, memory_bytes: int,
+                 deadline: float, time_limit_s: float, cancel: threading.Event | None, progress):
+        self.config, self.data, self.device = config, data, torch.device("cpu")
+        self.filename, self.hparams, self.scratch, self.progress = str(artifact), hparams, str(checkpoints), progress
+        self.artifact, self.work_dir, self.trust, self.memory_bytes = Path(artifact), Path(work_dir), trust, memory_bytes
+        self.deadline, self.time_limit_s, self.cancel = deadline, time_limit_s, cancel
+        self.cuda = self.mixed = False
+        self.memory_format = torch.contiguous_format
+        self.batch, self.steps_per_epoch = train_child.batches_of(data.size, config.batch_size)
+        self.mean, self.std = train_child.channel_stats(config.mean, config.std, self.device)
+        self.standardized = None
+        if config.augment != "crop-flip":
+            self.standardized = train_child.standardize(data.images, config.divisor, self.mean, self.std)
+        self.max_evaluations = 26 * self.steps_per_epoch * config.epochs
+        self.servers = contextlib.ExitStack()
+        self.sandbox = ""
+        self.closure = False
+        self.evaluations = 0
+
+    def check_time(self, where: str) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise EvaluationError(ErrorKind.LEASE_EXPIRED, "stopped: the site took the job back")
+        if time.monotonic() > self.deadline:
+            raise EvaluationError(ErrorKind.TIMEOUT, f"ran past the task's time limit of {self.time_limit_s:g} s "
+                                  f"at {where} and was stopped")
+
+    def new_run(self, seed: int):
+        self.servers.close()
+        model = train_child.build_model(self.config.model, self.config.num_classes, self.data.images.shape[1], seed)
+        model.train()
+        params = list(model.parameters())
+        folder = self.work_dir / f"optimizer-seed{seed}"
+        folder.mkdir()
+        server = self.servers.enter_context(OptimizerServer(
+            self.artifact, self.hparams, work_dir=folder, time_limit_s=self.time_limit_s, deadline=self.deadline,
+            memory_bytes=self.memory_bytes, trust=self.trust, cancel=self.cancel, seed=seed,
+            ro_binds=hidden_package_data(folder)))
+        server.start([tuple(p.shape) for p in params])
+        with torch.no_grad():
+            for param, value in zip(params, server.shared.values, strict=True):
+                value.copy_(param)
+        self.closure = server.closure
+        optimizer = RemoteOptimizer(server, params, self)
+        self.remote = optimizer
+        return model, optimizer
+
+    def step(self, model, optimizer: RemoteOptimizer, x, y, where: str):
+        model.zero_grad(set_to_none=True)
+        loss = self.loss_of(model, x, y)
+        loss.backward()
+        optimizer.batch = (x, y)
+        optimizer.step(where)
+        self.evaluations += 1
+        return loss.detach()
+
+    def train_seed(self, seed: int, **options) -> dict[str, Any]:
+        try:
+            return super().train_seed(seed, **options)
+        finally:
+            self.servers.close()  # the child has ended: its sandbox result is known
+            self.sandbox = self.sandbox or self._mode()
+            if getattr(self, "remote", None) is not None:
+                self.evaluations += self.remote.evaluations
+                self.remote = None
+
+    def _mode(self) -> str:
+        server = getattr(self, "remote", None)
+        result = server.server.result if server is not None else None
+        if result is not None:
+            return result.mode
+        from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, sandbox_available
+
+        return MODE_BWRAP if sandbox_available().available else MODE_TRUSTED
+
+
+def training_data(config: train_child.TaskConfig, images, labels) -> train_child.TrainingData:
+    """The training split (uint8 NHWC numpy, int labels) as the harness holds it."""
+    import numpy as np
+
+    tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)))
+    if config.augment == "crop-flip":
+        tensor = F.pad(tensor, (config.pad,) * 4)
+    return train_child.TrainingData(tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64)), len(labels),
+                                    images.shape[1])
+
+
+@contextlib.contextmanager
+def cpu_settings(threads: int):
+    """The training program's CPU settings (threads, deterministic algorithms) for the block."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+
+
+def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dict[str, Any], work_dir: Path, *,
+                    trust: bool, time_limit_s: float, memory_bytes: int, progress, span: tuple[float, float],
+                    cancel: threading.Event | None) -> tuple[dict[str, Any], float, str]:
+    """Train every seed; returns (the document train_child.py's ``train`` wrote, wall seconds,
+    sandbox mode). Checkpoints go to ``work_dir/scratch``, written by this process."""
+    started = time.monotonic()
+    task_config = train_child.TaskConfig(**config)
+    checkpoints = Path(work_dir) / "scratch"
+    checkpoints.mkdir(exist_ok=True)
+    first, last = span
+
+    def report(fraction: float, message: str) -> None:
+        progress(first + (last - first) * fraction, message)
+
+    with cpu_settings(task_config.threads):
+        harness = RunnerHarness(task_config, training_data(task_config, splits.train_images, splits.train_labels),
+                                artifact=artifact, hparams=hparams, work_dir=Path(work_dir), checkpoints=checkpoints,
+                                trust=trust, memory_bytes=memory_bytes, deadline=started + time_limit_s,
+                                time_limit_s=time_limit_s, cancel=cancel, progress=report)
+        runs = []
+        seeds = task_config.seeds
+        try:
+            for i, seed in enumerate(seeds):
+                runs.append(harness.train_seed(seed, first_fraction=i / len(seeds), span=1 / len(seeds)))
+        except ChildError as exc:  # the harness's own checks (not finite), raised in its words
+            raise EvaluationError(exc.kind, exc.message) from None
+    doc = {"runs": runs, "closure": harness.closure, "evaluations": harness.evaluations,
+           "steps_per_epoch": harness.steps_per_epoch}
+    return doc, time.monotonic() - started, harness.sandbox
+
+
+def bench_in_runner(config: dict[str, Any], splits, work_dir: Path, *, optimizer_file: Path,
+                    hparams: dict[str, Any], seconds: float, warmup: int, memory_bytes: int) -> dict[str, Any]:
+    """What train_child.py's ``bench`` reports, for the runner's loop: training items/s of the
+    loop here with ``optimizer_file`` in the sandbox, against a pure training step (zero_grad,
+    forward, loss, backward, the same optimizer's step in this process) on one batch, in seconds
+    each after ``warmup`` untimed steps."""
+    task_config = train_child.TaskConfig(**config)
+    (Path(work_dir) / "scratch").mkdir(exist_ok=True)
+    with cpu_settings(task_config.threads):
+        harness = RunnerHarness(task_config, training_data(task_config, splits.train_images, splits.train_labels),
+                                artifact=optimizer_file, hparams=hparams, work_dir=Path(work_dir),
+                                checkpoints=Path(work_dir) / "scratch", trust=True, memory_bytes=memory_bytes,
+                                deadline=time.monotonic() + 4 * seconds + 600, time_limit_s=4 * seconds + 600,
+                                cancel=None, progress=lambda fraction, message: None)
+        clock = train_child.BenchClock(warmup=warmup, seconds=seconds, sync=harness.sync)
+        harness.train_seed(task_config.seeds[0], clock=clock)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("runner_reference_optimizer", optimizer_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # the platform's own reference file, never a submission
+        harness.optimizer = module.make_optimizer(harness.model.parameters(), **hparams)
+        pure_steps, pure_s = harness.pure_steps(seconds, warmup)
+        threads = torch.get_num_threads()
+    train_rate = clock.items / clock.elapsed if clock.elapsed else 0.0
+    pure_rate = pure_steps * harness.batch / pure_s
+    return {"train_items_per_s": train_rate, "pure_step_items_per_s": pure_rate,
+            "ratio": train_rate / pure_rate if pure_rate else 0.0, "harness_steps": clock.timed_steps,
+            "harness_s": clock.elapsed, "pure_steps": pure_steps, "pure_s": pure_s, "warmup_steps": warmup,
+            "batch_size": harness.batch, "steps_per_epoch": harness.steps_per_epoch, "precision": harness.precision,
+            "threads": threads, "torch": torch.__version__, "device_name": "cpu", "sandbox": harness.sandbox}
