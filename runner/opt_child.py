@@ -12,8 +12,13 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    every parameter and every gradient as float32, C-contiguous, at those offsets. The child maps
    it and builds its parameters (``torch.nn.Parameter`` views of that memory) with ``.grad`` set
    to the gradient views, then calls ``make_optimizer(params, **hparams)``.
-   child → ``{"op": "ready", "closure": bool}`` (whether ``step`` requires a closure) or an
-   error frame.
+   ``"extras"`` names further regions, one per hook the task offers (``first_layer_stats``:
+   n × n, below). child → ``{"op": "ready", "closure": bool, "hooks": [names]}`` (whether
+   ``step`` requires a closure; the hooks the optimizer asked for with a ``wants_<hook> = True``
+   attribute) or an error frame. Hooks: ``first_layer_stats`` — before each step the runner writes
+   XᵀX / b of the first layer's input (X = the unfolded patches of the batch, b = their number,
+   n = C_in·k·k; TrAct's statistic) into its region, which the optimizer reads as its attribute
+   ``first_layer_stats`` (a float32 n × n tensor).
 2. parent → ``{"op": "step", "step": k, "where": "epoch 1, step 3 of 21 (seed 0)"}`` (``where``,
    optional, names the step in messages): the gradients of the current parameters are in the
    shared memory (unless the optimizer asks for closures, when the parent computes nothing in
@@ -57,6 +62,7 @@ OUT_OF_MEMORY = "out_of_memory"
 SANDBOX_VIOLATION = "sandbox_violation"
 
 SUBMISSION_MODULE = "submission"
+HOOKS = ("first_layer_stats",)
 FRAME_LENGTH = struct.Struct("<I")
 MAX_FRAME_BYTES = 1 << 20
 MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "unable to allocate",
@@ -310,7 +316,8 @@ def shared_tensors(fd: int, nbytes: int, init: dict[str, Any]):
     params = [torch.nn.Parameter(v) for v in values]
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad
-    return memory, params, values, grads
+    extras = {name: view(entry["offset"], entry["shape"]) for name, entry in init.get("extras", {}).items()}
+    return memory, params, values, grads, extras
 
 
 def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], filename: str) -> None:
@@ -319,10 +326,13 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
     init = conn.receive()
     if init.get("op") != "init" or len(conn.fds) != 1:
         raise EOFError("the runner's first frame is not init with one file descriptor")
-    memory, params, values, grads = shared_tensors(conn.fds.pop(), int(init["nbytes"]), init)
+    memory, params, values, grads, extras = shared_tensors(conn.fds.pop(), int(init["nbytes"]), init)
     optimizer = make_user_optimizer(module, params, hparams, filename)
     closure_wanted = needs_closure(optimizer)
-    conn.send({"op": "ready", "closure": closure_wanted})
+    hooks = [name for name in HOOKS if name in extras and getattr(optimizer, f"wants_{name}", False) is True]
+    for name in hooks:
+        setattr(optimizer, name, extras[name])  # the runner refreshes it before every step
+    conn.send({"op": "ready", "closure": closure_wanted, "hooks": hooks})
 
     def closure():
         conn.send({"op": "closure"})

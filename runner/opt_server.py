@@ -29,9 +29,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import StrictBool
+from pydantic import Field, StrictBool
 
 from runner import opt_child
 from runner.host_limits import HostLimitError, lease_user
@@ -46,9 +46,13 @@ ALIGN = 64
 POLL_S = 0.2
 
 
+HOOKS = ("first_layer_stats",)  # what an optimizer may ask the runner for besides gradients
+
+
 class ReadyFrame(Schema):
     op: Literal["ready"]
     closure: StrictBool = False
+    hooks: Annotated[list[Literal["first_layer_stats"]], Field(max_length=len(HOOKS))] = []
 
 
 class StepFrame(Schema):
@@ -59,25 +63,28 @@ Gradients = Callable[[], float]  # a forward and backward at the shared paramete
 
 
 class SharedParameters:
-    """One memfd holding ``shapes`` as float32 parameters, then as many gradients, each
-    C-contiguous at a 64-byte aligned offset. ``values[i]`` and ``grads[i]`` are torch views."""
+    """One memfd holding ``shapes`` as float32 parameters, then as many gradients, then the
+    ``extras`` (name → shape: what hooks hand the optimizer), each C-contiguous at a 64-byte
+    aligned offset. ``values[i]``, ``grads[i]`` and ``extras[name]`` are torch views."""
 
-    def __init__(self, shapes: Sequence[Sequence[int]]):
+    def __init__(self, shapes: Sequence[Sequence[int]], extras: dict[str, Sequence[int]] | None = None):
         import torch
 
         self.shapes = [tuple(int(d) for d in shape) for shape in shapes]
         offset = 0
         offsets = []
-        for _ in range(2):
-            for shape in self.shapes:
-                offsets.append(offset)
-                offset += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
+        extra_shapes = {name: tuple(int(d) for d in shape) for name, shape in (extras or {}).items()}
+        for shape in [*self.shapes, *self.shapes, *extra_shapes.values()]:
+            offsets.append(offset)
+            offset += -(-math.prod(shape) * 4 // ALIGN) * ALIGN
         self.nbytes = max(offset, ALIGN)
         self.fd = os.memfd_create("runner-optimizer", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, self.nbytes)
         self.memory = mmap.mmap(self.fd, self.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         n = len(self.shapes)
-        self.offsets, self.grad_offsets = offsets[:n], offsets[n:]
+        self.offsets, self.grad_offsets = offsets[:n], offsets[n:2 * n]
+        self.extra_layout = {name: (shape, at) for (name, shape), at in zip(extra_shapes.items(), offsets[2 * n:],
+                                                                             strict=True)}
 
         def view(at: int, shape: tuple[int, ...]):
             count = math.prod(shape)
@@ -87,14 +94,17 @@ class SharedParameters:
 
         self.values = [view(at, shape) for at, shape in zip(self.offsets, self.shapes, strict=True)]
         self.grads = [view(at, shape) for at, shape in zip(self.grad_offsets, self.shapes, strict=True)]
+        self.extras = {name: view(at, shape) for name, (shape, at) in self.extra_layout.items()}
 
     def layout(self) -> dict[str, Any]:
         return {"params": [{"shape": list(shape), "offset": at} for shape, at in zip(self.shapes, self.offsets,
                                                                                      strict=True)],
-                "grads": self.grad_offsets, "nbytes": self.nbytes}
+                "grads": self.grad_offsets, "nbytes": self.nbytes,
+                "extras": {name: {"shape": list(shape), "offset": at} for name, (shape, at) in self.extra_layout.items()}}
 
     def close(self) -> None:
         self.values = self.grads = []
+        self.extras = {}
         with contextlib.suppress(BufferError, ValueError):
             self.memory.close()
         with contextlib.suppress(OSError):
@@ -116,6 +126,7 @@ class OptimizerServer:
         self.ro_binds = list(ro_binds)  # besides the input folder: say, empty folders laid over package data
         self.deadline = deadline if deadline is not None else time.monotonic() + time_limit_s
         self.closure = False
+        self.hooks: set[str] = set()
         self.shared: SharedParameters | None = None
         self.result: SandboxResult | None = None
         self._error: BaseException | None = None
@@ -132,9 +143,11 @@ class OptimizerServer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def start(self, shapes: Sequence[Sequence[int]]) -> None:
+    def start(self, shapes: Sequence[Sequence[int]], extras: dict[str, Sequence[int]] | None = None) -> None:
         """Start the child, share parameters of ``shapes`` with it (write their initial values to
-        ``self.shared.values`` before the first step) and wait until its optimizer is built."""
+        ``self.shared.values`` before the first step) and wait until its optimizer is built.
+        ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n);
+        ``self.hooks`` then says which of them the optimizer asked for."""
         self.work_dir.chmod(0o711)
         io = self.work_dir / "input"
         io.mkdir(mode=0o755)
@@ -185,10 +198,12 @@ class OptimizerServer:
             with contextlib.suppress(OSError):
                 os.unlink(address)
         self._sock.settimeout(POLL_S)
-        self.shared = SharedParameters(shapes)
+        self.shared = SharedParameters(shapes, extras)
         self._send({"op": "init", **self.shared.layout()}, fds=(self.shared.fd,))
         frame = self._receive("building the optimizer")
-        self.closure = parse(ReadyFrame, frame, what="the optimizer's ready answer", log_tail=self.log_tail()).closure
+        ready = parse(ReadyFrame, frame, what="the optimizer's ready answer", log_tail=self.log_tail())
+        self.closure = ready.closure
+        self.hooks = set(ready.hooks) & set(self.shared.extras)
 
     def close(self) -> None:
         if self._sock is not None and self._thread is not None and self._thread.is_alive():

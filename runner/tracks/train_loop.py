@@ -12,6 +12,7 @@ the same float32 arithmetic on the same data in the same order.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ class RemoteOptimizer:
             for param, value in zip(self.params, self.shared.values, strict=True):
                 value.copy_(param)  # whatever the child left there since its last step is gone
         self._publish_grads()
+        if "first_layer_stats" in self.server.hooks:
+            self.shared.extras["first_layer_stats"].copy_(self.harness.first_layer_stats(self.batch[0]))
         self.server.step(self.steps, self._closure_gradients, where=where,
                          evaluations_left=lambda: self.evaluations < self.harness.max_evaluations)
         with torch.no_grad():
@@ -105,6 +108,14 @@ class RunnerHarness(train_child.Harness):
             raise EvaluationError(ErrorKind.TIMEOUT, f"ran past the task's time limit of {self.time_limit_s:g} s "
                                   f"at {where} and was stopped")
 
+    def first_layer_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """XᵀX / b of the first conv layer's input: X the b × n matrix of the batch's patches
+        (b = batch · output positions, n = C_in·k·k), as TrAct defines it; float32 n × n."""
+        layer = self.first_layer
+        patches = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
+        return (rows.T @ rows / rows.shape[0]).float()
+
     def new_run(self, seed: int):
         self.servers.close()
         model = train_child.build_model(self.config.model, self.config.num_classes, self.data.images.shape[1], seed)
@@ -116,7 +127,12 @@ class RunnerHarness(train_child.Harness):
             self.artifact, self.hparams, work_dir=folder, time_limit_s=self.time_limit_s, deadline=self.deadline,
             memory_bytes=self.memory_bytes, trust=self.trust, cancel=self.cancel, seed=seed,
             ro_binds=hidden_package_data(folder)))
-        server.start([tuple(p.shape) for p in params])
+        self.first_layer = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        extras = {}
+        if self.first_layer is not None:
+            n = self.first_layer.in_channels * math.prod(self.first_layer.kernel_size)
+            extras["first_layer_stats"] = (n, n)
+        server.start([tuple(p.shape) for p in params], extras)
         with torch.no_grad():
             for param, value in zip(params, server.shared.values, strict=True):
                 value.copy_(param)

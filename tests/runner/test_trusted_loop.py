@@ -6,6 +6,7 @@ evaluation counted. Each case runs through the real sandbox, as a site job does.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from runner.evaluate import evaluate, local_job_spec
 from runner.spec import ErrorKind, EvaluationError, validate_result
@@ -247,3 +248,54 @@ def test_lbfgs_trains_the_digits_cnn_with_each_closure_a_counted_forward_and_bac
     assert env["closure"] is True
     assert steps < env["evaluations"] <= steps * 6  # its step's gradient, and up to 5 closure calls a step
     assert result["metrics"]["test_top1_mean"] > 20  # it learns (chance is 10)
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks: what an optimizer may ask the runner for besides gradients.
+# --------------------------------------------------------------------------------------------
+WANTS_FIRST_LAYER_STATS = b'''import torch
+
+
+class Spy(torch.optim.SGD):
+    wants_first_layer_stats = True
+    seen = []
+
+    def step(self, closure=None):
+        stats = self.first_layer_stats.clone()
+        Spy.seen.append(stats)
+        if len(Spy.seen) == 3:
+            a, b, c = Spy.seen
+            symmetric = bool(torch.allclose(c, c.T))
+            psd = bool(torch.linalg.eigvalsh(c.double()).min() > -1e-5)
+            changed = not torch.equal(a, b) and not torch.equal(b, c)
+            raise RuntimeError(f"STATS {tuple(c.shape)} symmetric {symmetric} psd {psd} changed {changed} "
+                               f"trace {float(c.trace()):.3f}")
+        return super().step(closure)
+
+
+def make_optimizer(params, lr=0.01):
+    return Spy(params, lr=lr)
+'''
+
+
+def test_an_optimizer_that_wants_first_layer_statistics_gets_xtx_over_b_of_each_batch(tmp_path, write_submission):
+    with pytest.raises(EvaluationError) as caught:
+        train(write_submission(WANTS_FIRST_LAYER_STATS), tmp_path / "tract")
+    message = caught.value.message
+    # digits: the first conv takes 1 channel through 3 × 3 kernels, so n = 9; standardized
+    # inputs make the trace about 9 (one per patch coordinate, less where padding adds zeros)
+    assert "STATS (9, 9) symmetric True psd True changed True" in message
+    trace = float(message.split("trace ")[1].split()[0])
+    assert 4.0 < trace < 9.5
+
+
+def test_first_layer_statistics_equal_the_unfolded_patches_gram_matrix():
+    from runner.tracks.train_loop import RunnerHarness
+
+    harness = RunnerHarness.__new__(RunnerHarness)
+    harness.first_layer = torch.nn.Conv2d(2, 4, 3, padding=1)
+    x = torch.randn(5, 2, 6, 6)
+    patches = torch.nn.functional.unfold(x, 3, padding=1)  # [5, 18, 36]
+    X = patches.permute(0, 2, 1).reshape(-1, 18).double()
+    expected = (X.T @ X / X.shape[0]).float()
+    assert torch.allclose(harness.first_layer_stats(x), expected, atol=1e-6)
