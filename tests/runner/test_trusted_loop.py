@@ -299,3 +299,11 @@ def test_first_layer_statistics_equal_the_unfolded_patches_gram_matrix():
     X = patches.permute(0, 2, 1).reshape(-1, 18).double()
     expected = (X.T @ X / X.shape[0]).float()
     assert torch.allclose(harness.first_layer_stats(x), expected, atol=1e-6)
+
+
+def test_the_documented_tract_example_trains_the_digits_cnn(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tract_sgd.py"
+    result = train(example, tmp_path / "tract-example", {"lr": 0.01})
+    assert result["metrics"]["test_top1_mean"] > 50  # chance is 10
