@@ -64,15 +64,21 @@ class RemoteOptimizer:
     def step(self, where: str) -> None:
         self.harness.check_time(where)
         self.steps += 1
-        with torch.no_grad():
-            for param, value in zip(self.params, self.shared.values, strict=True):
-                value.copy_(param)  # whatever the child left there since its last step is gone
+        # The shared parameters already hold what this process copied back after the last step:
+        # whatever the child writes there before its next "done" is its update, and only what
+        # is there at "done" is read.
         self._publish_grads()
         if "first_layer_stats" in self.server.hooks:
             self.shared.extras["first_layer_stats"].copy_(self.harness.first_layer_stats(self.batch[0]))
-        self.server.step(self.steps, self._closure_gradients, where=where,
-                         evaluations_left=lambda: self.evaluations < self.harness.max_evaluations)
+        before = [p.detach().clone() for p in self.params] if self.server.closure else None
+        done = self.server.step(self.steps, self._closure_gradients, where=where,
+                                evaluations_left=lambda: self.evaluations < self.harness.max_evaluations)
         with torch.no_grad():
+            if not done:  # the evaluations ran out inside the step: it is abandoned, the weights stay
+                for param, value, kept in zip(self.params, self.shared.values, before, strict=True):
+                    param.copy_(kept)
+                    value.copy_(kept)
+                return
             for param, value in zip(self.params, self.shared.values, strict=True):
                 param.copy_(value)
 
