@@ -25,17 +25,18 @@ from runner.spec import CATALOGUE
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 # Every pool a catalogue task is queued on; the demo's one runner serves them all on the CPU.
 POOLS = sorted({task.queue.removeprefix("runner.") for bench in CATALOGUE for task in bench.tasks})
-# The boards in the order the runner fills them (measured on two cores, see README "make demo"):
-# the runner takes its two queues in turn, so the gpu-pool classifier boards fill beside the cpu ones.
+# The boards in the order the runner fills them, with the minutes from `make demo` measured on two
+# cores shared with other work (load 5-7; README "make demo"). The runner takes its two queues in
+# turn, so the gpu-pool classifier boards fill beside the cpu-pool ones.
 FILL_ORDER = (
-    ("optimizers on diffGrad's synthetic functions", "opt-synthetic", "~2 min"),
-    ("digits classifiers", "digits", "~3 min"),
-    ("CIFAR-10 and CIFAR-10-C (synthetic data)", "cifar10", "~5 min"),
-    ("CIFAR-100 and CIFAR-100-C (synthetic data)", "cifar100", "~6 min"),
-    ("ImageNet val, A, R, C, GeoDE, Dollar Street (synthetic data)", "imagenet", "~10 min"),
-    ("denoisers on bundled photographs, grey", "denoise-skimage-gray", "~8 min"),
-    ("denoisers on bundled photographs, colour", "denoise-skimage-color", "~11 min"),
-    ("optimizers training a digits CNN", "opt-digits", "~14 min"),
+    ("CIFAR-10 and CIFAR-10-C (synthetic data)", "cifar10", "3 min"),
+    ("optimizers on diffGrad's synthetic functions", "opt-synthetic", "4 min"),
+    ("digits classifiers", "digits", "4-5 min"),
+    ("CIFAR-100 and CIFAR-100-C (synthetic data)", "cifar100", "4-5 min"),
+    ("ImageNet val, A, R, C, GeoDE, Dollar Street (synthetic data)", "imagenet", "8 min"),
+    ("denoisers on bundled photographs, grey", "denoise-skimage-gray", "15 min"),
+    ("denoisers on bundled photographs, colour", "denoise-skimage-color", "29 min"),
+    ("optimizers training a digits CNN", "opt-digits", "after the denoisers"),
 )
 
 
@@ -178,7 +179,7 @@ class Command(BaseCommand):
             f"  one local runner serves the pools {', '.join(pools)} on the CPU",
         ]
         if baselines:
-            lines.append("  the runner fills the boards in this order (minutes from now, on two cores):")
+            lines.append("  the runner fills the boards in this order (minutes from now, measured on two busy cores):")
             width = max(len(title) for title, _, _ in FILL_ORDER)
             lines += [f"    {title:<{width}}  {url}/b/{slug}/  ({when})" for title, slug, when in FILL_ORDER]
             lines.append("  CIFAR and ImageNet run on small fake copies written into var/data and on models "
