@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "leaderboard.errors.JsonErrorsForApiMiddleware",  # outermost: sees every response under /api/
+    "leaderboard.text.RefuseNulMiddleware",  # before any view can hand a NUL to the database
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

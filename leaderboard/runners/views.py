@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from leaderboard.accounts.models import hash_token
 from leaderboard.submissions.models import EvaluationJob
+from leaderboard.text import storable
 from runner.spec import MAX_NODE_DATASETS, SpecError, validate_node_report
 
 from . import services
@@ -49,7 +50,7 @@ def runner_auth(view):
         body = {}
         if request.method == "POST" and request.body:
             try:
-                body = json.loads(request.body)
+                body = storable(json.loads(request.body))  # a runner quotes submissions: no NUL reaches the DB
             except (ValueError, RecursionError):  # json raises RecursionError for deep nesting
                 return _error(400, "request body is not JSON")
             if not isinstance(body, dict):

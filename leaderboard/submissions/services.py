@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark
+from leaderboard.text import find_unstorable
 from runner.spec import (
     BUILTIN_FORMAT,
     BUILTIN_MAX_BYTES,
@@ -163,31 +164,6 @@ def _hash_upload(upload: UploadedFile) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _unstorable_text(value: Any) -> dict[str, str] | None:
-    """The first key or string in a decoded JSON value that no database can keep as text: a NUL
-    character (PostgreSQL refuses it in text and jsonb) or a lone surrogate from a ``\\ud800``
-    escape (not encodable as UTF-8). Returns ``{"what", "where"}`` or None. Walks without
-    recursion, so depth costs nothing here."""
-    stack: list[tuple[str, Any]] = [("hparams", value)]
-    while stack:
-        where, item = stack.pop()
-        texts: list[tuple[str, str]] = []
-        if isinstance(item, dict):
-            for key, child in item.items():
-                texts.append((f"{where} key {key!r}"[:80], str(key)))
-                stack.append((f"{where}[{key!r}]"[:80], child))
-        elif isinstance(item, list):
-            stack.extend((f"{where}[{i}]"[:80], child) for i, child in enumerate(item))
-        elif isinstance(item, str):
-            texts.append((where, item))
-        for place, text in texts:
-            if "\x00" in text:
-                return {"what": "a NUL character (\\u0000)", "where": place}
-            if any("\ud800" <= ch <= "\udfff" for ch in text):
-                return {"what": "a lone surrogate (\\ud800–\\udfff)", "where": place}
-    return None
-
-
 def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: Any,
                  allow_builtin: bool = False) -> tuple[str, str, int]:
     """Everything that can be said about an upload before it is stored; returns (format, sha256,
@@ -195,7 +171,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
     also accepts a builtin-baseline file naming reference code the runners ship."""
     if not isinstance(hparams, dict):
         raise ValidationError({"hparams": ValidationError("Hyperparameters must be a JSON object, e.g. {\"lr\": 0.001}.", code="not_object")})
-    unstorable = _unstorable_text(hparams)
+    unstorable = find_unstorable(hparams)
     if unstorable:
         raise ValidationError({"hparams": ValidationError(
             "Hyperparameters cannot hold %(what)s (at %(where)s); no database stores it as text.",

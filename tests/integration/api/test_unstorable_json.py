@@ -91,3 +91,38 @@ def test_ordinary_unicode_in_hyperparameters_is_kept(client, catalogue, alice):
     response = api_post(client, token, json.dumps({"lr": 0.1, "note": "β₁ 😀 \u200b"}), NOTED_OPTIMIZER)
     assert response.status_code == 201, response.content
     assert Submission.objects.get().hparams["note"] == "β₁ 😀 \u200b"
+
+
+@pytest.mark.parametrize("field", ["benchmark", "name", "model_family"])
+def test_a_nul_in_any_form_field_of_an_upload_is_a_400_through_the_api_and_the_form(client, catalogue, alice, field):
+    # the API fuzzing's find: a NUL in ``benchmark`` reached the slug lookup (a PostgreSQL DataError, a 500)
+    token = ApiToken.issue(user=alice, name="laptop")[1]
+    fields = {"benchmark": "opt-synthetic", "name": "hostile", "hparams": "{}", "visibility": "public"}
+    fields[field] = "×\x9c¾\x00èW"
+    response = client.post("/api/v1/submissions/", {**fields, "artifact": SimpleUploadedFile("a.py", OPTIMIZER_SOURCE)},
+                           HTTP_AUTHORIZATION=f"Token {token}")
+    assert response.status_code == 400 and field in response.json()["detail"]
+    client.force_login(alice)
+    page = client.post("/submit/", {**fields, "artifact": SimpleUploadedFile("a.py", OPTIMIZER_SOURCE)})
+    assert page.status_code == 400 and field in page.content.decode()
+    assert not Submission.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["/b/digits/?family=Res%00Net", "/b/digits/?task=%00", "/api/v1/benchmarks/digits/leaderboard/?family=%00",
+                                  "/b/digits/export.csv?since=%00", "/submit/?benchmark=opt%00"])
+def test_a_nul_in_a_query_string_is_a_400_not_a_database_error(client, catalogue, alice, path):
+    client.force_login(alice)
+    response = client.get(path)
+    assert response.status_code == 400 and "NUL" in response.content.decode()
+
+
+def test_a_runner_report_quoting_a_submissions_nul_bytes_is_kept_with_replacement_characters(
+        runner_api, alice, make_submission):
+    # a submission that prints NUL bytes or lone surrogates must not make its own failure report unstorable
+    job = make_submission(alice).jobs.order_by("task__position").first()
+    attempt = runner_api.claim(job.pk).json()["spec"]["attempt"]
+    response = runner_api.post(f"jobs/{job.pk}/fail/", {
+        "attempt": attempt, "kind": "runtime_error", "message": "boom\x00 \ud800here", "log_tail": "a\x00b"})
+    assert response.status_code == 200, response.content
+    job.refresh_from_db()
+    assert job.state == "failed" and "boom\ufffd \ufffdhere" in job.error_message and "a\ufffdb" in job.log_tail
