@@ -111,7 +111,7 @@ SCENARIOS: dict[str, Scenario] = {
     ErrorKind.RUNTIME_ERROR: lambda tmp: (Job(3, "opt-f1", sources.RAISES_IN_STEP, {"lr": 0.1}), {},
                                           "ZeroDivisionError"),
     ErrorKind.WRONG_OUTPUT: lambda tmp: (Job(4, "digits", model_bytes(WrongShape(), tmp), {}, kind="classifier"), {},
-                                         "[256, 10]"),
+                                         "digits needs logits of shape"),  # caught on the contract probe's batch
     ErrorKind.NOT_FINITE: lambda tmp: (Job(5, "opt-f2", sources.GOES_TO_NAN, {"lr": 0.01}), {}, "nan at step 5"),
     ErrorKind.TIMEOUT: lambda tmp: (Job(6, "opt-f1", sources.SLOW_SGD, {"lr": 0.05, "delay": 1.0}, time_limit_s=3),
                                     {}, "time limit"),
