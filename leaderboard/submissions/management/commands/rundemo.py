@@ -26,17 +26,17 @@ DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 # Every pool a catalogue task is queued on; the demo's one runner serves them all on the CPU.
 POOLS = sorted({task.queue.removeprefix("runner.") for bench in CATALOGUE for task in bench.tasks})
 # The boards in the order the runner fills them, with the minutes from `make demo` measured on two
-# cores shared with other work (load 5-7; README "make demo"). The runner takes its two queues in
+# cores shared with other work (load 2-3; README "make demo"). The runner takes its two queues in
 # turn, so the gpu-pool classifier boards fill beside the cpu-pool ones.
 FILL_ORDER = (
-    ("CIFAR-10 and CIFAR-10-C (synthetic data)", "cifar10", "3 min"),
-    ("optimizers on diffGrad's synthetic functions", "opt-synthetic", "4 min"),
-    ("digits classifiers", "digits", "4-5 min"),
-    ("CIFAR-100 and CIFAR-100-C (synthetic data)", "cifar100", "4-5 min"),
-    ("ImageNet val, A, R, C, GeoDE, Dollar Street (synthetic data)", "imagenet", "8 min"),
-    ("denoisers on bundled photographs, grey", "denoise-skimage-gray", "15 min"),
-    ("denoisers on bundled photographs, colour", "denoise-skimage-color", "29 min"),
-    ("optimizers training a digits CNN", "opt-digits", "after the denoisers"),
+    ("CIFAR-10 and CIFAR-10-C (synthetic data)", "cifar10", "2 min"),
+    ("optimizers on diffGrad's synthetic functions", "opt-synthetic", "2-3 min"),
+    ("digits classifiers", "digits", "2-3 min"),
+    ("CIFAR-100 and CIFAR-100-C (synthetic data)", "cifar100", "2-3 min"),
+    ("ImageNet val, A, R, C, GeoDE, Dollar Street (synthetic data)", "imagenet", "4-5 min"),
+    ("denoisers on bundled photographs, grey", "denoise-skimage-gray", "9 min"),
+    ("denoisers on bundled photographs, colour", "denoise-skimage-color", "19 min"),
+    ("optimizers training a digits CNN", "opt-digits", "26 min"),
 )
 
 
