@@ -50,7 +50,7 @@ def runner_auth(view):
         body = {}
         if request.method == "POST" and request.body:
             try:
-                body = storable(json.loads(request.body))  # a runner quotes submissions: no NUL reaches the DB
+                body = json.loads(request.body)
             except (ValueError, RecursionError):  # json raises RecursionError for deep nesting
                 return _error(400, "request body is not JSON")
             if not isinstance(body, dict):
@@ -82,6 +82,7 @@ def claim(request, runner, body, job_id: int):
 @require_POST
 @runner_auth
 def heartbeat(request, runner, body, job_id: int):
+    body = storable(body)  # its message may quote the submission
     attempt = _attempt(body)
     if attempt is None:
         return _error(400, "attempt (an integer) is required")
@@ -132,6 +133,7 @@ def _record(job_id: int, attempt: int | None, record, rejected: str = "") -> Jso
 @require_POST
 @runner_auth
 def result(request, runner, body, job_id: int):
+    body = storable(body)  # it quotes the submission's output: no NUL may stop it being stored
     return _record(job_id, _attempt(body), lambda attempt: services.job_record_result(
         job_id=job_id, runner=runner, attempt=attempt, result=body.get("result"),
         log_tail=str(body.get("log_tail", ""))), rejected="result rejected: ")
@@ -140,6 +142,7 @@ def result(request, runner, body, job_id: int):
 @require_POST
 @runner_auth
 def fail(request, runner, body, job_id: int):
+    body = storable(body)  # it quotes the submission's output: no NUL may stop it being stored
     return _record(job_id, _attempt(body), lambda attempt: services.job_record_failure(
         job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
         message=str(body.get("message", "")), log_tail=str(body.get("log_tail", "")),
