@@ -397,14 +397,6 @@ def make_result(
 
 
 # --------------------------------------------------------------------------------------------
-# Broker URLs. Both sides must read CELERY_BROKER_URL the same way; the embedded default
-# ``filesystem:///abs/folder`` (a broker that needs no server) names the folder the site and
-# local runners share.
-# --------------------------------------------------------------------------------------------
-class _NoHostnameFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No hostname was supplied" not in record.getMessage()
-# --------------------------------------------------------------------------------------------
 # Node reports: what a runner says of itself on every node heartbeat (and, names only, in
 # every claim). The site treats them as hostile input: shapes, sizes and characters are capped.
 # --------------------------------------------------------------------------------------------
@@ -459,6 +451,14 @@ def validate_node_report(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Broker URLs. Both sides must read CELERY_BROKER_URL the same way; the embedded default
+# ``filesystem:///abs/folder`` (a broker that needs no server) names the folder the site and
+# local runners share.
+# --------------------------------------------------------------------------------------------
+class _NoHostnameFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No hostname was supplied" not in record.getMessage()
 
 
 def celery_broker_settings(url: str) -> dict[str, Any]:
