@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from leaderboard.benchmarks.models import Benchmark, Task
-from leaderboard.submissions.models import EvaluationJob, Submission
+from leaderboard.submissions.models import EvaluationJob, Submission, result_is_synthetic
 
 from .cache import bump
 from .models import BoardEntry
@@ -15,11 +15,6 @@ def benchmark_leaders_refresh(*, task: Task) -> None:
         "pk", flat=True).first()
     if lead == task.pk:
         Benchmark.objects.filter(pk=task.benchmark_id).update(leaders=lead_task_top(task=task))
-
-
-def _is_synthetic(result: dict) -> bool:
-    env = result.get("env", {}) if isinstance(result, dict) else {}
-    return bool(env.get("synthetic_data") or env.get("fake_data"))
 
 
 def _parameters(result: dict) -> int | None:
@@ -51,7 +46,7 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
             "model_family": submission.model_family,
             "is_baseline": submission.is_baseline,
             "is_public": submission.visibility == Submission.Visibility.PUBLIC,
-            "is_synthetic_data": _is_synthetic(result),
+            "is_synthetic_data": result_is_synthetic(result),
             "parameters": _parameters(result),
             "submitted_at": submission.created_at,
         },

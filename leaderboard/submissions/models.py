@@ -86,6 +86,14 @@ class Submission(models.Model):
         return user.is_authenticated and (user.pk == self.owner_id or user.is_staff)
 
 
+def result_is_synthetic(result: object) -> bool:
+    """Whether a result document was scored on a fake (synthetic) dataset: its ``env`` says
+    ``synthetic_data`` (or the older ``fake_data``). Every page, row and export that shows the
+    result must say so."""
+    env = result.get("env", {}) if isinstance(result, dict) else {}
+    return bool(isinstance(env, dict) and (env.get("synthetic_data") or env.get("fake_data")))
+
+
 class EvaluationJob(models.Model):
     """One task of one submission. The database is the truth about its state; the broker only wakes
     runners. Every transition is a conditional update (see services)."""

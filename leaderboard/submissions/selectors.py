@@ -7,7 +7,7 @@ from typing import Any
 
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
 
-from .models import EvaluationJob, Submission
+from .models import EvaluationJob, Submission, result_is_synthetic
 from .outcomes import error_summary, failures_text, job_outcome
 
 
@@ -35,6 +35,7 @@ def job_summary(job: EvaluationJob, reason: WaitReason | None = None, *, detaile
         "log_tail": job.log_tail if detailed else "",
         "outcome": job_outcome(job),
         "metrics": result.get("metrics", {}),
+        "synthetic_data": result_is_synthetic(result),
         "ci95": result.get("ci95", {}),
         "env": result.get("env", {}),
         "timing": result.get("timing", {}),
