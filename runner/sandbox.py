@@ -41,14 +41,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runner import host_limits
+from runner import host_limits, workdir
 from runner.host_limits import HostLimitError, SandboxUser
 from runner.spec import ErrorKind, EvaluationError
 from runner.syscall_filter import FilterUnavailable, filter_fd
@@ -319,7 +318,10 @@ class SandboxStatus:
 
 
 def _probe_layout(staged: bool) -> SandboxStatus:
-    with tempfile.TemporaryDirectory(prefix="runner-probe-") as tmp:
+    # Locked, so a runner starting beside this probe leaves it alone, and swept (workdir.PREFIXES)
+    # at the next start when a killed process left it, with its scratch mount.
+    with workdir.locked_folder("runner-probe-") as probe_folder:
+        tmp = str(probe_folder)
         Path(tmp).chmod(0o711)
         scratch = Path(tmp) / "scratch"
         # The probe's scratch volume goes with its folder.

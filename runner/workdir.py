@@ -24,7 +24,7 @@ from runner import host_limits
 
 log = logging.getLogger(__name__)
 
-PREFIXES = ("runner-job-", "runner-artifact-", "runner-model-")
+PREFIXES = ("runner-job-", "runner-artifact-", "runner-model-", "runner-probe-")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

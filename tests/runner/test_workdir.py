@@ -114,7 +114,8 @@ time.sleep(60)
 
 
 def test_a_starting_runner_sweeps_abandoned_job_folders_and_leaves_live_and_new_ones(tmp_path):
-    abandoned = [tmp_path / "runner-job-3-abc", tmp_path / "runner-artifact-3-def", tmp_path / "runner-model-x"]
+    abandoned = [tmp_path / "runner-job-3-abc", tmp_path / "runner-artifact-3-def", tmp_path / "runner-model-x",
+                 tmp_path / "runner-probe-y"]  # a sandbox probe killed mid-way (it left its scratch mount too)
     for path in abandoned:
         (path / "scratch" / "deep").mkdir(parents=True)
     other = tmp_path / "someone-elses"
