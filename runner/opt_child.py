@@ -249,7 +249,7 @@ def needs_closure(optimizer: Any) -> bool:
     try:
         signature.bind()
         return False
-    except TypeError:
+    except TypeError:  # step() needs an argument: it may be the closure
         pass
     try:
         signature.bind(None)
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = {"op": "error", "error": {"kind": exc.kind, "message": exc.message, "repeats": exc.repeats}}
         try:
             (conn or Connection(args.socket)).send(frame)
-        except OSError:
+        except OSError:  # the runner has gone: nobody is left to tell
             pass
     except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         print(f"the connection to the runner ended: {exc}", file=sys.stderr)

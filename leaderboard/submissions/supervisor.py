@@ -120,10 +120,8 @@ class Supervisor:
                 _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for proc in self.procs.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # still running: SIGKILLed just below
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         for proc in self.procs.values():
             _signal_group(proc.pid, signal.SIGKILL)  # the group's stragglers too, even if its leader ended
             with contextlib.suppress(subprocess.TimeoutExpired):
