@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_client
 from celery import Celery
 
 from runner import datasets
@@ -201,18 +200,6 @@ class SiteJob(FakeJob):
         spec = copy.deepcopy(self.template)
         spec.job_id, spec.attempt, spec.heartbeat_seconds = self.job_id, self.attempt, self.heartbeat_seconds
         return spec
-
-
-@pytest.fixture
-def redis_url():
-    url = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
-    client = redis_client.Redis.from_url(url)
-    try:
-        client.flushdb()
-    except redis_client.ConnectionError as exc:
-        pytest.fail(f"the end-to-end tests need Redis at {url} (CI starts it): {exc}")
-    yield url
-    client.flushdb()
 
 
 @pytest.fixture

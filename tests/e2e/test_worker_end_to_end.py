@@ -154,16 +154,10 @@ def wait_for(predicate, timeout: float, reap: bool = False, what: str = "", runn
 
 
 @pytest.fixture
-def redis_url():
-    url = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
-    client = redis_client.Redis.from_url(url)
-    try:
-        client.flushdb()
-    except redis_client.ConnectionError as exc:
-        pytest.fail(f"the end-to-end tests need Redis at {url} (CI starts it): {exc}")
-    use_broker(url)
-    yield url
-    client.flushdb()
+def redis_url(redis_url):
+    """The shared empty Redis broker (tests/e2e/conftest.py), which the site's Celery app sends to."""
+    use_broker(redis_url)
+    return redis_url
 
 
 def test_a_runner_killed_mid_job_loses_nothing_and_every_job_has_exactly_one_result(
