@@ -14,10 +14,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from runner import host_limits
@@ -210,3 +211,36 @@ def sweep_abandoned(started_at: float | None = None, bases: list[str | Path] | N
     if removed:
         log.info("removed %d abandoned job folders: %s", len(removed), ", ".join(p.name for p in removed))
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox's input folder: what a sandboxed program reads through a read-only bind.
+# --------------------------------------------------------------------------------------------
+StagedFile = Path | bytes | Callable[[Path], object]
+
+
+def stage_input_folder(parent: Path, files: Mapping[str, StagedFile], *, name: str = "input") -> Path:
+    """Make ``parent/name`` a folder the sandbox's unprivileged user can read but not list above:
+    ``parent`` becomes 0711 (traversable, not listable), the folder 0755, every staged file 0644.
+
+    ``files`` maps a file name in the folder to what it holds: a ``Path`` is copied, ``bytes`` are
+    written, a callable is called with the destination path and writes the file itself (for large
+    arrays: ``lambda p: np.save(p, images)``, the name ending in ``.npy``). Returns the folder.
+    Raises FileExistsError when the folder is already there, OSError when a copy or write fails.
+    The three users: the model server (runner/serve.py), the optimizer server
+    (runner/opt_server.py) and the training track (runner/tracks/train.py).
+    """
+    parent.chmod(0o711)
+    folder = parent / name
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)  # whatever the umask
+    for file_name, content in files.items():
+        target = folder / file_name
+        if isinstance(content, Path):
+            shutil.copyfile(content, target)
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            content(target)
+        target.chmod(0o644)
+    return folder
