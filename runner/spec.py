@@ -397,6 +397,15 @@ def make_result(
 
 
 # --------------------------------------------------------------------------------------------
+# Sizes of what a runner reports on an attempt (characters): the runner trims what it sends
+# to them and the site keeps at most them, so neither side cuts what the other kept.
+# --------------------------------------------------------------------------------------------
+MAX_PROGRESS_MESSAGE_CHARS = 200  # a heartbeat's message, its first characters (a column of this size)
+MAX_FAILURE_MESSAGE_CHARS = 4000  # a failure's message, its first characters
+MAX_LOG_TAIL_CHARS = 20_000  # a result's or failure's log, its last characters
+
+
+# --------------------------------------------------------------------------------------------
 # Node reports: what a runner says of itself on every node heartbeat (and, names only, in
 # every claim). The site treats them as hostile input: shapes, sizes and characters are capped.
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,12 @@ retries only where retrying can help."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+import threading
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -129,3 +134,63 @@ def test_a_failure_is_reported_with_its_kind_and_a_late_one_is_a_conflict(site, 
 def test_a_node_heartbeat_reports_version_pools_and_datasets(site, client):
     client.node_heartbeat("0.1.0", ["cpu", "gpu"], ["cifar-10-batches-py"])
     assert site.node_heartbeats == [{"version": "0.1.0", "pools": ["cpu", "gpu"], "datasets": ["cifar-10-batches-py"]}]
+
+
+class _BusySite:
+    """A site that answers each request with the next (status, headers) it was given, then 200."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str]]]):
+        self.answers = list(answers)
+        self.calls = 0
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                site.calls += 1
+                status, headers = site.answers.pop(0) if site.answers else (200, {})
+                data = json.dumps({"detail": "busy"} if status != 200 else {"name": "node"}).encode()
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                                   **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = "http://{}:{}".format(*self.server.server_address[:2])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_busy_site_is_retried_after_the_wait_its_retry_after_asks_for_capped_at_the_longest_backoff():
+    busy = _BusySite([(429, {"Retry-After": "3"}),
+                      (503, {"Retry-After": format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)}),
+                      (503, {"Retry-After": "3600"}),
+                      (429, {})])
+    waits: list[float] = []
+    try:
+        with SiteClient(busy.url, TOKEN, retries=4, backoff_s=0.5, max_backoff_s=60, sleep=waits.append) as c:
+            c.node_heartbeat("0.1.0", ["cpu"], [])
+    finally:
+        busy.close()
+    # 3 s as asked; a date already past: at once; an hour: capped at 60 s; no header: the backoff (4th try)
+    assert waits == [3.0, 0.0, 60, 4.0] and busy.calls == 5
+
+
+def test_a_site_that_stays_busy_is_given_up_on_with_its_last_answer():
+    busy = _BusySite([(429, {"Retry-After": "1"})] * 3)
+    waits: list[float] = []
+    try:
+        with SiteClient(busy.url, TOKEN, retries=2, sleep=waits.append) as c:
+            with pytest.raises(SiteUnreachable) as caught:
+                c.node_heartbeat("0.1.0", ["cpu"], [])
+    finally:
+        busy.close()
+    assert "after 3 tries: HTTP 429: busy" in str(caught.value) and waits == [1.0, 1.0]
