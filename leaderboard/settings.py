@@ -8,10 +8,13 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from runner.spec import celery_broker_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def env(name: str, default: str = "") -> str:
@@ -19,10 +22,17 @@ def env(name: str, default: str = "") -> str:
 
 
 def envbool(name: str, default: bool) -> bool:
+    """The variable as a boolean: one of TRUE_WORDS or FALSE_WORDS (any case, spaces ignored);
+    ``default`` when unset or empty. ImproperlyConfigured, naming the variable and the words it
+    takes, for anything else (a typo such as DEBUG=flase must not quietly mean false)."""
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    word = value.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of {', '.join(TRUE_WORDS)} "
+                                   f"(true) or {', '.join(FALSE_WORDS)} (false)")
+    return word in TRUE_WORDS
 
 
 def envint(name: str, default: int) -> int:
@@ -153,7 +163,8 @@ MAX_SOURCE_BYTES = envint("MAX_SOURCE_BYTES", 256 * 1024)
 SUBMISSIONS_PER_DAY = envint("SUBMISSIONS_PER_DAY", 10)
 SUBMISSIONS_CONCURRENT = envint("SUBMISSIONS_CONCURRENT", 3)
 
-# The job lifecycle (DESIGN.md "Lifecycle").
+# The job lifecycle (DESIGN.md "Lifecycle"). A lease shorter than two heartbeats is refused by a
+# system check (leaderboard/checks.py): one late heartbeat would lose a healthy runner its job.
 JOB_LEASE_SECONDS = envint("JOB_LEASE_SECONDS", 120)
 JOB_HEARTBEAT_SECONDS = envint("JOB_HEARTBEAT_SECONDS", 20)
 JOB_DISPATCH_TIMEOUT_SECONDS = envint("JOB_DISPATCH_TIMEOUT_SECONDS", 900)
