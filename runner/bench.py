@@ -39,11 +39,10 @@ import numpy as np
 from runner import model_child
 from runner.datasets import CLASSIFIER_TASKS, open_task
 from runner.evaluate import file_sha256, has_training_track
+from runner.progress import ProgressLine
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.classify import TopK, artifact_format, batches_of, default_batch_size, input_shape
-
-Progress = Callable[[str], None]
 
 
 class InProcessModel:
@@ -111,7 +110,7 @@ def bench_classifier(
     precision: str = "fp32",
     trust: bool = False,
     repeats: int = 3,
-    progress: Progress | None = None,
+    progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
     say = progress or (lambda message: None)
     fmt = artifact_format(artifact)
@@ -190,7 +189,7 @@ def bench_denoiser(
     precision: str = "fp32",
     trust: bool = False,
     repeats: int = 3,
-    progress: Progress | None = None,
+    progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
     from runner.denoise import Noise, make_noisy_inputs, open_set
     from runner.spec import catalogue_task
@@ -261,7 +260,7 @@ def bench(
     trust: bool = False,
     seconds: float = 30.0,
     repeats: int = 3,
-    progress: Progress | None = None,
+    progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
     """Benchmark one task: classifier and denoising tasks as above, optimizer training tasks
     through the training track's own bench."""

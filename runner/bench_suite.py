@@ -34,15 +34,14 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import runner
+from runner.progress import ProgressLine
 from runner.workdir import locked_folder
-
-Progress = Callable[[str], None]
 
 NEEDS_CUDA = "skipped on cpu: needs CUDA"
 CHECKOUT = Path(runner.__file__).resolve().parent.parent
@@ -147,7 +146,7 @@ def export_cifar_resnet18(path: Path) -> Path:
     return path
 
 
-def prepare(work: Path, sizes: SuiteSizes, say: Progress) -> dict[str, Path]:
+def prepare(work: Path, sizes: SuiteSizes, say: ProgressLine) -> dict[str, Path]:
     """Fake CIFAR-10 and ImageNet val under ``work/data``, the two classifier files under
     ``work/models``; returns their paths."""
     from runner import data_admin
@@ -223,7 +222,7 @@ def _runner_work(argv: list[str], log: Path) -> Iterator[subprocess.Popen]:
 
 
 def end_to_end_job(work: Path, artifact: Path, data_root: Path, *, device: str, hparams: dict[str, Any],
-                   trust: bool, timeout_s: float, say: Progress) -> dict[str, Any]:
+                   trust: bool, timeout_s: float, say: ProgressLine) -> dict[str, Any]:
     """Start ``runner work --pool gpu``, wait until it reports to the site, send one ``cifar10``
     job through the broker and wait for its outcome. Returns the outcome, the worker's start-up
     time and the job's wall time (sent → result posted), in seconds."""
@@ -293,7 +292,7 @@ def environment(device: str) -> dict[str, Any]:
             "sandbox": sandbox.detail if sandbox.available else f"UNAVAILABLE: {sandbox.detail}"}
 
 
-def _step(figures: list[Figure], say: Progress, *keys: str) -> contextlib.AbstractContextManager:
+def _step(figures: list[Figure], say: ProgressLine, *keys: str) -> contextlib.AbstractContextManager:
     """Record an exception in the step as the error of the figures it was to measure."""
 
     @contextlib.contextmanager
@@ -311,7 +310,7 @@ def _step(figures: list[Figure], say: Progress, *keys: str) -> contextlib.Abstra
 
 
 def run_suite(*, device: str, work_dir: Path | None = None, quick: bool = False, trust: bool = False,
-              progress: Progress | None = None) -> SuiteReport:
+              progress: ProgressLine | None = None) -> SuiteReport:
     """Measure the five figures on ``device`` ("cuda" or "cpu"). Raises ValueError when CUDA is
     asked for and absent, or when the sandbox is unavailable without ``trust``; a step that fails
     later is an ``error`` on its figures, not an exception."""

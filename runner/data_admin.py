@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner import datasets
-
-Progress = Callable[[float, str], None]
+from runner.progress import Progress
 
 
 @dataclass

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from runner.progress import Progress, no_progress
 from runner.spec import (
     BUILTIN_BASELINES,
     BUILTIN_FORMAT,
@@ -39,9 +40,6 @@ from runner.spec import (
     sniff_model_format,
     validate_result,
 )
-
-Progress = Callable[[float, str], None]
-
 
 # Optimizer training tasks: runner/tracks/train.py (evaluate_training), imported when present.
 TRAINING_TASKS = ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
@@ -148,7 +146,6 @@ def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str,
     (EvaluationError LEASE_EXPIRED). A failure on a CUDA device that the runner's own check of
     the device then explains is DEVICE_ERROR, whatever the track said (runner/devices.py).
     """
-    from runner.datasets.base import no_progress
     from runner.devices import blame
     from runner.workdir import locked_folder, work_base
 

@@ -11,23 +11,18 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.progress import Progress
 from runner.spec import ErrorKind, EvaluationError
 
 FAKE_MARKER = "FAKE_DATASET.txt"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-
-Progress = Callable[[float, str], None]
-
-
-def no_progress(fraction: float, message: str) -> None:
-    """The progress callback of callers that do not watch: it ignores every report."""
 
 
 class DatasetMissing(EvaluationError):

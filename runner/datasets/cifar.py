@@ -18,17 +18,16 @@ from runner.datasets import download, synth
 from runner.datasets.base import (
     Dataset,
     DatasetMissing,
-    Progress,
     Targets,
     VerifyReport,
     base_env,
     file_digest,
     is_synthetic,
     listing_fingerprint,
-    no_progress,
     write_marker,
 )
 from runner.datasets.readers import ArrayBlock, ArrayReader, CorruptionArrayReader
+from runner.progress import Progress, no_progress
 
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_FINE_NAMES = tuple(

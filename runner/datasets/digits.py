@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from runner.datasets.base import Dataset, DatasetMissing, Progress, Targets, VerifyReport
+from runner.datasets.base import Dataset, DatasetMissing, Targets, VerifyReport
 from runner.datasets.readers import ArrayReader
+from runner.progress import Progress
 
 DIGITS_IMAGES = 1_797
 

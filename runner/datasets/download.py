@@ -13,7 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.datasets.base import DownloadFailed, Progress, file_digest, no_progress
+from runner.datasets.base import DownloadFailed, file_digest
+from runner.progress import Progress, no_progress
 
 CHUNK = 1 << 20
 USER_AGENT = "leaderboard-runner/1 (dataset prepare)"

@@ -21,18 +21,17 @@ from runner.datasets import download, synth
 from runner.datasets.base import (
     Dataset,
     DatasetMissing,
-    Progress,
     Targets,
     VerifyReport,
     base_env,
     file_digest,
     is_synthetic,
-    no_progress,
     write_marker,
 )
 from runner.datasets.download import downloads_folder
 from runner.datasets.images import RESIZE_CROP
 from runner.datasets.readers import ImageFileReader, ImageSet
+from runner.progress import Progress, no_progress
 
 csv.field_size_limit(1 << 24)
 

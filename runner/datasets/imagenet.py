@@ -25,14 +25,12 @@ from runner.datasets.base import (
     Dataset,
     DatasetMissing,
     DownloadFailed,
-    Progress,
     Targets,
     VerifyReport,
     base_env,
     file_digest,
     is_synthetic,
     listing_fingerprint,
-    no_progress,
     sized_listing,
     write_marker,
 )
@@ -40,6 +38,7 @@ from runner.datasets.cifar import SEVERITIES, corruptions, extra_corruptions
 from runner.datasets.download import downloads_folder
 from runner.datasets.images import CENTER_CROP, RESIZE_CROP
 from runner.datasets.readers import ImageFileReader, ImageSet
+from runner.progress import Progress, no_progress
 
 LABEL_SPACES = ("imagenet", "imagenet_a", "imagenet_r")
 

@@ -38,10 +38,10 @@ import runner
 from runner import contract_checks, metrics, model_child
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
+from runner.progress import Progress
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
 
-Progress = Callable[[float, str], None]
 INPUT_SHAPES = {
     "digits": (1, 8, 8),
     "cifar10": (3, 32, 32),

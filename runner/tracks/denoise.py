@@ -36,6 +36,7 @@ import runner
 from runner import contract_checks
 from runner.denoise import DatasetError, Noise, make_noisy_inputs, open_set, score_estimates
 from runner.denoise.metrics import PerfectEstimate, psnr
+from runner.progress import Progress
 from runner.serve import POOL, ServerPool, ServerSettings
 from runner.spec import (
     BUILTIN_FORMAT,
@@ -47,7 +48,6 @@ from runner.spec import (
 )
 from runner.tracks import classify
 
-Progress = Callable[[float, str], None]
 SAMPLE_COUNT = 2  # images whose crops the result carries
 SAMPLE_SIZE = 96  # pixels a side
 

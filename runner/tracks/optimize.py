@@ -22,11 +22,11 @@ from typing import Any
 
 import runner
 from runner import child as child_program
+from runner.progress import Progress
 from runner.sandbox import SandboxResult, read_scratch_file
 from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
 from runner.untrusted import MAX_DOC_BYTES, Schema, printable, read_report
 
-Progress = Callable[[float, str], None]
 SEED = 0
 MEMORY_BYTES = 8 << 30
 

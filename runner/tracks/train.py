@@ -33,7 +33,6 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,8 @@ import runner
 from runner import child as child_program
 from runner import train_child
 from runner.datasets import DATASETS, DatasetMissing
-from runner.datasets.base import no_progress
 from runner.datasets.images import cuda_requested
+from runner.progress import Progress, no_progress
 from runner.sandbox import (
     DEFAULT_MAX_SCRATCH_BYTES,
     SandboxResult,
@@ -58,7 +57,6 @@ from runner.tracks.optimize import progress_reader, read_child_doc
 from runner.untrusted import Schema
 from runner.workdir import locked_folder
 
-Progress = Callable[[float, str], None]
 GiB = 1 << 30
 TRAIN_CHILD_PATH = Path(__file__).resolve().parent.parent / "train_child.py"
 REFERENCE_OPTIMIZER = Path(__file__).resolve().parent.parent / "baselines" / "optimizers" / "adam.py"
