@@ -38,7 +38,7 @@ import numpy as np
 
 from runner import model_child
 from runner.datasets import CLASSIFIER_TASKS, open_task
-from runner.evaluate import file_sha256, has_training_track
+from runner.evaluate import file_sha256
 from runner.progress import ProgressLine
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
@@ -191,8 +191,8 @@ def bench_denoiser(
     repeats: int = 3,
     progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
+    from runner.catalogue import catalogue_task
     from runner.denoise import Noise, make_noisy_inputs, open_set
-    from runner.spec import catalogue_task
     from runner.tracks.denoise import denoise_with_server, wants_noise_level
 
     say = progress or (lambda message: None)
@@ -284,7 +284,7 @@ def bench(
             raise ValueError("--artifact is required for a denoising task")
         return bench_denoiser(task, artifact, device=device, data_root=data_root, precision=precision,
                               trust=trust, repeats=repeats, progress=progress)
-    if task.startswith("opt-") and has_training_track():
+    if task.startswith("opt-"):
         from runner.tracks.train import bench_training
 
         return {"task": task, **bench_training(task, device=device, data_root=data_root, seconds=seconds)}

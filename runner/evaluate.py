@@ -22,78 +22,64 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from runner.catalogue import UnknownTask, catalogue_benchmark_of, catalogue_task, tasks_of_track
 from runner.progress import Progress, no_progress
 from runner.spec import (
-    BUILTIN_BASELINES,
     BUILTIN_FORMAT,
-    OPTIMIZER_FORMAT,
-    SYNTHETIC_OPTIMIZER_TASKS,
     ErrorKind,
     EvaluationError,
     JobSpec,
     SpecError,
     SubmissionSpec,
     TaskSpec,
-    catalogue_benchmark_of,
-    catalogue_task,
-    read_builtin_baseline,
-    sniff_model_format,
     validate_result,
 )
 
-# Optimizer training tasks: runner/tracks/train.py (evaluate_training), imported when present.
-TRAINING_TASKS = ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
 
-
-def _classifier_tasks() -> tuple[str, ...]:
-    from runner.datasets import CLASSIFIER_TASKS
-
-    return CLASSIFIER_TASKS
-
-
-def has_training_track() -> bool:
+def _denoising_available() -> bool:
+    """Whether this runner has the denoising track's dependencies (scikit-image: PSNR/SSIM and the
+    bundled sets; bm3d is needed only for the BM3D baseline)."""
     try:
-        return importlib.util.find_spec("runner.tracks.train") is not None
+        return importlib.util.find_spec("skimage") is not None
     except (ImportError, ValueError):
         return False
 
 
-def _denoise_tasks() -> tuple[str, ...]:
-    """The denoising tasks, when this runner has the denoising track's dependencies."""
-    try:
-        if importlib.util.find_spec("skimage") is None:  # PSNR/SSIM and the bundled sets; bm3d only for BM3D
-            return ()
-    except (ImportError, ValueError):
-        return ()
-    from runner.tracks.denoise import denoise_tasks
-
-    return denoise_tasks()
+def _tracks() -> tuple[str, ...]:
+    """The catalogue's tracks this runner can run, in the order it lists their tasks."""
+    return ("synthetic", "classify", "train", *(("denoise",) if _denoising_available() else ()))
 
 
 def _track(slug: str) -> Callable[..., dict[str, Any]]:
-    if slug in SYNTHETIC_OPTIMIZER_TASKS:
+    """The entry point of the track that evaluates task ``slug`` (by the catalogue). Raises
+    EvaluationError RUNNER_ERROR for a task the catalogue lacks or this runner cannot run."""
+    try:
+        track = catalogue_task(slug).track
+    except UnknownTask:
+        track = None
+    if track not in _tracks():
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"this runner cannot evaluate task {slug!r} yet")
+    if track == "synthetic":
         from runner.tracks.optimize import evaluate_synthetic
 
         return evaluate_synthetic
-    if slug in _classifier_tasks():
+    if track == "classify":
         from runner.tracks.classify import evaluate_classifier
 
         return evaluate_classifier
-    if slug in TRAINING_TASKS and has_training_track():
+    if track == "train":
         from runner.tracks.train import evaluate_training
 
         return evaluate_training
-    if slug in _denoise_tasks():
-        from runner.tracks.denoise import evaluate_denoiser
+    from runner.tracks.denoise import evaluate_denoiser
 
-        return evaluate_denoiser
-    raise EvaluationError(ErrorKind.RUNNER_ERROR, f"this runner cannot evaluate task {slug!r} yet")
+    return evaluate_denoiser
 
 
 def supported_tasks() -> tuple[str, ...]:
-    """The tasks this runner has a track for (the datasets may still be missing: see `runner check`)."""
-    training = TRAINING_TASKS if has_training_track() else ()
-    return (*SYNTHETIC_OPTIMIZER_TASKS, *_classifier_tasks(), *training, *_denoise_tasks())
+    """The tasks this runner has a track for (the datasets may still be missing: see `runner check`),
+    grouped by track: synthetic, classify, train, then denoise when scikit-image is installed."""
+    return tuple(slug for track in _tracks() for slug in tasks_of_track(track))
 
 
 class _DaemonicWhileEvaluating:
@@ -177,24 +163,19 @@ def file_sha256(path: Path | str) -> str:
 
 def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str, Any] | None = None,
                    *, time_limit_s: int | None = None) -> JobSpec:
-    """The job spec the site would send for this task and file, built from the catalogue."""
+    """The job spec the site would send for this task and file, built from the catalogue (job 0,
+    attempt 1; ``time_limit_s`` overrides the catalogue's, in seconds). Raises ValueError for a
+    task the catalogue lacks and EvaluationError INVALID_ARTIFACT for a file of no known format."""
     try:
         task = catalogue_task(task_slug)
-    except KeyError as exc:
+    except UnknownTask as exc:
         raise ValueError(f"unknown task {task_slug!r}") from exc
     kind = catalogue_benchmark_of(task_slug).kind
+    from runner.tracks.common import builtin_or_model_file
+
     path = Path(artifact_path)
     data = path.read_bytes()
-    try:
-        if kind == "optimizer":
-            fmt = OPTIMIZER_FORMAT
-        elif data.lstrip()[:1] == b"{" and kind in BUILTIN_BASELINES:
-            read_builtin_baseline(data, kind)
-            fmt = BUILTIN_FORMAT
-        else:
-            fmt = sniff_model_format(data[:4096], data)
-    except SpecError as exc:
-        raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
+    fmt, _ = builtin_or_model_file(path, kind)
     return JobSpec(
         job_id=0, attempt=1,
         task=TaskSpec(slug=task.slug, kind=kind, dataset=task.dataset, params=dict(task.params),

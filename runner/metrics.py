@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from runner import data_files
+from runner.catalogue import catalogue_task
 from runner.spec import ErrorKind, EvaluationError, make_result
 
 TOPK = 5
@@ -36,12 +37,12 @@ ALEXNET_CLEAN_ERROR = float(data_files.load("imagenet_c")["alexnet_clean_err"]) 
 # Outputs → predictions.
 # --------------------------------------------------------------------------------------------
 def task_classes(slug: str) -> int:
-    """Width of the model's output for a classifier task."""
-    if slug in ("digits", "cifar10", "cifar10-c"):
-        return 10
-    if slug in ("cifar100", "cifar100-c"):
-        return 100
-    return 1000
+    """Width of the model's output for a classifier task (the catalogue's ``num_classes``).
+    Raises UnknownTask (a LookupError) for a task the catalogue lacks."""
+    classes = catalogue_task(slug).num_classes
+    if classes is None:
+        raise ValueError(f"{slug} is not a task with classes")
+    return classes
 
 
 def task_subset(slug: str) -> tuple[int, ...] | None:

@@ -1,6 +1,8 @@
 """The contract between the site and the runner: job specs, result documents, error kinds and
-artifact formats. Pure Python (no torch, no Django); both sides import this module and validate
-everything that crosses the wire against it.
+artifact formats, node reports and broker settings. Pure Python (no torch, no Django); both sides
+import this module and validate everything that crosses the wire against it. What each task is
+(its track, dataset, time limit, required metrics) is data in runner/catalogue.py, which
+:func:`validate_result` reads.
 
 Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner token>``):
 
@@ -37,6 +39,8 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
+
+from runner.catalogue import required_curves, required_metrics
 
 SCHEMA_VERSION = 1
 API_PREFIX = "/api/runner/v1/"
@@ -289,40 +293,9 @@ class JobSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# Result documents (shared/PROTOCOLS.md "Result keys").
+# Result documents (shared/PROTOCOLS.md "Result keys"); the keys each task requires are the
+# catalogue's (runner/catalogue.py).
 # --------------------------------------------------------------------------------------------
-SYNTHETIC_OPTIMIZER_TASKS = ("opt-f1", "opt-f2", "opt-f3")
-
-
-def required_metrics(task_slug: str) -> tuple[str, ...]:
-    """The metric keys every result of this task must carry."""
-    if task_slug in SYNTHETIC_OPTIMIZER_TASKS:
-        return ("final_x", "final_loss", "min_loss")
-    if task_slug.startswith("opt-"):
-        return ("test_top1_mean", "test_top1_std", "best_top1_mean")
-    if task_slug.startswith("denoise-"):
-        return ("psnr", "ssim")
-    if task_slug in ("geode", "dollarstreet"):
-        keys = ("top1", "top5", "worst_region_top1", "disparity", "gap_europe_africa")
-        return keys + (("income_gap",) if task_slug == "dollarstreet" else ())
-    if task_slug.endswith("-c"):
-        return ("top1", "corruption_error") + (("mce",) if task_slug == "imagenet-c" else ())
-    if task_slug == "imagenet-r":
-        return ("top1", "top5", "imagenet200_top1")
-    return ("top1", "top5")
-
-
-# Metrics where less is better (a board column sorts them ascending first); every other is "more".
-LOWER_IS_BETTER_METRICS = frozenset({
-    "final_loss", "min_loss", "corruption_error", "mce", "relative_mce", "disparity", "gap_europe_africa",
-    "income_gap", "seconds_per_megapixel", "epochs_to_target_mean", "seconds_to_target_mean", "test_top1_std",
-})
-
-
-def required_curves(task_slug: str) -> tuple[str, ...]:
-    return ("trajectory",) if task_slug in SYNTHETIC_OPTIMIZER_TASKS else ()
-
-
 def _finite_number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(f"{where} must be a number, got {type(value).__name__}")
@@ -341,7 +314,12 @@ def _check_interval(value: Any, where: str) -> None:
 
 
 def validate_result(doc: Any, task_slug: str) -> dict[str, Any]:
-    """Check a result document for ``task_slug``; return it unchanged or raise SpecError."""
+    """Check a result document for ``task_slug``; return it unchanged.
+
+    Raises SpecError naming the first fault: not an object, another schema or task, metrics
+    that are empty or not finite numbers, a metric or curve the catalogue requires of the task
+    missing (runner.catalogue.required_metrics; a task the catalogue lacks requires none),
+    a ci95 entry that is not ``[low, high]`` with low <= high, a section that is not an object."""
     if not isinstance(doc, dict):
         raise SpecError("result must be an object")
     if doc.get("schema") != SCHEMA_VERSION:
@@ -384,6 +362,11 @@ def make_result(
     env: dict[str, Any] | None = None,
     timing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """A result document for ``task_slug`` (unchecked: :func:`validate_result` checks it).
+
+    ``metrics``: key → finite number (percent for accuracies, dB for PSNR, seconds for times);
+    ``ci95``: key → ``[low, high]`` in the metric's unit; ``breakdown``, ``curves``, ``env``:
+    JSON-able objects; ``timing``: key → seconds (``wall_s``). Absent sections become ``{}``."""
     return {
         "schema": SCHEMA_VERSION,
         "task": task_slug,
@@ -497,159 +480,3 @@ def celery_broker_settings(url: str) -> dict[str, Any]:
         # must exceed the longest task time limit (the lease and reaper handle dead runners).
         options["visibility_timeout"] = 6 * 3600
     return {"broker_url": url, "broker_transport_options": options}
-
-
-# --------------------------------------------------------------------------------------------
-# The task catalogue (shared/PROTOCOLS.md "Task catalogue"; slugs are part of the contract).
-# The site loads it into its database; a runner's local dry run reads task parameters from it.
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CatalogueTask:
-    slug: str
-    title: str
-    dataset: str
-    queue: str
-    time_limit_s: int
-    primary_metric: str
-    higher_is_better: bool
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CatalogueBenchmark:
-    slug: str
-    title: str
-    kind: str
-    description: str
-    tasks: tuple[CatalogueTask, ...]
-
-    @property
-    def primary_metric(self) -> str:
-        return self.tasks[0].primary_metric
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.tasks[0].higher_is_better
-
-
-def _classifier(slug: str, title: str, dataset: str, metric: str = "top1", higher: bool = True,
-                limit: int = 3600, **params: Any) -> CatalogueTask:
-    return CatalogueTask(slug, title, dataset, "runner.gpu", limit, metric, higher, params)
-
-
-_DENOISE_SETS = {
-    "bsd68": ("BSD68 (grayscale)", 1),
-    "set12": ("Set12 (grayscale)", 1),
-    "cbsd68": ("CBSD68 (colour)", 3),
-    "kodak": ("Kodak (colour)", 3),
-    "skimage-gray": ("scikit-image photographs (grayscale)", 1),
-    "skimage-color": ("scikit-image photographs (colour)", 3),
-}
-_NOISES = {
-    "gauss25": ("Gaussian σ=25", {"family": "gaussian", "level": 25.0}),
-    "gauss50": ("Gaussian σ=50", {"family": "gaussian", "level": 50.0}),
-    "poisson0.01": ("Poisson ζ=0.01", {"family": "poisson", "level": 0.01}),
-    "poisson0.05": ("Poisson ζ=0.05", {"family": "poisson", "level": 0.05}),
-    "gamma100": ("Gamma k=100", {"family": "gamma", "level": 100.0}),
-    "gamma50": ("Gamma k=50", {"family": "gamma", "level": 50.0}),
-}
-
-
-def _denoise_benchmark(name: str) -> CatalogueBenchmark:
-    title, channels = _DENOISE_SETS[name]
-    on_cpu = name.startswith("skimage")
-    tasks = tuple(
-        CatalogueTask(
-            f"denoise-{name}-{noise}", f"{title}, {noise_title}", f"denoise/{name}",
-            "runner.cpu" if on_cpu else "runner.gpu", 1800, "psnr", True,
-            {"set": name, "channels": channels, **noise_params},
-        )
-        for noise, (noise_title, noise_params) in _NOISES.items()
-    )
-    return CatalogueBenchmark(
-        f"denoise-{name}", f"Denoising: {title}", "denoiser",
-        f"Blind denoising on {title} under the Noise2Score protocol's six noise settings; PSNR "
-        "and SSIM per image, averaged.", tasks,
-    )
-
-
-def _synthetic(n: int) -> CatalogueTask:
-    return CatalogueTask(f"opt-f{n}", f"diffGrad synthetic function F{n}", "", "runner.cpu", 120,
-                         "final_loss", False, {"function": f"f{n}", "x0": -1.0, "steps": 300})
-
-
-CATALOGUE: tuple[CatalogueBenchmark, ...] = (
-    CatalogueBenchmark(
-        "opt-synthetic", "Optimizers: diffGrad's synthetic functions", "optimizer",
-        "One parameter from θ0 = −1, 300 steps on the three non-convex functions of the diffGrad "
-        "paper; lower final loss is better.", (_synthetic(1), _synthetic(2), _synthetic(3)),
-    ),
-    CatalogueBenchmark(
-        "opt-digits", "Optimizers: small CNN on scikit-learn digits", "optimizer",
-        "A fixed-budget small CNN on the 1,797 real handwritten digits, 5 seeds; final test top-1.",
-        (CatalogueTask("opt-digits", "Small CNN on digits", "sklearn-digits", "runner.cpu", 900,
-                       "test_top1_mean", True, {"epochs": 20, "batch_size": 64, "seeds": 5,
-                                                "target_top1": 95.0}),),
-    ),
-    CatalogueBenchmark(
-        "opt-cifar10-resnet18", "Optimizers: CIFAR-10 ResNet-18", "optimizer",
-        "CIFAR ResNet-18 on a fixed epoch budget, 3 seeds; final and best test top-1, time to "
-        "target; checkpoints are also scored on CIFAR-10-C.",
-        (CatalogueTask("opt-cifar10-resnet18", "CIFAR-10 ResNet-18", "cifar-10-batches-py",
-                       "runner.gpu", 4 * 3600, "test_top1_mean", True,
-                       {"epochs": 10, "batch_size": 128, "seeds": 3, "target_top1": 85.0}),),
-    ),
-    CatalogueBenchmark(
-        "opt-cifar100-resnet18", "Optimizers: CIFAR-100 ResNet-18", "optimizer",
-        "CIFAR ResNet-18 on a fixed epoch budget, 3 seeds; final and best test top-1, time to target.",
-        (CatalogueTask("opt-cifar100-resnet18", "CIFAR-100 ResNet-18", "cifar-100-python",
-                       "runner.gpu", 4 * 3600, "test_top1_mean", True,
-                       {"epochs": 10, "batch_size": 128, "seeds": 3, "target_top1": 55.0}),),
-    ),
-    CatalogueBenchmark(
-        "digits", "Classifiers: scikit-learn digits", "classifier",
-        "The 1,797 real handwritten 8×8 digits bundled with scikit-learn; a fixed test split.",
-        (CatalogueTask("digits", "Digits test split", "sklearn-digits", "runner.cpu", 300, "top1",
-                       True, {"test_fraction": 0.25, "split_seed": 0}),),
-    ),
-    CatalogueBenchmark(
-        "cifar10", "Classifiers: CIFAR-10 and CIFAR-10-C", "classifier",
-        "CIFAR-10 test top-1 and mean accuracy over the 15 corruptions × 5 severities of CIFAR-10-C.",
-        (_classifier("cifar10", "CIFAR-10 test", "cifar-10-batches-py", num_classes=10),
-         _classifier("cifar10-c", "CIFAR-10-C", "CIFAR-10-C", num_classes=10)),
-    ),
-    CatalogueBenchmark(
-        "cifar100", "Classifiers: CIFAR-100 and CIFAR-100-C", "classifier",
-        "CIFAR-100 test top-1 and mean accuracy over the 15 corruptions × 5 severities of CIFAR-100-C.",
-        (_classifier("cifar100", "CIFAR-100 test", "cifar-100-python", num_classes=100),
-         _classifier("cifar100-c", "CIFAR-100-C", "CIFAR-100-C", num_classes=100)),
-    ),
-    CatalogueBenchmark(
-        "imagenet", "Classifiers: ImageNet and its shifts", "classifier",
-        "ImageNet val top-1, ImageNet-A, ImageNet-R, ImageNet-C (mCE, AlexNet-normalized) and "
-        "the geographic-shift sets GeoDE and Dollar Street, with per-region accuracy and disparity.",
-        (_classifier("imagenet-val", "ImageNet validation", "imagenet/val", num_classes=1000),
-         _classifier("imagenet-a", "ImageNet-A", "imagenet-a", num_classes=1000),
-         _classifier("imagenet-r", "ImageNet-R", "imagenet-r", num_classes=1000),
-         _classifier("imagenet-c", "ImageNet-C", "imagenet-c", "mce", False, 6 * 3600,
-                     num_classes=1000),
-         _classifier("geode", "GeoDE", "geode", num_classes=1000),
-         _classifier("dollarstreet", "Dollar Street", "dollarstreet", num_classes=1000)),
-    ),
-    *(_denoise_benchmark(name) for name in _DENOISE_SETS),
-)
-
-
-def catalogue_task(slug: str) -> CatalogueTask:
-    for bench in CATALOGUE:
-        for task in bench.tasks:
-            if task.slug == slug:
-                return task
-    raise KeyError(f"no task {slug!r} in the catalogue")
-
-
-def catalogue_benchmark_of(task_slug: str) -> CatalogueBenchmark:
-    for bench in CATALOGUE:
-        if any(t.slug == task_slug for t in bench.tasks):
-            return bench
-    raise KeyError(f"no task {task_slug!r} in the catalogue")

@@ -129,7 +129,7 @@ class RunnerAPI:
 
     def claim(self, job_id: int, datasets: list | None = None):
         """Claim as a runner holding ``datasets`` (default: every dataset of the catalogue)."""
-        from runner.spec import CATALOGUE
+        from runner.catalogue import CATALOGUE
 
         held = sorted({t.dataset for b in CATALOGUE for t in b.tasks if t.dataset}) if datasets is None else datasets
         return self.post(f"jobs/{job_id}/claim/", {"version": "test", "pools": ["cpu"], "datasets": held})

@@ -1,7 +1,7 @@
-"""Loading the task catalogue (shared/PROTOCOLS.md "Task catalogue", kept in runner/spec.py)."""
+"""Loading the task catalogue (shared/PROTOCOLS.md "Task catalogue", kept in runner/catalogue.py)."""
 from __future__ import annotations
 
-from runner.spec import CATALOGUE
+from runner.catalogue import CATALOGUE
 
 
 def catalogue_load(*, benchmark_model=None, task_model=None) -> tuple[int, int]:

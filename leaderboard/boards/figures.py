@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leaderboard.benchmarks.models import Task
+from runner.catalogue import training_task_slugs
 
 from . import charts, selectors
 
@@ -12,7 +13,6 @@ from . import charts, selectors
 IN_DISTRIBUTION = {"cifar10-c": "cifar10", "cifar100-c": "cifar100", "imagenet-a": "imagenet-val",
                    "imagenet-r": "imagenet-val", "imagenet-c": "imagenet-val"}
 GEOGRAPHIC = ("geode", "dollarstreet")
-TRAINING = ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
 # shared/PROTOCOLS.md "Denoising": the Noise2Score paper's PSNR (known noise level) and BM3D σ=25.
 PUBLISHED_PSNR = {
     "bsd68": {"gauss25": 29.12, "gauss50": 26.21, "poisson0.01": 30.81, "poisson0.05": 27.12, "gamma100": 32.67,
@@ -55,7 +55,7 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=No
         if runs:
             figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
             figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
-    if task.slug in TRAINING:
+    if task.slug in training_task_slugs():
         curves = selectors.board_curves(task=task, submission_ids=top_ids[:6])
         runs = [{"name": r["name"], "curves": curves.get(r["submission_id"], {})} for r in records[:6]]
         figures.append(("test-accuracy", charts.seed_band_figure(
@@ -112,7 +112,7 @@ def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
         if "trajectory" in curves:
             figures.append((f"trajectory-{slug}", charts.trajectory_figure(
                 function=job.task.title, runs=[{"name": submission.name, "trajectory": curves["trajectory"]}])))
-        if slug in TRAINING and curves:
+        if slug in training_task_slugs() and curves:
             run = [{"name": submission.name, "curves": curves}]
             figures.append((f"accuracy-{slug}", charts.seed_band_figure(
                 title=f"{job.task.title}: test top-1 per epoch", runs=run, key="test_top1", y_title="test top-1 %")))

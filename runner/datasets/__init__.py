@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.catalogue import CATALOGUE, catalogue_task
 from runner.datasets.base import (
     FAKE_MARKER,
     Batch,
@@ -44,7 +45,6 @@ from runner.datasets.cifar import (
 from runner.datasets.digits import DigitsDataset, digits_split
 from runner.datasets.geo import DollarStreetDataset, GeodeDataset
 from runner.datasets.imagenet import DATASET_A, DATASET_C, DATASET_R, DATASET_VAL
-from runner.spec import CATALOGUE, catalogue_task
 
 __all__ = [
     "CLASSIFIER_TASKS",

@@ -231,7 +231,7 @@ def run_denoiser(denoise: Denoiser, noisy: dict[str, np.ndarray], noise: Noise, 
 def evaluate_baseline(name: str, task_slug: str, *, root: str | Path | None = None,
                       stems: list[str] | None = None, env: dict | None = None) -> dict:
     """Run a registered baseline in-process on a catalogue task; returns the result document."""
-    from runner.spec import catalogue_task
+    from runner.catalogue import catalogue_task
 
     from .datasets import open_set
     from .metrics import score_estimates

@@ -47,7 +47,7 @@ class Noise:
 
     @classmethod
     def from_task(cls, task_slug: str) -> Noise:
-        from runner.spec import catalogue_task
+        from runner.catalogue import catalogue_task
 
         return cls.from_params(catalogue_task(task_slug).params)
 

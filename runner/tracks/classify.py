@@ -36,25 +36,21 @@ import numpy as np
 
 import runner
 from runner import contract_checks, metrics, model_child
+from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.progress import Progress
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
 
-INPUT_SHAPES = {
-    "digits": (1, 8, 8),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-    "cifar10-c": (3, 32, 32),
-    "cifar100-c": (3, 32, 32),
-}
-IMAGENET_SHAPE = (3, 224, 224)
-
 
 def input_shape(slug: str) -> tuple[int, int, int]:
-    """(C, H, W) of the task's model input."""
-    return INPUT_SHAPES.get(slug, IMAGENET_SHAPE)
+    """(C, H, W) of the task's model input (the catalogue's). Raises UnknownTask (a LookupError)
+    for a task the catalogue lacks, ValueError for one whose input has no fixed shape."""
+    shape = catalogue_task(slug).input_shape
+    if shape is None:
+        raise ValueError(f"{slug} has no fixed model input shape")
+    return shape
 
 
 def default_batch_size(slug: str, device: str) -> int:

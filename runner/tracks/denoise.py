@@ -53,7 +53,7 @@ SAMPLE_SIZE = 96  # pixels a side
 
 
 def denoise_tasks() -> tuple[str, ...]:
-    from runner.spec import CATALOGUE
+    from runner.catalogue import CATALOGUE
 
     return tuple(t.slug for b in CATALOGUE if b.kind == "denoiser" for t in b.tasks)
 

@@ -43,6 +43,7 @@ import torch
 import runner
 from runner import child as child_program
 from runner import train_child
+from runner.catalogue import catalogue_task
 from runner.datasets import DATASETS, DatasetMissing
 from runner.datasets.images import cuda_requested
 from runner.progress import Progress, no_progress
@@ -52,7 +53,7 @@ from runner.sandbox import (
     read_scratch_file,
     run_sandboxed,
 )
-from runner.spec import ErrorKind, EvaluationError, JobSpec, catalogue_task, make_result
+from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
 from runner.tracks.optimize import progress_reader, read_child_doc
 from runner.untrusted import Schema
 from runner.workdir import locked_folder

@@ -55,7 +55,8 @@ def fill(n: int) -> None:
     from leaderboard.benchmarks.models import Benchmark
     from leaderboard.boards.models import BoardEntry
     from leaderboard.submissions.models import EvaluationJob, Submission
-    from runner.spec import make_result, required_metrics
+    from runner.catalogue import required_metrics
+    from runner.spec import make_result
 
     call_command("migrate", verbosity=0)
     have = Submission.objects.count()

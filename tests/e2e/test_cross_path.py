@@ -42,9 +42,10 @@ import pytest
 from celery import Celery
 
 from runner import datasets
+from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS
 from runner.evaluate import local_job_spec
-from runner.spec import EVALUATE_TASK_NAME, JobSpec, catalogue_task, celery_broker_settings
+from runner.spec import EVALUATE_TASK_NAME, JobSpec, celery_broker_settings
 from tests.runner.classifier_models import ColourClassifier, save_torchscript
 from tests.runner.fakesite import TOKEN, FakeJob, FakeSite
 

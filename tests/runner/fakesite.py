@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from runner.spec import API_PREFIX, JobSpec, SubmissionSpec, TaskSpec, catalogue_task, validate_result
+from runner.catalogue import catalogue_task
+from runner.spec import API_PREFIX, JobSpec, SubmissionSpec, TaskSpec, validate_result
 
 TOKEN = "runner-token-for-tests"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import runner.datasets as datasets
+from runner.catalogue import CATALOGUE
 from runner.datasets import DATASETS, DatasetMissing, get, open_task
-from runner.spec import CATALOGUE
 
 
 def test_every_classifier_dataset_of_the_catalogue_has_a_reader():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+from runner.catalogue import required_metrics
 from runner.denoise.metrics import bootstrap_ci95, psnr, score_estimates, ssim
-from runner.spec import required_metrics
 
 
 def _pair(shape, seed=0):

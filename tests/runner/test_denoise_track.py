@@ -236,7 +236,7 @@ def test_a_fake_test_set_is_scored_and_marked_synthetic_and_a_missing_one_is_dat
 
 
 def test_every_denoising_task_of_the_catalogue_has_a_track():
-    from runner.spec import CATALOGUE
+    from runner.catalogue import CATALOGUE
 
     denoising = {t.slug for b in CATALOGUE if b.kind == "denoiser" for t in b.tasks}
     assert len(denoising) == 36 and denoising <= set(supported_tasks())

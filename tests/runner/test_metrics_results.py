@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from runner import metrics
+from runner.catalogue import required_metrics
 from runner.datasets import CLASSIFIER_TASKS, DATASETS, open_task
 from runner.datasets.synth import class_style
-from runner.spec import required_metrics, validate_result
+from runner.spec import validate_result
 
 EXPECTED_KEYS = {
     "digits": {"top1", "top5"},

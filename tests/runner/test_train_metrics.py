@@ -8,7 +8,8 @@ import torch
 from scipy import stats
 
 from runner import train_child
-from runner.spec import CATALOGUE, ErrorKind, EvaluationError, make_result, validate_result
+from runner.catalogue import CATALOGUE
+from runner.spec import ErrorKind, EvaluationError, make_result, validate_result
 from runner.tracks import train
 from runner.tracks.train import Budget, SeedRun, runs_from, summarize, t_interval
 

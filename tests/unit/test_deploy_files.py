@@ -43,7 +43,7 @@ def test_compose_runs_site_worker_beat_database_broker_storage_and_a_gpu_runner(
 def test_rabbitmq_keeps_long_evaluations_from_being_delivered_twice():
     conf = (DEPLOY / "rabbitmq.conf").read_text()
     timeout_ms = int(re.search(r"^consumer_timeout\s*=\s*(\d+)", conf, flags=re.M).group(1))
-    from runner.spec import CATALOGUE
+    from runner.catalogue import CATALOGUE
 
     longest = max(t.time_limit_s for b in CATALOGUE for t in b.tasks)
     assert timeout_ms / 1000 > longest

@@ -11,8 +11,8 @@ register = template.Library()
 
 @register.filter
 def more_is_better(metric: str) -> bool:
-    """Whether a board column sorts highest first (runner.spec.LOWER_IS_BETTER_METRICS)."""
-    from runner.spec import LOWER_IS_BETTER_METRICS
+    """Whether a board column sorts highest first (runner.catalogue.LOWER_IS_BETTER_METRICS)."""
+    from runner.catalogue import LOWER_IS_BETTER_METRICS
 
     return metric not in LOWER_IS_BETTER_METRICS
 

@@ -11,7 +11,8 @@ from django.utils import timezone
 from leaderboard.runners.models import RunnerNode
 from leaderboard.runners.services import jobs_reap
 from leaderboard.submissions.models import EvaluationJob, Submission
-from runner.spec import CATALOGUE, ErrorKind
+from runner.catalogue import CATALOGUE
+from runner.spec import ErrorKind
 from tests.conftest import RunnerAPI, queued_messages
 
 pytestmark = pytest.mark.django_db

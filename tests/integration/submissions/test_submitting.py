@@ -213,7 +213,7 @@ def test_the_openapi_schema_describes_the_submission_endpoints(client):
 
 
 def test_the_benchmark_list_carries_every_catalogue_task(client):
-    from runner.spec import CATALOGUE
+    from runner.catalogue import CATALOGUE
 
     body = client.get("/api/v1/benchmarks/").json()
     assert {b["slug"] for b in body} == {b.slug for b in CATALOGUE}

@@ -20,11 +20,11 @@ from django.core.management.base import BaseCommand
 
 from leaderboard.runners.models import RunnerNode
 from leaderboard.submissions.supervisor import Stopped, Supervisor, die_with_parent, stop_on_signals
-from runner.spec import CATALOGUE
+from runner.catalogue import CATALOGUE
 
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 # Every pool a catalogue task is queued on; the demo's one runner serves them all on the CPU.
-POOLS = sorted({task.queue.removeprefix("runner.") for bench in CATALOGUE for task in bench.tasks})
+POOLS = sorted({task.pool for bench in CATALOGUE for task in bench.tasks})
 # The boards in the order the runner fills them, with the minutes from `make demo` measured on two
 # cores shared with other work (load 2-3; README "make demo"). The runner takes its two queues in
 # turn, so the gpu-pool classifier boards fill beside the cpu-pool ones.
