@@ -11,8 +11,10 @@ an environment variable.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +24,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from runner.progress import Progress
+
 app = typer.Typer(help="A runner node of the benchmark leaderboard.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 out = Console()
 err = Console(stderr=True)
 
 DataRoot = Annotated[Path, typer.Option("--data-root", envvar="RUNNER_DATA", help="where datasets live")]
+Trust = Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
+                                     help="run without the sandbox when it is unavailable")]
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "leaderboard-data"
 
 
@@ -45,8 +51,7 @@ def work(
     data_root: DataRoot = DEFAULT_DATA_ROOT,
     broker: Annotated[str | None, typer.Option(envvar="CELERY_BROKER_URL",
                                                help="broker URL (default: the site's filesystem broker)")] = None,
-    trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
-                                        help="run without the sandbox when it is unavailable")] = False,
+    trust: Trust = False,
     device: Annotated[str | None, typer.Option(envvar="RUNNER_DEVICE",
                                                help="cpu, cuda or cuda:N (default: cuda when serving a gpu pool); "
                                                "checked before the worker starts")] = None,
@@ -75,17 +80,25 @@ def work(
     start_worker(settings, broker or default_broker_url(), loglevel=loglevel)
 
 
+def _resolved_device(device: str | None, pools: list[str]) -> tuple[str, bool]:
+    """runner.devices.resolve_device: (the device, whether a gpu pool implied it); exit 2 with the
+    reason when ``device`` names none."""
+    from runner.devices import resolve_device
+
+    try:
+        return resolve_device(device, pools)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
 def _usable_device(device: str | None, pools: list[str], command: str) -> str:
     """The device ``command`` runs on (``--device``, else cuda for a gpu pool, else cpu), checked
     from a probe in the job sandbox; exit 2 with what to do instead when it is unusable, before
     anything connects to the broker or claims a job."""
-    from runner.devices import resolve_device, startup_problem
+    from runner.devices import startup_problem
 
-    try:
-        chosen, implied = resolve_device(device, pools)
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    chosen, implied = _resolved_device(device, pools)
     problem = startup_problem(chosen, implied_by_pool=implied, command=command)
     if problem:
         err.print(f"[red]{problem}[/red]", highlight=False)
@@ -135,15 +148,12 @@ def run(
     device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu, cuda or cuda:N")] = "cpu",
     output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON (default: "
                                                 "result-<task>.json); a folder when several tasks")] = None,
-    trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
-                                        help="run without the sandbox when it is unavailable")] = False,
+    trust: Trust = False,
 ) -> None:
     """Evaluate a file locally through the same path as a site job; print and save the result.
 
     With several tasks the model server stays up between them (as it does for one submission's
     jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1."""
-    from rich.progress import Progress
-
     from runner.evaluate import evaluate, local_job_spec
     from runner.spec import EvaluationError
     from runner.untrusted import printable
@@ -164,14 +174,7 @@ def run(
         if slug == "imagenet-c" and clean_top1 is not None and "clean_top1" not in settings:
             spec.task.params["clean_top1"] = clean_top1
         try:
-            with Progress(console=err, transient=True) as bar:
-                handle = bar.add_task(slug, total=1.0)
-
-                def show(fraction: float, message: str, h: Any = handle, s: str = slug) -> None:
-                    # The description is rendered as markup: the submission's words are escaped.
-                    bar.update(h, completed=fraction,
-                               description=escape(f"{s} {printable(message, keep_newlines=False)}"))
-
+            with _progress_bar(slug) as show:
                 result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
                                   progress=show)
         except EvaluationError as exc:
@@ -188,6 +191,24 @@ def run(
         out.print(f"result written to {path}")
     if failed:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Progress]:
+    """A transient bar on stderr and the runner.progress.Progress that moves it: ``label``, then
+    each message, shown literally (a job's messages may quote the submission's words)."""
+    from rich.progress import Progress as Bar
+
+    from runner.untrusted import printable
+
+    with Bar(console=err, transient=True) as bar:
+        handle = bar.add_task(escape(label), total=1.0)
+
+        def show(fraction: float, message: str) -> None:
+            bar.update(handle, completed=fraction,
+                       description=escape(f"{label} {printable(message, keep_newlines=False)}"))
+
+        yield show
 
 
 def _failure_line(what: str, message: str) -> Text:
@@ -229,14 +250,10 @@ def check(
 ) -> None:
     """Report torch, the device, the sandbox and the datasets present; exit 1 without a sandbox
     or when the device `runner work` would use with these options is unusable."""
-    from runner.devices import probe, resolve_device
+    from runner.devices import probe
     from runner.nodeinfo import node_report
 
-    try:
-        chosen, implied = resolve_device(device, _pools(pool))
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    chosen, implied = _resolved_device(device, _pools(pool))
     device_report = probe(chosen)
     report = node_report(data_root)
     table = Table(title="runner check", show_header=False)
@@ -340,19 +357,15 @@ def data_list(root: Root = DEFAULT_DATA_ROOT) -> None:
 def data_prepare(name: Annotated[str, typer.Argument(help="dataset, e.g. cifar-10-batches-py or cifar10")],
                  root: Root = DEFAULT_DATA_ROOT) -> None:
     """Download where a network and a public release exist, unpack, verify checksums."""
-    from rich.progress import Progress
-
     from runner import data_admin
     from runner.spec import EvaluationError
 
     _dataset(name)
     try:
-        with Progress(console=err, transient=True) as bar:
-            handle = bar.add_task(name, total=1.0)
-            report = data_admin.prepare(name, root, lambda f, m: bar.update(handle, completed=f,
-                                                                            description=f"{name} {m}"))
+        with _progress_bar(name) as show:
+            report = data_admin.prepare(name, root, show)
     except EvaluationError as exc:
-        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+        err.print(_failure_line(exc.kind, exc.message))
         raise typer.Exit(1) from exc
     _print_report(report)
     if not report.ok:
@@ -416,8 +429,7 @@ def bench(
     precision: Annotated[str, typer.Option(help="fp32 or bf16")] = "fp32",
     seconds: Annotated[float, typer.Option(help="time budget of a training benchmark")] = 30.0,
     data_root: DataRoot = DEFAULT_DATA_ROOT,
-    trust: Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
-                                        help="run without the sandbox when it is unavailable")] = False,
+    trust: Trust = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the measurements as JSON")] = False,
 ) -> None:
     """Evaluation speed against the model's own: evaluation ÷ pure forward, sandboxed ÷ trusted.
@@ -439,7 +451,7 @@ def bench(
                                repeats=repeats,
                                progress=lambda m: status.update(f"{task}: {m}"))
     except EvaluationError as exc:
-        err.print(f"[red]{exc.kind}[/red]: {exc.message}")
+        err.print(_failure_line(exc.kind, exc.message))
         raise typer.Exit(1) from exc
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

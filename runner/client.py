@@ -58,7 +58,8 @@ class SiteConflict(SiteError):
     """409: this attempt is not (or no longer) the live one."""
 
 
-def _detail(response: httpx.Response) -> str:
+def answer_detail(response: httpx.Response) -> str:
+    """What a (read) answer says, at most 300 characters: its JSON ``detail``, else its body."""
     try:
         body = response.json()
     except ValueError:
@@ -80,7 +81,7 @@ def _retryable_answer(response: httpx.Response) -> _RetryableAnswer | None:
     if response.status_code < 500 and response.status_code != 429:
         return None
     retry_after = _retry_after_s(response) if response.status_code in (429, 503) else None
-    return _RetryableAnswer(f"HTTP {response.status_code}: {_detail(response)}", retry_after)
+    return _RetryableAnswer(f"HTTP {response.status_code}: {answer_detail(response)}", retry_after)
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:
@@ -192,9 +193,9 @@ class SiteClient:
     @staticmethod
     def _raise_for(response: httpx.Response, what: str) -> None:
         if response.status_code == 409:
-            raise SiteConflict(f"{what}: {_detail(response)}", 409)
+            raise SiteConflict(f"{what}: {answer_detail(response)}", 409)
         if response.status_code >= 400:
-            raise SiteError(f"{what}: HTTP {response.status_code}: {_detail(response)}", response.status_code)
+            raise SiteError(f"{what}: HTTP {response.status_code}: {answer_detail(response)}", response.status_code)
 
     # ----------------------------------------------------------------------------------------
     def claim(self, job_id: int, datasets: Iterable[str] = (), *, pools: Iterable[str] = (),
@@ -205,7 +206,7 @@ class SiteClient:
         response = self._post(f"jobs/{job_id}/claim/", {"version": version, "pools": list(pools),
                                                         "datasets": list(datasets)}, f"claim job {job_id}")
         if response.status_code == 409:
-            log.info("job %s: not claimed: %s", job_id, _detail(response))
+            log.info("job %s: not claimed: %s", job_id, answer_detail(response))
             return None
         self._raise_for(response, f"claim job {job_id}")
         try:
@@ -252,9 +253,9 @@ class SiteClient:
                 if retryable is not None:
                     raise retryable
                 if response.status_code == 409:
-                    raise SiteConflict(f"{what}: {_detail(response)}", 409)
+                    raise SiteConflict(f"{what}: {answer_detail(response)}", 409)
                 raise EvaluationError(ErrorKind.DOWNLOAD_FAILED,
-                                      f"{what}: HTTP {response.status_code}: {_detail(response)}")
+                                      f"{what}: HTTP {response.status_code}: {answer_detail(response)}")
             announced = response.headers.get(ARTIFACT_SHA256_HEADER, "").strip().lower()
             with open(dest, "wb") as fh:
                 for chunk in response.iter_bytes(1 << 20):

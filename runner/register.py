@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from runner.client import answer_detail
 from runner.spec import API_PREFIX
 
 
@@ -26,12 +27,9 @@ def register(*, server: str, code: str, name: str, token_file: Path | None = Non
         response = httpx.post(url, json={"code": code, "name": name}, timeout=30)
     except httpx.HTTPError as exc:
         raise RegistrationError(f"cannot reach {url}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"detail": response.text[:300]}
     if response.status_code != 201:
-        raise RegistrationError(f"the site refused the code ({response.status_code}): {body.get('detail', body)}")
+        raise RegistrationError(f"the site refused the code ({response.status_code}): {answer_detail(response)}")
+    body = response.json()
     path = token_file or default_token_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
