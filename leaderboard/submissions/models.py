@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark, Task
 from leaderboard.runners.models import RunnerNode
+from runner.spec import MAX_PROGRESS_MESSAGE_CHARS
 
 
 def artifact_upload_to(instance: Submission, filename: str) -> str:
@@ -119,7 +120,7 @@ class EvaluationJob(models.Model):
     runner = models.ForeignKey(RunnerNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     progress = models.FloatField(default=0.0)
-    progress_message = models.CharField(max_length=200, blank=True)
+    progress_message = models.CharField(max_length=MAX_PROGRESS_MESSAGE_CHARS, blank=True)  # runner/spec.py
     error_kind = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
