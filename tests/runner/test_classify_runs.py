@@ -160,7 +160,11 @@ def test_runner_run_scores_fake_cifar10c_as_the_protocol_says(fmt, cifar_runs, d
     assert env["device"] == "cpu" and env["precision"].startswith(
         "fp32" if fmt == "torchscript" else "as exported"
     )
-    assert result["timing"]["items_per_s"] > 0 and result["timing"]["wall_s"] > 0
+    timing = result["timing"]  # every image of every corruption file (the extras too), over the evaluation's seconds
+    images = len(labels) * sum(1 for path in folder.glob("*.npy") if path.stem != "labels")
+    assert timing["items_per_s"] == pytest.approx(images / timing["eval_s"], rel=1e-2)
+    assert 0 < timing["compute_s"] <= timing["eval_s"]  # the model's own time is part of the evaluation's
+    assert timing["checks_s"] + timing["eval_s"] <= timing["wall_s"] + 1e-3
 
 
 @pytest.mark.usefixtures("bwrap")
