@@ -107,7 +107,11 @@ def test_adam_trains_the_digits_cnn_and_the_result_carries_every_key_the_boards_
     assert env["precision"] == "float32" and env["target_top1"] == 95.0
     assert env["dataset"] == "sklearn-digits" and env["dataset_checksum"].startswith("sha256:")
     assert env["budget"]["epochs"] == 2 and env["budget"]["steps_per_epoch"] == 1347 // 64
-    assert result["timing"]["train_s"] > 0 and result["timing"]["items_per_s"] > 0
+    timing, budget = result["timing"], env["budget"]
+    assert timing["train_s"] == pytest.approx(sum(c["seconds"][-1] for c in curves.values()), abs=1e-3)
+    trained = budget["items_per_epoch"] * budget["epochs"] * budget["seeds"]
+    assert timing["items_per_s"] == pytest.approx(trained / timing["train_s"], rel=1e-2)
+    assert timing["sandbox_s"] + timing["eval_s"] <= timing["wall_s"] + 1e-3  # training, then scoring
     fractions = [f for f, _ in beats]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("seed 1, epoch 2/2" in message for _, message in beats)  # the child's @progress lines
@@ -265,7 +269,10 @@ def test_a_pickled_checkpoint_in_scratch_is_refused_without_being_unpickled(tmp_
 
 def test_bench_training_compares_the_harness_loop_with_a_pure_step_on_digits():
     report = bench_training("opt-digits", device="cpu", data_root="/nonexistent", seconds=2.0)
-    assert report["train_items_per_s"] > 0 and report["pure_step_items_per_s"] > 0
+    batch = report["batch_size"]  # each rate is the items of its timed steps over their seconds
+    assert report["train_items_per_s"] == pytest.approx(report["harness_steps"] * batch / report["harness_s"])
+    assert report["pure_step_items_per_s"] == pytest.approx(report["pure_steps"] * batch / report["pure_s"])
+    assert report["harness_s"] + report["pure_s"] <= report["wall_s"] + 0.01  # both inside the run
     assert report["ratio"] == pytest.approx(report["train_items_per_s"] / report["pure_step_items_per_s"])
     assert 0.2 < report["ratio"] < 1.5
     assert report["harness_steps"] > 0 and report["pure_steps"] > 0 and report["warmup_steps"] == 2
