@@ -13,7 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from runner.client import SiteClient, SiteConflict, SiteError, SiteUnreachable
-from runner.spec import ErrorKind, EvaluationError, make_result
+from runner.spec import (
+    MAX_FAILURE_MESSAGE_CHARS,
+    MAX_LOG_TAIL_CHARS,
+    MAX_PROGRESS_MESSAGE_CHARS,
+    ErrorKind,
+    EvaluationError,
+    make_result,
+)
 
 from . import sources
 from .fakesite import TOKEN
@@ -130,6 +137,17 @@ def test_a_failure_is_reported_with_its_kind_and_a_late_one_is_a_conflict(site, 
     with pytest.raises(SiteConflict):
         client.download_artifact(12, spec.attempt, "/tmp/never-written")
 
+
+
+def test_what_a_runner_reports_is_trimmed_to_the_sizes_of_the_wire_contract(site, client):
+    job = site.add_job(13, "opt-f1", sources.SGD)
+    spec = client.claim(13, [])
+    client.heartbeat(13, spec.attempt, 0.5, "m" * (MAX_PROGRESS_MESSAGE_CHARS + 50))
+    client.post_failure(13, spec.attempt, ErrorKind.TIMEOUT, "f" * MAX_FAILURE_MESSAGE_CHARS + "cut",
+                        "cut" + "t" * MAX_LOG_TAIL_CHARS)
+    assert job.heartbeats[-1]["message"] == "m" * MAX_PROGRESS_MESSAGE_CHARS
+    assert job.failures[-1]["message"] == "f" * MAX_FAILURE_MESSAGE_CHARS  # its first characters
+    assert job.failures[-1]["log_tail"] == "t" * MAX_LOG_TAIL_CHARS  # its last
 
 def test_a_node_heartbeat_reports_version_pools_and_datasets(site, client):
     client.node_heartbeat("0.1.0", ["cpu", "gpu"], ["cifar-10-batches-py"])
