@@ -1,4 +1,4 @@
-"""`runner bench` as an operator runs it: both ratios printed, as positive numbers."""
+"""`runner bench` as an operator runs it: both ratios printed, each the quotient of the rates it compares."""
 
 from __future__ import annotations
 
@@ -39,12 +39,22 @@ def test_runner_bench_prints_evaluation_over_forward_and_sandboxed_over_trusted(
         env={**os.environ, "COLUMNS": "160", "RUNNER_WORK_DIR": str(tmp_path)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    ratio, rate = {}, {}
     for label in ("evaluation ÷ pure forward", "sandboxed ÷ trusted"):
         found = re.search(rf"^ratio {label}: ([0-9.]+)$", done.stdout, re.MULTILINE)
         assert found, done.stdout
-        assert float(found.group(1)) > 0
-    for line in ("pure forward (trusted, in-process)", "evaluation, sandboxed (bwrap)"):
-        assert re.search(rf"{re.escape(line)}\s+[0-9.]+ items/s", done.stdout), done.stdout
+        ratio[label] = float(found.group(1))
+    for line in ("pure forward (trusted, in-process)", "evaluation, trusted (in-process)",
+                 "evaluation, sandboxed (bwrap)"):
+        found = re.search(rf"{re.escape(line)}\s+([0-9.]+) items/s", done.stdout)
+        assert found, done.stdout
+        rate[line] = float(found.group(1))
+    # Each ratio is the quotient of the two rates printed above it (to the printed precision).
+    sandboxed = rate["evaluation, sandboxed (bwrap)"]
+    assert ratio["evaluation ÷ pure forward"] == pytest.approx(
+        sandboxed / rate["pure forward (trusted, in-process)"], rel=0.01, abs=0.002), done.stdout
+    assert ratio["sandboxed ÷ trusted"] == pytest.approx(
+        sandboxed / rate["evaluation, trusted (in-process)"], rel=0.01, abs=0.002), done.stdout
     assert "batch 64, 3 batches after a warm-up batch, best of 2 rounds" in done.stdout
 
 
