@@ -11,8 +11,8 @@ A track evaluates a classifier like this (labels stay in this process; only inpu
     for part, reader in data.parts.items():
         for batch in reader.batches(256, workers=8, device=device):
             logits = model(batch.inputs)                       # in the sandbox
-            outputs[part].append(metrics.compact("imagenet-a", logits, len(batch)))
-    doc = metrics.score("imagenet-a", {p: np.concatenate(v) for p, v in outputs.items()}, data)
+            outputs[part].append(classification.compact("imagenet-a", logits, len(batch)))
+    doc = results.score("imagenet-a", {p: np.concatenate(v) for p, v in outputs.items()}, data)
 """
 
 from __future__ import annotations

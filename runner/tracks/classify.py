@@ -7,9 +7,9 @@ cifar100-c, imagenet-val, imagenet-a, imagenet-r, imagenet-c, geode, dollarstree
 3. Borrow the sandboxed model server (runner/serve.py): the warm one of this submission when the
    worker process has it, else a new one that loads the model once.
 4. Stream every part's batches through it — a prefetch thread prepares the next batch while the
-   child computes — check each output (shape [N, C], floats, finite: runner.metrics.compact) and
+   child computes — check each output (shape [N, C], floats, finite: runner.metrics.classification.compact) and
    keep the top-5 per item; progress after every batch, cancellation between and during batches.
-5. Score with runner.metrics.score and record format, precision, device, sandbox and timing.
+5. Score with runner.metrics.results.score and record format, precision, device, sandbox and timing.
 
 Submission hyperparameters (a JSON object; every key optional):
   precision       "fp32" (default, full precision; TF32 off on GPUs) or "bf16" (autocast)
@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 import runner
-from runner import contract_checks, metrics, model_child
+from runner import contract_checks, model_child
 from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
+from runner.metrics import classification, results
 from runner.progress import Progress
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
@@ -165,13 +166,13 @@ class TopK:
 
     def __init__(self, slug: str, size: int, on_items: Callable[[int], None] | None = None):
         self.slug = slug
-        width = min(metrics.TOPK, metrics.task_classes(slug))
+        width = min(classification.TOPK, classification.task_classes(slug))
         self.top = np.full((size, width), -1, dtype=np.int32)
         self.filled = np.zeros(size, dtype=bool)
         self.on_items = on_items
 
     def __call__(self, batch: Any, lo: int, hi: int, outputs: np.ndarray) -> None:
-        top = metrics.compact(self.slug, outputs, hi - lo)
+        top = classification.compact(self.slug, outputs, hi - lo)
         index = batch.index[lo:hi]
         self.top[index] = top
         self.filled[index] = True
@@ -246,7 +247,7 @@ def check_contract(
     return contract_checks.probe_classifier(
         server,
         first_images(data, contract_checks.PROBE_ITEMS),
-        check_outputs=lambda outputs, n: metrics.compact(slug, outputs, n),
+        check_outputs=lambda outputs, n: classification.compact(slug, outputs, n),
         tol=contract_checks.tolerance(server.info, precision),
         deadline=deadline,
         cancel=cancel,
@@ -382,4 +383,4 @@ def evaluate_classifier(
         "load_s": load_seconds(info, reused),
         "checks_s": round(probe.seconds, 4),
     }
-    return metrics.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])
+    return results.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])

@@ -477,7 +477,7 @@ def score_corruptions(task: TrainingTask, states: dict[int, dict[str, Any]], eva
                       cancel: threading.Event | None = None) -> tuple[dict[str, float], dict, dict, dict]:
     """(metrics, ci95, breakdown, env) of the final weights on ``task.corruptions``; when the set
     is not under the data root, only an env entry that says so."""
-    from runner import metrics as runner_metrics
+    from runner.metrics import results as runner_metrics
 
     key = task.corruptions
     prefix = key.lower().replace("-", "")  # cifar10c

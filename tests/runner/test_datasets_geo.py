@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from runner import data_files, metrics
+from runner import data_files
 from runner.datasets import DATASETS, DatasetMissing
 from runner.datasets.geo import FAKE_GEODE_OBJECTS, FAKE_GEODE_UNMAPPED
+from runner.metrics import geo
 
 GEODE = data_files.load("geode")
 STREET = data_files.load("dollarstreet")
@@ -79,7 +80,7 @@ def test_a_fake_dollar_street_covers_every_region_and_income_quartile(root):
     rows = read_rows(root / "dollarstreet" / "images_v2_imagenet_test.csv")
     assert {"imageRelPath", "topics", "region", "region.id", "income", "imagenet_sysnet_id"} <= set(rows[0])
     reader = DATASETS["dollarstreet"].open(root)
-    cells = set(zip(reader.targets.region, metrics.income_quartile(reader.targets.income), strict=True))
+    cells = set(zip(reader.targets.region, geo.income_quartile(reader.targets.income), strict=True))
     assert cells == {
         (r, q) for r in ("Africa", "The Americas", "Asia", "Europe") for q in ("q1", "q2", "q3", "q4")
     }

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner import data_files, metrics
+from runner import data_files
 from runner.datasets import DATASETS, DatasetMissing, imagenet, open_task
 from runner.datasets.images import CENTER_CROP, RESIZE_CROP, BatchDecoder
 from runner.datasets.synth import class_style
+from runner.metrics import classification, results
 
 WNIDS = data_files.imagenet_wnids()
 A_WNIDS = data_files.subset_wnids("imagenet_a")
@@ -58,12 +59,12 @@ def test_a_partial_tree_scores_exactly_as_the_same_images_inside_the_full_tree(r
         data = open_task("imagenet-val", data_root)
         verdicts, outputs = {}, []
         for batch in data.main.batches(4):
-            top = metrics.compact("imagenet-val", colour_model(batch.inputs), len(batch))
+            top = classification.compact("imagenet-val", colour_model(batch.inputs), len(batch))
             outputs.append(top)
             for row, item_id, position in zip(top, batch.ids, batch.index, strict=True):
                 label = int(data.main.targets.labels[position])
                 verdicts[item_id] = (label, bool(row[0] == label))
-        return verdicts, metrics.score("imagenet-val", np.concatenate(outputs), data)
+        return verdicts, results.score("imagenet-val", np.concatenate(outputs), data)
 
     (full, _), (part, part_doc) = evaluate(root), evaluate(tmp_path)
     assert len(part) == 3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runner import data_files, metrics
+from runner import data_files
+from runner.metrics import classification, intervals, results
 from runner.spec import ErrorKind, EvaluationError, validate_result
 
 
@@ -18,10 +19,10 @@ def test_top1_counts_the_argmax_and_top5_the_five_highest_logits():
         ]
     )
     labels = np.array([1, 1, 5])
-    topk = metrics.topk_indices(logits)
-    assert metrics.hits(topk, labels, 1).tolist() == [True, False, False]
-    assert metrics.hits(topk, labels, 5).tolist() == [True, True, False]
-    doc = metrics.result_classification(
+    topk = classification.topk_indices(logits)
+    assert classification.hits(topk, labels, 1).tolist() == [True, False, False]
+    assert classification.hits(topk, labels, 5).tolist() == [True, True, False]
+    doc = results.result_classification(
         "cifar10", np.pad(logits, ((0, 0), (0, 4)), constant_values=-1), labels
     )
     assert doc["metrics"]["top1"] == pytest.approx(100 / 3)
@@ -30,12 +31,12 @@ def test_top1_counts_the_argmax_and_top5_the_five_highest_logits():
 
 
 def test_tied_logits_rank_the_lower_class_index_first():
-    assert metrics.topk_indices(np.array([[2.0, 5.0, 5.0, 1.0]]), k=3).tolist() == [[1, 2, 0]]
+    assert classification.topk_indices(np.array([[2.0, 5.0, 5.0, 1.0]]), k=3).tolist() == [[1, 2, 0]]
 
 
 def test_compact_keeps_only_the_top5_indices_of_a_batch():
     logits = np.arange(20, dtype=np.float32).reshape(2, 10)
-    assert metrics.compact("cifar10", logits, 2).tolist() == [[9, 8, 7, 6, 5]] * 2
+    assert classification.compact("cifar10", logits, 2).tolist() == [[9, 8, 7, 6, 5]] * 2
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_compact_keeps_only_the_top5_indices_of_a_batch():
 )
 def test_outputs_of_the_wrong_shape_or_with_nan_fail_as_the_models_fault(outputs, kind):
     with pytest.raises(EvaluationError) as caught:
-        metrics.compact("cifar10", outputs, 4)
+        classification.compact("cifar10", outputs, 4)
     assert caught.value.kind == kind
 
 
@@ -60,9 +61,9 @@ def test_imagenet_a_takes_the_argmax_over_its_200_classes_only():
     logits[0, outside] = 100.0  # the global argmax is a class ImageNet-A does not have
     logits[0, subset[7]] = 5.0  # the best of the 200 is label 7
     logits[0, subset[3]] = 4.0
-    compacted = metrics.compact("imagenet-a", logits, 1)
+    compacted = classification.compact("imagenet-a", logits, 1)
     assert compacted[0, :2].tolist() == [7, 3]
-    doc = metrics.result_imagenet_a(logits, np.array([3]))
+    doc = results.result_imagenet_a(logits, np.array([3]))
     assert doc["metrics"]["top1"] == 0.0  # top-1 within the 200 is 7, not 3
     assert doc["metrics"]["top5"] == 100.0  # 3 is second within the 200
     validate_result(doc, "imagenet-a")
@@ -72,7 +73,7 @@ def test_imagenet_r_reports_imagenet200_accuracy_and_its_gap_to_the_renditions()
     renditions = np.array([[0, 1, 2, 3, 4], [9, 1, 2, 3, 0], [9, 8, 2, 3, 4], [9, 8, 7, 3, 4]])
     labels = np.array([0, 0, 0, 0])  # one of four right at top-1, one more within top-5
     val200 = np.array([[5, 0, 1, 2, 3], [6, 0, 1, 2, 3]])
-    doc = metrics.result_imagenet_r(renditions, labels, val200, np.array([5, 6]))
+    doc = results.result_imagenet_r(renditions, labels, val200, np.array([5, 6]))
     assert doc["metrics"]["top1"] == 25.0
     assert doc["metrics"]["top5"] == 50.0
     assert doc["metrics"]["imagenet200_top1"] == 100.0
@@ -82,13 +83,13 @@ def test_imagenet_r_reports_imagenet200_accuracy_and_its_gap_to_the_renditions()
 
 
 def test_the_interval_of_a_set_the_model_gets_all_right_is_a_point():
-    assert metrics.accuracy_ci(np.ones(50, dtype=bool)) == [100.0, 100.0]
+    assert intervals.accuracy_ci(np.ones(50, dtype=bool)) == [100.0, 100.0]
 
 
 def test_intervals_are_seeded_so_a_rerun_reports_the_same_numbers():
     correct = np.random.default_rng(3).random(300) < 0.6
-    assert metrics.accuracy_ci(correct, seed=7) == metrics.accuracy_ci(correct, seed=7)
-    low, high = metrics.accuracy_ci(correct)
+    assert intervals.accuracy_ci(correct, seed=7) == intervals.accuracy_ci(correct, seed=7)
+    low, high = intervals.accuracy_ci(correct)
     assert low < 100 * correct.mean() < high
 
 
@@ -99,7 +100,7 @@ def test_binomial_resampling_spreads_like_resampling_the_images_themselves():
     rng = np.random.default_rng(1)
     by_images = np.array([correct[rng.integers(0, n, n)].mean() for _ in range(3000)])
     binomial = (
-        metrics.resampled_successes([int(n * p)], [n], n_boot=3000, rng=np.random.default_rng(2))[:, 0] / n
+        intervals.resampled_successes([int(n * p)], [n], n_boot=3000, rng=np.random.default_rng(2))[:, 0] / n
     )
     expected_sd = np.sqrt(p * (1 - p) / n)  # 0.0229
     assert binomial.mean() == pytest.approx(p, abs=0.003)
@@ -111,8 +112,8 @@ def test_resampling_within_strata_keeps_each_stratums_size():
     correct = np.array([True] * 20 + [False] * 20)
     strata = np.array(["Europe"] * 20 + ["Africa"] * 20)
     # Within strata, every replicate has 20 right answers out of 40: the interval is the point 50.
-    assert metrics.accuracy_ci(correct, strata=strata) == [50.0, 50.0]
-    low, high = metrics.accuracy_ci(correct)
+    assert intervals.accuracy_ci(correct, strata=strata) == [50.0, 50.0]
+    low, high = intervals.accuracy_ci(correct)
     assert low < 50.0 < high
 
 
@@ -120,7 +121,7 @@ def test_predictions_may_be_logits_or_top_k_indices_with_the_same_result():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(30, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 30)
-    from_logits = metrics.result_classification("digits", logits, labels)
-    from_indices = metrics.result_classification("digits", metrics.compact("digits", logits, 30), labels)
+    from_logits = results.result_classification("digits", logits, labels)
+    from_indices = results.result_classification("digits", classification.compact("digits", logits, 30), labels)
     assert from_logits["metrics"] == from_indices["metrics"]
     assert from_logits["ci95"] == from_indices["ci95"]

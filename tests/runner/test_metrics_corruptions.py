@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import metrics
+from runner import data_files
+from runner.metrics import results
 from runner.spec import validate_result
 
-IMAGENET_C = json.loads((Path(metrics.__file__).parent / "data_files" / "imagenet_c.json").read_text())
+IMAGENET_C = json.loads((Path(data_files.__file__).parent / "imagenet_c.json").read_text())
 FIFTEEN = IMAGENET_C["corruptions"]
 
 
@@ -42,7 +43,7 @@ def test_cifar_c_reports_top1_per_corruption_and_severity_and_the_mean_over_the_
         per_set=4,
         corruptions=["gaussian_noise", "contrast"],
     )
-    doc = metrics.result_corruptions("cifar10-c", predictions, labels, names, severities)
+    doc = results.result_corruptions("cifar10-c", predictions, labels, names, severities)
     table = doc["breakdown"]["per_corruption"]
     assert table["gaussian_noise"] == {"1": 100.0, "2": 75.0, "3": 50.0, "4": 25.0, "5": 0.0}
     assert table["contrast"] == {str(s): 100.0 for s in range(1, 6)}
@@ -57,7 +58,7 @@ def test_the_four_extra_corruptions_are_reported_apart_and_never_enter_the_mean(
     predictions, labels, names, severities = corrupted_predictions(
         lambda c, s: 0.0 if c == "speckle_noise" else 1.0, per_set=2, corruptions=[*FIFTEEN, "speckle_noise"]
     )
-    doc = metrics.result_corruptions("cifar100-c", predictions, labels, names, severities)
+    doc = results.result_corruptions("cifar100-c", predictions, labels, names, severities)
     assert doc["metrics"]["top1"] == 100.0
     assert "speckle_noise" not in doc["breakdown"]["per_corruption"]
     assert doc["breakdown"]["extra_corruptions"]["speckle_noise"] == {str(s): 0.0 for s in range(1, 6)}
@@ -67,7 +68,7 @@ def test_the_mean_is_over_sets_not_images_when_sets_differ_in_size():
     names = np.array(["fog"] * 3 + ["frost"] * 1, dtype=object)
     severities = np.array([1, 1, 1, 1])
     predictions = np.array([[1], [1], [1], [0]])
-    doc = metrics.result_corruptions("cifar10-c", predictions, np.ones(4, dtype=int), names, severities)
+    doc = results.result_corruptions("cifar10-c", predictions, np.ones(4, dtype=int), names, severities)
     assert doc["metrics"]["top1"] == pytest.approx((100 + 0) / 2)  # not 3 of 4 = 75
 
 
@@ -76,7 +77,7 @@ def test_imagenet_c_normalizes_each_corruption_by_alexnets_errors():
         return [1.0, 0.75, 0.5, 0.5, 0.25][s - 1] if c in FIFTEEN[:5] else 0.5
 
     predictions, labels, names, severities = corrupted_predictions(accuracy_of, per_set=4)
-    doc = metrics.result_corruptions("imagenet-c", predictions, labels, names, severities)
+    doc = results.result_corruptions("imagenet-c", predictions, labels, names, severities)
     ces = []
     for c in FIFTEEN:
         errors = [1 - accuracy_of(c, s) for s in range(1, 6)]
@@ -93,7 +94,7 @@ def test_imagenet_c_normalizes_each_corruption_by_alexnets_errors():
 
 def test_relative_mce_subtracts_the_clean_error_on_both_sides():
     predictions, labels, names, severities = corrupted_predictions(lambda c, s: 0.5, per_set=2)
-    doc = metrics.result_corruptions("imagenet-c", predictions, labels, names, severities, clean_top1=76.15)
+    doc = results.result_corruptions("imagenet-c", predictions, labels, names, severities, clean_top1=76.15)
     clean = 1 - 0.7615
     relative = [
         100 * sum(0.5 - clean for _ in range(5)) / sum(e - 0.4348 for e in IMAGENET_C["alexnet_err"][c])
@@ -111,14 +112,14 @@ def test_alexnets_own_errors_score_an_mce_of_100():
         return 1 - IMAGENET_C["alexnet_err"][c][s - 1]
 
     predictions, labels, names, severities = corrupted_predictions(alexnet_accuracy, per_set=50_000 // 1000)
-    doc = metrics.result_corruptions("imagenet-c", predictions, labels, names, severities)
+    doc = results.result_corruptions("imagenet-c", predictions, labels, names, severities)
     assert doc["metrics"]["mce"] == pytest.approx(100.0, abs=0.5)
 
 
 def test_a_corruption_missing_a_severity_is_left_out_of_the_mce_and_said_so():
     predictions, labels, names, severities = corrupted_predictions(lambda c, s: 0.5, per_set=2)
     keep = ~((names == "fog") & (severities == 5))
-    doc = metrics.result_corruptions(
+    doc = results.result_corruptions(
         "imagenet-c", predictions[keep], labels[keep], names[keep], severities[keep]
     )
     assert "fog" not in doc["breakdown"]["ce"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runner import metrics
+from runner.metrics import classification, geo, results
 from runner.spec import validate_result
 
 
@@ -33,13 +33,13 @@ def geode_result(**options):
     accepted = [a for _, a, _, _ in GEODE_ITEMS]
     predictions = np.array([p for _, _, p, _ in GEODE_ITEMS])
     objects = [(o,) for *_, o in GEODE_ITEMS]
-    return metrics.result_geode(predictions, accepted, regions, objects=objects, **options)
+    return results.result_geode(predictions, accepted, regions, objects=objects, **options)
 
 
 def test_a_geo_hit_is_any_accepted_index_within_the_top_k():
     predictions = np.array([top5(3, 20)])
-    assert metrics.hits_any(predictions, [[20, 21]], 1).tolist() == [False]
-    assert metrics.hits_any(predictions, [[20, 21]], 5).tolist() == [True]
+    assert classification.hits_any(predictions, [[20, 21]], 1).tolist() == [False]
+    assert classification.hits_any(predictions, [[20, 21]], 5).tolist() == [True]
 
 
 def test_geode_reports_overall_per_region_worst_disparity_and_the_europe_africa_gap():
@@ -105,7 +105,7 @@ def test_region_names_stay_as_spelled_in_the_metadata():
     ],
 )
 def test_dollar_street_income_quartiles_run_from_q1_poorest_to_q4_richest(income, quartile):
-    assert metrics.income_quartile(np.array([income]))[0] == quartile
+    assert geo.income_quartile(np.array([income]))[0] == quartile
 
 
 # (region, income, right at top-1, topics)
@@ -127,7 +127,7 @@ def street_result():
     accepted = [[861] for _ in STREET_ITEMS]
     predictions = np.array([top5(861) if right else top5(1) for _, _, right, _ in STREET_ITEMS])
     topics = [t for *_, t in STREET_ITEMS]
-    return metrics.result_dollarstreet(predictions, accepted, regions, incomes, topics=topics)
+    return results.result_dollarstreet(predictions, accepted, regions, incomes, topics=topics)
 
 
 def test_dollar_street_adds_the_income_gap_richest_minus_poorest_quartile():
@@ -147,7 +147,7 @@ def test_dollar_street_finds_europe_and_africa_among_its_region_names():
     assert doc["metrics"]["worst_region_top1"] == 50.0
     assert doc["metrics"]["disparity"] == 50.0
     assert "The Americas" in doc["breakdown"]["per_region"]
-    assert metrics.find_region(["Africa", "The Americas"], "americas") == "The Americas"
+    assert geo.find_region(["Africa", "The Americas"], "americas") == "The Americas"
 
 
 def test_an_image_with_several_topics_counts_for_each_topic():
@@ -161,6 +161,6 @@ def test_a_geo_set_without_african_images_cannot_report_the_gap():
     from runner.spec import ErrorKind, EvaluationError
 
     with pytest.raises(EvaluationError) as caught:
-        metrics.result_geode(np.array([top5(1)]), [[1]], np.array(["Europe"], dtype=object))
+        results.result_geode(np.array([top5(1)]), [[1]], np.array(["Europe"], dtype=object))
     assert caught.value.kind == ErrorKind.DATASET_MISSING
     assert "Africa" in caught.value.message

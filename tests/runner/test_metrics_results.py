@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from runner import metrics
 from runner.catalogue import required_metrics
 from runner.datasets import CLASSIFIER_TASKS, DATASETS, open_task
 from runner.datasets.synth import class_style
+from runner.metrics import classification, results
 from runner.spec import validate_result
 
 EXPECTED_KEYS = {
@@ -43,7 +43,7 @@ def root(tmp_path_factory):
 
 def stand_in_model(slug: str):
     """Logits from the distance between an image's mean colour and each class's fake colour."""
-    colours = np.stack([class_style(k)[0] for k in range(metrics.task_classes(slug))]) / 255.0
+    colours = np.stack([class_style(k)[0] for k in range(classification.task_classes(slug))]) / 255.0
 
     def forward(inputs: np.ndarray) -> np.ndarray:
         if inputs.shape[1] == 1:  # digits: a fixed random linear map
@@ -60,10 +60,10 @@ def test_each_classifier_task_scores_fake_data_into_a_valid_result(slug, root):
     data = open_task(slug, root)
     model = stand_in_model(slug)
     outputs = {
-        part: np.concatenate([metrics.compact(slug, model(b.inputs), len(b)) for b in reader.batches(32)])
+        part: np.concatenate([classification.compact(slug, model(b.inputs), len(b)) for b in reader.batches(32)])
         for part, reader in data.parts.items()
     }
-    doc = metrics.score(slug, outputs, data, env={"runner": "test"}, timing={"wall_s": 1.0})
+    doc = results.score(slug, outputs, data, env={"runner": "test"}, timing={"wall_s": 1.0})
     validate_result(doc, slug)
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc  # what crosses the wire
     assert set(doc["metrics"]) == EXPECTED_KEYS[slug]
@@ -78,7 +78,7 @@ def test_the_stand_in_model_learns_something_from_fake_imagenet(root):
     data = open_task("imagenet-val", root)
     model = stand_in_model("imagenet-val")
     outputs = np.concatenate([model(b.inputs) for b in data.main.batches(64)])
-    doc = metrics.score("imagenet-val", outputs, data)
+    doc = results.score("imagenet-val", outputs, data)
     assert doc["metrics"]["top1"] > 50.0  # chance is 0.1
 
 
@@ -86,9 +86,9 @@ def test_imagenet_c_adds_relative_mce_once_the_clean_accuracy_is_known(root):
     data = open_task("imagenet-c", root)
     model = stand_in_model("imagenet-c")
     outputs = np.concatenate(
-        [metrics.compact("imagenet-c", model(b.inputs), len(b)) for b in data.main.batches(64)]
+        [classification.compact("imagenet-c", model(b.inputs), len(b)) for b in data.main.batches(64)]
     )
-    doc = metrics.score("imagenet-c", outputs, data, clean_top1=80.0)
+    doc = results.score("imagenet-c", outputs, data, clean_top1=80.0)
     assert "relative_mce" in doc["metrics"] and "relative_mce" in doc["ci95"]
     assert set(doc["breakdown"]["per_corruption"]["fog"]) == {"1", "2", "3", "4", "5"}
 
@@ -98,5 +98,5 @@ def test_a_prediction_count_that_does_not_match_the_images_is_a_runner_error(roo
 
     data = open_task("cifar10", root)
     with pytest.raises(EvaluationError) as caught:
-        metrics.score("cifar10", np.zeros((3, 5), dtype=np.int32), data)
+        results.score("cifar10", np.zeros((3, 5), dtype=np.int32), data)
     assert caught.value.kind == ErrorKind.RUNNER_ERROR
