@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "leaderboard.benchmarks",
     "leaderboard.submissions",
     "leaderboard.runners",
+    "leaderboard.jobs",
     "leaderboard.boards",
 ]
 

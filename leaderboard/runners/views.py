@@ -1,5 +1,6 @@
 """The runner HTTP API (see runner/spec.py for the contract) and the runners status page.
-Views parse, call one service, and answer JSON; rules live in services."""
+Views parse, call one transition (leaderboard.jobs.transitions) or runner service, and answer
+JSON; the rules live there."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from leaderboard.accounts.models import hash_token
+from leaderboard.jobs import transitions
 from leaderboard.submissions.models import EvaluationJob
 from leaderboard.text import storable
 from runner.spec import MAX_NODE_DATASETS, SpecError, validate_node_report
@@ -69,14 +71,14 @@ def _attempt(body: dict) -> int | None:
 @runner_auth
 def claim(request, runner, body, job_id: int):
     services.runner_touch(runner=runner, version=str(body.get("version", "")))
-    job = services.job_claim(job_id=job_id, runner=runner, datasets=_held_names(body))
-    if isinstance(job, services.ClaimRefused):
+    job = transitions.job_claim(job_id=job_id, runner=runner, datasets=_held_names(body))
+    if isinstance(job, transitions.ClaimRefused):
         return JsonResponse({"detail": job.message, "reason": "dataset_missing", "dataset": job.dataset}, status=409)
     if job is None:
         if not EvaluationJob.objects.filter(pk=job_id).exists():
             return _error(404, f"no job {job_id}")
         return _error(409, "this job has a live attempt or has ended")
-    return JsonResponse({"spec": services.job_spec(job).to_dict()})
+    return JsonResponse({"spec": transitions.job_spec(job).to_dict()})
 
 
 @require_POST
@@ -90,7 +92,7 @@ def heartbeat(request, runner, body, job_id: int):
         progress = float(body.get("progress", 0.0))
     except (TypeError, ValueError):
         return _error(400, "progress must be a number between 0 and 1")
-    lease = services.job_heartbeat(job_id=job_id, runner=runner, attempt=attempt, progress=progress,
+    lease = transitions.job_heartbeat(job_id=job_id, runner=runner, attempt=attempt, progress=progress,
                                    message=str(body.get("message", "")))
     if lease is None:
         return _error(409, "this attempt is no longer live: stop working on it")
@@ -104,7 +106,7 @@ def artifact(request, runner, body, job_id: int):
         attempt = int(request.GET.get("attempt", ""))
     except ValueError:
         return _error(400, "?attempt=N is required")
-    job = services.job_can_download(job_id=job_id, runner=runner, attempt=attempt)
+    job = transitions.downloadable_job(job_id=job_id, runner=runner, attempt=attempt)
     if job is None:
         return _error(409, "this attempt is no longer live")
     sub = job.submission
@@ -123,7 +125,7 @@ def _record(job_id: int, attempt: int | None, record, rejected: str = "") -> Jso
         recorded = record(attempt)
     except EvaluationJob.DoesNotExist:
         return _error(404, f"no job {job_id}")
-    except services.Conflict as exc:
+    except transitions.Conflict as exc:
         return _error(409, str(exc))
     except SpecError as exc:
         return _error(400, f"{rejected}{exc}")
@@ -134,7 +136,7 @@ def _record(job_id: int, attempt: int | None, record, rejected: str = "") -> Jso
 @runner_auth
 def result(request, runner, body, job_id: int):
     body = storable(body)  # it quotes the submission's output: no NUL may stop it being stored
-    return _record(job_id, _attempt(body), lambda attempt: services.job_record_result(
+    return _record(job_id, _attempt(body), lambda attempt: transitions.job_record_result(
         job_id=job_id, runner=runner, attempt=attempt, result=body.get("result"),
         log_tail=str(body.get("log_tail", ""))), rejected="result rejected: ")
 
@@ -143,7 +145,7 @@ def result(request, runner, body, job_id: int):
 @runner_auth
 def fail(request, runner, body, job_id: int):
     body = storable(body)  # it quotes the submission's output: no NUL may stop it being stored
-    return _record(job_id, _attempt(body), lambda attempt: services.job_record_failure(
+    return _record(job_id, _attempt(body), lambda attempt: transitions.job_record_failure(
         job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
         message=str(body.get("message", "")), log_tail=str(body.get("log_tail", "")),
         repeats=body.get("repeats")), rejected="failure refused: ")

@@ -1,8 +1,9 @@
-"""Writes for submissions: create, validate, dispatch, aggregate. Views, API and tasks call these;
-the rules live here (DESIGN.md "Lifecycle")."""
+"""Writes for submissions: check an upload, create, cancel, re-run, and send to validation. Views,
+the API and the reaper call these; the rules live here (DESIGN.md "Lifecycle"). Validating a
+stored upload is validation.py's (run by tasks.validate_submission); the jobs' transitions and
+aggregation are leaderboard.jobs.transitions'."""
 from __future__ import annotations
 
-import ast
 import hashlib
 import logging
 import unicodedata
@@ -15,24 +16,24 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark
+from leaderboard.jobs.transitions import jobs_cancel
 from leaderboard.text import find_unstorable
 from runner.spec import (
     BUILTIN_FORMAT,
     BUILTIN_MAX_BYTES,
-    EVALUATE_TASK_NAME,
     MODEL_HPARAM_KEYS,
     SpecError,
-    is_user_error,
     read_builtin_baseline,
     sniff_model_format,
 )
 
-from .models import EvaluationJob, Submission
-from .outcomes import failures_text
+from .models import Submission
+from .tasks import validate_submission
+from .validation import check_optimizer_source
 
 log = logging.getLogger(__name__)
 
@@ -96,47 +97,6 @@ def user_quota(*, user) -> Quota:
 # --------------------------------------------------------------------------------------------
 # Checking what was uploaded
 # --------------------------------------------------------------------------------------------
-def check_optimizer_source(source: bytes, hparams: dict[str, Any]) -> None:
-    """Static checks of an optimizer file: it parses, defines make_optimizer(params, ...), and the
-    hyperparameters fit its signature. The runner checks again when it runs the file."""
-    try:
-        text = source.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValidationError("The optimizer file is not UTF-8 text.", code="not_text") from exc
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise ValidationError(
-            "The optimizer file does not parse: %(msg)s at line %(line)s.",
-            code="syntax_error",
-            params={"msg": exc.msg, "line": exc.lineno},
-        ) from exc
-    fn = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "make_optimizer"),
-        None,
-    )
-    if fn is None:
-        raise ValidationError(
-            "The file must define a top-level function make_optimizer(params, **hparams) that returns "
-            "a torch.optim.Optimizer.",
-            code="no_entry_point",
-        )
-    positional = [a.arg for a in fn.args.posonlyargs + fn.args.args]
-    if not positional and fn.args.vararg is None:
-        raise ValidationError(
-            "make_optimizer must take the model's parameters as its first argument.", code="bad_signature"
-        )
-    if fn.args.kwarg is None:
-        accepted = set(positional[1:]) | {a.arg for a in fn.args.kwonlyargs}
-        unknown = sorted(set(hparams) - accepted)
-        if unknown:
-            raise ValidationError(
-                "Hyperparameters %(unknown)s do not fit make_optimizer's signature; it accepts %(accepted)s.",
-                code="bad_hparams",
-                params={"unknown": ", ".join(unknown), "accepted": ", ".join(sorted(accepted)) or "none"},
-            )
-
-
 def _sniff_upload(upload, kind: str, *, allow_builtin: bool = False) -> str:
     """The artifact format, from the content; ValidationError with advice otherwise."""
     upload.seek(0)
@@ -220,7 +180,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
 
 
 # --------------------------------------------------------------------------------------------
-# Create → validate → dispatch
+# Create → send to validation
 # --------------------------------------------------------------------------------------------
 def submission_create(
     *,
@@ -236,6 +196,18 @@ def submission_create(
     visibility: str = Submission.Visibility.PUBLIC,
     is_baseline: bool = False,
 ) -> Submission:
+    """A new submission, uploaded: ``upload``'s bytes are checked (:func:`check_upload`: extension,
+    size within settings.MAX_SOURCE_BYTES or MAX_ARTIFACT_BYTES, format sniffed from the content,
+    ``hparams`` a JSON object the submission kind accepts, default {}), the uploader's quota is
+    checked (baselines are exempt), and the file is stored under the platform's own name with its
+    sha256 and size in bytes. ``name`` defaults to the file's stem; ``is_baseline`` (maintainers
+    only) also accepts builtin-baseline files. Validation is sent to the site queue once the
+    caller's transaction commits (:func:`submission_enqueue_validation`). Returns the saved
+    submission, status uploaded.
+
+    Raises ValidationError: keyed by field ("benchmark" inactive, "artifact", "hparams") for a
+    bad upload, or with code "quota" when the quota is used up; ArtifactStorageError when the
+    storage backend fails (nothing is created)."""
     hparams = {} if hparams is None else hparams
     if not benchmark.is_active:
         raise ValidationError({"benchmark": ValidationError("This benchmark takes no submissions now.", code="inactive")})
@@ -261,7 +233,7 @@ def submission_create(
         )
         _store_artifact(submission, upload, suffix=PurePath(display_name).suffix.lower())
         submission.save()
-        transaction.on_commit(lambda: _enqueue_validation(submission.pk))
+        transaction.on_commit(lambda: submission_enqueue_validation(submission_id=submission.pk))
     return submission
 
 
@@ -280,90 +252,14 @@ def _store_artifact(submission: Submission, upload: UploadedFile, *, suffix: str
         ) from exc
 
 
-def _enqueue_validation(submission_id: int) -> None:
-    from .tasks import validate_submission
-
+def submission_enqueue_validation(*, submission_id: int) -> bool:
+    """Send an uploaded submission to the validation task (site queue); True when the broker took
+    the message. A broker that is down is logged, not raised: the upload stays uploaded and the
+    reaper sends it again."""
     try:
         validate_submission.delay(submission_id)
-    except Exception:  # broker down: the reaper validates stranded uploads later
+    except Exception:  # broker down: the reaper sends stranded uploads later
         log.exception("could not enqueue validation of submission %s; the reaper will", submission_id)
-
-
-def submission_validate(*, submission_id: int) -> Submission:
-    """uploaded → validating → queued (jobs created and dispatched) or rejected."""
-    claimed = Submission.objects.filter(pk=submission_id, status=Submission.Status.UPLOADED).update(
-        status=Submission.Status.VALIDATING
-    )
-    submission = Submission.objects.select_related("benchmark").get(pk=submission_id)
-    if not claimed:
-        return submission
-    try:
-        with submission.artifact.open("rb") as fh:
-            digest = hashlib.sha256()
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-            if digest.hexdigest() != submission.artifact_sha256:
-                raise ValidationError("The stored file does not match its checksum; upload it again.", code="checksum")
-            fh.seek(0)
-            if submission.benchmark.kind == Benchmark.Kind.OPTIMIZER:
-                check_optimizer_source(fh.read(), submission.hparams)
-            elif submission.artifact_format == BUILTIN_FORMAT:
-                if not submission.is_baseline:
-                    raise ValidationError("Builtin artifacts are reserved for the maintainers' baselines.",
-                                          code="bad_format")
-                read_builtin_baseline(fh.read(), submission.benchmark.kind)
-            else:
-                fmt = sniff_model_format(fh.read(4096), fh)
-                if fmt != submission.artifact_format:
-                    raise ValidationError("The stored file changed format.", code="bad_format")
-    except (ValidationError, SpecError) as exc:
-        message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        code = getattr(exc, "code", None) or "invalid_artifact"
-        Submission.objects.filter(pk=submission_id).update(
-            status=Submission.Status.REJECTED, error_code=code, error_message=message, finished_at=timezone.now()
-        )
-        submission.refresh_from_db()
-        return submission
-    with transaction.atomic():
-        jobs = [EvaluationJob(submission=submission, task=task) for task in submission.benchmark.tasks.all()]
-        EvaluationJob.objects.bulk_create(jobs, ignore_conflicts=True)
-        Submission.objects.filter(pk=submission_id, status=Submission.Status.VALIDATING).update(
-            status=Submission.Status.QUEUED
-        )
-        job_ids = list(EvaluationJob.objects.filter(submission=submission).values_list("pk", flat=True))
-        transaction.on_commit(lambda: [job_dispatch(job_id=j) for j in job_ids])
-    submission.refresh_from_db()
-    return submission
-
-
-def send_evaluate(*, job_id: int, queue: str) -> None:
-    """Wake a runner of the job's pool. Only the id travels; the runner claims the rest."""
-    from leaderboard.celery import app
-
-    # A fresh connection per dispatch (they are rare): a broker that went away and came back is
-    # simply reached again, and one that is down raises at once instead of retrying for minutes.
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=5)
-        app.send_task(EVALUATE_TASK_NAME, args=[job_id], queue=queue, connection=connection, retry=False)
-
-
-def job_dispatch(*, job_id: int) -> bool:
-    """pending → dispatched, then send. When the broker refuses, the job goes back to pending
-    and the reaper tries again: nothing is lost while the broker is down."""
-    now = timezone.now()
-    job = EvaluationJob.objects.select_related("task").get(pk=job_id)
-    marked = EvaluationJob.objects.filter(pk=job_id, state=EvaluationJob.State.PENDING).update(
-        state=EvaluationJob.State.DISPATCHED, dispatched_at=now, dispatches=F("dispatches") + 1
-    )
-    if not marked:
-        return False
-    try:
-        send_evaluate(job_id=job_id, queue=job.task.queue)
-    except Exception as exc:
-        log.warning("broker refused job %s (%s); it stays pending for the reaper", job_id, exc)
-        EvaluationJob.objects.filter(pk=job_id, state=EvaluationJob.State.DISPATCHED).update(
-            state=EvaluationJob.State.PENDING, dispatches=F("dispatches") - 1
-        )
         return False
     return True
 
@@ -371,48 +267,10 @@ def job_dispatch(*, job_id: int) -> bool:
 # --------------------------------------------------------------------------------------------
 # Ending
 # --------------------------------------------------------------------------------------------
-def submission_aggregate(*, submission_id: int) -> Submission:
-    """Once every job of a submission has ended: finished when all succeeded, failed otherwise,
-    with a message that names each failed task. Infrastructure-only failures never count."""
-    from leaderboard.boards.services import board_entry_upsert
-
-    with transaction.atomic():
-        submission = Submission.objects.select_for_update().get(pk=submission_id)
-        jobs = list(submission.jobs.select_related("task"))
-        # A result is written once per attempt, edits to the submission reach its rows through
-        # board_entries_refresh_submission and a rerun deletes them: only new results need a row.
-        on_board = set(submission.board_entries.values_list("task_id", flat=True))
-        for job in jobs:
-            if job.state == EvaluationJob.State.SUCCEEDED and job.task_id not in on_board:
-                board_entry_upsert(job=job, submission=submission)
-        if submission.status in Submission.ENDED_STATUSES or not jobs:
-            return submission
-        if not all(job.has_ended for job in jobs):
-            if any(job.state == EvaluationJob.State.RUNNING for job in jobs) and submission.status == Submission.Status.QUEUED:
-                submission.status = Submission.Status.RUNNING
-                submission.save(update_fields=["status", "updated_at"])
-            return submission
-        failed = [job for job in jobs if job.state != EvaluationJob.State.SUCCEEDED]
-        submission.finished_at = timezone.now()
-        if not failed:
-            submission.status = Submission.Status.FINISHED
-            submission.error_code = submission.error_message = ""
-        else:
-            submission.status = Submission.Status.FAILED
-            user_failures = [j for j in failed if is_user_error(j.error_kind)]
-            submission.counts_against_quota = bool(user_failures)
-            submission.error_code = (user_failures or failed)[0].error_kind or "cancelled"
-            submission.error_message = failures_text(failed, lambda job: job.error_message or job.state)
-        submission.save()
-    return submission
-
-
 def submission_cancel(*, submission_id: int, reason: str = "cancelled by its owner") -> Submission:
     """Stop a submission: jobs not yet ended are cancelled; a runner finds out at its next heartbeat."""
     now = timezone.now()
-    EvaluationJob.objects.filter(submission_id=submission_id).exclude(
-        state__in=EvaluationJob.ENDED_STATES
-    ).update(state=EvaluationJob.State.CANCELLED, error_message=reason, finished_at=now)
+    jobs_cancel(submission_id=submission_id, reason=reason, now=now)
     Submission.objects.filter(pk=submission_id).filter(
         Q(status__in=Submission.ACTIVE_STATUSES)
     ).update(status=Submission.Status.FAILED, error_code="cancelled", error_message=reason,
@@ -430,5 +288,5 @@ def submission_rerun(*, submission_id: int) -> Submission:
         submission.error_code = submission.error_message = ""
         submission.finished_at = None
         submission.save()
-        transaction.on_commit(lambda: _enqueue_validation(submission_id))
+        transaction.on_commit(lambda: submission_enqueue_validation(submission_id=submission_id))
     return submission

@@ -19,8 +19,8 @@ import redis as redis_client
 
 from leaderboard.benchmarks.models import Benchmark
 from leaderboard.boards.models import BoardEntry
+from leaderboard.jobs.reaper import jobs_reap
 from leaderboard.runners.models import RunnerNode
-from leaderboard.runners.services import jobs_reap
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner.spec import celery_broker_settings
 
@@ -129,7 +129,8 @@ def runners(live_server, tmp_path, catalogue):
 def submit(owner, source: bytes, name: str) -> Submission:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from leaderboard.submissions.services import submission_create, submission_validate
+    from leaderboard.submissions.services import submission_create
+    from leaderboard.submissions.validation import submission_validate
 
     sub = submission_create(owner=owner, benchmark=Benchmark.objects.get(slug="opt-synthetic"), name=name,
                             upload=SimpleUploadedFile(f"{name}.py", source), hparams={"lr": 0.05})

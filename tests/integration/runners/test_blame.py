@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from leaderboard.runners.services import INFRASTRUCTURE_NOTE
+from leaderboard.jobs.transitions import INFRASTRUCTURE_NOTE
 from leaderboard.submissions.models import EvaluationJob, Submission
 from leaderboard.submissions.services import user_quota
 from runner.spec import ERROR_KINDS, is_user_error

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from leaderboard.jobs.reaper import jobs_reap
 from leaderboard.runners.models import RunnerNode
-from leaderboard.runners.services import jobs_reap
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner.spec import ErrorKind
 from tests.conftest import queued_messages, synthetic_result
@@ -153,9 +153,52 @@ def test_an_upload_whose_validation_was_never_enqueued_is_validated_by_the_reape
     sub = submission_create(owner=alice, benchmark=Benchmark.objects.get(slug="opt-synthetic"), name="x",
                             upload=SimpleUploadedFile("x.py", OPTIMIZER_SOURCE))  # on_commit never runs here
     Submission.objects.filter(pk=sub.pk).update(created_at=timezone.now() - timedelta(minutes=1))
-    assert jobs_reap()["validated"] == 1
+    assert jobs_reap()["validations_sent"] == 1  # site tasks run inline here
     sub.refresh_from_db()
     assert sub.status == Submission.Status.QUEUED and sub.jobs.count() == 3
+
+
+def test_the_reaper_sends_a_stranded_upload_to_validation_and_leaves_reading_its_file_to_the_task(
+        alice, _celery_for_tests, monkeypatch):
+    """A run of the reaper may find a hundred uploads stranded while the broker was down, each up
+    to a gigabyte: it only sends each a message, and the validation task reads and hashes the file."""
+    import json
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db.models.fields.files import FieldFile
+
+    from leaderboard.benchmarks.models import Benchmark
+    from leaderboard.submissions.services import submission_create
+    from leaderboard.submissions.tasks import validate_submission
+    from tests.conftest import OPTIMIZER_SOURCE
+
+    app = _celery_for_tests
+    sub = submission_create(owner=alice, benchmark=Benchmark.objects.get(slug="opt-synthetic"), name="x",
+                            upload=SimpleUploadedFile("x.py", OPTIMIZER_SOURCE))  # on_commit never runs here
+    Submission.objects.filter(pk=sub.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+    opened = []
+    real_open = FieldFile.open
+    monkeypatch.setattr(FieldFile, "open", lambda self, mode="rb": opened.append(self.name) or real_open(self, mode))
+    queue = app.broker_folder / "queue"
+    before = set(queue.glob("*.msg"))
+
+    app.conf.task_always_eager = False  # a real message, as in production
+    try:
+        assert jobs_reap()["validations_sent"] == 1
+    finally:
+        app.conf.task_always_eager = True
+    sub.refresh_from_db()
+    assert sub.status == Submission.Status.UPLOADED and opened == []
+    sent = set(queue.glob("*.msg")) - before
+    messages = [json.loads(path.read_text()) for path in sent]
+    for path in sent:
+        path.unlink()  # the broker folder outlives this test
+    assert [(m["headers"]["task"], m["properties"]["delivery_info"]["routing_key"]) for m in messages] == [
+        ("leaderboard.validate_submission", "site")]
+
+    validate_submission(sub.pk)  # what the site's worker runs for that message
+    sub.refresh_from_db()
+    assert sub.status == Submission.Status.QUEUED and sub.jobs.count() == 3 and opened
 
 
 def test_a_lost_wake_up_is_sent_again_even_when_a_job_sent_before_it_was_claimed_after_it(

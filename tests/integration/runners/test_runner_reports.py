@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from leaderboard.jobs.reaper import jobs_reap
 from leaderboard.runners.models import RunnerNode
-from leaderboard.runners.services import jobs_reap
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner.catalogue import CATALOGUE
 from runner.spec import ErrorKind
