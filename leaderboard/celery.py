@@ -1,5 +1,9 @@
-"""The site's Celery app: queue "site" for validation, reaping and board work. Runner jobs are
-sent by name (runner.evaluate) to "runner.<pool>" queues that runner nodes consume."""
+"""The site's Celery app. Queue "site" carries two tasks: validating an upload
+(leaderboard.validate_submission, submissions/tasks.py) and the reaper (leaderboard.reap_jobs,
+jobs/tasks.py, sent by beat every REAPER_INTERVAL_SECONDS). No task does board work: a
+submission's board rows are written when it is aggregated (jobs/transitions.py), in the process
+that ended its last job. Runner jobs are sent by name (runner.spec.EVALUATE_TASK_NAME) to
+"runner.<pool>" queues that runner nodes consume."""
 from __future__ import annotations
 
 import os
