@@ -13,7 +13,7 @@ import pytest
 import torch
 import typer
 
-from runner.cli import _usable_device
+from runner.cli.common import usable_device
 from runner.devices import parse_device, probe, resolve_device
 
 from . import sources
@@ -107,7 +107,7 @@ def test_serving_the_gpu_pool_on_the_cpu_is_allowed_when_asked_for_explicitly():
     assert resolve_device("cpu", ["gpu"]) == ("cpu", False)
     assert resolve_device(None, ["cpu", "gpu"]) == ("cuda", True)
     assert resolve_device(None, ["cpu"]) == ("cpu", False)
-    assert _usable_device("cpu", ["gpu"], "runner work") == "cpu"
+    assert usable_device("cpu", ["gpu"], "runner work") == "cpu"
     assert probe("cpu").usable
 
 
@@ -122,5 +122,5 @@ def test_device_names_are_normalised_and_anything_else_is_refused():
 @pytest.mark.usefixtures("bwrap")
 def test_the_gpu_pool_implied_cuda_is_checked_in_process_too():
     with pytest.raises(typer.Exit) as stopped:
-        _usable_device(None, ["gpu"], "runner work")
+        usable_device(None, ["gpu"], "runner work")
     assert stopped.value.exit_code == 2

@@ -1,0 +1,127 @@
+"""`runner run`: evaluate a file locally through the same path as a site job (runner/evaluate.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from runner.cli.common import (
+    DEFAULT_DATA_ROOT,
+    DataRoot,
+    Trust,
+    err,
+    failure_line,
+    out,
+    progress_bar,
+    usable_device,
+)
+
+
+def _hparams(value: str | None) -> dict[str, Any]:
+    if not value:
+        return {}
+    path = Path(value)
+    text = path.read_text() if not value.lstrip().startswith("{") and path.is_file() else value
+    try:
+        hparams = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON and not a JSON file: {exc}") from exc
+    if not isinstance(hparams, dict):
+        raise typer.BadParameter("hyperparameters must be a JSON object")
+    return hparams
+
+
+def _run_order(tasks: list[str]) -> list[str]:
+    """Each task once; imagenet-val before imagenet-c, whose relative mCE needs its top-1."""
+    ordered = list(dict.fromkeys(tasks))
+    if "imagenet-val" in ordered and "imagenet-c" in ordered:
+        ordered.remove("imagenet-val")
+        ordered.insert(ordered.index("imagenet-c"), "imagenet-val")
+    return ordered
+
+
+def _result_path(task: str, output: Path | None, several: bool) -> Path:
+    if output is None:
+        return Path(f"result-{task}.json")
+    if several:
+        output.mkdir(parents=True, exist_ok=True)
+        return output / f"result-{task}.json"
+    return output
+
+
+def run(
+    task: Annotated[list[str], typer.Option(help="task slug, e.g. opt-f1 or cifar10-c; repeat it to evaluate "
+                                            "one file on several tasks with one model load")],
+    artifact: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="the file to evaluate")],
+    hparams: Annotated[str | None, typer.Option(help="a JSON object, or a path to a JSON file")] = None,
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    device: Annotated[str, typer.Option(envvar="RUNNER_DEVICE", help="cpu, cuda or cuda:N")] = "cpu",
+    output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON (default: "
+                                                "result-<task>.json); a folder when several tasks")] = None,
+    trust: Trust = False,
+) -> None:
+    """Evaluate a file locally through the same path as a site job; print and save the result.
+
+    With several tasks the model server stays up between them (as it does for one submission's
+    jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1."""
+    from runner.evaluate import evaluate, local_job_spec
+    from runner.spec import EvaluationError
+    from runner.untrusted import printable
+
+    tasks = _run_order(task)
+    settings = _hparams(hparams)
+    device = usable_device(device, [], "runner run")
+    failed = False
+    clean_top1: float | None = None
+    for slug in tasks:
+        try:
+            spec = local_job_spec(slug, artifact, settings)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--task") from exc
+        except EvaluationError as exc:
+            err.print(failure_line(exc.kind, exc.message))
+            raise typer.Exit(1) from exc
+        if slug == "imagenet-c" and clean_top1 is not None and "clean_top1" not in settings:
+            spec.task.params["clean_top1"] = clean_top1
+        try:
+            with progress_bar(slug) as show:
+                result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
+                                  progress=show)
+        except EvaluationError as exc:
+            err.print(failure_line(f"{slug}: {exc.kind}", exc.message))
+            if exc.log_tail:
+                err.print(Text(printable(exc.log_tail[-2000:])))
+            failed = True
+            continue
+        if slug == "imagenet-val":
+            clean_top1 = result["metrics"]["top1"]
+        _print_result(slug, artifact, result)
+        path = _result_path(slug, output, len(tasks) > 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        out.print(f"result written to {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_result(task: str, artifact: Path, result: dict[str, Any]) -> None:
+    """The metrics table and one line of environment, every value printed literally (the model
+    server reports some of them, and a file name may hold brackets)."""
+    from runner.untrusted import printable
+
+    table = Table(title=Text(printable(f"{task}: {artifact.name}", keep_newlines=False)))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(Text(printable(key, keep_newlines=False)), f"{value:.6g}")
+    out.print(table)
+    env, timing = result.get("env", {}), result.get("timing", {})
+    line = (f"sandbox: {env.get('sandbox')}  device: {env.get('device')}  wall: {timing.get('wall_s')} s"
+            + (f"  {timing.get('items_per_s')} items/s" if "items_per_s" in timing else ""))
+    text = Text(printable(line, keep_newlines=False))
+    if env.get("synthetic_data"):
+        text.append("  SYNTHETIC DATA", style="yellow")
+    out.print(text)
