@@ -1,4 +1,5 @@
-"""Charts: pure functions from selector output to Plotly figure specs ({"data", "layout"}).
+"""Charts: pure functions from selector output to Plotly figure specs ({"data", "layout"});
+page_charts.py decides which of them each page shows.
 
 Pages embed the spec as JSON and render it with the plotly.js the site serves itself (never a
 CDN); tests assert on the specs. The specs are built as plain dicts rather than through

@@ -15,7 +15,7 @@ from leaderboard.submissions.views import visible_submission
 
 from . import charts, selectors
 from .cache import cached_for_visitors
-from .figures import board_figures
+from .page_charts import board_figures
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000

@@ -63,7 +63,7 @@ def visible_submission(request, pk: int) -> Submission:
 
 
 def detail(request, pk: int):
-    from leaderboard.boards.figures import submission_figures
+    from leaderboard.boards.page_charts import submission_figures
 
     submission = visible_submission(request, pk)
     jobs = list(submission.jobs.select_related("task", "runner"))

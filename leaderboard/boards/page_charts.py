@@ -1,11 +1,12 @@
-"""Which charts a board or a submission page shows, by task. Each returns (name, figure) pairs;
-the figures themselves come from charts.py and the numbers from selectors."""
+"""Which charts each page shows: a board's (by its task) and a submission's (by its jobs). Each
+function returns (name, figure) pairs; the figures are drawn by charts.py (pure functions to
+Plotly specs) from numbers the selectors read."""
 from __future__ import annotations
 
 from typing import Any
 
 from leaderboard.benchmarks.models import Task
-from runner.catalogue import training_task_slugs
+from runner.catalogue import UnknownTask, catalogue_task
 
 from . import charts, selectors
 
@@ -26,9 +27,17 @@ PUBLISHED_PSNR = {
 PUBLISHED_BM3D_GAUSS25 = {"bsd68": 28.59, "set12": 29.96, "cbsd68": 30.56, "kodak": 31.68}
 
 
+def _track(slug: str) -> str | None:
+    """The catalogue's track for a task (which charts it has), None for a task it lacks."""
+    try:
+        return catalogue_task(slug).track
+    except UnknownTask:
+        return None
+
+
 def published_references(task: Task) -> list[tuple[str, float]]:
     """Published figures for a denoising task, as (label, PSNR)."""
-    if not task.slug.startswith("denoise-"):
+    if _track(task.slug) != "denoise":
         return []
     dataset, noise = task.params.get("set", ""), task.slug.rsplit("-", 1)[-1]
     refs = []
@@ -48,14 +57,14 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=No
         task_title=task.title, metric=task.primary_metric, higher_is_better=task.higher_is_better,
         rows=records[:30], references=published_references(task))))
     top_ids = [r["submission_id"] for r in records[:10]]
-    if task.slug.startswith("opt-f"):
+    if _track(task.slug) == "synthetic":
         curves = selectors.board_curves(task=task, submission_ids=top_ids)
         runs = [{"name": r["name"], "trajectory": curves[r["submission_id"]]["trajectory"]}
                 for r in records[:10] if "trajectory" in curves.get(r["submission_id"], {})]
         if runs:
             figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
             figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
-    if task.slug in training_task_slugs():
+    if _track(task.slug) == "train":
         curves = selectors.board_curves(task=task, submission_ids=top_ids[:6])
         runs = [{"name": r["name"], "curves": curves.get(r["submission_id"], {})} for r in records[:6]]
         figures.append(("test-accuracy", charts.seed_band_figure(
@@ -63,7 +72,7 @@ def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=No
             y_title="test top-1 %")))
         figures.append(("train-loss", charts.seed_band_figure(
             title=f"{task.title}: training loss", runs=runs, key="train_loss", y_title="loss")))
-    if task.slug.startswith("denoise-"):
+    if _track(task.slug) == "denoise":
         figures.append(("denoising-settings", _denoising_settings(task=task, tasks=tasks, records=records[:8],
                                                                   user=user)))
     x_slug = IN_DISTRIBUTION.get(task.slug)
@@ -112,7 +121,7 @@ def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
         if "trajectory" in curves:
             figures.append((f"trajectory-{slug}", charts.trajectory_figure(
                 function=job.task.title, runs=[{"name": submission.name, "trajectory": curves["trajectory"]}])))
-        if slug in training_task_slugs() and curves:
+        if _track(slug) == "train" and curves:
             run = [{"name": submission.name, "curves": curves}]
             figures.append((f"accuracy-{slug}", charts.seed_band_figure(
                 title=f"{job.task.title}: test top-1 per epoch", runs=run, key="test_top1", y_title="test top-1 %")))
@@ -129,7 +138,7 @@ def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
             if isinstance(breakdown.get("per_income"), dict):
                 figures.append((f"income-{slug}", charts.income_bars(title=job.task.title,
                                                                      per_income=breakdown["per_income"])))
-        if slug.startswith("denoise-") and "psnr" in result.get("metrics", {}):
+        if _track(slug) == "denoise" and "psnr" in result.get("metrics", {}):
             denoise_points.append((job.task, result["metrics"]["psnr"]))
     if denoise_points:
         figures.insert(0, ("psnr-by-noise", charts.psnr_by_noise_figure(
