@@ -60,3 +60,13 @@ def test_seed_baselines_submits_the_classifiers_a_manifest_lists_once(catalogue,
     seeded = Submission.objects.get()
     assert (seeded.benchmark.slug, seeded.name, seeded.is_baseline) == ("cifar10", entry["name"], True)
     assert seeded.model_family == entry["family"] and seeded.jobs.count() == 2  # CIFAR-10 and CIFAR-10-C
+
+
+def test_seed_baselines_names_an_unknown_board_or_manifest_and_submits_nothing(catalogue, tmp_path):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no benchmark 'nope'; run loadbenchmarks first"):
+        call_command("seed_baselines", "--benchmark", "nope")
+    with pytest.raises(CommandError, match="no manifest at"):
+        call_command("seed_baselines", "--manifest", str(tmp_path / "missing.json"))
+    assert not Submission.objects.exists()
