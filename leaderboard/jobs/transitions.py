@@ -227,6 +227,9 @@ def downloadable_job(*, job_id: int, runner: RunnerNode, attempt: int) -> Evalua
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Recorded:
+    """What an end-of-attempt transition did: the job as it now is, and whether this was a repeat
+    of a post already recorded (then nothing changed)."""
+
     job: EvaluationJob
     duplicate: bool
 

@@ -268,7 +268,10 @@ def submission_enqueue_validation(*, submission_id: int) -> bool:
 # Ending
 # --------------------------------------------------------------------------------------------
 def submission_cancel(*, submission_id: int, reason: str = "cancelled by its owner") -> Submission:
-    """Stop a submission: jobs not yet ended are cancelled; a runner finds out at its next heartbeat."""
+    """Stop a submission: jobs not yet ended are cancelled (jobs.transitions.jobs_cancel; a runner
+    finds out at its next heartbeat) and, while it is active, it fails with code "cancelled" and
+    ``reason`` as its message, never counting against the quota. Returns the submission;
+    Submission.DoesNotExist for an unknown id."""
     now = timezone.now()
     jobs_cancel(submission_id=submission_id, reason=reason, now=now)
     Submission.objects.filter(pk=submission_id).filter(
@@ -279,7 +282,9 @@ def submission_cancel(*, submission_id: int, reason: str = "cancelled by its own
 
 
 def submission_rerun(*, submission_id: int) -> Submission:
-    """Maintainers: evaluate an ended submission again from scratch (e.g. after a runner fix)."""
+    """Maintainers: evaluate an ended submission again from scratch (e.g. after a runner fix): its
+    jobs and board rows are deleted, it goes back to uploaded and is sent to validation once this
+    commits. Returns the submission; Submission.DoesNotExist for an unknown id."""
     with transaction.atomic():
         submission = Submission.objects.select_for_update().get(pk=submission_id)
         submission.jobs.all().delete()
