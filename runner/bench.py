@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from runner import model_child
 from runner.datasets import CLASSIFIER_TASKS, open_task
 from runner.evaluate import file_sha256
 from runner.progress import ProgressLine
+from runner.sandboxed import model_server as model_child
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.classify import TopK, artifact_format, batches_of, default_batch_size, input_shape

@@ -127,7 +127,7 @@ def export_cifar_resnet18(path: Path) -> Path:
     random init (seed 0)."""
     import torch
 
-    from runner.train_child import build_model
+    from runner.sandboxed.training import build_model
 
     class Normalized(torch.nn.Module):
         def __init__(self) -> None:

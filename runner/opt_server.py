@@ -33,13 +33,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool
 
-from runner import opt_child
 from runner.host_limits import HostLimitError, lease_user
 from runner.sandbox import SandboxResult, run_sandboxed
+from runner.sandboxed import stage
 from runner.spec import ErrorKind, EvaluationError
 from runner.untrusted import Schema, load_json, parse, reported_error, tampered
 
-CHILD_PATH = Path(opt_child.__file__)
 FRAME_LENGTH = struct.Struct("<I")
 MAX_FRAME_BYTES = 64 << 10
 ALIGN = 64
@@ -152,11 +151,9 @@ class OptimizerServer:
         io = self.work_dir / "input"
         io.mkdir(mode=0o755)
         io.chmod(0o755)
-        child, source = io / "opt_child.py", io / "submission.py"
-        shutil.copyfile(CHILD_PATH, child)
+        child, source = stage("optimizer_server.py", io), io / "submission.py"
         shutil.copyfile(self.artifact, source)
-        for path in (child, source):
-            path.chmod(0o644)
+        source.chmod(0o644)
         address = str(io / "server.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         folder = os.open(io, os.O_PATH | os.O_DIRECTORY)

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from runner import host_limits, workdir
 from runner.host_limits import HostLimitError, SandboxUser
+from runner.sandboxed.rules import says_out_of_memory
 from runner.spec import ErrorKind, EvaluationError
 from runner.syscall_filter import FilterUnavailable, filter_fd
 
@@ -158,11 +159,6 @@ _VIOLATIONS = (
     (re.compile(r"No space left on device|Errno 28\]"),
      "filled the space it may write (scratch, or /tmp limited to {max_file_bytes} bytes)"),
 )
-# What Python (MemoryError), numpy ("Unable to allocate 8.00 GiB for an array"), torch on the CPU
-# ("DefaultCPUAllocator: can't allocate memory") and CUDA ("CUDA out of memory") say.
-_OUT_OF_MEMORY = re.compile(r"MemoryError|OutOfMemoryError|out of memory|std::bad_alloc|Cannot allocate memory|"
-                            r"can't allocate memory|Unable to allocate|failed to allocate|Errno 12\]",
-                            re.IGNORECASE)
 _MISSING_FILE = re.compile(r"(?:FileNotFoundError|No such file or directory)[^\n]*?'(/[^'\n]*)'")
 
 
@@ -204,7 +200,7 @@ def _classify(result: SandboxResult) -> EvaluationError:
     if sig == signal.SIGXCPU:
         return EvaluationError(ErrorKind.TIMEOUT, f"used more than {limits.get('cpu_time_s')} s of CPU time "
                                "and was stopped", tail)
-    if _OUT_OF_MEMORY.search(stderr):
+    if says_out_of_memory(stderr):  # the programs' own rule (runner/sandboxed/rules.py)
         memory = limits.get("memory_bytes")
         where = f" (limit {memory / GiB:.1f} GiB of address space)" if memory else ""
         return EvaluationError(ErrorKind.OUT_OF_MEMORY, f"ran out of memory{where}: {_last_error_line(stderr)}",

@@ -40,16 +40,16 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from runner import model_child
 from runner.host_limits import HostLimitError, SandboxUser, host_memory_bytes, lease_user
 from runner.sandbox import DEFAULT_MAX_PROCESSES, GiB, SandboxResult, run_sandboxed
+from runner.sandboxed import model_server as model_child
+from runner.sandboxed import stage
 from runner.spec import ErrorKind, EvaluationError
 from runner.untrusted import Schema, load_json, parse, printable, reported_error, tampered
 from runner.workdir import LockedFolder
 
 log = logging.getLogger(__name__)
 
-CHILD_PATH = Path(model_child.__file__)
 FRAME_LENGTH = struct.Struct("<I")
 MAX_HEADER_BYTES = 1 << 20
 MAX_INLINE_BYTES = 256 << 20  # an output that does not fit its slot comes inline, up to this
@@ -388,11 +388,9 @@ class ModelServer:
         io = self._dir / "io"
         io.mkdir(mode=0o755)
         io.chmod(0o755)
-        child, model = io / "model_child.py", io / "model"
-        shutil.copyfile(CHILD_PATH, child)
+        child, model = stage("model_server.py", io), io / "model"
         shutil.copyfile(self.artifact, model)
-        for path in (child, model):
-            path.chmod(0o644)
+        model.chmod(0o644)
         return io, child, model
 
     def start(

@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 
 import runner
-from runner import contract_checks, model_child
+from runner import contract_checks
 from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.metrics import classification, results
 from runner.progress import Progress
+from runner.sandboxed import model_server as model_child
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
 

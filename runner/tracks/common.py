@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import runner
-from runner import model_child
+from runner.sandboxed import model_server as model_child
 from runner.spec import (
     BUILTIN_BASELINES,
     BUILTIN_FORMAT,

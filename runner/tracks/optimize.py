@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import runner
-from runner import child as child_program
 from runner.progress import Progress
 from runner.sandbox import SandboxResult, read_scratch_file
 from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
+from runner.tracks import synthetic_functions as child_program
 from runner.untrusted import MAX_DOC_BYTES, Schema, printable, read_report
 
 SEED = 0

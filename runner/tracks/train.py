@@ -41,8 +41,6 @@ import numpy as np
 import torch
 
 import runner
-from runner import child as child_program
-from runner import train_child
 from runner.catalogue import catalogue_task
 from runner.datasets import DATASETS, DatasetMissing
 from runner.datasets.images import cuda_requested
@@ -53,13 +51,14 @@ from runner.sandbox import (
     read_scratch_file,
     run_sandboxed,
 )
+from runner.sandboxed import stage
+from runner.sandboxed import training as train_child
 from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
 from runner.tracks.optimize import progress_reader, read_child_doc
 from runner.untrusted import Schema
 from runner.workdir import locked_folder
 
 GiB = 1 << 30
-TRAIN_CHILD_PATH = Path(__file__).resolve().parent.parent / "train_child.py"
 REFERENCE_OPTIMIZER = Path(__file__).resolve().parent.parent / "baselines" / "optimizers" / "adam.py"
 REFERENCE_HPARAMS = {"lr": 1e-3}
 # Student's t, two-sided 95% (0.975 quantile), by degrees of freedom; past 30 the normal's 1.96
@@ -171,8 +170,7 @@ def stage_inputs(work_dir: Path, source: Path, config: dict[str, Any], splits: S
     inputs = work_dir / "input"
     inputs.mkdir(mode=0o755)
     inputs.chmod(0o755)
-    shutil.copyfile(TRAIN_CHILD_PATH, inputs / "train_child.py")
-    shutil.copyfile(child_program.__file__, inputs / "child.py")
+    stage("training.py", inputs)
     shutil.copyfile(source, inputs / "submission.py")
     (inputs / train_child.TASK_FILE).write_text(json.dumps(config))
     np.save(inputs / train_child.TRAIN_IMAGES, np.ascontiguousarray(splits.train_images, dtype=np.uint8))
@@ -233,7 +231,7 @@ def run_child(command: str, work_dir: Path, inputs: Path, *, hparams: dict[str, 
               cancel: threading.Event | None, extra: list[str] | None = None) -> tuple[dict[str, Any], SandboxResult]:
     scratch = work_dir / "scratch"
     gpu = cuda_requested(device)
-    argv = [sys.executable, "-I", str(inputs / "train_child.py"), command, "--source", str(inputs / "submission.py"),
+    argv = [sys.executable, "-I", str(inputs / "training.py"), command, "--source", str(inputs / "submission.py"),
             "--hparams", json.dumps(hparams), "--data", str(inputs), "--device", device if gpu else "cpu",
             "--out", str(scratch / train_child.OUT_FILE), *(extra or [])]
     result = run_sandboxed(argv, scratch=scratch, ro_binds=[inputs, *hidden_package_data(work_dir)],

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runner import train_child
-from runner.child import ChildError
 from runner.opt_server import OptimizerServer
+from runner.sandboxed import training as train_child
+from runner.sandboxed.rules import ChildError
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.train import hidden_package_data
 

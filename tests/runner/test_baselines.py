@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import runner
-from runner.child import compile_source, exec_module, optimize_synthetic
 from runner.evaluate import evaluate, local_job_spec
+from runner.sandboxed.optimizer_loader import compile_source, exec_module
+from runner.tracks.synthetic_functions import optimize_synthetic
 
 BASELINES = Path(runner.__file__).parent / "baselines" / "optimizers"
 MANIFEST = json.loads((BASELINES / "baselines.json").read_text())["baselines"]

@@ -14,11 +14,12 @@ import pytest
 import torchvision
 from typer.testing import CliRunner
 
-from runner import model_child, serve
+from runner import serve
 from runner.baselines.classifiers import FOLDER, manifest
 from runner.cli import app
 from runner.datasets import digits_split
 from runner.evaluate import evaluate, local_job_spec
+from runner.sandboxed import model_server as model_child
 from runner.spec import sniff_model_format
 
 

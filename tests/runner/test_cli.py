@@ -79,7 +79,7 @@ def test_the_runner_never_imports_django_even_with_django_settings_in_the_enviro
     # Celery's Django fix-up would load django.conf when DJANGO_SETTINGS_MODULE is set; the runner's
     # app turns it off. (kombu probes django.utils.functional wherever Django happens to be installed.)
     code = ("import sys\n"
-            "import runner.cli, runner.worker, runner.evaluate, runner.client, runner.sandbox, runner.child\n"
+            "import runner.cli, runner.worker, runner.evaluate, runner.client, runner.sandbox, runner.sandboxed.training\n"
             "import runner.tracks.optimize, runner.nodeinfo\n"
             "runner.worker.app.loader\n"
             "print('django.conf' in sys.modules, 'django.apps' in sys.modules)")

@@ -242,7 +242,7 @@ def test_a_denoiser_traced_with_batchnorm_in_training_mode_is_refused(tmp_path):
 # The checks' own rules.
 # --------------------------------------------------------------------------------------------
 def test_batches_are_split_to_a_fixed_batch_and_only_the_last_is_padded():
-    from runner.model_child import batch_pieces
+    from runner.sandboxed.model_server import batch_pieces
 
     assert batch_pieces(450, 64, 64)[-2:] == [(384, 448, 0), (448, 450, 62)]
     assert batch_pieces(3, 1, None) == [(0, 3, 0)]

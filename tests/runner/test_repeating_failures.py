@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from runner import child
+from runner.sandboxed import optimizer_loader as child
 from runner.spec import ErrorKind
 from runner.untrusted import reported_error
 from runner.worker import process_job

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from runner import model_child
 from runner.evaluate import file_sha256
+from runner.sandboxed import model_server as model_child
 from runner.serve import ServerPool, ServerSettings
 
 from .classifier_models import save_onnx, save_torchscript

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from runner import train_child
 from runner.catalogue import CATALOGUE
+from runner.sandboxed import training as train_child
 from runner.spec import ErrorKind, EvaluationError, make_result, validate_result
 from runner.tracks import train
 from runner.tracks.train import Budget, SeedRun, runs_from, summarize, t_interval

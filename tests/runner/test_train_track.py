@@ -12,9 +12,9 @@ import sklearn
 import torch
 from safetensors.torch import save_file
 
-from runner import train_child
 from runner.datasets import DATASETS, digits_split
 from runner.evaluate import local_job_spec
+from runner.sandboxed import training as train_child
 from runner.spec import ErrorKind, EvaluationError, validate_result
 from runner.tracks import train
 from runner.tracks.train import bench_training, evaluate_training
@@ -144,7 +144,7 @@ def test_the_optimizers_sandbox_sees_no_data_of_either_split(tmp_path, fake_cifa
     error = failure(job("opt-cifar10-resnet18", path, {"look_for": look_for}, epochs=1, seeds=1),
                     path, tmp_path / "job", fake_cifar10)
     assert error.kind == ErrorKind.RUNTIME_ERROR
-    assert "SEEN ['opt_child.py', 'submission.py'] FOUND [False, False, False, True]" in error.message
+    assert "SEEN ['optimizer_server.py', 'rules.py', 'submission.py'] FOUND [False, False, False, True]" in error.message
 
 
 def test_the_staged_input_holds_exactly_the_training_rows_of_the_fixed_split(tmp_path):

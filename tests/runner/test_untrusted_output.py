@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner import child, model_child, sandbox
+from runner.sandboxed import rules
 from runner.serve import ModelServer, ServerSettings
 from runner.spec import ERROR_KINDS, USER_ERROR_KINDS, ErrorKind, EvaluationError
 from runner.tracks.optimize import SyntheticReport
@@ -110,22 +110,17 @@ def test_printable_escapes_terminal_controls_and_keeps_text():
     "CUDA out of memory. Tried to allocate 20.00 GiB",
     "std::bad_alloc",
 ])
-def test_the_child_the_model_server_and_the_sandbox_all_recognise_each_out_of_memory_message(message):
-    assert child.is_out_of_memory(RuntimeError(message))
-    assert model_child.is_out_of_memory(RuntimeError(message))
-    assert sandbox._OUT_OF_MEMORY.search(message)
+def test_each_out_of_memory_message_is_recognised_raised_in_a_program_and_read_on_its_stderr(message):
+    assert rules.is_out_of_memory(RuntimeError(message))  # what every sandboxed program asks
+    assert rules.says_out_of_memory(message)  # what runner/sandbox.py asks of a program's stderr
 
 
 def test_a_memory_error_is_out_of_memory_whatever_its_message():
-    assert child.kind_of_exception(MemoryError()) == ErrorKind.OUT_OF_MEMORY
-    assert model_child.is_out_of_memory(MemoryError())
-
-
-def test_the_memory_messages_of_the_child_and_the_model_server_are_the_same_list():
-    assert set(child.MEMORY_MESSAGES) == set(model_child._OOM_TEXT)
+    assert rules.kind_of_exception(MemoryError()) == ErrorKind.OUT_OF_MEMORY
+    assert rules.is_out_of_memory(MemoryError())
 
 
 def test_a_thread_or_process_limit_is_named_and_is_not_out_of_memory():
     for exc in (RuntimeError("can't start new thread"), BlockingIOError(11, "Resource temporarily unavailable")):
-        assert child.kind_of_exception(exc) == ErrorKind.SANDBOX_VIOLATION
-        assert "too many processes or threads" in child.limit_note(exc)
+        assert rules.kind_of_exception(exc) == ErrorKind.SANDBOX_VIOLATION
+        assert "too many processes or threads" in rules.limit_note(exc)

@@ -1,9 +1,10 @@
 """The optimizer server: the only program of the optimizer track that runs submitted code.
 
-``python -I opt_child.py --source S --hparams JSON --socket PATH`` runs inside the sandbox, bound
-there alone (the standard library and torch, never another runner module, and never the
-objective: the trusted parent, runner/opt_server.py, owns the model or function, the data, the
-loss, the counters and the budget). It loads the submission, connects to ``PATH`` and serves:
+``python -I optimizer_server.py --source S --hparams JSON --socket PATH`` runs inside the sandbox,
+bound there with only rules.py beside it (the standard library and torch, never another runner
+module, and never the objective: the trusted parent, runner/opt_server.py, owns the model or
+function, the data, the loss, the counters and the budget). It loads the submission, connects to
+``PATH`` and serves:
 
 Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON object.
 
@@ -46,39 +47,23 @@ import math
 import mmap
 import os
 import socket
-import struct
 import sys
 import traceback
 import types
 from collections.abc import Callable
 from typing import Any
 
-INVALID_ARTIFACT = "invalid_artifact"
-BAD_HPARAMS = "bad_hparams"
-RUNTIME_ERROR = "runtime_error"
-WRONG_OUTPUT = "wrong_output"
-NOT_FINITE = "not_finite"
-OUT_OF_MEMORY = "out_of_memory"
-SANDBOX_VIOLATION = "sandbox_violation"
+if __package__:  # imported by the runner
+    from runner.sandboxed import rules
+else:  # in the sandbox: rules.py is bound beside this file (runner/sandboxed/__init__.py)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import rules
 
+ChildError = rules.ChildError
+FRAME_LENGTH = rules.FRAME_LENGTH
 SUBMISSION_MODULE = "submission"
 HOOKS = ("first_layer_stats",)
-FRAME_LENGTH = struct.Struct("<I")
-MAX_FRAME_BYTES = 1 << 20
-MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "unable to allocate",
-                   "failed to allocate", "std::bad_alloc")
-PROCESS_LIMIT_MESSAGES = ("can't start new thread", "resource temporarily unavailable", "pthread_create failed")
-
-
-class ChildError(Exception):
-    """The submission broke the contract; ``kind`` says how (``repeats``: it would fail the same
-    way on every task, since only the file and its hyperparameters matter)."""
-
-    def __init__(self, kind: str, message: str, repeats: bool = False):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.repeats = repeats or kind in (INVALID_ARTIFACT, BAD_HPARAMS)
+MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
 
 
 class Stopped(Exception):
@@ -86,49 +71,13 @@ class Stopped(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Submitted code's exceptions, classified (as runner/child.py does).
+# Submitted code's exceptions, classified (runner/sandboxed/rules.py).
 # --------------------------------------------------------------------------------------------
 def describe_exception(exc: BaseException, filename: str) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     where = "; ".join(f"line {f.lineno} in {f.name}" for f in frames[-3:])
     text = f"{type(exc).__name__}: {exc}"
     return f"{text} ({where})" if where else text
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return any(message in str(exc).lower() for message in MEMORY_MESSAGES)
-
-
-def hit_process_limit(exc: BaseException) -> bool:
-    if isinstance(exc, BlockingIOError) or (isinstance(exc, OSError) and exc.errno == 11):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (RuntimeError, OSError)) and any(m in text for m in PROCESS_LIMIT_MESSAGES)
-
-
-def limit_note(exc: BaseException) -> str:
-    if is_out_of_memory(exc) or not hit_process_limit(exc):
-        return ""
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
-        limit = "the sandbox's limit" if soft == resource.RLIM_INFINITY else f"the sandbox's limit of {soft}"
-    except (ImportError, OSError, ValueError):
-        limit = "the sandbox's limit"
-    return f": the submission started too many processes or threads, past {limit} (threads included); start fewer"
-
-
-def kind_of_exception(exc: BaseException) -> str:
-    if is_out_of_memory(exc):
-        return OUT_OF_MEMORY
-    if hit_process_limit(exc) or isinstance(exc, (PermissionError, ConnectionError)):
-        return SANDBOX_VIOLATION
-    if isinstance(exc, OSError) and exc.errno in (1, 11, 13, 24, 27, 30, 101):
-        return SANDBOX_VIOLATION
-    return RUNTIME_ERROR
 
 
 def call_user(what: str, fn: Callable[[], Any], filename: str) -> Any:
@@ -140,8 +89,8 @@ def call_user(what: str, fn: Callable[[], Any], filename: str) -> Any:
     except BaseException as exc:  # noqa: BLE001 - submitted code may raise anything, even SystemExit
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise ChildError(kind_of_exception(exc), f"{what} raised {describe_exception(exc, filename)}"
-                         f"{limit_note(exc)}") from exc
+        raise ChildError(rules.kind_of_exception(exc), f"{what} raised {describe_exception(exc, filename)}"
+                         f"{rules.limit_note(exc)}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,20 +101,20 @@ def load_module(path: str) -> types.ModuleType:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise ChildError(INVALID_ARTIFACT, f"cannot read the submission: {exc}") from exc
+        raise ChildError(rules.INVALID_ARTIFACT, f"cannot read the submission: {exc}") from exc
     try:
         source = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ChildError(INVALID_ARTIFACT, f"the submission is not UTF-8 text (byte {exc.start}): upload a "
+        raise ChildError(rules.INVALID_ARTIFACT, f"the submission is not UTF-8 text (byte {exc.start}): upload a "
                          "Python source file") from exc
     try:
         code = compile(source, path, "exec", dont_inherit=True)
     except SyntaxError as exc:
         text = (exc.text or "").strip()
-        raise ChildError(INVALID_ARTIFACT, f"syntax error at line {exc.lineno}: {exc.msg}"
+        raise ChildError(rules.INVALID_ARTIFACT, f"syntax error at line {exc.lineno}: {exc.msg}"
                          f"{': ' + text if text else ''}") from exc
     except ValueError as exc:
-        raise ChildError(INVALID_ARTIFACT, f"the submission cannot be compiled: {exc}") from exc
+        raise ChildError(rules.INVALID_ARTIFACT, f"the submission cannot be compiled: {exc}") from exc
     module = types.ModuleType(SUBMISSION_MODULE)
     module.__file__ = path
     sys.modules[SUBMISSION_MODULE] = module
@@ -181,9 +130,9 @@ def parse_hparams(text: str) -> dict[str, Any]:
     try:
         hparams = json.loads(text) if text else {}
     except ValueError as exc:
-        raise ChildError(BAD_HPARAMS, f"the hyperparameters are not valid JSON: {exc}") from exc
+        raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters are not valid JSON: {exc}") from exc
     if not isinstance(hparams, dict):
-        raise ChildError(BAD_HPARAMS, f"the hyperparameters must be a JSON object, not {type(hparams).__name__}")
+        raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters must be a JSON object, not {type(hparams).__name__}")
     return hparams
 
 
@@ -198,10 +147,10 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
 
     factory = getattr(module, "make_optimizer", None)
     if factory is None:
-        raise ChildError(INVALID_ARTIFACT, "the file defines no make_optimizer: add a top-level "
+        raise ChildError(rules.INVALID_ARTIFACT, "the file defines no make_optimizer: add a top-level "
                          "`def make_optimizer(params, **hparams)` that returns a torch.optim.Optimizer")
     if not callable(factory):
-        raise ChildError(INVALID_ARTIFACT, f"make_optimizer is a {type(factory).__name__}, not a function")
+        raise ChildError(rules.INVALID_ARTIFACT, f"make_optimizer is a {type(factory).__name__}, not a function")
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -213,27 +162,27 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
             names, var_kw = accepted_names(factory)
             accepts = "any keyword (it takes **kwargs)" if var_kw else (", ".join(names) or "no hyperparameters")
             given = ", ".join(sorted(hparams)) or "none"
-            raise ChildError(BAD_HPARAMS, f"the hyperparameters ({given}) do not fit make_optimizer{signature}: "
+            raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters ({given}) do not fit make_optimizer{signature}: "
                              f"{exc}. It accepts: {accepts}.") from exc
     try:
         optimizer = factory(params, **hparams)
     except (TypeError, ValueError) as exc:
         names, var_kw = accepted_names(factory)
         accepts = "any keyword" if var_kw else (", ".join(names) or "none")
-        raise ChildError(BAD_HPARAMS, f"make_optimizer(params, **hparams) raised "
+        raise ChildError(rules.BAD_HPARAMS, f"make_optimizer(params, **hparams) raised "
                          f"{describe_exception(exc, filename)}; hyperparameters given: {json.dumps(hparams)}; "
                          f"accepted names: {accepts}") from exc
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise ChildError(kind_of_exception(exc), f"make_optimizer raised {describe_exception(exc, filename)}"
-                         f"{limit_note(exc)}") from exc
+        raise ChildError(rules.kind_of_exception(exc), f"make_optimizer raised {describe_exception(exc, filename)}"
+                         f"{rules.limit_note(exc)}") from exc
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ChildError(INVALID_ARTIFACT, f"make_optimizer returned {type(optimizer).__name__}, not a "
+        raise ChildError(rules.INVALID_ARTIFACT, f"make_optimizer returned {type(optimizer).__name__}, not a "
                          "torch.optim.Optimizer (subclass torch.optim.Optimizer or return a built-in one)")
     owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
     if not all(id(p) in owned for p in params):
-        raise ChildError(INVALID_ARTIFACT, "the optimizer make_optimizer returned does not hold the params it "
+        raise ChildError(rules.INVALID_ARTIFACT, "the optimizer make_optimizer returned does not hold the params it "
                          "was given: pass them to the optimizer's constructor")
     return optimizer
 
@@ -241,7 +190,7 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
 def needs_closure(optimizer: Any) -> bool:
     """Whether ``optimizer.step`` requires an argument (LBFGS's ``step(closure)``): then every step
     gets a closure; an optional closure (SGD, Adam) is never passed, so those cost one gradient a
-    step. Raises INVALID_ARTIFACT for a step that requires more than one argument."""
+    step. Raises rules.INVALID_ARTIFACT for a step that requires more than one argument."""
     try:
         signature = inspect.signature(optimizer.step)
     except (TypeError, ValueError):
@@ -255,7 +204,7 @@ def needs_closure(optimizer: Any) -> bool:
         signature.bind(None)
         return True
     except TypeError:
-        raise ChildError(INVALID_ARTIFACT, f"{type(optimizer).__name__}.step{signature} cannot be called as step() "
+        raise ChildError(rules.INVALID_ARTIFACT, f"{type(optimizer).__name__}.step{signature} cannot be called as step() "
                          "or step(closure), which is how the runner calls it") from None
 
 
@@ -364,7 +313,7 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
             continue
         for index, (param, value) in enumerate(zip(params, values, strict=True)):
             if param.dtype != torch.float32 or param.shape != value.shape:
-                raise ChildError(WRONG_OUTPUT, f"after {where} parameter {index} is {param.dtype} of shape "
+                raise ChildError(rules.WRONG_OUTPUT, f"after {where} parameter {index} is {param.dtype} of shape "
                                  f"{tuple(param.shape)}; the optimizer must update it in place")
             if param.data_ptr() != value.data_ptr():  # the optimizer replaced .data: share the new values
                 with torch.no_grad():
@@ -374,7 +323,7 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="opt_child.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="optimizer_server.py", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True)
     parser.add_argument("--hparams", default="{}")
     parser.add_argument("--socket", required=True)
@@ -393,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(conn, module, hparams, filename)
     except ChildError as exc:
         print(f"{exc.kind}: {exc.message}", file=sys.stderr)
-        frame = {"op": "error", "error": {"kind": exc.kind, "message": exc.message, "repeats": exc.repeats}}
+        frame = {"op": "error", "error": exc.doc()}
         try:
             (conn or Connection(args.socket)).send(frame)
         except OSError:  # the runner has gone: nobody is left to tell

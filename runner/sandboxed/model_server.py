@@ -1,13 +1,14 @@
 """The sandboxed model server: loads one submitted model ONCE and answers batches from the trusted
-parent (runner/serve.py) until told to stop.
+parent (runner/serve/) until told to stop.
 
-    python -I model_child.py --artifact FILE --format torchscript|pt2|onnx --socket PATH \
+    python -I model_server.py --artifact FILE --format torchscript|pt2|onnx --socket PATH \
         --device cpu|cuda[:N] [--precision fp32|bf16] [--channels-last auto|on|off] [--threads N]
 
 Self-contained (standard library, numpy, torch, onnxruntime; never another runner module): it is
-bound into the sandbox alone. The parent has already sniffed the format by content and refused
-pickles; this program never unpickles anything either (TORCH_FORCE_WEIGHTS_ONLY_LOAD is set before
-torch is imported, so even torch.export.load's fallback cannot unpickle arbitrary objects).
+bound into the sandbox with only rules.py beside it (runner/sandboxed/__init__.py). The parent has
+already sniffed the format by content and refused pickles; this program never unpickles anything
+either (TORCH_FORCE_WEIGHTS_ONLY_LOAD is set before torch is imported, so even torch.export.load's
+fallback cannot unpickle arbitrary objects).
 
 Protocol (version 1) over the AF_UNIX stream socket the parent listens on (the child connects):
 every message is a frame ``<u32 little-endian n><n bytes of JSON header>`` optionally followed by
@@ -52,54 +53,28 @@ import json
 import mmap
 import os
 import socket
-import struct
 import sys
 import time
 import warnings
 from typing import Any
 
-PROTOCOL = 1
-FRAME_LENGTH = struct.Struct("<I")
-MAX_HEADER_BYTES = 1 << 20
+if __package__:  # imported by the runner
+    from runner.sandboxed import rules
+else:  # in the sandbox: rules.py is bound beside this file (runner/sandboxed/__init__.py)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import rules
 
-# The user-error subset of runner/spec.py's ErrorKind (a test keeps them in step).
-INVALID_ARTIFACT = "invalid_artifact"
-RUNTIME_ERROR = "runtime_error"
-WRONG_OUTPUT = "wrong_output"
-OUT_OF_MEMORY = "out_of_memory"
+PROTOCOL = 1
+FRAME_LENGTH = rules.FRAME_LENGTH
+MAX_HEADER_BYTES = rules.MAX_HEADER_BYTES
+ChildError = rules.ChildError
+is_out_of_memory = rules.is_out_of_memory
 
 PRECISIONS = ("fp32", "bf16")
 CHANNELS_LAST = ("auto", "on", "off")
 WIRE_DTYPES = ("float32", "uint8")
 # The ONNX input types the child feeds (float32 pixels cast to the graph's type); others refused.
 ONNX_INPUT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
-# What Python, numpy and torch (CPU and CUDA) say when an allocation fails (the same list as
-# runner/child.py's MEMORY_MESSAGES; a test keeps them in step).
-_OOM_TEXT = (
-    "out of memory",
-    "can't allocate memory",
-    "cannot allocate memory",
-    "unable to allocate",
-    "failed to allocate",
-    "std::bad_alloc",
-)
-
-
-class ChildError(Exception):
-    """The submission broke the contract; ``kind`` says how."""
-
-    def __init__(self, kind: str, message: str, retry: bool = False):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retry = retry
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or any(t in str(exc).lower() for t in _OOM_TEXT)
 
 
 def describe(exc: BaseException, limit: int = 1500) -> str:
@@ -153,7 +128,7 @@ def _unpadded(out: Any, sent: int, real: int, pieces: int) -> Any:
     shape = list(out.shape)
     if not shape or shape[0] != sent:
         raise ChildError(
-            WRONG_OUTPUT,
+            rules.WRONG_OUTPUT,
             f"the model returned shape {shape} for a batch of {sent} inputs; its first dimension "
             "must be the batch (logits [N, C] for a classifier, [N, C, H, W] for a denoiser)",
         )
@@ -215,7 +190,7 @@ class TorchModel:
         on = torch.device(device)
         if on.type == "cuda" and not torch.cuda.is_available():
             raise ChildError(
-                RUNTIME_ERROR, f"device {device} was asked for but CUDA is not available in the sandbox"
+                rules.RUNTIME_ERROR, f"device {device} was asked for but CUDA is not available in the sandbox"
             )
         try:
             if fmt == "torchscript":
@@ -243,10 +218,10 @@ class TorchModel:
                 raise
             if is_out_of_memory(exc):
                 raise ChildError(
-                    OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
+                    rules.OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
                 ) from exc
             what = "TorchScript file" if fmt == "torchscript" else "ExportedProgram (.pt2)"
-            raise ChildError(INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
+            raise ChildError(rules.INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
         model = cls(module, fmt, device, torch)
         if fmt == "torchscript":
             # TorchScript keeps no input shapes or dtypes: inputs take the weights' dtype.
@@ -402,7 +377,7 @@ class TorchModel:
         cause = next((line.strip() for line in reversed(text.splitlines())
                       if any(t in line.lower() for t in _LOW_PRECISION_MISSING)), "")[-200:]
         return ChildError(
-            RUNTIME_ERROR,
+            rules.RUNTIME_ERROR,
             f"the model's weights are {_dtype_name(dtype)} and this runner's {self.device.type} has "
             f"no {_dtype_name(dtype)} kernel for one of its operations ({cause}); export the model "
             'in float32 (without .half() or .to(torch.bfloat16)) and ask for {"precision": "bf16"} '
@@ -513,7 +488,7 @@ def _single_output(out: Any):
         f" of {len(out)} items" if isinstance(out, (tuple, list, dict)) else ""
     )
     raise ChildError(
-        WRONG_OUTPUT,
+        rules.WRONG_OUTPUT,
         f"the model returned {what}; it must return one tensor (logits [N, C] for a "
         "classifier): drop auxiliary outputs before exporting",
     )
@@ -547,7 +522,7 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise ChildError(RUNTIME_ERROR, "onnxruntime is not installed on this runner") from exc
+            raise ChildError(rules.RUNTIME_ERROR, "onnxruntime is not installed on this runner") from exc
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
@@ -569,9 +544,9 @@ class OnnxModel:
                 raise
             if is_out_of_memory(exc):
                 raise ChildError(
-                    OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
+                    rules.OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
                 ) from exc
-            raise ChildError(INVALID_ARTIFACT, f"cannot load the ONNX model: {describe(exc)}") from exc
+            raise ChildError(rules.INVALID_ARTIFACT, f"cannot load the ONNX model: {describe(exc)}") from exc
         used = session.get_providers()
         actual = device if "CUDAExecutionProvider" in used else "cpu"
         return cls(session, actual, threads, used, note)
@@ -580,7 +555,7 @@ class OnnxModel:
         for meta in self.inputs:
             if meta.type not in ONNX_INPUT_TYPES:
                 raise ChildError(
-                    INVALID_ARTIFACT,
+                    rules.INVALID_ARTIFACT,
                     f"the ONNX graph's input {meta.name!r} is {meta.type}; the contract is floating "
                     "point pixels in [0, 1] (float32, float16 or double): export with a float input "
                     "and convert inside the model",
@@ -591,7 +566,7 @@ class OnnxModel:
             ) + "bf16 autocast does not apply to ONNX: ran as exported"
         if len(self.outputs) != 1:
             raise ChildError(
-                WRONG_OUTPUT,
+                rules.WRONG_OUTPUT,
                 f"the ONNX graph has {len(self.outputs)} outputs "
                 f"({', '.join(o.name for o in self.outputs)}); it must have one (logits [N, C] for a "
                 "classifier)",
@@ -682,7 +657,7 @@ def load_model(path: str, fmt: str, device: str, *, threads: int = 0) -> TorchMo
         return TorchModel.load(path, fmt, device, threads)
     if fmt == "onnx":
         return OnnxModel.load(path, device, threads)
-    raise ChildError(INVALID_ARTIFACT, f"unknown model format {fmt!r}")
+    raise ChildError(rules.INVALID_ARTIFACT, f"unknown model format {fmt!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -759,7 +734,7 @@ class Server:
                     {
                         "op": "error",
                         "id": None,
-                        "kind": RUNTIME_ERROR,
+                        "kind": rules.RUNTIME_ERROR,
                         "message": f"the model server got an unknown request {op!r}",
                         "retry": False,
                     }
@@ -813,7 +788,7 @@ class Server:
                 {
                     "op": "error",
                     "id": ident,
-                    "kind": OUT_OF_MEMORY if oom else RUNTIME_ERROR,
+                    "kind": rules.OUT_OF_MEMORY if oom else rules.RUNTIME_ERROR,
                     "retry": oom,
                     "message": f"the model raised {describe(exc)} (on inputs of shape "
                     f"{shape[0] if len(shape) == 1 else shape}, float32)",
@@ -860,7 +835,7 @@ class Server:
                 {
                     "op": "error",
                     "id": None,
-                    "kind": RUNTIME_ERROR,
+                    "kind": rules.RUNTIME_ERROR,
                     "retry": False,
                     "message": f"the forward benchmark failed: {describe(exc)}",
                 }
@@ -877,7 +852,7 @@ def _free_device_memory() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="model_child.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="model_server.py", description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", required=True)
     parser.add_argument("--format", required=True, choices=("torchscript", "pt2", "onnx"))
     parser.add_argument("--socket", required=True)

@@ -1,7 +1,10 @@
-"""The sandboxed program of the optimizer training tasks: ``python -I train_child.py train|bench ...``.
+"""The sandboxed training program of the optimizer training tasks on CUDA: ``python -I training.py
+train|bench ...`` trains the platform's model with a submitted optimizer, the whole loop inside the
+sandbox. (On the CPU the runner owns the loop, runner/tracks/train_loop.py, and reuses this
+module's harness, models and data helpers.)
 
-It runs inside the sandbox with exactly this beside it: ``child.py`` (whose submission loader it
-reuses, so errors read the same as on the synthetic tasks), the submission, and the job's input
+It runs inside the sandbox with exactly this beside it: ``optimizer_loader.py`` and ``rules.py``
+(runner/sandboxed/, bound by :func:`runner.sandboxed.stage`), the submission, and the job's input
 folder written by the trusted parent: ``task.json`` (model, budget, seeds, standardization) and
 ``train_images.npy`` / ``train_labels.npy``, the training split only. The test split never
 enters the sandbox. Standard library, numpy, torch and safetensors only.
@@ -29,7 +32,6 @@ the same model, optimizer and device; warm-up steps are left out of both timings
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -43,13 +45,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if __name__ == "__main__":  # in the sandbox: child.py is bound beside this file
+if __package__:  # imported by the runner, for the harness and the model definitions
+    from runner.sandboxed import optimizer_loader as loader
+    from runner.sandboxed import rules
+else:  # in the sandbox: optimizer_loader.py and rules.py are bound beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    loader = importlib.import_module("child")
-else:  # imported by the trusted parent for the model definitions
-    from runner import child as loader
+    import optimizer_loader as loader
+    import rules
 
-ChildError = loader.ChildError
+ChildError = rules.ChildError
 CLOCK = time.perf_counter  # taken before any submitted code runs: a patched time module cannot fake it
 
 TASK_FILE = "task.json"
@@ -338,7 +342,7 @@ class Harness:
             loss = self.loss_of(model, x, y)
             loss.backward()
         except Exception as exc:  # after the first step, the optimizer is what changed the model
-            raise ChildError(loader.kind_of_exception(exc), f"the training step failed at {where}: "
+            raise ChildError(rules.kind_of_exception(exc), f"the training step failed at {where}: "
                              f"{type(exc).__name__}: {exc}. The optimizer must update the parameters in "
                              "place, keeping their shape, dtype and device") from exc
         loader.call_user(f"optimizer.step() at {where}", optimizer.step, self.filename)
@@ -396,7 +400,7 @@ class Harness:
             return
         step = int(bad[0]) + 1
         then = f" (then: {cause.message})" if cause is not None else ""
-        raise ChildError(loader.NOT_FINITE, f"the training loss became {float(values[step - 1])} at epoch "
+        raise ChildError(rules.NOT_FINITE, f"the training loss became {float(values[step - 1])} at epoch "
                          f"{epoch}, step {step} of {self.steps_per_epoch} (seed {seed}): the update before it "
                          f"left the weights NaN or infinite; lower the learning rate or guard the update{then}")
 
@@ -406,7 +410,7 @@ class Harness:
         state = state_for_saving(model)
         for key, tensor in state.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise ChildError(loader.NOT_FINITE, f"after epoch {epoch} (seed {seed}) the weights {key} hold "
+                raise ChildError(rules.NOT_FINITE, f"after epoch {epoch} (seed {seed}) the weights {key} hold "
                                  "NaN or infinity: lower the learning rate or guard the update")
         save_file(state, os.path.join(self.scratch, checkpoint_name(seed, epoch)))
 
@@ -481,7 +485,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_child.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="training.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, run in (("train", _cmd_train), ("bench", _cmd_bench)):
         p = sub.add_parser(name)
@@ -504,10 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     except ChildError as exc:
         doc = {"ok": False, "error": exc.doc()}
         print(f"{exc.kind}: {exc.message}", file=sys.stderr)
-    except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
-        message = f"ran out of device memory: {str(exc).splitlines()[0]}"
-        doc = {"ok": False, "error": {"kind": loader.OUT_OF_MEMORY, "message": message}}
-        print(f"{loader.OUT_OF_MEMORY}: {message}", file=sys.stderr)
+    except Exception as exc:  # the harness's own work (data, model, checkpoints) ran out of memory
+        if not rules.is_out_of_memory(exc):
+            raise
+        where = "device memory" if type(exc).__name__ == "OutOfMemoryError" else "memory"
+        message = f"ran out of {where}: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+        doc = {"ok": False, "error": rules.ChildError(rules.OUT_OF_MEMORY, message).doc()}
+        print(f"{rules.OUT_OF_MEMORY}: {message}", file=sys.stderr)
     loader.write_doc(args.out, doc)
     return 0
 
