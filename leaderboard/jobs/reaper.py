@@ -88,9 +88,9 @@ def jobs_reap() -> dict[str, int]:
     for job in EvaluationJob.objects.select_related("task").filter(
         state=EvaluationJob.State.DISPATCHED, dispatched_at__lt=stale
     )[:MAX_JOBS]:
-        pool = pools.get(pool_of(job.task.queue))
-        online = len(pool.online) if pool else 0
-        idle = len(pool.idle(pool.online)) if pool else 0
+        queue_pool = pools.get(pool_of(job.task.queue))
+        online = len(queue_pool.online) if queue_pool else 0
+        idle = len(queue_pool.idle(queue_pool.online)) if queue_pool else 0
         blocker = task_blocker(job.task, pools)
         if blocker is not None:
             if job.created_at < give_up:

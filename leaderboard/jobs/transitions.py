@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from leaderboard.boards.services import board_entry_upsert
@@ -193,7 +193,7 @@ def job_claim(*, job_id: int, runner: RunnerNode, datasets: set[str] | None = No
     return job
 
 
-def _live(job_id: int, runner: RunnerNode, attempt: int):
+def _live(job_id: int, runner: RunnerNode, attempt: int) -> QuerySet[EvaluationJob]:
     return EvaluationJob.objects.filter(
         pk=job_id, runner=runner, attempt=attempt, state=EvaluationJob.State.RUNNING
     )

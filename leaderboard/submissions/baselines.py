@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -25,6 +26,9 @@ from leaderboard.benchmarks.models import Benchmark
 
 from .models import Submission
 from .services import submission_create
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 BASELINES_DIR = Path(runner.__file__).parent / "baselines" / "optimizers"
 CLASSIFIERS_DIR = Path(runner.__file__).parent / "baselines" / "classifiers"
@@ -101,7 +105,7 @@ def _exists(bench: Benchmark, name: str) -> bool:
     return Submission.objects.filter(benchmark=bench, is_baseline=True, name=name).exists()
 
 
-def _seed_optimizers(owner, bench: Benchmark) -> int:
+def _seed_optimizers(owner: User, bench: Benchmark) -> int:
     """Every reference optimizer, with its settings for this board."""
     manifest = json.loads((BASELINES_DIR / "baselines.json").read_text())
     entries = manifest["baselines"] if isinstance(manifest, dict) else manifest
@@ -122,7 +126,7 @@ def _seed_optimizers(owner, bench: Benchmark) -> int:
     return created
 
 
-def _seed_denoisers(owner, bench: Benchmark) -> int:
+def _seed_denoisers(owner: User, bench: Benchmark) -> int:
     """The five reference denoisers, from the noisy input up to BM3D."""
     manifest = json.loads((DENOISERS_DIR / "baselines.json").read_text())
     created = 0
@@ -142,7 +146,7 @@ def _seed_denoisers(owner, bench: Benchmark) -> int:
     return created
 
 
-def _seed_classifiers(owner, only: Benchmark | None = None,
+def _seed_classifiers(owner: User, only: Benchmark | None = None,
                       manifest: Path = CLASSIFIERS_DIR / "baselines.json") -> int:
     """The classifiers a manifest lists, in its order; by default the small ones trained here for
     the digits board (TorchScript and ONNX). Files are read beside the manifest."""

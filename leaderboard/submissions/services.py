@@ -10,7 +10,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -34,6 +34,9 @@ from runner.spec import (
 from .models import Submission
 from .tasks import validate_submission
 from .validation import check_optimizer_source
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class Quota:
         return self.unlimited or (self.per_day_left > 0 and self.concurrent_left > 0)
 
 
-def user_quota(*, user) -> Quota:
+def user_quota(*, user: User) -> Quota:
     """What a user may still submit. Rejected uploads and infrastructure failures never count."""
     per_day, concurrent = settings.SUBMISSIONS_PER_DAY, settings.SUBMISSIONS_CONCURRENT
     if user.is_staff:
@@ -97,7 +100,7 @@ def user_quota(*, user) -> Quota:
 # --------------------------------------------------------------------------------------------
 # Checking what was uploaded
 # --------------------------------------------------------------------------------------------
-def _sniff_upload(upload, kind: str, *, allow_builtin: bool = False) -> str:
+def _sniff_upload(upload: UploadedFile, kind: str, *, allow_builtin: bool = False) -> str:
     """The artifact format, from the content; ValidationError with advice otherwise."""
     upload.seek(0)
     head = upload.read(4096)
@@ -108,7 +111,7 @@ def _sniff_upload(upload, kind: str, *, allow_builtin: bool = False) -> str:
         if allow_builtin and head.lstrip()[:1] == b"{":
             read_builtin_baseline(upload.read(BUILTIN_MAX_BYTES + 1), kind)
             return BUILTIN_FORMAT
-        return sniff_model_format(head, upload)
+        return sniff_model_format(head, cast(BinaryIO, upload))  # an UploadedFile reads and seeks
     except SpecError as exc:
         raise ValidationError(str(exc), code="bad_format") from exc
     finally:
@@ -155,7 +158,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
     limit = settings.MAX_SOURCE_BYTES if is_optimizer else settings.MAX_ARTIFACT_BYTES
     if upload.size == 0:
         raise ValidationError({"artifact": ValidationError("The file is empty.", code="empty")})
-    if upload.size > limit:
+    if (upload.size or 0) > limit:
         raise ValidationError({"artifact": ValidationError(
             "The file is %(size)s bytes; the limit for this benchmark is %(limit)s bytes.",
             code="too_large", params={"size": upload.size, "limit": limit})})
@@ -184,7 +187,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
 # --------------------------------------------------------------------------------------------
 def submission_create(
     *,
-    owner,
+    owner: User,
     benchmark: Benchmark,
     name: str,
     upload: UploadedFile | None,
@@ -222,6 +225,7 @@ def submission_create(
             msg = "You have used your %(n)s submissions for the last 24 hours; try again later."
             n = quota.per_day
         raise ValidationError(msg, code="quota", params={"n": n})
+    assert upload is not None  # check_upload refused a missing file
     display_name = artifact_display_name(upload.name)
     with transaction.atomic():
         submission = Submission(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -92,7 +92,7 @@ def submission_validate(*, submission_id: int) -> Submission:
                                           code="bad_format")
                 read_builtin_baseline(fh.read(), submission.benchmark.kind)
             else:
-                fmt = sniff_model_format(fh.read(4096), fh)
+                fmt = sniff_model_format(fh.read(4096), cast(BinaryIO, fh))  # a FieldFile reads and seeks
                 if fmt != submission.artifact_format:
                     raise ValidationError("The stored file changed format.", code="bad_format")
     except (ValidationError, SpecError) as exc:
