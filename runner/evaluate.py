@@ -18,7 +18,7 @@ import hashlib
 import importlib.util
 import multiprocessing
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +185,39 @@ def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str,
                                   # the site sends builtin artifacts only for maintainers' baselines
                                   is_baseline=fmt == BUILTIN_FORMAT),
     )
+
+
+class LocalRun:
+    """The rules of `runner run`, which evaluates one file on several tasks in one go, as a
+    worker evaluates one submission's jobs:
+
+    1. ``tasks``: each task once, in the order given, except that imagenet-val moves before
+       imagenet-c, whose relative mCE needs the submission's clean top-1.
+    2. :meth:`job_spec`: the job spec the site would send (:func:`local_job_spec`); imagenet-c's
+       carries ``clean_top1`` (%) from this run's imagenet-val result, unless the
+       hyperparameters give one.
+    3. :meth:`record`: each result as it comes, so that rule 2 can use it.
+    """
+
+    def __init__(self, tasks: Iterable[str], artifact_path: Path | str, hparams: dict[str, Any] | None = None):
+        ordered = list(dict.fromkeys(tasks))
+        if "imagenet-val" in ordered and "imagenet-c" in ordered:
+            ordered.remove("imagenet-val")
+            ordered.insert(ordered.index("imagenet-c"), "imagenet-val")
+        self.tasks: list[str] = ordered
+        self.artifact_path = Path(artifact_path)
+        self.hparams = dict(hparams or {})
+        self.clean_top1: float | None = None
+
+    def job_spec(self, slug: str) -> JobSpec:
+        """The spec of task ``slug``. Raises ValueError for a task the catalogue lacks and
+        EvaluationError INVALID_ARTIFACT for a file of no known format."""
+        spec = local_job_spec(slug, self.artifact_path, self.hparams)
+        if slug == "imagenet-c" and self.clean_top1 is not None and "clean_top1" not in self.hparams:
+            spec.task.params["clean_top1"] = self.clean_top1
+        return spec
+
+    def record(self, slug: str, result: dict[str, Any]) -> None:
+        """Note the result of task ``slug`` (a validated result document)."""
+        if slug == "imagenet-val":
+            self.clean_top1 = result["metrics"]["top1"]

@@ -35,15 +35,6 @@ def _hparams(value: str | None) -> dict[str, Any]:
     return hparams
 
 
-def _run_order(tasks: list[str]) -> list[str]:
-    """Each task once; imagenet-val before imagenet-c, whose relative mCE needs its top-1."""
-    ordered = list(dict.fromkeys(tasks))
-    if "imagenet-val" in ordered and "imagenet-c" in ordered:
-        ordered.remove("imagenet-val")
-        ordered.insert(ordered.index("imagenet-c"), "imagenet-val")
-    return ordered
-
-
 def _result_path(task: str, output: Path | None, several: bool) -> Path:
     if output is None:
         return Path(f"result-{task}.json")
@@ -68,25 +59,21 @@ def run(
 
     With several tasks the model server stays up between them (as it does for one submission's
     jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1."""
-    from runner.evaluate import evaluate, local_job_spec
+    from runner.evaluate import LocalRun, evaluate
     from runner.spec import EvaluationError
     from runner.untrusted import printable
 
-    tasks = _run_order(task)
-    settings = _hparams(hparams)
+    plan = LocalRun(task, artifact, _hparams(hparams))
     device = usable_device(device, [], "runner run")
     failed = False
-    clean_top1: float | None = None
-    for slug in tasks:
+    for slug in plan.tasks:
         try:
-            spec = local_job_spec(slug, artifact, settings)
+            spec = plan.job_spec(slug)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--task") from exc
         except EvaluationError as exc:
             err.print(failure_line(exc.kind, exc.message))
             raise typer.Exit(1) from exc
-        if slug == "imagenet-c" and clean_top1 is not None and "clean_top1" not in settings:
-            spec.task.params["clean_top1"] = clean_top1
         try:
             with progress_bar(slug) as show:
                 result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
@@ -97,10 +84,9 @@ def run(
                 err.print(Text(printable(exc.log_tail[-2000:])))
             failed = True
             continue
-        if slug == "imagenet-val":
-            clean_top1 = result["metrics"]["top1"]
+        plan.record(slug, result)
         _print_result(slug, artifact, result)
-        path = _result_path(slug, output, len(tasks) > 1)
+        path = _result_path(slug, output, len(plan.tasks) > 1)
         path.write_text(json.dumps(result, indent=2) + "\n")
         out.print(f"result written to {path}")
     if failed:
