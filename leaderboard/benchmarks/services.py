@@ -1,12 +1,17 @@
 """Loading the task catalogue (shared/PROTOCOLS.md "Task catalogue", kept in runner/catalogue.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 from runner.catalogue import CATALOGUE
 
 
-def catalogue_load(*, benchmark_model=None, task_model=None) -> tuple[int, int]:
-    """Create or update every benchmark and task of the catalogue; idempotent. Returns the counts.
-    Maintainer edits to titles and descriptions are overwritten; extra benchmarks are kept."""
+def catalogue_load(*, benchmark_model: Any = None, task_model: Any = None) -> tuple[int, int]:
+    """Create or update every benchmark and task of the catalogue; idempotent. Returns the counts
+    (benchmarks, tasks). Maintainer edits to titles and descriptions are overwritten; extra
+    benchmarks are kept. ``benchmark_model`` and ``task_model``: the model classes to write
+    through (a migration passes its historical ones; Any, since those are built at run time);
+    None: the app's own."""
     if benchmark_model is None or task_model is None:
         from .models import Benchmark as benchmark_model  # noqa: N813
         from .models import Task as task_model
