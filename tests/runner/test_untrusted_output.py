@@ -82,7 +82,7 @@ def test_the_model_server_cannot_report_an_infrastructure_kind():
 
 
 def test_the_model_servers_frames_are_typed_before_any_track_reads_them():
-    from runner.serve import OutFrame, ReadyFrame
+    from runner.serve.answers import OutFrame, ReadyFrame
     from runner.untrusted import parse
 
     ready = parse(ReadyFrame, {"op": "ready", "inputs": 2, "load_s": 0.5, "device": "cpu", "nested": {"a": [1]},
