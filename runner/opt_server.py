@@ -1,18 +1,21 @@
 """The trusted side of the optimizer track: the runner owns the loop, the sandboxed optimizer
-server (runner/opt_child.py, whose docstring holds the protocol) owns only the update.
+server (runner/sandboxed/optimizer_server.py, whose docstring holds the protocol) owns only the
+update.
 
 :class:`OptimizerServer` stages the server program and the submission in a folder the sandbox
 reads, listens on an AF_UNIX socket there, starts the sandbox in a thread, and shares one memfd
 with the child holding every parameter and gradient (float32). Per step the caller writes the
 gradients (:meth:`OptimizerServer.step`'s ``gradients`` callback runs a forward and backward at
 the parameters now in shared memory, for the step itself or for a closure the optimizer calls),
-the child updates the shared parameters, and :meth:`OptimizerServer.collect` copies them into the
-caller's own tensors and checks they are finite. The caller's tensors are never shared: what the
-child does to the shared memory at any other time reaches nothing the runner scores.
+the child updates the shared parameters, and the caller reads them once the step is done, copies
+them into its own tensors and checks they are finite (runner/tracks/optimize.py,
+runner/tracks/training/loop.py). The caller's tensors are never shared: what the child does to the
+shared memory at any other time reaches nothing the runner scores.
 
 Every frame from the child is hostile input: size-capped, parsed by runner/untrusted.py into a
 typed schema; anything else, an error of a kind only the platform may report, or the connection
-ending mid-step is the submission's error.
+ending mid-step is the submission's error. Frames are runner/sandboxed/rules.py's: a u32 length,
+then a JSON object.
 """
 from __future__ import annotations
 
@@ -21,9 +24,7 @@ import json
 import math
 import mmap
 import os
-import shutil
 import socket
-import struct
 import sys
 import threading
 import time
@@ -34,13 +35,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool
 
 from runner.host_limits import HostLimitError, lease_user
-from runner.sandbox import SandboxResult, run_sandboxed
+from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, SandboxResult, run_sandboxed, sandbox_available
 from runner.sandboxed import stage
+from runner.sandboxed.rules import FRAME_LENGTH
 from runner.spec import ErrorKind, EvaluationError
 from runner.untrusted import Schema, load_json, parse, reported_error, tampered
+from runner.workdir import stage_input_folder
 
-FRAME_LENGTH = struct.Struct("<I")
-MAX_FRAME_BYTES = 64 << 10
+PROGRAM = "optimizer_server.py"  # in runner/sandboxed/
+MAX_FRAME_BYTES = 64 << 10  # of a frame from the child: its frames are a few words of JSON
 ALIGN = 64
 POLL_S = 0.2
 
@@ -110,6 +113,12 @@ class SharedParameters:
             os.close(self.fd)
 
 
+def host_sandbox_mode() -> str:
+    """The sandbox an optimizer server starts in on this host: ``bwrap`` where bubblewrap works,
+    else ``trusted`` (no isolation; refused unless the runner was told to trust submissions)."""
+    return MODE_BWRAP if sandbox_available().available else MODE_TRUSTED
+
+
 class OptimizerServer:
     """The sandboxed optimizer of one run. Use as a context manager; raises EvaluationError with
     the submission's kind for anything its child does wrong, TIMEOUT past ``deadline`` (a
@@ -147,13 +156,8 @@ class OptimizerServer:
         ``self.shared.values`` before the first step) and wait until its optimizer is built.
         ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n);
         ``self.hooks`` then says which of them the optimizer asked for."""
-        self.work_dir.chmod(0o711)
-        io = self.work_dir / "input"
-        io.mkdir(mode=0o755)
-        io.chmod(0o755)
-        child, source = stage("optimizer_server.py", io), io / "submission.py"
-        shutil.copyfile(self.artifact, source)
-        source.chmod(0o644)
+        io = stage_input_folder(self.work_dir, {"submission.py": self.artifact})
+        child, source = stage(PROGRAM, io), io / "submission.py"
         address = str(io / "server.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         folder = os.open(io, os.O_PATH | os.O_DIRECTORY)
@@ -222,6 +226,11 @@ class OptimizerServer:
 
     def log_tail(self) -> str:
         return self.result.log_tail if self.result is not None else ""
+
+    def sandbox_mode(self) -> str:
+        """The sandbox the child ran in (``bwrap`` or ``trusted``, runner/sandbox.py); before it
+        has ended, the one this host would run it in."""
+        return self.result.mode if self.result is not None else host_sandbox_mode()
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool],

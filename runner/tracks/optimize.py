@@ -5,10 +5,8 @@ The runner owns the loop (runner/opt_server.py): this process holds x, computes 
 every step, and hands the sandboxed optimizer only the gradient (and, when its step requires a
 closure, the loss at the points it asks for); the optimizer hands back the next x. The trajectory
 is what this process observed after each counted step, so nothing the submission writes, prints
-or reaches inside its sandbox can change its score, only its updates.
-
-The helpers after the track (``progress_reader``, ``read_child_doc``) serve the training track,
-whose child still runs the loop (runner/tracks/train.py).
+or reaches inside its sandbox can change its score, only its updates. The functions themselves
+are in runner/tracks/synthetic_functions.py.
 """
 from __future__ import annotations
 
@@ -16,66 +14,26 @@ import math
 import platform
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import runner
 from runner.progress import Progress
-from runner.sandbox import SandboxResult, read_scratch_file
 from runner.spec import ErrorKind, EvaluationError, JobSpec, make_result
-from runner.tracks import synthetic_functions as child_program
-from runner.untrusted import MAX_DOC_BYTES, Schema, printable, read_report
+from runner.tracks.synthetic_functions import SYNTHETIC_FUNCTIONS, synthetic_loss
 
 SEED = 0
 MEMORY_BYTES = 8 << 30
 
 
 def task_settings(spec: JobSpec) -> tuple[str, float, int]:
+    """(function name ``f1``–``f3``, x0, steps) from the job's params (the slug names the function
+    when the params do not). Raises EvaluationError RUNNER_ERROR for an unknown function."""
     params = spec.task.params
     function = str(params.get("function") or spec.task.slug.removeprefix("opt-"))
-    if function not in child_program.SYNTHETIC_FUNCTIONS:
+    if function not in SYNTHETIC_FUNCTIONS:
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"task {spec.task.slug} names unknown function {function!r}")
     return function, float(params.get("x0", -1.0)), int(params.get("steps", 300))
-
-
-def progress_reader(progress: Progress, start: float, span: float) -> Callable[[str], None]:
-    """Turn the child's ``@progress <fraction> <message>`` lines into calls of ``progress``."""
-
-    def on_line(line: str) -> None:
-        if not line.startswith("@progress "):
-            return
-        _, fraction, *message = line.split(" ", 2)
-        value = float(fraction)
-        if math.isfinite(value):
-            text = printable(message[0], keep_newlines=False)[:200] if message else ""
-            progress(start + span * min(1.0, max(0.0, value)), text)
-
-    return on_line
-
-
-class SyntheticReport(Schema):
-    """What optimize-synthetic writes on success (runner/child.py)."""
-
-    x: list[float]
-    optimize_s: float = 0.0
-
-
-def read_child_doc(scratch: Path, result: SandboxResult, schema: type[Schema]) -> dict[str, Any]:
-    """The child's document checked against ``schema`` (as a dict), or the EvaluationError its
-    absence or content amounts to: the error it reports (user kinds only), WRONG_OUTPUT when it is
-    not what the harness writes, SANDBOX_VIOLATION when it is not a regular file."""
-    if result.timed_out or result.cancelled or result.violation:
-        raise result.failure() or EvaluationError(ErrorKind.RUNNER_ERROR, "the run stopped without a reason")
-    raw = read_scratch_file(scratch, "out.json", max_bytes=MAX_DOC_BYTES)
-    if raw is None:
-        error = result.failure()
-        if error is not None:
-            raise error
-        raise EvaluationError(ErrorKind.RUNTIME_ERROR, "the evaluation ended without a result: did the submission "
-                              "exit the process (os._exit) or delete its output?", result.log_tail)
-    report = read_report(raw, schema, what="the evaluation's output", log_tail=result.log_tail)
-    return report.model_dump()
 
 
 def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, data_root: Path, trust: bool,
@@ -84,14 +42,24 @@ def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, da
     and F and dF/dx (autograd) are computed at every step; the sandboxed optimizer only turns the
     gradient into the next x. An optimizer whose step requires a closure (LBFGS) gets one: each
     call is an evaluation of F and dF/dx here, at most ``max_evaluations`` (26 per step by
-    default: LBFGS's own default is at most 25 per step) in all."""
+    default: LBFGS's own default is at most 25 per step) in all.
+
+    Takes the job (``spec.task.params``: ``function``, ``x0``, ``steps``, ``max_evaluations``),
+    the submitted optimizer file at ``artifact_path`` and a ``work_dir`` for the sandbox's folder;
+    ``data_root`` and ``device`` are unused (the CPU always). Returns the result document
+    (runner.spec.make_result): ``metrics`` final_x, final_loss, min_loss (F's value, unitless);
+    ``curves.trajectory`` step, x, loss from x0 on; ``env``; ``timing`` in seconds and steps/s.
+    Raises EvaluationError: the submission's kinds (INVALID_ARTIFACT, BAD_HPARAMS, RUNTIME_ERROR,
+    WRONG_OUTPUT, SANDBOX_VIOLATION), NOT_FINITE when x or F(x) stops being finite, TIMEOUT past
+    ``spec.task.time_limit_s``, LEASE_EXPIRED when ``cancel`` is set, RUNNER_ERROR for an unknown
+    function."""
     import torch
 
     from runner.opt_server import OptimizerServer
 
     function, x0, steps = task_settings(spec)
     max_evaluations = int(spec.task.params.get("max_evaluations", 26 * steps))
-    fn = child_program.SYNTHETIC_FUNCTIONS[function]
+    fn = SYNTHETIC_FUNCTIONS[function]
     progress(0.02, "starting the sandbox")
     x = torch.tensor([x0], dtype=torch.float32, requires_grad=True)
     xs = [float(x.detach()[0])]
@@ -130,12 +98,11 @@ def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, da
             xs.append(value)
             if step % every == 0 or step == steps:
                 progress(0.05 + 0.9 * step / steps, f"step {step}/{steps}")
-        sandbox = server.result.mode if server.result is not None else None
+        sandbox = server.sandbox_mode()
     wall_s = time.perf_counter() - started
-    sandbox = sandbox or _sandbox_mode()
     progress(0.97, "scoring the trajectory")
 
-    losses = [child_program.synthetic_loss(function, x) for x in xs]
+    losses = [synthetic_loss(function, x) for x in xs]
     if not all(math.isfinite(v) for v in losses):
         step = next(i for i, v in enumerate(losses) if not math.isfinite(v))
         raise EvaluationError(ErrorKind.NOT_FINITE, f"F({xs[step]}) is not finite at step {step}")
@@ -150,9 +117,3 @@ def evaluate_synthetic(spec: JobSpec, artifact_path: Path, *, work_dir: Path, da
              "evaluations": evaluations, "max_evaluations": max_evaluations},
         timing={"wall_s": round(wall_s, 4), "items_per_s": round(steps / max(wall_s, 1e-9), 2)},
     )
-
-
-def _sandbox_mode() -> str:
-    from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, sandbox_available
-
-    return MODE_BWRAP if sandbox_available().available else MODE_TRUSTED

@@ -8,10 +8,11 @@ import torch
 from scipy import stats
 
 from runner.catalogue import CATALOGUE
+from runner.metrics.training import SeedRun, summarize, t_interval
 from runner.sandboxed import training as train_child
 from runner.spec import ErrorKind, EvaluationError, make_result, validate_result
-from runner.tracks import train
-from runner.tracks.train import Budget, SeedRun, runs_from, summarize, t_interval
+from runner.tracks.training.evaluation import runs_from, score_corruptions
+from runner.tracks.training.tasks import TRAINING_SETTINGS, Budget, Splits, training_task
 
 
 def seed_run(seed: int, top1: list[float], seconds: list[float] | None = None) -> SeedRun:
@@ -21,7 +22,7 @@ def seed_run(seed: int, top1: list[float], seconds: list[float] | None = None) -
 
 def test_every_optimizer_training_task_of_the_catalogue_has_a_model_and_a_budget():
     slugs = {t.slug for b in CATALOGUE for t in b.tasks if b.kind == "optimizer" and not t.slug.startswith("opt-f")}
-    assert slugs == set(train.TRAINING_TASKS)
+    assert slugs == set(TRAINING_SETTINGS)
     for bench in CATALOGUE:
         for task in bench.tasks:
             if task.slug in slugs:
@@ -84,8 +85,8 @@ def test_a_training_report_the_submission_tampered_with_is_wrong_output(tamper, 
 
 
 def test_without_cifar10_c_the_track_records_its_absence_instead_of_failing(tmp_path):
-    task = train.TRAINING_TASKS["opt-cifar10-resnet18"]
-    metrics, ci95, breakdown, env = train.score_corruptions(task, {}, None, tmp_path, lambda f, m: None, (0.9, 1.0))
+    task = training_task("opt-cifar10-resnet18")
+    metrics, ci95, breakdown, env = score_corruptions(task, {}, None, tmp_path, lambda f, m: None, (0.9, 1.0))
     assert metrics == {} and ci95 == {} and breakdown == {}
     assert env["cifar10c"]["present"] is False and "runner data prepare CIFAR-10-C" in env["cifar10c"]["note"]
 
@@ -103,7 +104,7 @@ def test_the_device_augmentation_is_a_padded_crop_mirrored_where_drawn():
 def test_standardization_comes_from_the_training_split_per_channel():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(20, 4, 4, 3), dtype=np.uint8)
-    splits = train.Splits(images, np.zeros(20, dtype=np.int64), images[:2], np.zeros(2, dtype=np.int64), 255.0, {})
+    splits = Splits(images, np.zeros(20, dtype=np.int64), images[:2], np.zeros(2, dtype=np.int64), 255.0, {})
     mean, std = splits.standardization()
     stats = train_child.channel_stats(mean, std, "cpu")
     x = train_child.standardize(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), 255.0, *stats)

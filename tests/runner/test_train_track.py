@@ -18,6 +18,7 @@ from runner.sandboxed import training as train_child
 from runner.spec import ErrorKind, EvaluationError, validate_result
 from runner.tracks import train
 from runner.tracks.train import bench_training, evaluate_training
+from runner.tracks.training import evaluation, launch, tasks
 
 from . import sources
 
@@ -144,15 +145,15 @@ def test_the_optimizers_sandbox_sees_no_data_of_either_split(tmp_path, fake_cifa
     error = failure(job("opt-cifar10-resnet18", path, {"look_for": look_for}, epochs=1, seeds=1),
                     path, tmp_path / "job", fake_cifar10)
     assert error.kind == ErrorKind.RUNTIME_ERROR
-    assert "SEEN ['optimizer_server.py', 'rules.py', 'submission.py'] FOUND [False, False, False, True]" in error.message
+    assert "SEEN ['optimizer_loader.py', 'optimizer_server.py', 'rules.py', 'submission.py'] FOUND [False, False, False, True]" in error.message
 
 
 def test_the_staged_input_holds_exactly_the_training_rows_of_the_fixed_split(tmp_path):
-    task = train.TRAINING_TASKS["opt-digits"]
-    budget = train.Budget.from_params({"epochs": 1, "batch_size": 64, "seeds": 1})
-    splits = train.load_splits(task, tmp_path, budget)
+    task = tasks.training_task("opt-digits")
+    budget = tasks.Budget.from_params({"epochs": 1, "batch_size": 64, "seeds": 1})
+    splits = tasks.load_splits(task, tmp_path, budget)
     (tmp_path / "job").mkdir()
-    inputs = train.stage_inputs(tmp_path / "job", BASELINES / "adam.py", train.child_config(task, budget, splits),
+    inputs = launch.stage_inputs(tmp_path / "job", BASELINES / "adam.py", tasks.harness_config(task, budget, splits),
                                 splits)
     train_images, train_labels, test_images, _ = digits_split(0.25, 0)
     np.testing.assert_array_equal(np.load(inputs / "train_images.npy")[..., 0], train_images)
@@ -248,21 +249,21 @@ def test_a_run_past_its_time_limit_is_a_timeout_and_the_next_job_still_works(tmp
 
 def test_a_pickled_checkpoint_in_scratch_is_refused_without_being_unpickled(tmp_path):
     model = train_child.build_model("digits-cnn", 10, 1, 0)
-    expected = train.expected_state(model)
+    expected = evaluation.expected_state(model)
     torch.save(model.state_dict(), tmp_path / "ckpt.safetensors")
     with pytest.raises(EvaluationError) as caught:
-        train.load_weights(tmp_path, "ckpt.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
+        evaluation.load_weights(tmp_path, "ckpt.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
     assert caught.value.kind == ErrorKind.WRONG_OUTPUT and "not a readable safetensors file" in caught.value.message
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["classifier.weight"] = state["classifier.weight"][:, :10].contiguous()
     save_file(state, tmp_path / "shrunk.safetensors")
     with pytest.raises(EvaluationError) as caught:
-        train.load_weights(tmp_path, "shrunk.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
+        evaluation.load_weights(tmp_path, "shrunk.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
     assert caught.value.kind == ErrorKind.WRONG_OUTPUT and "classifier.weight" in caught.value.message
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "good.safetensors")
-    loaded, digest = train.load_weights(tmp_path, "good.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
+    loaded, digest = evaluation.load_weights(tmp_path, "good.safetensors", expected, 1 << 20, "epoch 1 (seed 0)")
     assert digest == hashlib.sha256((tmp_path / "good.safetensors").read_bytes()).hexdigest()
     assert torch.equal(loaded["classifier.weight"], model.state_dict()["classifier.weight"])
 

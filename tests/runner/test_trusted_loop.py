@@ -1,7 +1,7 @@
 """The optimizer track's loop is the runner's: the sandboxed optimizer only turns gradients into
-updates (runner/opt_server.py, runner/opt_child.py). Forgeries that worked while the submission
-ran the loop beside the objective score exactly what an optimizer that never steps scores, or
-fail as the submission's error; optimizers whose step needs a closure (LBFGS) run, with every
+updates (runner/opt_server.py, runner/sandboxed/optimizer_server.py). Forgeries that worked while
+the submission ran the loop beside the objective score exactly what an optimizer that never steps
+scores, or fail as the submission's error; optimizers whose step needs a closure (LBFGS) run, with every
 evaluation counted. Each case runs through the real sandbox, as a site job does."""
 from __future__ import annotations
 
@@ -290,7 +290,7 @@ def test_an_optimizer_that_wants_first_layer_statistics_gets_xtx_over_b_of_each_
 
 
 def test_first_layer_statistics_equal_the_unfolded_patches_gram_matrix():
-    from runner.tracks.train_loop import RunnerHarness
+    from runner.tracks.training.loop import RunnerHarness
 
     harness = RunnerHarness.__new__(RunnerHarness)
     harness.first_layer = torch.nn.Conv2d(2, 4, 3, padding=1)

@@ -8,9 +8,16 @@ import pytest
 from runner.sandboxed import rules
 from runner.serve import ModelServer, ServerSettings
 from runner.spec import ERROR_KINDS, USER_ERROR_KINDS, ErrorKind, EvaluationError
-from runner.tracks.optimize import SyntheticReport
-from runner.tracks.train import BenchReport, TrainingReport
-from runner.untrusted import printable, read_report
+from runner.tracks.training.launch import BenchReport, TrainingReport
+from runner.untrusted import Schema, printable, read_report
+
+
+class SyntheticReport(Schema):
+    """A small document schema (what the synthetic functions' child wrote before the runner took
+    over their loop): a list of floats and one float."""
+
+    x: list[float]
+    optimize_s: float = 0.0
 
 
 def error_of(raw: bytes, schema=SyntheticReport) -> EvaluationError:

@@ -1,13 +1,14 @@
 """The training tasks' loop in the runner (CPU): the trusted process holds the model, the data,
 the loss, the counters and the budget, runs every forward and backward, and writes the
 checkpoints; the submitted optimizer runs in the sandboxed optimizer server (runner/opt_server.py,
-runner/opt_child.py), one per seed, and sees only the parameters and their gradients in shared
-memory. After each step the runner copies the parameters back into its own model: the sandbox
-never holds a tensor the runner trains or scores.
+runner/sandboxed/optimizer_server.py), one per seed, and sees only the parameters and their
+gradients in shared memory. After each step the runner copies the parameters back into its own
+model: the sandbox never holds a tensor the runner trains or scores.
 
-It reuses runner/train_child.py's harness (data order, augmentation, loss, epoch ends, NaN checks,
-checkpoints), so a job's numbers are those of the sandboxed training program it replaces:
-the same float32 arithmetic on the same data in the same order.
+It reuses the training program's harness (runner/sandboxed/training.py: data order,
+augmentation, loss, epoch ends, NaN checks, checkpoints), so a job's numbers are those of the
+sandboxed training program it replaces: the same float32 arithmetic on the same data in the same
+order.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runner.opt_server import OptimizerServer
-from runner.sandboxed import training as train_child
+from runner.opt_server import OptimizerServer, host_sandbox_mode
+from runner.sandboxed import training as training_program
 from runner.sandboxed.rules import ChildError
 from runner.spec import ErrorKind, EvaluationError
-from runner.tracks.train import hidden_package_data
+from runner.tracks.training.launch import hidden_package_data
 
 
 class RemoteOptimizer:
@@ -83,11 +84,11 @@ class RemoteOptimizer:
                 param.copy_(value)
 
 
-class RunnerHarness(train_child.Harness):
-    """train_child.Harness with the optimizer in the sandbox and the loop here. Never compiles or
+class RunnerHarness(training_program.Harness):
+    """The training program's Harness with the optimizer in the sandbox and the loop here. Never compiles or
     executes the submission in this process."""
 
-    def __init__(self, config: train_child.TaskConfig, data: train_child.TrainingData, *, artifact: Path,
+    def __init__(self, config: training_program.TaskConfig, data: training_program.TrainingData, *, artifact: Path,
                  hparams: dict[str, Any], work_dir: Path, checkpoints: Path, trust: bool, memory_bytes: int,
                  deadline: float, time_limit_s: float, cancel: threading.Event | None, progress):
         self.config, self.data, self.device = config, data, torch.device("cpu")
@@ -96,11 +97,11 @@ class RunnerHarness(train_child.Harness):
         self.deadline, self.time_limit_s, self.cancel = deadline, time_limit_s, cancel
         self.cuda = self.mixed = False
         self.memory_format = torch.contiguous_format
-        self.batch, self.steps_per_epoch = train_child.batches_of(data.size, config.batch_size)
-        self.mean, self.std = train_child.channel_stats(config.mean, config.std, self.device)
+        self.batch, self.steps_per_epoch = training_program.batch_and_steps(data.size, config.batch_size)
+        self.mean, self.std = training_program.channel_stats(config.mean, config.std, self.device)
         self.standardized = None
         if config.augment != "crop-flip":
-            self.standardized = train_child.standardize(data.images, config.divisor, self.mean, self.std)
+            self.standardized = training_program.standardize(data.images, config.divisor, self.mean, self.std)
         self.max_evaluations = 26 * self.steps_per_epoch * config.epochs
         self.servers = contextlib.ExitStack()
         self.sandbox = ""
@@ -124,7 +125,8 @@ class RunnerHarness(train_child.Harness):
 
     def new_run(self, seed: int):
         self.servers.close()
-        model = train_child.build_model(self.config.model, self.config.num_classes, self.data.images.shape[1], seed)
+        model = training_program.build_model(self.config.model, self.config.num_classes, self.data.images.shape[1],
+                                             seed)
         model.train()
         params = list(model.parameters())
         folder = self.work_dir / f"optimizer-seed{seed}"
@@ -167,23 +169,18 @@ class RunnerHarness(train_child.Harness):
                 self.remote = None
 
     def _mode(self) -> str:
-        server = getattr(self, "remote", None)
-        result = server.server.result if server is not None else None
-        if result is not None:
-            return result.mode
-        from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, sandbox_available
-
-        return MODE_BWRAP if sandbox_available().available else MODE_TRUSTED
+        optimizer = getattr(self, "remote", None)
+        return optimizer.server.sandbox_mode() if optimizer is not None else host_sandbox_mode()
 
 
-def training_data(config: train_child.TaskConfig, images, labels) -> train_child.TrainingData:
+def training_data(config: training_program.TaskConfig, images, labels) -> training_program.TrainingData:
     """The training split (uint8 NHWC numpy, int labels) as the harness holds it."""
     import numpy as np
 
     tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2)))
     if config.augment == "crop-flip":
         tensor = F.pad(tensor, (config.pad,) * 4)
-    return train_child.TrainingData(tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64)), len(labels),
+    return training_program.TrainingData(tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64)), len(labels),
                                     images.shape[1])
 
 
@@ -204,10 +201,15 @@ def cpu_settings(threads: int):
 def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dict[str, Any], work_dir: Path, *,
                     trust: bool, time_limit_s: float, memory_bytes: int, progress, span: tuple[float, float],
                     cancel: threading.Event | None) -> tuple[dict[str, Any], float, str]:
-    """Train every seed; returns (the document train_child.py's ``train`` wrote, wall seconds,
-    sandbox mode). Checkpoints go to ``work_dir/scratch``, written by this process."""
+    """Train every seed of ``config`` (runner/tracks/training/tasks.py ``harness_config``) on the
+    training split of ``splits`` with the optimizer file ``artifact`` in the sandbox; returns (the
+    document the training program's ``train`` writes: per seed the curves, plus ``closure`` and
+    ``evaluations``; wall seconds; sandbox mode). Checkpoints go to ``work_dir/scratch``, written
+    by this process. Raises EvaluationError: the submission's kinds (from its optimizer server or
+    the harness's checks, NOT_FINITE among them), TIMEOUT past ``time_limit_s`` seconds,
+    LEASE_EXPIRED when ``cancel`` is set."""
     started = time.monotonic()
-    task_config = train_child.TaskConfig(**config)
+    task_config = training_program.TaskConfig(**config)
     checkpoints = Path(work_dir) / "scratch"
     checkpoints.mkdir(exist_ok=True)
     first, last = span
@@ -234,11 +236,11 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
 
 def bench_in_runner(config: dict[str, Any], splits, work_dir: Path, *, optimizer_file: Path,
                     hparams: dict[str, Any], seconds: float, warmup: int, memory_bytes: int) -> dict[str, Any]:
-    """What train_child.py's ``bench`` reports, for the runner's loop: training items/s of the
+    """What the training program's ``bench`` reports, for the runner's loop: training items/s of the
     loop here with ``optimizer_file`` in the sandbox, against a pure training step (zero_grad,
     forward, loss, backward, the same optimizer's step in this process) on one batch, in seconds
     each after ``warmup`` untimed steps."""
-    task_config = train_child.TaskConfig(**config)
+    task_config = training_program.TaskConfig(**config)
     (Path(work_dir) / "scratch").mkdir(exist_ok=True)
     with cpu_settings(task_config.threads):
         harness = RunnerHarness(task_config, training_data(task_config, splits.train_images, splits.train_labels),
@@ -246,7 +248,7 @@ def bench_in_runner(config: dict[str, Any], splits, work_dir: Path, *, optimizer
                                 checkpoints=Path(work_dir) / "scratch", trust=True, memory_bytes=memory_bytes,
                                 deadline=time.monotonic() + 4 * seconds + 600, time_limit_s=4 * seconds + 600,
                                 cancel=None, progress=lambda fraction, message: None)
-        clock = train_child.BenchClock(warmup=warmup, seconds=seconds, sync=harness.sync)
+        clock = training_program.BenchClock(warmup=warmup, seconds=seconds, sync=harness.sync)
         harness.train_seed(task_config.seeds[0], clock=clock)
         import importlib.util
 
