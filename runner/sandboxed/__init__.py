@@ -8,7 +8,7 @@
   functions and on the training tasks on the CPU.
 - ``training.py``: trains the platform's model with a submitted optimizer, the whole loop in the
   sandbox: the training tasks on CUDA (runner/tracks/train.py). The runner's own loop on the CPU
-  (runner/tracks/train_loop.py) reuses its harness.
+  (runner/tracks/training/loop.py) reuses its harness.
 - ``optimizer_loader.py``: loads a submitted optimizer file (compile, execute, make_optimizer),
   for ``training.py``.
 - ``rules.py``: the error kinds a program may report, what counts as out of memory, the frame

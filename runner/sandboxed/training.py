@@ -1,6 +1,6 @@
 """The sandboxed training program of the optimizer training tasks on CUDA: ``python -I training.py
 train|bench ...`` trains the platform's model with a submitted optimizer, the whole loop inside the
-sandbox. (On the CPU the runner owns the loop, runner/tracks/train_loop.py, and reuses this
+sandbox. (On the CPU the runner owns the loop, runner/tracks/training/loop.py, and reuses this
 module's harness, models and data helpers.)
 
 It runs inside the sandbox with exactly this beside it: ``optimizer_loader.py`` and ``rules.py``
