@@ -36,13 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from runner.datasets import CLASSIFIER_TASKS, open_task
+from runner.catalogue import UnknownTask, catalogue_task
+from runner.datasets import open_task
 from runner.evaluate import file_sha256
 from runner.progress import ProgressLine
 from runner.sandboxed import model_server as model_child
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
-from runner.tracks.classify import TopK, artifact_format, batches_of, default_batch_size, input_shape
+from runner.tracks.classify import TopK, default_batch_size, input_shape, stream_batches
+from runner.tracks.common import builtin_or_model_file
 
 
 class InProcessModel:
@@ -75,6 +77,19 @@ class InProcessModel:
         return stats
 
 
+def model_file_to_bench(artifact: Path, kind: str) -> str:
+    """The format of the model file to time (runner.tracks.common.builtin_or_model_file). Raises
+    EvaluationError INVALID_ARTIFACT for a file that is no model, a builtin baseline included: a
+    builtin runs in the runner's own process, with no model to time against."""
+    fmt, builtin = builtin_or_model_file(artifact, kind)
+    if builtin is not None:
+        raise EvaluationError(
+            ErrorKind.INVALID_ARTIFACT,
+            f"{artifact} names the builtin baseline {builtin!r}; runner bench times model files",
+        )
+    return fmt
+
+
 def steady_rate(stats: StreamStats) -> float:
     """Items per second after the first answered batch."""
     if stats.first_output_at is None or stats.last_output_at is None or stats.items_after_first == 0:
@@ -90,7 +105,7 @@ def _timed_loop(
     try:
         return predictor.stream(
             prefetch(
-                batches_of(reader, batch_size, device=device, limit=batches + 1, repeat=True), stop=stop
+                stream_batches(reader, batch_size, device=device, limit=batches + 1, repeat=True), stop=stop
             ),
             collect,
             max_items=batch_size,
@@ -112,8 +127,12 @@ def bench_classifier(
     repeats: int = 3,
     progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
+    """The classifier figures above for ``task`` and the model file ``artifact``: ``*_items_per_s``
+    (images per second, best of ``repeats`` rounds of ``batches`` batches of ``batch_size``) and
+    their ratios, with the device, precision, batch size and sandbox they were taken with. Raises
+    EvaluationError (INVALID_ARTIFACT, DATASET_MISSING, SANDBOX_UNAVAILABLE, ...)."""
     say = progress or (lambda message: None)
-    fmt = artifact_format(artifact)
+    fmt = model_file_to_bench(artifact, "classifier")
     data = open_task(task, data_root)
     reader = data.main
     size = batch_size or default_batch_size(task, device)
@@ -191,12 +210,16 @@ def bench_denoiser(
     repeats: int = 3,
     progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
-    from runner.catalogue import catalogue_task
-    from runner.denoise import Noise, make_noisy_inputs, open_set
+    """The denoising figures above for ``task`` and the model file ``artifact``: images per second,
+    one image a call, best of ``repeats`` rounds over the set's images after the first (no forward
+    in the sandbox: None). Raises ValueError for a set of fewer than two images, EvaluationError
+    (INVALID_ARTIFACT, DATASET_MISSING, SANDBOX_UNAVAILABLE, ...)."""
+    from runner.datasets.denoise import open_set
+    from runner.denoise import Noise, make_noisy_inputs
     from runner.tracks.denoise import denoise_with_server, wants_noise_level
 
     say = progress or (lambda message: None)
-    fmt = artifact_format(artifact)
+    fmt = model_file_to_bench(artifact, "denoiser")
     params = catalogue_task(task).params
     noise = Noise.from_params(params)
     dataset = open_set(str(params["set"]), data_root)
@@ -263,8 +286,15 @@ def bench(
     progress: ProgressLine | None = None,
 ) -> dict[str, Any]:
     """Benchmark one task: classifier and denoising tasks as above, optimizer training tasks
-    through the training track's own bench."""
-    if task in CLASSIFIER_TASKS:
+    through the training track's own bench (which task runs on which track: runner.catalogue).
+    Returns the figures above (rates in items per second). Raises ValueError without the artifact
+    a model task needs, EvaluationError RUNNER_ERROR for a task with no benchmark (synthetic
+    optimizer tasks, unknown slugs)."""
+    try:
+        track = catalogue_task(task).track
+    except UnknownTask:
+        track = None
+    if track == "classify":
         if artifact is None:
             raise ValueError("--artifact is required for a classifier task")
         return bench_classifier(
@@ -279,12 +309,12 @@ def bench(
             repeats=repeats,
             progress=progress,
         )
-    if task.startswith("denoise-"):
+    if track == "denoise":
         if artifact is None:
             raise ValueError("--artifact is required for a denoising task")
         return bench_denoiser(task, artifact, device=device, data_root=data_root, precision=precision,
                               trust=trust, repeats=repeats, progress=progress)
-    if task.startswith("opt-"):
+    if track == "train":
         from runner.tracks.train import bench_training
 
         return {"task": task, **bench_training(task, device=device, data_root=data_root, seconds=seconds)}

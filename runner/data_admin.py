@@ -1,16 +1,16 @@
-"""What `runner data list | prepare | verify | fake` do, over every dataset a catalogue task reads:
-the classifier datasets of runner.datasets and, when runner.denoise is installed, the denoising
-sets (``denoise/<set>``). One report shape for both, so the command stays a thin printer."""
+"""What `runner data list | prepare | verify | fake` do, over every dataset a catalogue task reads
+(the registry of runner.datasets: classifier datasets and denoising sets, ``denoise/<set>``, on one
+protocol). One report shape, so the command stays a thin printer."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner import datasets
+from runner.datasets import Dataset
 from runner.progress import Progress
 
 
@@ -36,33 +36,13 @@ class DataReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _denoise() -> Any | None:
-    if importlib.util.find_spec("runner.denoise.datasets") is None:
-        return None
-    from runner.denoise import datasets as denoise_datasets
-
-    return denoise_datasets
-
-
-def _denoise_set(name: str) -> str | None:
-    """The denoising set ``name`` means (``denoise/bsd68`` or ``bsd68``), if any."""
-    module = _denoise()
-    if module is None:
-        return None
-    short = name.removeprefix("denoise/").strip().lower()
-    return short if short in module.SETS else None
-
-
-def resolve(name: str) -> tuple[str, Any]:
-    """("classifier", Dataset) or ("denoise", set name); KeyError naming the known datasets."""
+def resolve(name: str) -> Dataset:
+    """The dataset ``name`` means (a catalogue id such as ``imagenet/val`` or ``denoise/bsd68``, or
+    an alias such as ``cifar10`` or ``bsd68``); KeyError naming the known datasets."""
     try:
-        return "classifier", datasets.get(name)
+        return datasets.get(name)
     except KeyError:
-        pass
-    short = _denoise_set(name)
-    if short is not None:
-        return "denoise", short
-    raise KeyError(f"no dataset {name!r}; known: {', '.join(datasets.known())}")
+        raise KeyError(f"no dataset {name!r}; known: {', '.join(datasets.known())}") from None
 
 
 def entries(root: Path | str) -> list[DataEntry]:
@@ -70,35 +50,18 @@ def entries(root: Path | str) -> list[DataEntry]:
     rows = []
     for name in datasets.known():
         try:
-            family, item = resolve(name)
+            item = resolve(name)
         except KeyError:
-            rows.append(DataEntry(name, name, datasets.is_present(name, root), False, str(Path(root) / name)))
+            rows.append(DataEntry(name, name, False, False, str(Path(root) / name)))
             continue
-        if family == "classifier":
-            present = item.present(root)
-            path = str(item.path(root)) if item.folder else "bundled with scikit-learn"
-            synthetic = bool(present and item.folder and item.synthetic(root))
-            rows.append(DataEntry(name, item.title, present, synthetic, path, item.needs_manual_download))
-        else:
-            module = _denoise()
-            info = module.set_info(item)
-            bundled = module.is_bundled(item)
-            folder = module.set_dir(item, root)
-            present = bundled or (folder.is_dir() and any(folder.glob("*.png")))
-            synthetic = (not bundled) and (folder / datasets.FAKE_MARKER).exists()
-            rows.append(
-                DataEntry(
-                    name,
-                    info.title,
-                    present,
-                    synthetic,
-                    "bundled with scikit-image" if bundled else str(folder),
-                )
-            )
+        present = item.present(root)
+        path = str(item.path(root)) if item.folder else f"bundled with {item.bundled_with}"
+        synthetic = bool(present and item.folder and item.synthetic(root))
+        rows.append(DataEntry(name, item.title, present, synthetic, path, item.needs_manual_download))
     return rows
 
 
-def _from_verify(report: datasets.VerifyReport) -> DataReport:
+def _report(report: datasets.VerifyReport) -> DataReport:
     return DataReport(
         report.name,
         report.ok,
@@ -111,56 +74,25 @@ def _from_verify(report: datasets.VerifyReport) -> DataReport:
     )
 
 
-def _from_denoise(report: dict[str, Any]) -> DataReport:
-    ok = bool(report.get("present"))
-    return DataReport(
-        f"denoise/{report['dataset']}",
-        ok,
-        bool(report.get("synthetic")),
-        []
-        if ok
-        else [f"{report['path']} has no images; run `runner data prepare denoise/{report['dataset']}`"],
-        list(report.get("warnings", [])),
-        {"files": report.get("files"), "expected": report.get("expected_files")},
-        {"sha256": str(report.get("sha256", "")), "status": str(report.get("checksums", ""))},
-    )
-
-
 def verify(name: str, root: Path | str, *, deep: bool = False) -> DataReport:
-    family, item = resolve(name)
-    if family == "classifier":
-        return _from_verify(item.verify(root, deep=deep))
-    return _from_denoise(_denoise().verify(item, root))
+    return _report(resolve(name).verify(root, deep=deep))
 
 
 def prepare(name: str, root: Path | str, progress: Progress | None = None) -> DataReport:
     """Download (where a network and a public release exist) and verify. Raises DownloadFailed or
     DatasetMissing with what to do instead."""
-    family, item = resolve(name)
+    item = resolve(name)
     Path(root).mkdir(parents=True, exist_ok=True)
-    if family == "classifier":
-        return _from_verify(item.prepare(root, progress))
-    module = _denoise()
-    try:
-        module.prepare(item, root)
-    except module.DatasetError as exc:
-        raise datasets.DownloadFailed(str(exc)) from exc
-    return _from_denoise(module.verify(item, root))
+    return _report(item.prepare(root, progress))
 
 
 def fake(name: str, root: Path | str, *, n_per_class: int | None = None, seed: int = 0) -> Path:
-    """Write the small, labelled synthetic copy; returns its folder."""
-    family, item = resolve(name)
-    if family == "classifier":
-        options = {"seed": seed}
-        if n_per_class is not None:
-            options["n_per_class"] = n_per_class
-        return item.fake(root, **options)
-    module = _denoise()
-    try:
-        return module.fake(item, root, **({"n": n_per_class} if n_per_class else {}))
-    except module.DatasetError as exc:
-        raise ValueError(str(exc)) from exc
+    """Write the small, labelled synthetic copy; returns its folder. Raises ValueError for a
+    dataset that has none (real data bundled with a package)."""
+    options: dict[str, Any] = {"seed": seed}
+    if n_per_class is not None:
+        options["n_per_class"] = n_per_class
+    return resolve(name).fake(root, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +109,7 @@ def fingerprint(name: str, root: Path | str) -> str | None:
     checksum it records, or ``checksums-sha256:`` over all of them; None when verify records
     none (ImageNet-C lists no checksum short of hashing every file) or finds the data unusable."""
     report = verify(name, root)
-    sums = {k: v for k, v in report.checksums.items() if v and k != "status"}
+    sums = {k: v for k, v in report.checksums.items() if v}
     if not report.ok or not sums:
         return None
     if len(sums) == 1:

@@ -77,14 +77,14 @@ def baselines_train(
         raise typer.BadParameter(f"{', '.join(unknown)}; known: {', '.join(by_slug)}", param_hint="--noise")
     settings = [by_slug[s] for s in noise] if noise else list(PROTOCOL_SETTINGS)
     if images is not None:
-        from runner.denoise.datasets import read_png
+        from runner.datasets.denoise import read_png
 
         files = sorted(images.glob("*.png"))
         if not files:
             raise typer.BadParameter(f"no .png files in {images}", param_hint="--images")
         pictures, clean = {f.stem: read_png(f, 1) for f in files}, False
     else:
-        from runner.denoise.datasets import training_images
+        from runner.datasets.denoise import training_images
 
         pictures, clean = training_images(channels=1), True
     for i, setting in enumerate(settings):

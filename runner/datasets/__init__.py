@@ -2,7 +2,9 @@
 
 ``DATASETS`` maps each catalogue dataset id (the folder under the data root) to a
 :class:`~runner.datasets.base.Dataset` with ``present``, ``verify``, ``prepare``, ``fake`` and
-``open``. ``open_task(slug, data_root)`` opens every reader a classifier task needs.
+``open``: the classifier datasets and the denoising sets (``denoise/<set>``,
+runner/datasets/denoise.py). ``open_task(slug, data_root)`` opens every reader a classifier task
+needs.
 
 A track evaluates a classifier like this (labels stay in this process; only inputs go to the model)::
 
@@ -17,13 +19,12 @@ A track evaluates a classifier like this (labels stay in this process; only inpu
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.catalogue import CATALOGUE, catalogue_task
+from runner.catalogue import CATALOGUE, catalogue_task, tasks_of_track
 from runner.datasets.base import (
     FAKE_MARKER,
     Batch,
@@ -42,6 +43,7 @@ from runner.datasets.cifar import (
     CifarCorruptedDataset,
     CifarDataset,
 )
+from runner.datasets.denoise import DENOISE_DATASETS
 from runner.datasets.digits import DigitsDataset, digits_split
 from runner.datasets.geo import DollarStreetDataset, GeodeDataset
 from runner.datasets.imagenet import DATASET_A, DATASET_C, DATASET_R, DATASET_VAL
@@ -67,8 +69,6 @@ __all__ = [
     "present",
 ]
 
-PACKAGED = {"sklearn-digits": "sklearn"}  # real data that ships inside a package
-
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
@@ -85,6 +85,7 @@ DATASETS: dict[str, Dataset] = {
         GeodeDataset(),
         DollarStreetDataset(),
         DigitsDataset(),
+        *DENOISE_DATASETS,
     )
 }
 
@@ -115,12 +116,9 @@ def known() -> list[str]:
 
 
 def is_present(name: str, data_root: Path | str) -> bool:
-    if name in DATASETS:
-        return DATASETS[name].present(data_root)
-    if name in PACKAGED:
-        return importlib.util.find_spec(PACKAGED[name]) is not None
-    path = Path(data_root) / name  # datasets read by other tracks (denoising sets)
-    return path.is_dir() and any(path.iterdir())
+    """Whether dataset ``name`` (a catalogue id) can be read on this node; False for an unknown one."""
+    dataset = DATASETS.get(name)
+    return dataset is not None and dataset.present(data_root)
 
 
 def present(data_root: Path | str) -> list[str]:
@@ -131,19 +129,7 @@ def present(data_root: Path | str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Classifier tasks → the readers they need.
 # --------------------------------------------------------------------------------------------
-CLASSIFIER_TASKS = (
-    "digits",
-    "cifar10",
-    "cifar100",
-    "cifar10-c",
-    "cifar100-c",
-    "imagenet-val",
-    "imagenet-a",
-    "imagenet-r",
-    "imagenet-c",
-    "geode",
-    "dollarstreet",
-)
+CLASSIFIER_TASKS = tasks_of_track("classify")  # the catalogue's, in its order
 
 
 @dataclass

@@ -3,7 +3,8 @@ the verify report, and the reader that hands out input batches while it keeps th
 
 A reader yields :class:`Batch` objects that carry inputs, positions and ids only. The labels and
 metadata (:class:`Targets`) stay with the trusted parent process, which scores the outputs; they
-are never sent into the sandbox.
+are never sent into the sandbox. A denoising set has no labels: its clean images are its targets
+and stay in the parent the same way (runner/datasets/denoise.py says how it fits).
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ class Dataset:
     folder: str = ""
     # Where a licence or login stands between the runner and the files, ``prepare`` says so.
     needs_manual_download: bool = False
+    # The package that ships the data, for a dataset with no folder under the data root.
+    bundled_with: str = ""
 
     def path(self, root: Path | str) -> Path:
         return Path(root) / self.folder

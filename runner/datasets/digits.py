@@ -57,6 +57,7 @@ class DigitsDataset(Dataset):
     folder = ""
     title = "scikit-learn digits"
     aliases = ("digits", "sklearn_digits")
+    bundled_with = "scikit-learn"
 
     def present(self, root: Path | str | None = None) -> bool:
         return importlib.util.find_spec("sklearn") is not None

@@ -232,8 +232,8 @@ def evaluate_baseline(name: str, task_slug: str, *, root: str | Path | None = No
                       stems: list[str] | None = None, env: dict | None = None) -> dict:
     """Run a registered baseline in-process on a catalogue task; returns the result document."""
     from runner.catalogue import catalogue_task
+    from runner.datasets.denoise import open_set
 
-    from .datasets import open_set
     from .metrics import score_estimates
     from .noise import make_noisy_inputs
 
@@ -247,7 +247,7 @@ def evaluate_baseline(name: str, task_slug: str, *, root: str | Path | None = No
     return score_estimates(
         task_slug, dataset.images, estimates, synthetic=dataset.synthetic, noisy=noisy, noise=noise,
         denoise_seconds=spent, wall_s=time.perf_counter() - began,
-        env={**dataset.env(), "baseline": name, "baseline_in_process": True,
+        env={**dataset.env, "baseline": name, "baseline_in_process": True,
              "baseline_trusted_in_process": baseline.trusted_in_process, "torch": torch.__version__,
              **(env or {})},
     )
@@ -256,7 +256,8 @@ def evaluate_baseline(name: str, task_slug: str, *, root: str | Path | None = No
 def filter_tuning_images() -> dict[str, np.ndarray]:
     """The gray training photographs (whole pictures, not single colour planes), centre-cropped
     to at most 256×256."""
-    from .datasets import training_images
+    from runner.datasets.denoise import training_images
+
 
     out = {}
     for stem, image in training_images(channels=1).items():

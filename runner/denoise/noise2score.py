@@ -221,9 +221,10 @@ def load_noise2score(path: str | Path = SHIPPED_CHECKPOINT) -> Noise2ScoreDenois
 def train_shipped_checkpoint(out_path: str | Path = SHIPPED_CHECKPOINT, *, steps: int = 1000, seed: int = 0,
                              threads: int | None = None, log: Callable[[str], None] | None = print) -> Path:
     """Rebuild the shipped checkpoint: the six protocol settings, each trained for ``steps`` steps
-    on noisy copies of the bundled training photographs (runner.denoise.datasets.training_images,
+    on noisy copies of the bundled training photographs (runner.datasets.denoise.training_images,
     none of which is in a skimage test set)."""
-    from .datasets import training_images
+    from runner.datasets.denoise import training_images
+
 
     images = training_images(channels=1)
     out_path = Path(out_path)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,16 +33,15 @@ from typing import Any
 
 import numpy as np
 
-import runner
 from runner import contract_checks
 from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.metrics import classification, results
 from runner.progress import Progress
-from runner.sandboxed import model_server as model_child
 from runner.serve import POOL, ServerSettings, prefetch
-from runner.spec import MODEL_HPARAM_KEYS, ErrorKind, EvaluationError, JobSpec, SpecError, sniff_model_format
+from runner.spec import ErrorKind, EvaluationError, JobSpec
+from runner.tracks.common import builtin_or_model_file, load_seconds, model_options, server_env
 
 
 def input_shape(slug: str) -> tuple[int, int, int]:
@@ -83,45 +81,6 @@ def reader_device(reader: Reader, device: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Settings.
 # --------------------------------------------------------------------------------------------
-def artifact_format(path: Path) -> str:
-    """The model format by content; INVALID_ARTIFACT (with the export advice) otherwise."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-        fh.seek(0)
-        try:
-            return sniff_model_format(head, fh)
-        except SpecError as exc:
-            raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
-
-
-def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
-    """The evaluation settings every model submission may carry (precision, channels_last), with
-    BAD_HPARAMS for keys a ``kind`` does not take (runner.spec.MODEL_HPARAM_KEYS) or values that
-    do not fit."""
-    hparams = spec.submission.hparams or {}
-    if not isinstance(hparams, dict):
-        raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
-    accepted = MODEL_HPARAM_KEYS[kind]
-    unknown = sorted(set(hparams) - set(accepted))
-    if unknown:
-        raise EvaluationError(
-            ErrorKind.BAD_HPARAMS,
-            f"unknown hyperparameters for a {kind}: {', '.join(unknown)}; "
-            f"accepted: {', '.join(accepted)} (see the task page)",
-        )
-    precision = str(hparams.get("precision", "fp32")).lower()
-    if precision not in ("fp32", "bf16"):
-        raise EvaluationError(
-            ErrorKind.BAD_HPARAMS,
-            f'precision {hparams.get("precision")!r}: use "fp32" (the default) or "bf16"',
-        )
-    channels_last = hparams.get("channels_last", "auto")
-    channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
-    if channels_last not in model_child.CHANNELS_LAST:
-        raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
-    return {"precision": precision, "channels_last": channels_last}
-
-
 def submission_options(spec: JobSpec) -> dict[str, Any]:
     """precision, channels_last and clean_top1 from the hparams (BAD_HPARAMS when they do not fit)."""
     options = model_options(spec, "classifier")
@@ -144,11 +103,14 @@ def submission_options(spec: JobSpec) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Predicting a reader.
 # --------------------------------------------------------------------------------------------
-def batches_of(
+def stream_batches(
     reader: Reader, batch_size: int, *, device: str, limit: int | None = None, repeat: bool = False
 ) -> Iterator[tuple[Any, Any]]:
-    """(inputs, batch) pairs of the reader in its order; ``limit`` batches at most, cycling the
-    reader when ``repeat`` (for benchmarks on small copies)."""
+    """What a model server streams (``ModelServer.stream``): ``(inputs, batch)`` pairs of the
+    reader in its order, ``inputs`` float32 ``[N, C, H, W]`` in [0, 1] with N ≤ ``batch_size``
+    (numpy, or a torch tensor on ``device`` for image files), ``batch`` the reader's Batch (its
+    positions tag the outputs); ``limit`` batches at most, cycling the reader when ``repeat`` (for
+    benchmarks on small copies)."""
     count = 0
     while True:
         for batch in reader.batches(
@@ -198,7 +160,7 @@ def predict_reader(
     stop = threading.Event()
     try:
         stats = server.stream(
-            prefetch(batches_of(reader, batch_size, device=device), stop=stop),
+            prefetch(stream_batches(reader, batch_size, device=device), stop=stop),
             collect,
             max_items=batch_size,
             deadline=deadline,
@@ -265,31 +227,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def server_env(info: dict[str, Any], fmt: str, device: str, reused: bool) -> dict[str, Any]:
-    """What a result's env says about the model server that ran the model (both model tracks)."""
-    return {
-        "runner": runner.__version__,
-        "python": platform.python_version(),
-        "torch": info.get("torch"),
-        "onnxruntime": info.get("onnxruntime") if fmt == "onnx" else None,
-        "cuda": info.get("cuda"),
-        "device": info.get("device_name") or info.get("device") or device,
-        "device_requested": device,
-        "sandbox": info.get("sandbox"),
-        "format": fmt,
-        "precision": info.get("precision"),
-        "memory_format": info.get("memory_format"),
-        "threads": info.get("threads"),
-        "seeds": [],
-        "model_server": {"reused": reused, "load_s": info.get("load_s"), "protocol": info.get("protocol")},
-    }
-
-
-def load_seconds(info: dict[str, Any], reused: bool) -> float:
-    """The time spent loading the model for this job: none on a warm server."""
-    return 0.0 if reused else round(float(info.get("load_s") or 0.0), 4)
-
-
 def evaluate_classifier(
     spec: JobSpec,
     artifact_path: Path,
@@ -301,12 +238,25 @@ def evaluate_classifier(
     progress: Progress,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
+    """Evaluate the model file at ``artifact_path`` on classifier task ``spec.task.slug``.
+
+    Takes the job spec, the artifact (TorchScript, ExportedProgram or ONNX; its model maps float32
+    ``[N, C, H, W]`` in [0, 1] to logits ``[N, classes]``), the data root, whether the sandbox may
+    be skipped (``trust``), the device (``"cpu"``, ``"cuda:0"``), ``progress(fraction in [0, 1],
+    message)`` and ``cancel`` (set when the site takes the job back). ``work_dir`` is unused: the
+    model server keeps its own folder. Returns the result document of runner.metrics.results.score
+    (``metrics`` in percent, ``breakdown``, ``env``, ``timing`` in seconds and items per second).
+    Raises EvaluationError: INVALID_ARTIFACT, BAD_HPARAMS, WRONG_OUTPUT, NOT_FINITE (the
+    submission's fault), TIMEOUT past ``spec.task.time_limit_s``, LEASE_EXPIRED on ``cancel``,
+    DATASET_MISSING, OUT_OF_MEMORY, SANDBOX_UNAVAILABLE or RUNNER_ERROR (the node's).
+    """
     started = time.perf_counter()
     deadline = time.monotonic() + spec.task.time_limit_s
     slug = spec.task.slug
     if slug not in CLASSIFIER_TASKS:
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not a classifier task")
-    fmt = artifact_format(Path(artifact_path))
+    # A classifier has no builtin baselines: a file the site calls builtin is refused as invalid.
+    fmt, _ = builtin_or_model_file(Path(artifact_path), "classifier", declared=spec.submission.artifact_format)
     options = submission_options(spec)
     data: TaskData = open_task(slug, data_root, spec.task.params)
     batch_size = int(spec.task.params.get("batch_size") or default_batch_size(slug, device))

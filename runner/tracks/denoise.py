@@ -1,6 +1,6 @@
 """Denoising track: every ``denoise-*`` task of the catalogue (shared/PROTOCOLS.md, "Denoising").
 
-1. Open the task's clean set (runner.denoise.open_set; the skimage sets need no data root) and
+1. Open the task's clean set (runner.datasets.denoise.open_set; the skimage sets need no data root) and
    draw the protocol's noise, seeded per (task, image), so every submission sees the same input.
 2. A model artifact (TorchScript, ExportedProgram, ONNX) runs in the sandboxed model server
    (runner/serve.py), one image at a time — the sets mix sizes and orientations — as a float32
@@ -34,44 +34,22 @@ import numpy as np
 
 import runner
 from runner import contract_checks
-from runner.denoise import DatasetError, Noise, make_noisy_inputs, open_set, score_estimates
+from runner.catalogue import tasks_of_track
+from runner.datasets.denoise import DatasetError, open_set
+from runner.denoise import Noise, make_noisy_inputs, score_estimates
 from runner.denoise.metrics import PerfectEstimate, psnr
 from runner.progress import Progress
 from runner.serve import POOL, ServerPool, ServerSettings
-from runner.spec import (
-    BUILTIN_FORMAT,
-    ErrorKind,
-    EvaluationError,
-    JobSpec,
-    SpecError,
-    read_builtin_baseline,
-)
-from runner.tracks import classify
+from runner.spec import BUILTIN_FORMAT, ErrorKind, EvaluationError, JobSpec
+from runner.tracks.common import builtin_or_model_file, load_seconds, model_options, server_env
 
 SAMPLE_COUNT = 2  # images whose crops the result carries
 SAMPLE_SIZE = 96  # pixels a side
 
 
-def denoise_tasks() -> tuple[str, ...]:
-    from runner.catalogue import CATALOGUE
-
-    return tuple(t.slug for b in CATALOGUE if b.kind == "denoiser" for t in b.tasks)
-
-
 # --------------------------------------------------------------------------------------------
 # Settings.
 # --------------------------------------------------------------------------------------------
-def artifact_format(spec: JobSpec, path: Path) -> tuple[str, str | None]:
-    """(format, builtin baseline name or None): a builtin baseline when the site said so and the
-    file agrees, else the model format by content; INVALID_ARTIFACT with advice otherwise."""
-    if spec.submission.artifact_format != BUILTIN_FORMAT:
-        return classify.artifact_format(path), None
-    try:
-        return BUILTIN_FORMAT, read_builtin_baseline(path.read_bytes(), "denoiser")
-    except SpecError as exc:
-        raise EvaluationError(ErrorKind.INVALID_ARTIFACT, str(exc)) from exc
-
-
 def wants_noise_level(info: dict[str, Any], fmt: str) -> bool:
     """The contract of runner/denoise/modules.py, read from what the model server reports."""
     if fmt == "torchscript":
@@ -237,18 +215,33 @@ def evaluate_denoiser(
     progress: Progress,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
+    """Evaluate the artifact at ``artifact_path`` on denoising task ``spec.task.slug``.
+
+    Takes the job spec (its params name the set and the noise), the artifact (a model mapping
+    float32 ``[1, C, H, W]`` in [0, 1], plus ``[1, 2]`` = (family code, level) if it wants the
+    noise level, to an estimate of the input's shape; or a builtin baseline file for a submission
+    flagged as a baseline), the data root, whether the sandbox may be skipped (``trust``), the
+    device, ``progress(fraction in [0, 1], message)`` and ``cancel`` (set when the site takes the
+    job back). ``work_dir`` is unused: the model server keeps its own folder. Returns the result
+    document of runner.denoise.score_estimates (PSNR in dB and SSIM, per image and averaged, with
+    bootstrap CIs; ``timing`` in seconds and seconds per megapixel), with ``breakdown.samples``
+    (crops as PNG data URIs). Raises EvaluationError: INVALID_ARTIFACT, BAD_HPARAMS,
+    WRONG_OUTPUT, NOT_FINITE (the submission's fault), TIMEOUT past ``spec.task.time_limit_s``,
+    LEASE_EXPIRED on ``cancel``, DATASET_MISSING, OUT_OF_MEMORY, SANDBOX_UNAVAILABLE or
+    RUNNER_ERROR (the node's).
+    """
     started = time.perf_counter()
     deadline = time.monotonic() + spec.task.time_limit_s
     slug, params = spec.task.slug, spec.task.params
-    if not slug.startswith("denoise-"):
+    if slug not in tasks_of_track("denoise"):
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not a denoising task")
-    fmt, builtin = artifact_format(spec, Path(artifact_path))
+    fmt, builtin = builtin_or_model_file(Path(artifact_path), "denoiser", declared=spec.submission.artifact_format)
     if fmt == BUILTIN_FORMAT and not spec.submission.is_baseline:
         # The site accepts builtin files only from its maintainers' seeding: this is its mistake.
         raise EvaluationError(ErrorKind.RUNNER_ERROR,
                               "builtin baselines are the platform's own reference methods and this submission is "
                               "not flagged as one; the runner refuses to run it")
-    options = classify.model_options(spec, "denoiser")
+    options = model_options(spec, "denoiser")
     try:
         noise = Noise.from_params(params)
         dataset = open_set(str(params["set"]), data_root)
@@ -292,17 +285,17 @@ def evaluate_denoiser(
                                                    cancel=cancel, on_image=advance)
             info = dict(server.info)
         denoise_s = stats.compute_s
-        env = {**classify.server_env(info, fmt, device, reused), "noise_level_input": with_noise,
+        env = {**server_env(info, fmt, device, reused), "noise_level_input": with_noise,
                "contract_checks": probe.env()}
         if contract_checks.batch_note(info):
             env["model_batch"] = contract_checks.batch_note(info)
-        load_s = classify.load_seconds(info, reused)
+        load_s = load_seconds(info, reused)
         checks_s = probe.seconds
     progress(0.92, "scoring")
     try:
         result = score_estimates(slug, dataset.images, estimates, synthetic=dataset.synthetic, noisy=noisy,
                                  noise=noise, denoise_seconds=max(denoise_s, 1e-9),
-                                 wall_s=time.perf_counter() - started, env={**dataset.env(), **env})
+                                 wall_s=time.perf_counter() - started, env={**dataset.env, **env})
     except PerfectEstimate as exc:  # only a model that knows the clean image can do that
         raise EvaluationError(ErrorKind.WRONG_OUTPUT, str(exc)) from exc
     except ValueError as exc:  # SpecError included: the runner's own fault, never the submission's

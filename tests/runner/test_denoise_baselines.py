@@ -9,6 +9,7 @@ import pytest
 import scipy.ndimage
 import torch
 
+from runner.datasets.denoise import open_set
 from runner.denoise import baselines
 from runner.denoise.baselines import (
     BASELINES,
@@ -18,7 +19,6 @@ from runner.denoise.baselines import (
     run_denoiser,
     run_module,
 )
-from runner.denoise.datasets import open_set
 from runner.denoise.metrics import score_estimates
 from runner.denoise.modules import (
     Noise2ScoreDenoiser,

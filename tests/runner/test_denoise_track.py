@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from runner import serve
 from runner.cli import app
-from runner.denoise import Noise, make_noisy_inputs, open_set, psnr
+from runner.datasets.denoise import open_set
+from runner.denoise import Noise, make_noisy_inputs, psnr
 from runner.denoise.baselines import export_baselines
 from runner.denoise.noise2score import checkpoint_entries
 from runner.evaluate import evaluate, local_job_spec, supported_tasks

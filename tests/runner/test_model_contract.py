@@ -14,7 +14,8 @@ import torch
 
 from runner import contract_checks, serve
 from runner.datasets import digits_split
-from runner.denoise import Noise, make_noisy_inputs, open_set, psnr
+from runner.datasets.denoise import open_set
+from runner.denoise import Noise, make_noisy_inputs, psnr
 from runner.evaluate import evaluate, local_job_spec
 from runner.spec import ErrorKind, EvaluationError
 

@@ -16,7 +16,8 @@ from leaderboard.benchmarks.models import Task
 from leaderboard.boards.selectors import board_rows
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner import serve
-from runner.denoise import Noise, make_noisy_inputs, open_set, psnr
+from runner.datasets.denoise import open_set
+from runner.denoise import Noise, make_noisy_inputs, psnr
 from runner.evaluate import evaluate
 from runner.spec import JobSpec
 from tests.runner.conftest import bwrap  # noqa: F401 - the sandbox fixture

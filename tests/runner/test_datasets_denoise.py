@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.denoise import datasets
-from runner.denoise.baselines import evaluate_baseline
-from runner.denoise.datasets import (
+from runner.datasets import denoise as datasets
+from runner.datasets.denoise import (
     DatasetError,
     fake,
     git_blob_sha1,
@@ -21,6 +20,7 @@ from runner.denoise.datasets import (
     training_images,
     verify,
 )
+from runner.denoise.baselines import evaluate_baseline
 
 
 def test_skimage_sets_are_real_photographs_that_need_no_data_root():
@@ -163,3 +163,53 @@ def test_a_failed_download_leaves_no_half_written_set(monkeypatch, tmp_path):
     with pytest.raises(DatasetError, match="download failed"):
         prepare("kodak", tmp_path)
     assert list((tmp_path / "denoise").iterdir()) == []
+
+
+def test_every_denoising_set_of_the_catalogue_is_in_the_registry_by_its_id_and_short_name():
+    from runner.catalogue import CATALOGUE
+    from runner.datasets import DATASETS, get
+
+    needed = {t.dataset for b in CATALOGUE if b.kind == "denoiser" for t in b.tasks}
+    assert needed and needed <= set(DATASETS)
+    assert get("bsd68") is DATASETS["denoise/bsd68"] and get("Denoise/Kodak") is DATASETS["denoise/kodak"]
+
+
+def test_a_denoising_set_is_a_reader_whose_clean_images_stay_out_of_its_labels(tmp_path):
+    from runner.datasets import DATASETS, Reader
+
+    fake("kodak", tmp_path, n=2, size=24)
+    reader = DATASETS["denoise/kodak"].open(tmp_path)
+    assert isinstance(reader, Reader) and len(reader) == 2 and reader.targets.labels is None
+    assert reader.env["synthetic_data"] is True and reader.env["n_images"] == 2
+    batches = list(reader.batches(256))
+    assert [b.ids for b in batches] == [["kodim01"], ["kodim02"]], "one image a batch: sizes differ"
+    assert batches[0].inputs.shape == (1, 3, 24, 24) and batches[0].inputs.dtype == np.float32
+    assert np.array_equal(batches[1].inputs[0].transpose(1, 2, 0), reader.images["kodim02"])
+
+
+def test_the_bundled_sets_are_present_with_an_empty_data_root_and_never_synthetic(tmp_path):
+    from runner.datasets import DATASETS, present
+
+    dataset = DATASETS["denoise/skimage-gray"]
+    assert dataset.present(tmp_path) and not dataset.synthetic(tmp_path)
+    assert {"denoise/skimage-gray", "denoise/skimage-color"} <= set(present(tmp_path))
+    report = dataset.verify(tmp_path)
+    assert report.ok and report.counts == {"files": 8} and report.checksums["sha256"]
+
+
+def test_the_data_commands_treat_a_denoising_set_like_any_dataset(tmp_path):
+    from runner import data_admin
+
+    missing = data_admin.verify("kodak", tmp_path)
+    assert not missing.ok and "runner data prepare denoise/kodak" in missing.errors[0]
+    folder = data_admin.fake("denoise/kodak", tmp_path, n_per_class=1)
+    assert folder == set_dir("kodak", tmp_path) and len(list(folder.glob("*.png"))) == 1
+    report = data_admin.verify("kodak", tmp_path)
+    assert report.ok and report.synthetic and report.counts == {"files": 1}
+    assert data_admin.fingerprint("denoise/kodak", tmp_path) == report.checksums["sha256"]
+    row = next(e for e in data_admin.entries(tmp_path) if e.name == "denoise/kodak")
+    assert row.present and row.synthetic and row.path == str(folder)
+    bundled = next(e for e in data_admin.entries(tmp_path) if e.name == "denoise/skimage-color")
+    assert bundled.present and bundled.path == "bundled with scikit-image"
+    with pytest.raises(ValueError, match="nothing to fake"):
+        data_admin.fake("skimage-gray", tmp_path)
