@@ -1,6 +1,10 @@
 """CIFAR-10, CIFAR-100 (python pickles) and CIFAR-10-C, CIFAR-100-C (.npy per corruption).
 
 Reading these pickles is reading a trusted, checksummed dataset, never submitted data.
+
+The module is one piece because each dataset's protocol methods (present, verify, prepare, fake,
+open) read one release's files and the -C sets share the clean sets' release table; split
+apart, each half would need the other's constants.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ Labels come from the full class lists, never from the folders present: a val ima
 label ``imagenet_wnids.index(w)``; an ImageNet-A/R image the position of w in the subset's 200
 wnids. A partial, smoke or fake tree therefore scores exactly as its images would inside the
 full release.
+
+The module is one piece because the four datasets are one folder reader (ImageFolderDataset) in
+four settings, plus ImageNet-C's one extra level and the val archive's sorting, which only that
+reader uses.
 """
 
 from __future__ import annotations
