@@ -40,7 +40,7 @@ from runner.catalogue import UnknownTask, catalogue_task
 from runner.datasets import open_task
 from runner.evaluate import file_sha256
 from runner.progress import ProgressLine
-from runner.sandboxed import model_server as model_child
+from runner.sandboxed import model_server
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.classify import TopK, default_batch_size, input_shape, stream_batches
@@ -139,7 +139,7 @@ def bench_classifier(
     threads = default_threads(device)
     shape = [size, *input_shape(task)]
 
-    model = model_child.load_model(str(artifact), fmt, device, threads=threads)
+    model = model_server.load_model(str(artifact), fmt, device, threads=threads)
     info = model.configure(precision, "auto")
     model.predict([np.random.default_rng(0).random(shape, dtype=np.float32)], [None])  # settles channels_last
     settings = ServerSettings(
@@ -227,7 +227,7 @@ def bench_denoiser(
     if len(noisy) < 2:
         raise ValueError(f"{task}: the bench times the images after the first; this set has {len(noisy)}")
     threads = default_threads(device)
-    model = model_child.load_model(str(artifact), fmt, device, threads=threads)
+    model = model_server.load_model(str(artifact), fmt, device, threads=threads)
     info = model.configure(precision, "auto")
     with_noise = wants_noise_level(info, fmt)
     level = np.array([[float(noise.code), float(noise.level)]], dtype=np.float32)

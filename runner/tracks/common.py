@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import runner
-from runner.sandboxed import model_server as model_child
+from runner.sandboxed import model_server
 from runner.spec import (
     BUILTIN_BASELINES,
     BUILTIN_FORMAT,
@@ -123,7 +123,7 @@ def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
         )
     channels_last = hparams.get("channels_last", "auto")
     channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
-    if channels_last not in model_child.CHANNELS_LAST:
+    if channels_last not in model_server.CHANNELS_LAST:
         raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
     return {"precision": precision, "channels_last": channels_last}
 
