@@ -227,7 +227,7 @@ def stage_input_folder(parent: Path, files: Mapping[str, StagedFile], *, name: s
     written, a callable is called with the destination path and writes the file itself (for large
     arrays: ``lambda p: np.save(p, images)``, the name ending in ``.npy``). Returns the folder.
     Raises FileExistsError when the folder is already there, OSError when a copy or write fails.
-    The three users: the model server (runner/serve.py), the optimizer server
+    The three users: the model server (runner/serve/server.py), the optimizer server
     (runner/opt_server.py) and the training track (runner/tracks/training/launch.py).
     """
     parent.chmod(0o711)

@@ -12,7 +12,8 @@
 Staging the sandbox's input folder (the model server, the optimizer server, the training track) is
 :func:`runner.workdir.stage_input_folder` ``(parent: Path, files: Mapping[str, Path | bytes |
 Callable[[Path], object]], *, name: str = "input") -> Path``: it lives beside the runner's other
-private-folder code, because runner/serve.py, which is below the tracks, stages too.
+private-folder code, because the model server (runner/serve/), which is below the tracks, stages
+too.
 """
 
 from __future__ import annotations
