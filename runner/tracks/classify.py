@@ -4,7 +4,7 @@ cifar100-c, imagenet-val, imagenet-a, imagenet-r, imagenet-c, geode, dollarstree
 1. Sniff the artifact by content (TorchScript, ExportedProgram, ONNX; pickles refused with advice)
    and read the submission's settings from its hparams (below).
 2. Open the task's readers (runner.datasets.open_task); labels stay in this process.
-3. Borrow the sandboxed model server (runner/serve.py): the warm one of this submission when the
+3. Borrow the sandboxed model server (runner/serve/): the warm one of this submission when the
    worker process has it, else a new one that loads the model once.
 4. Stream every part's batches through it — a prefetch thread prepares the next batch while the
    child computes — check each output (shape [N, C], floats, finite: runner.metrics.classification.compact) and

@@ -3,7 +3,7 @@
 1. Open the task's clean set (runner.datasets.denoise.open_set; the skimage sets need no data root) and
    draw the protocol's noise, seeded per (task, image), so every submission sees the same input.
 2. A model artifact (TorchScript, ExportedProgram, ONNX) runs in the sandboxed model server
-   (runner/serve.py), one image at a time — the sets mix sizes and orientations — as a float32
+   (runner/serve/), one image at a time — the sets mix sizes and orientations — as a float32
    batch ``[1, C, H, W]``. A model that declares ``wants_noise_level`` (TorchScript attribute; two
    graph inputs for .pt2 and ONNX) also gets ``[1, 2]`` = (family code, level). The clean images
    never leave this process.
