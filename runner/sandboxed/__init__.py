@@ -10,7 +10,7 @@
   sandbox: the training tasks on CUDA (runner/tracks/train.py). The runner's own loop on the CPU
   (runner/tracks/training/loop.py) reuses its harness.
 - ``optimizer_loader.py``: loads a submitted optimizer file (compile, execute, make_optimizer),
-  for ``training.py``.
+  for ``optimizer_server.py`` and ``training.py``.
 - ``rules.py``: the error kinds a program may report, what counts as out of memory, the frame
   format; imported by the runner too.
 
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 # What each program imports from beside it: copied with it into the sandbox's input folder.
 BESIDE = {
     "model_server.py": ("rules.py",),
-    "optimizer_server.py": ("rules.py",),
+    "optimizer_server.py": ("optimizer_loader.py", "rules.py"),
     "training.py": ("optimizer_loader.py", "rules.py"),
 }
 

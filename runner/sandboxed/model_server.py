@@ -43,6 +43,10 @@ child → parent
 
 The child only computes. The parent validates shapes, dtypes and finiteness and computes every
 metric; nothing the child says is trusted beyond being data.
+
+One piece past 450 lines: it is the program the sandbox runs, and its three formats' loaders share
+the device, precision, memory-format and batch-fitting code; every file split off would be one
+more file bound beside it.
 """
 
 from __future__ import annotations

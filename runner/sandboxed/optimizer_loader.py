@@ -1,7 +1,8 @@
 """Loading a submitted optimizer file inside the sandbox: read, compile and execute it as the
 module ``submission``, parse its hyperparameters, call its ``make_optimizer(params, **hparams)``
-and check what it returns. Used by the training program (runner/sandboxed/training.py), bound
-beside it with rules.py; the runner imports it too, to run the same checks in tests.
+and check what it returns. Used by the optimizer server (runner/sandboxed/optimizer_server.py) and
+the training program (runner/sandboxed/training.py), bound beside each with rules.py; the runner
+imports it too, to run the same checks in tests.
 
 Every failure is a ChildError (runner/sandboxed/rules.py) with a user error kind, a message a
 person can act on, and whether it depends only on the submission (it would recur on every other
@@ -45,11 +46,13 @@ def describe_exception(exc: BaseException, filename: str) -> str:
     return f"{text} ({where})" if where else text
 
 
-def call_user(what: str, fn: Callable[[], Any], filename: str) -> Any:
-    """Run submitted code; whatever it raises (SystemExit included) becomes a ChildError."""
+def call_user(what: str, fn: Callable[[], Any], filename: str, *,
+              passing: tuple[type[BaseException], ...] = ()) -> Any:
+    """Run submitted code; whatever it raises (SystemExit included) becomes a ChildError, but a
+    ChildError and the caller's own signals (``passing``) go through as they are."""
     try:
         return fn()
-    except ChildError:
+    except (ChildError, *passing):
         raise
     except BaseException as exc:  # noqa: BLE001 - submitted code may raise anything, even SystemExit
         if isinstance(exc, KeyboardInterrupt):
@@ -100,6 +103,11 @@ def exec_module(code: types.CodeType, filename: str) -> types.ModuleType:
     return module
 
 
+def load_module(path: str) -> types.ModuleType:
+    """The submission at ``path`` read, compiled and executed as the module ``submission``."""
+    return exec_module(compile_source(load_source(path), path), path)
+
+
 def parse_hparams(text: str) -> dict[str, Any]:
     try:
         hparams = json.loads(text) if text else {}
@@ -132,7 +140,12 @@ def check_hparams_fit(fn: Callable[..., Any], first: Any, hparams: dict[str, Any
                          f"It accepts: {accepts}.") from exc
 
 
-def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[str, Any], filename: str):
+def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[str, Any], filename: str, *,
+                        closure_given: bool = False):
+    """``module.make_optimizer(params, **hparams)``, checked: a torch.optim.Optimizer holding every
+    one of ``params``, whose ``step()`` the loop can call (unless ``closure_given``: the caller
+    passes a closure to a step that requires one). Raises ChildError (INVALID_ARTIFACT,
+    BAD_HPARAMS, or the kind of what make_optimizer raised)."""
     import torch
 
     factory = getattr(module, "make_optimizer", None)
@@ -162,7 +175,8 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
     if not all(id(p) in owned for p in params):
         raise ChildError(rules.INVALID_ARTIFACT, "the optimizer make_optimizer returned does not hold the params it "
                          "was given: pass them to the optimizer's constructor")
-    check_step_signature(optimizer)
+    if not closure_given:
+        check_step_signature(optimizer)
     return optimizer
 
 

@@ -1,7 +1,7 @@
 """The optimizer server: the only program of the optimizer track that runs submitted code.
 
 ``python -I optimizer_server.py --source S --hparams JSON --socket PATH`` runs inside the sandbox,
-bound there with only rules.py beside it (the standard library and torch, never another runner
+bound there with only optimizer_loader.py and rules.py beside it (the standard library and torch, never another runner
 module, and never the objective: the trusted parent, runner/opt_server.py, owns the model or
 function, the data, the loss, the counters and the budget). It loads the submission, connects to
 ``PATH`` and serves:
@@ -48,20 +48,19 @@ import mmap
 import os
 import socket
 import sys
-import traceback
 import types
-from collections.abc import Callable
 from typing import Any
 
 if __package__:  # imported by the runner
+    from runner.sandboxed import optimizer_loader as loader
     from runner.sandboxed import rules
-else:  # in the sandbox: rules.py is bound beside this file (runner/sandboxed/__init__.py)
+else:  # in the sandbox: optimizer_loader.py and rules.py are bound beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import optimizer_loader as loader
     import rules
 
 ChildError = rules.ChildError
 FRAME_LENGTH = rules.FRAME_LENGTH
-SUBMISSION_MODULE = "submission"
 HOOKS = ("first_layer_stats",)
 MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
 
@@ -71,122 +70,8 @@ class Stopped(Exception):
 
 
 # --------------------------------------------------------------------------------------------
-# Submitted code's exceptions, classified (runner/sandboxed/rules.py).
+# Loading the submission: runner/sandboxed/optimizer_loader.py, as the training program does.
 # --------------------------------------------------------------------------------------------
-def describe_exception(exc: BaseException, filename: str) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    where = "; ".join(f"line {f.lineno} in {f.name}" for f in frames[-3:])
-    text = f"{type(exc).__name__}: {exc}"
-    return f"{text} ({where})" if where else text
-
-
-def call_user(what: str, fn: Callable[[], Any], filename: str) -> Any:
-    """Run submitted code; whatever it raises (SystemExit included) becomes a ChildError."""
-    try:
-        return fn()
-    except (ChildError, Stopped):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - submitted code may raise anything, even SystemExit
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise ChildError(rules.kind_of_exception(exc), f"{what} raised {describe_exception(exc, filename)}"
-                         f"{rules.limit_note(exc)}") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# Loading the submission.
-# --------------------------------------------------------------------------------------------
-def load_module(path: str) -> types.ModuleType:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ChildError(rules.INVALID_ARTIFACT, f"cannot read the submission: {exc}") from exc
-    try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ChildError(rules.INVALID_ARTIFACT, f"the submission is not UTF-8 text (byte {exc.start}): upload a "
-                         "Python source file") from exc
-    try:
-        code = compile(source, path, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        text = (exc.text or "").strip()
-        raise ChildError(rules.INVALID_ARTIFACT, f"syntax error at line {exc.lineno}: {exc.msg}"
-                         f"{': ' + text if text else ''}") from exc
-    except ValueError as exc:
-        raise ChildError(rules.INVALID_ARTIFACT, f"the submission cannot be compiled: {exc}") from exc
-    module = types.ModuleType(SUBMISSION_MODULE)
-    module.__file__ = path
-    sys.modules[SUBMISSION_MODULE] = module
-    try:
-        call_user("importing the submission", lambda: exec(code, module.__dict__), path)
-    except ChildError as exc:
-        exc.repeats = exc.repeats or isinstance(exc.__cause__, ImportError)
-        raise
-    return module
-
-
-def parse_hparams(text: str) -> dict[str, Any]:
-    try:
-        hparams = json.loads(text) if text else {}
-    except ValueError as exc:
-        raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters are not valid JSON: {exc}") from exc
-    if not isinstance(hparams, dict):
-        raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters must be a JSON object, not {type(hparams).__name__}")
-    return hparams
-
-
-def accepted_names(fn: Callable[..., Any]) -> tuple[list[str], bool]:
-    params = list(inspect.signature(fn).parameters.values())[1:]
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return names, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[str, Any], filename: str):
-    import torch
-
-    factory = getattr(module, "make_optimizer", None)
-    if factory is None:
-        raise ChildError(rules.INVALID_ARTIFACT, "the file defines no make_optimizer: add a top-level "
-                         "`def make_optimizer(params, **hparams)` that returns a torch.optim.Optimizer")
-    if not callable(factory):
-        raise ChildError(rules.INVALID_ARTIFACT, f"make_optimizer is a {type(factory).__name__}, not a function")
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
-        signature = None
-    if signature is not None:
-        try:
-            signature.bind(params, **hparams)
-        except TypeError as exc:
-            names, var_kw = accepted_names(factory)
-            accepts = "any keyword (it takes **kwargs)" if var_kw else (", ".join(names) or "no hyperparameters")
-            given = ", ".join(sorted(hparams)) or "none"
-            raise ChildError(rules.BAD_HPARAMS, f"the hyperparameters ({given}) do not fit make_optimizer{signature}: "
-                             f"{exc}. It accepts: {accepts}.") from exc
-    try:
-        optimizer = factory(params, **hparams)
-    except (TypeError, ValueError) as exc:
-        names, var_kw = accepted_names(factory)
-        accepts = "any keyword" if var_kw else (", ".join(names) or "none")
-        raise ChildError(rules.BAD_HPARAMS, f"make_optimizer(params, **hparams) raised "
-                         f"{describe_exception(exc, filename)}; hyperparameters given: {json.dumps(hparams)}; "
-                         f"accepted names: {accepts}") from exc
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise ChildError(rules.kind_of_exception(exc), f"make_optimizer raised {describe_exception(exc, filename)}"
-                         f"{rules.limit_note(exc)}") from exc
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ChildError(rules.INVALID_ARTIFACT, f"make_optimizer returned {type(optimizer).__name__}, not a "
-                         "torch.optim.Optimizer (subclass torch.optim.Optimizer or return a built-in one)")
-    owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    if not all(id(p) in owned for p in params):
-        raise ChildError(rules.INVALID_ARTIFACT, "the optimizer make_optimizer returned does not hold the params it "
-                         "was given: pass them to the optimizer's constructor")
-    return optimizer
-
-
 def needs_closure(optimizer: Any) -> bool:
     """Whether ``optimizer.step`` requires an argument (LBFGS's ``step(closure)``): then every step
     gets a closure; an optional closure (SGD, Adam) is never passed, so those cost one gradient a
@@ -276,7 +161,7 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
     if init.get("op") != "init" or len(conn.fds) != 1:
         raise EOFError("the runner's first frame is not init with one file descriptor")
     memory, params, values, grads, extras = shared_tensors(conn.fds.pop(), int(init["nbytes"]), init)
-    optimizer = make_user_optimizer(module, params, hparams, filename)
+    optimizer = loader.make_user_optimizer(module, params, hparams, filename, closure_given=True)
     closure_wanted = needs_closure(optimizer)
     hooks = [name for name in HOOKS if name in extras and getattr(optimizer, f"wants_{name}", False) is True]
     for name in hooks:
@@ -305,9 +190,10 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
             param.grad = grad
         try:
             if closure_wanted:
-                call_user(f"optimizer.step(closure) at {where}", lambda: optimizer.step(closure), filename)
+                loader.call_user(f"optimizer.step(closure) at {where}", lambda: optimizer.step(closure), filename,
+                                 passing=(Stopped,))
             else:
-                call_user(f"optimizer.step() at {where}", optimizer.step, filename)
+                loader.call_user(f"optimizer.step() at {where}", optimizer.step, filename, passing=(Stopped,))
         except Stopped:
             conn.send({"op": "stopped"})
             continue
@@ -336,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         torch.set_num_threads(1)
         conn = Connection(args.socket)
-        hparams = parse_hparams(args.hparams)
+        hparams = loader.parse_hparams(args.hparams)
         filename = os.path.abspath(args.source)
-        module = load_module(filename)
+        module = loader.load_module(filename)
         serve(conn, module, hparams, filename)
     except ChildError as exc:
         print(f"{exc.kind}: {exc.message}", file=sys.stderr)

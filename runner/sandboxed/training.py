@@ -28,6 +28,9 @@ computes every metric; it reads nothing else from here but these curves.
 ``bench``: one seed; the harness loop above for a time budget, then a pure training step
 (zero_grad, forward, loss, backward, step) on one device-resident batch for the same budget, with
 the same model, optimizer and device; warm-up steps are left out of both timings.
+
+One piece past 450 lines: the models, the data handling and the loop are what the runner's own
+loop on the CPU reuses too (runner/tracks/training/loop.py), so that both train the same way.
 """
 from __future__ import annotations
 
@@ -67,8 +70,9 @@ def checkpoint_name(seed: int, epoch: int) -> str:
     return f"ckpt_s{seed}_e{epoch:03d}.safetensors"
 
 
-def batches_of(size: int, batch_size: int) -> tuple[int, int]:
-    """(batch, steps per epoch): full batches only; a split smaller than a batch is one batch."""
+def batch_and_steps(size: int, batch_size: int) -> tuple[int, int]:
+    """(items per batch, steps per epoch) for a split of ``size`` items: full batches only (the
+    remainder is left out, a different one each epoch); a split smaller than a batch is one batch."""
     batch = max(1, min(batch_size, size))
     return batch, max(1, size // batch)
 
@@ -285,7 +289,7 @@ class Harness:
         self.cuda = device.type == "cuda"
         self.mixed = uses_bf16(config.precision, device.type)
         self.memory_format = torch.channels_last if self.mixed else torch.contiguous_format
-        self.batch, self.steps_per_epoch = batches_of(data.size, config.batch_size)
+        self.batch, self.steps_per_epoch = batch_and_steps(data.size, config.batch_size)
         self.mean, self.std = channel_stats(config.mean, config.std, device)
         self.standardized = None
         if config.augment != "crop-flip":  # nothing random per batch: standardize once
