@@ -2,7 +2,7 @@
 artifact formats, node reports and broker settings. Pure Python (no torch, no Django); both sides
 import this module and validate everything that crosses the wire against it. What each task is
 (its track, dataset, time limit, required metrics) is data in runner/catalogue.py, which
-:func:`validate_result` reads. It stays one module (about 480 lines) because it is one contract
+:func:`validate_result` reads. It is one piece (about 480 lines) because it is one contract
 under one SCHEMA_VERSION: a runner and a site agree on all of it or on none, and reading it in
 one place is how a change to either side is checked against the other.
 
