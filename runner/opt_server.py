@@ -14,8 +14,8 @@ shared memory at any other time reaches nothing the runner scores.
 
 Every frame from the child is hostile input: size-capped, parsed by runner/untrusted.py into a
 typed schema; anything else, an error of a kind only the platform may report, or the connection
-ending mid-step is the submission's error. Frames are runner/sandboxed/rules.py's: a u32 length,
-then a JSON object.
+ending mid-step is the submission's error. Frames are runner/sandboxed/rules.py's (a u32 length,
+then a JSON object), read and written by runner/serve/frames.py as for the model server.
 """
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ from pydantic import Field, StrictBool
 from runner.host_limits import HostLimitError, lease_user
 from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, SandboxResult, run_sandboxed, sandbox_available
 from runner.sandboxed import stage
-from runner.sandboxed.rules import FRAME_LENGTH
+from runner.serve.frames import FrameChannel, PeerGone
 from runner.spec import ErrorKind, EvaluationError
-from runner.untrusted import Schema, load_json, parse, reported_error, tampered
+from runner.untrusted import Schema, parse, reported_error
 from runner.workdir import stage_input_folder
 
 PROGRAM = "optimizer_server.py"  # in runner/sandboxed/
 MAX_FRAME_BYTES = 64 << 10  # of a frame from the child: its frames are a few words of JSON
+ANSWER = "the optimizer's answer"  # what the child's frames are called in messages
 ALIGN = 64
 POLL_S = 0.2
 
@@ -140,8 +141,7 @@ class OptimizerServer:
         self._error: BaseException | None = None
         self._kill = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self._buffer = bytearray()
+        self._channel: FrameChannel | None = None
         self._lease = contextlib.ExitStack()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class OptimizerServer:
             self._thread.start()
             while True:
                 try:
-                    self._sock, _ = listener.accept()
+                    sock, _ = listener.accept()
                     break
                 except TimeoutError:
                     self._check("starting the optimizer")
@@ -198,7 +198,7 @@ class OptimizerServer:
             os.close(folder)
             with contextlib.suppress(OSError):
                 os.unlink(address)
-        self._sock.settimeout(POLL_S)
+        self._channel = FrameChannel(sock, what=ANSWER, max_header_bytes=MAX_FRAME_BYTES, poll_s=POLL_S)
         self.shared = SharedParameters(shapes, extras)
         self._send({"op": "init", **self.shared.layout()}, fds=(self.shared.fd,))
         frame = self._receive("building the optimizer")
@@ -207,7 +207,7 @@ class OptimizerServer:
         self.hooks = set(ready.hooks) & set(self.shared.extras)
 
     def close(self) -> None:
-        if self._sock is not None and self._thread is not None and self._thread.is_alive():
+        if self._channel is not None and self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(OSError):
                 self._send({"op": "exit"})
         if self._thread is not None:
@@ -215,10 +215,9 @@ class OptimizerServer:
             if self._thread.is_alive():
                 self._kill.set()
                 self._thread.join(timeout=30)
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self.shared is not None:
             self.shared.close()
             self.shared = None
@@ -241,7 +240,7 @@ class OptimizerServer:
         because the budget ran out (the parameters are then not to be collected)."""
         self._send({"op": "step", "step": step, "where": where})
         while True:
-            frame = parse(StepFrame, self._receive(f"optimizer step {where or step}"), what="the optimizer's answer",
+            frame = parse(StepFrame, self._receive(f"optimizer step {where or step}"), what=ANSWER,
                           log_tail=self.log_tail())
             if frame.op == "done":
                 return True
@@ -254,51 +253,21 @@ class OptimizerServer:
 
     # -- frames -------------------------------------------------------------------------------
     def _send(self, frame: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
-        assert self._sock is not None
-        data = json.dumps(frame, separators=(",", ":")).encode()
-        data = FRAME_LENGTH.pack(len(data)) + data
-        self._sock.settimeout(None)
+        assert self._channel is not None
         try:
-            if fds:
-                sent = socket.send_fds(self._sock, [data], list(fds))
-                if sent < len(data):
-                    self._sock.sendall(data[sent:])
-            else:
-                self._sock.sendall(data)
-        except OSError as exc:
-            self._sock.settimeout(POLL_S)
+            self._channel.send(frame, fds)
+        except PeerGone as exc:
             self._receive("receiving the runner's frame")  # the child's error frame, when it left one
             raise self._ended("receiving the runner's frame") from exc
-        self._sock.settimeout(POLL_S)
-
-    def _fill(self, size: int, what: str) -> None:
-        assert self._sock is not None
-        while len(self._buffer) < size:
-            try:
-                chunk = self._sock.recv(max(4096, size - len(self._buffer)))
-            except TimeoutError:
-                self._check(what)
-                continue
-            except OSError as exc:
-                raise self._ended(what) from exc
-            if not chunk:
-                raise self._ended(what)
-            self._buffer += chunk
 
     def _receive(self, what: str) -> dict[str, Any]:
-        self._fill(FRAME_LENGTH.size, what)
-        (size,) = FRAME_LENGTH.unpack_from(self._buffer)
-        if size > MAX_FRAME_BYTES:
-            raise tampered("the optimizer's answer", f"a frame of {size} bytes, over the limit of {MAX_FRAME_BYTES}",
-                           self.log_tail())
-        self._fill(FRAME_LENGTH.size + size, what)
-        raw = bytes(self._buffer[FRAME_LENGTH.size:FRAME_LENGTH.size + size])
-        del self._buffer[:FRAME_LENGTH.size + size]
-        frame = load_json(raw, what="the optimizer's answer", max_bytes=MAX_FRAME_BYTES, log_tail=self.log_tail())
-        if not isinstance(frame, dict):
-            raise tampered("the optimizer's answer", "not a JSON object", self.log_tail())
+        assert self._channel is not None
+        try:
+            frame = self._channel.receive(lambda: self._check(what))
+        except PeerGone as exc:
+            raise self._ended(what) from exc
         if frame.get("op") == "error":
-            raise reported_error(frame.get("error"), what="the optimizer's answer", log_tail=self._wait_tail())
+            raise reported_error(frame.get("error"), what=ANSWER, log_tail=self._wait_tail())
         return frame
 
     def _wait_tail(self) -> str:
