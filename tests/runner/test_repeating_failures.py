@@ -67,8 +67,9 @@ def submitted_module(source: bytes) -> types.ModuleType:
 
 
 def test_on_a_training_task_an_lbfgs_optimizer_fails_in_one_line_saying_its_step_needs_a_closure():
-    """The training tasks' loop (runner/child.py, run by runner/train_child.py) calls step()
-    without arguments; opt-f1..3 give LBFGS its closure (runner/opt_child.py)."""
+    """The training tasks' loop on CUDA (runner/sandboxed/training.py, loading the optimizer with
+    runner/sandboxed/optimizer_loader.py) calls step() without arguments; the runner's own loop
+    gives LBFGS its closure (runner/sandboxed/optimizer_server.py)."""
     with pytest.raises(child.ChildError) as caught:
         child.make_user_optimizer(submitted_module(LBFGS), [torch.zeros(1, requires_grad=True)], {"lr": 1.0},
                                   "my_optimizer.py")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from runner.evaluate import file_sha256
-from runner.sandboxed import model_server as model_child
+from runner.sandboxed import model_server
 from runner.serve import ServerPool, ServerSettings
 
 from .classifier_models import save_onnx, save_torchscript
@@ -114,7 +114,7 @@ def test_the_child_turns_uint8_inputs_and_their_scale_into_the_same_floats_as_th
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = save_torchscript(Tiled(), tmp_path / "tiled.pt")
-        model = model_child.load_model(str(path), "torchscript", "cpu", threads=1)
+        model = model_server.load_model(str(path), "torchscript", "cpu", threads=1)
     model.configure()
     pixels = np.random.default_rng(2).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
     as_floats = pixels.astype(np.float32) / np.float32(255)
@@ -136,9 +136,9 @@ def test_channels_last_is_kept_only_when_the_model_gives_the_same_outputs_and_bf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = save_torchscript(SmallConv(), tmp_path / "conv.pt")
-        plain = model_child.load_model(str(path), "torchscript", "cpu", threads=1)
-        tried = model_child.load_model(str(path), "torchscript", "cpu", threads=1)
-        halved = model_child.load_model(str(path), "torchscript", "cpu", threads=1)
+        plain = model_server.load_model(str(path), "torchscript", "cpu", threads=1)
+        tried = model_server.load_model(str(path), "torchscript", "cpu", threads=1)
+        halved = model_server.load_model(str(path), "torchscript", "cpu", threads=1)
     assert plain.configure()["memory_format"].startswith("contiguous")  # off by default on the CPU
     assert tried.configure(channels_last="on")["memory_format"].startswith("channels_last (checking")
     x = np.random.default_rng(3).random((4, 3, 16, 16), dtype=np.float32)
