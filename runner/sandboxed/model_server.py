@@ -36,7 +36,9 @@ child → parent
   {"op": "out", "id": k, "shape", "dtype", "where": "shm"|"inline", "nbytes", "compute_s", "info"}
                                                   the output: at out_offset when it fits, else inline
   {"op": "error", "id": k|null, "kind", "message", "retry": bool}
-                                                  kind is a user error kind; retry is true for
+                                                  kind is a user error kind, named in rules.py
+                                                  (tests/runner/test_contract.py checks every kind
+                                                  this file can send); retry is true for
                                                   out-of-memory, which the parent answers with a
                                                   smaller batch
   {"op": "bench", "items_per_s", "seconds", "iters"}
