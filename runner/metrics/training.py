@@ -13,6 +13,7 @@ seeds. Pure numpy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class SeedRun:
     weights_sha256: str = ""
 
 
-def t_interval(values: list[float], low: float | None = None, high: float | None = None) -> list[float] | None:
+def t_interval(values: Sequence[float], low: float | None = None, high: float | None = None) -> list[float] | None:
     """95% Student-t interval ``[lo, hi]`` of the mean over seeds (None for fewer than two),
     clipped to the metric's range ``low`` .. ``high``."""
     n = len(values)
@@ -53,7 +54,7 @@ def t_interval(values: list[float], low: float | None = None, high: float | None
     return [lo, hi]
 
 
-def sample_std(values: list[float]) -> float:
+def sample_std(values: Sequence[float]) -> float:
     """The sample standard deviation (n − 1); 0.0 for one value."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
