@@ -77,3 +77,40 @@ def test_systemd_units_are_well_formed():
         problems = [line for line in (result.stdout + result.stderr).splitlines()
                     if "Unknown" in line or "Invalid" in line or "Failed to parse" in line]
         assert not problems, problems
+
+
+def runner_modules_the_site_imports() -> set[str]:
+    """Every runner/*.py the site reaches, following runner's own imports from the site's (ast-read)."""
+    import ast
+
+    def runner_imports(path: Path) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            found |= {n for n in names if n == "runner" or n.startswith("runner.")}
+        return found
+
+    def file_of(module: str) -> Path:
+        base = ROOT.joinpath(*module.split("."))
+        return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+    todo = set().union(*(runner_imports(p) for p in (ROOT / "leaderboard").rglob("*.py")))
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo |= runner_imports(file_of(module))
+    return {str(file_of(m).relative_to(ROOT)) for m in seen}
+
+
+def test_the_site_image_copies_every_runner_module_the_site_imports():
+    dockerfile = (DEPLOY / "Dockerfile.site").read_text()
+    copied = set(re.search(r"^COPY ((?:runner/\S+ )+)\./runner/$", dockerfile, flags=re.M).group(1).split())
+    needed = runner_modules_the_site_imports()
+    assert "runner/spec.py" in needed and "runner/catalogue.py" in needed
+    assert needed <= copied, f"Dockerfile.site lacks {sorted(needed - copied)} (the site would fail to import them)"
+    assert not [p for p in needed if re.search(r"^\s*(import|from) torch", (ROOT / p).read_text(), flags=re.M)], \
+        "the site never imports torch"
