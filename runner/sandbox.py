@@ -1,5 +1,9 @@
 """The one way submitted code runs: a bubblewrap sandbox, as an unprivileged user, with rlimits and
 a wall-clock timeout. Everything it returns is data; failures become spec.EvaluationError kinds.
+It is one piece past 450 lines because it is one security boundary: the layers below, the limits
+each enforces, the supervision of a run and the reading of how it ended refer to one another, and
+a reviewer checks what a submission can do by reading them together (the host-wide limits are
+runner/host_limits.py's, the seccomp filter runner/syscall_filter.py's).
 
 Layout of one sandboxed run (the runner is usually root on a GPU box):
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import os
 import re
 import shutil
@@ -46,12 +51,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
 from runner import host_limits, workdir
 from runner.host_limits import HostLimitError, SandboxUser
 from runner.sandboxed.rules import says_out_of_memory
 from runner.spec import ErrorKind, EvaluationError
 from runner.syscall_filter import FilterUnavailable, filter_fd
+
+# A (source, dest) read-only bind: the program sees source's files at dest.
+ReadOnlyBind = tuple[Path | str, Path | str]
 
 MODE_BWRAP = "bwrap"
 MODE_TRUSTED = "none (trusted)"
@@ -201,8 +210,8 @@ def _classify(result: SandboxResult) -> EvaluationError:
         return EvaluationError(ErrorKind.TIMEOUT, f"used more than {limits.get('cpu_time_s')} s of CPU time "
                                "and was stopped", tail)
     if says_out_of_memory(stderr):  # the programs' own rule (runner/sandboxed/rules.py)
-        memory = limits.get("memory_bytes")
-        where = f" (limit {memory / GiB:.1f} GiB of address space)" if memory else ""
+        address_space = limits.get("memory_bytes")
+        where = f" (limit {address_space / GiB:.1f} GiB of address space)" if address_space else ""
         return EvaluationError(ErrorKind.OUT_OF_MEMORY, f"ran out of memory{where}: {_last_error_line(stderr)}",
                                tail)
     for pattern, what in _VIOLATIONS:
@@ -380,7 +389,7 @@ def sandbox_available(refresh: bool = False) -> SandboxStatus:
 class _Tail:
     """Reads a pipe to its end, keeping only the last bytes; optionally hands out whole lines."""
 
-    def __init__(self, fd, limit: int, on_line: Callable[[str], None] | None = None):
+    def __init__(self, fd: io.BufferedReader, limit: int, on_line: Callable[[str], None] | None = None) -> None:
         self.buffer = bytearray()
         self.limit = limit
         self.on_line = on_line
@@ -388,7 +397,7 @@ class _Tail:
         self.thread = threading.Thread(target=self._read, args=(fd,), daemon=True)
         self.thread.start()
 
-    def _read(self, fd) -> None:
+    def _read(self, fd: io.BufferedReader) -> None:
         with fd:
             while chunk := fd.read1(65536):
                 self.buffer += chunk
@@ -398,12 +407,15 @@ class _Tail:
                     self._lines(chunk)
 
     def _lines(self, chunk: bytes) -> None:
+        on_line = self.on_line
+        if on_line is None:
+            return
         self.partial += chunk
         *lines, rest = self.partial.split(b"\n")
         self.partial = bytearray(rest[-4096:])
         for line in lines:
             try:
-                self.on_line(line[:4096].decode("utf-8", "replace"))
+                on_line(line[:4096].decode("utf-8", "replace"))
             except Exception:  # a progress callback must never break the run
                 pass
 
@@ -423,7 +435,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _kill(proc: subprocess.Popen, *, namespaced: bool) -> None:
+def _kill(proc: subprocess.Popen[bytes], *, namespaced: bool) -> None:
     """Kill everything the run started. In the sandbox, killing the pid namespace's init (the
     child of the outermost bwrap) makes the kernel kill every process inside, and bwrap exits only
     once they are all gone, so the sandbox uid's process count is back to zero afterwards."""
@@ -498,7 +510,7 @@ def _prepare_scratch(scratch: Path, *, user: SandboxUser, max_bytes: int) -> Non
     os.chmod(scratch, 0o700)
 
 
-def _run_bwrap(argv: Sequence[str], *, user: SandboxUser | None = None, **options) -> SandboxResult:
+def _run_bwrap(argv: Sequence[str], *, user: SandboxUser | None = None, **options: Any) -> SandboxResult:
     """Run in the sandbox as ``user``, or as a uid leased for this run alone (see _run_as)."""
     try:
         with contextlib.nullcontext(user) if user is not None else host_limits.lease_user() as job_user:
@@ -508,7 +520,7 @@ def _run_bwrap(argv: Sequence[str], *, user: SandboxUser | None = None, **option
                               f"{exc}") from exc
 
 
-def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | str | tuple],
+def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: Iterable[Path | str | ReadOnlyBind],
             time_limit_s: float, cpu_time_s: int, memory_bytes: int | None, gpu: bool, max_processes: int,
             max_open_files: int, max_file_bytes: int, env: dict[str, str] | None, cancel: threading.Event | None,
             on_stdout_line: Callable[[str], None] | None, max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES,
@@ -539,10 +551,11 @@ def _run_as(user: SandboxUser, argv: Sequence[str], *, scratch: Path, ro_binds: 
                   max_processes=max_processes, max_open_files=max_open_files, max_file_bytes=max_file_bytes)
     budget = cgroup_memory_bytes or memory_bytes
     in_memory = tmp_bytes + max_shm_bytes + (max_scratch_bytes if host_limits.can_mount() else 0)
-    group = (host_limits.create_job_cgroup(user, memory_bytes=budget + in_memory, max_processes=max_processes)
-             if budget else None)
+    memory_max = budget + in_memory if budget else None
+    group = (host_limits.create_job_cgroup(user, memory_bytes=memory_max, max_processes=max_processes)
+             if memory_max is not None else None)
     if group is not None:
-        limits["memory_max_bytes"] = budget + in_memory
+        limits["memory_max_bytes"] = memory_max
     try:
         seccomp_fd = filter_fd(deny_memfd=group is None and memory_bytes is not None)
     except FilterUnavailable as exc:
@@ -624,7 +637,8 @@ def _scratch_guard(scratch: Path, max_bytes: int) -> Callable[[], str]:
 
 
 def _supervise(command: list[str], *, pass_fds: tuple[int, ...], cwd: str,
-               time_limit_s: float, mode: str, limits: dict, namespaced: bool, cancel: threading.Event | None,
+               time_limit_s: float, mode: str, limits: dict[str, int | None], namespaced: bool,
+               cancel: threading.Event | None,
                on_stdout_line: Callable[[str], None] | None, guard: Callable[[], str],
                env: dict[str, str] | None = None) -> SandboxResult:
     """Start the command in its own session, tail its output, enforce the wall clock and the
@@ -638,8 +652,9 @@ def _supervise(command: list[str], *, pass_fds: tuple[int, ...], cwd: str,
     finally:
         for fd in pass_fds:
             os.close(fd)
-    stdout = _Tail(proc.stdout, TAIL_BYTES, on_stdout_line)
-    stderr = _Tail(proc.stderr, TAIL_BYTES)
+    # Both are pipes with the default buffering: BufferedReaders (typeshed says IO[bytes] | None).
+    stdout = _Tail(cast(io.BufferedReader, proc.stdout), TAIL_BYTES, on_stdout_line)
+    stderr = _Tail(cast(io.BufferedReader, proc.stderr), TAIL_BYTES)
     deadline = start + time_limit_s
     next_guard = start + 1.0
     timed_out = cancelled = False
@@ -666,7 +681,7 @@ def _supervise(command: list[str], *, pass_fds: tuple[int, ...], cwd: str,
                          limits=limits)
 
 
-def run_sandboxed(argv: Sequence[str], *, scratch: Path | str, ro_binds: Iterable[Path | str | tuple] = (),
+def run_sandboxed(argv: Sequence[str], *, scratch: Path | str, ro_binds: Iterable[Path | str | ReadOnlyBind] = (),
                   time_limit_s: float, memory_bytes: int | None = DEFAULT_MEMORY_BYTES, trust: bool = False,
                   gpu: bool = False, cpu_time_s: int | None = None, max_processes: int = DEFAULT_MAX_PROCESSES,
                   max_open_files: int = DEFAULT_MAX_OPEN_FILES, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
