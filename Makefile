@@ -20,8 +20,10 @@ demo: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff on the whole tree; mypy on the modules pyproject.toml's [tool.mypy] lists. CI runs this first.
 lint: install
 	$(VENV)/bin/ruff check leaderboard runner tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf var .pytest_cache
