@@ -122,7 +122,7 @@ class SuiteReport:
 # Models and data.
 # --------------------------------------------------------------------------------------------
 def export_cifar_resnet18(path: Path) -> Path:
-    """The platform's CIFAR ResNet-18 (runner.train_child) as a classifier submission: TorchScript,
+    """The platform's CIFAR ResNet-18 (runner.sandboxed.training) as a classifier submission: TorchScript,
     float32 [N, 3, 32, 32] in [0, 1] in, CIFAR-10 normalization inside, logits [N, 10] out;
     random init (seed 0)."""
     import torch

@@ -19,7 +19,7 @@ from runner.baselines.classifiers import FOLDER, manifest
 from runner.cli import app
 from runner.datasets import digits_split
 from runner.evaluate import evaluate, local_job_spec
-from runner.sandboxed import model_server as model_child
+from runner.sandboxed import model_server
 from runner.spec import sniff_model_format
 
 
@@ -43,7 +43,7 @@ def test_the_torchscript_baseline_predicts_the_test_split_as_the_manifest_says_i
     entry = manifest()[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = model_child.load_model(entry["path"], "torchscript", "cpu", threads=1)
+        model = model_server.load_model(entry["path"], "torchscript", "cpu", threads=1)
     model.configure()
     _, _, images, labels = digits_split()
     logits = model.predict([images.astype(np.float32)[:, None] / np.float32(16)], [None])
@@ -81,7 +81,7 @@ def test_baselines_export_builds_a_labelled_random_init_torchscript_that_follows
     assert meta["arch"] == "resnet18" and meta["pretrained"] is False and meta["weights"] == "random-init"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = model_child.load_model(str(out), "torchscript", "cpu", threads=1)
+        model = model_server.load_model(str(out), "torchscript", "cpu", threads=1)
     model.configure()
     assert model.predict(
         [np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)], [None]

@@ -9,7 +9,7 @@ from scipy import stats
 
 from runner.catalogue import CATALOGUE
 from runner.metrics.training import SeedRun, summarize, t_interval
-from runner.sandboxed import training as train_child
+from runner.sandboxed import training
 from runner.spec import ErrorKind, EvaluationError, make_result, validate_result
 from runner.tracks.training.evaluation import runs_from, score_corruptions
 from runner.tracks.training.tasks import TRAINING_SETTINGS, Budget, Splits, training_task
@@ -96,7 +96,7 @@ def test_the_device_augmentation_is_a_padded_crop_mirrored_where_drawn():
     padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
     index, dy, dx = torch.tensor([1, 0]), torch.tensor([0, 2]), torch.tensor([2, 1])
     flip = torch.tensor([False, True])
-    out = train_child.crop_flip(padded, index, dy, dx, flip, 4)
+    out = training.crop_flip(padded, index, dy, dx, flip, 4)
     assert torch.equal(out[0], padded[1, :, 0:4, 2:6])
     assert torch.equal(out[1], padded[0, :, 2:6, 1:5].flip(-1))
 
@@ -106,17 +106,17 @@ def test_standardization_comes_from_the_training_split_per_channel():
     images = rng.integers(0, 256, size=(20, 4, 4, 3), dtype=np.uint8)
     splits = Splits(images, np.zeros(20, dtype=np.int64), images[:2], np.zeros(2, dtype=np.int64), 255.0, {})
     mean, std = splits.standardization()
-    stats = train_child.channel_stats(mean, std, "cpu")
-    x = train_child.standardize(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), 255.0, *stats)
+    stats = training.channel_stats(mean, std, "cpu")
+    x = training.standardize(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), 255.0, *stats)
     np.testing.assert_allclose(x.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-5)
     np.testing.assert_allclose(x.std(dim=(0, 2, 3), unbiased=False).numpy(), 1.0, atol=1e-5)
 
 
 def test_both_models_build_the_same_weights_for_a_seed_and_have_the_documented_size():
     for name, classes, channels, size in (("digits-cnn", 10, 1, 25_978), ("cifar-resnet18", 100, 3, 11_220_132)):
-        first = train_child.build_model(name, classes, channels, seed=3)
-        again = train_child.build_model(name, classes, channels, seed=3)
-        other = train_child.build_model(name, classes, channels, seed=4)
+        first = training.build_model(name, classes, channels, seed=3)
+        again = training.build_model(name, classes, channels, seed=3)
+        other = training.build_model(name, classes, channels, seed=4)
         assert sum(p.numel() for p in first.parameters()) == size
         assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True))
         assert not torch.equal(next(first.parameters()), next(other.parameters()))

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from runner.datasets import DATASETS, digits_split
 from runner.evaluate import local_job_spec
-from runner.sandboxed import training as train_child
+from runner.sandboxed import training
 from runner.spec import ErrorKind, EvaluationError, validate_result
 from runner.tracks import train
 from runner.tracks.train import bench_training, evaluate_training
@@ -248,7 +248,7 @@ def test_a_run_past_its_time_limit_is_a_timeout_and_the_next_job_still_works(tmp
 
 
 def test_a_pickled_checkpoint_in_scratch_is_refused_without_being_unpickled(tmp_path):
-    model = train_child.build_model("digits-cnn", 10, 1, 0)
+    model = training.build_model("digits-cnn", 10, 1, 0)
     expected = evaluation.expected_state(model)
     torch.save(model.state_dict(), tmp_path / "ckpt.safetensors")
     with pytest.raises(EvaluationError) as caught:
