@@ -18,7 +18,8 @@ Public names:
 - :data:`CATALOGUE`: every benchmark, in display order.
 - :func:`catalogue_task(slug) <catalogue_task>` → CatalogueTask and :func:`catalogue_benchmark_of`;
   both raise :class:`UnknownTask` (a LookupError) naming the slug.
-- :func:`tasks_of_track(track) <tasks_of_track>`, :func:`training_task_slugs`: slugs in catalogue order.
+- :func:`tasks_of_track(track) <tasks_of_track>`, :func:`training_task_slugs`: slugs in catalogue order;
+  :func:`track_of(slug) <track_of>`: a task's track, None for a slug the catalogue lacks.
 - :func:`required_metrics`, :func:`required_curves`: by slug; () for a task the catalogue lacks.
 - :data:`LOWER_IS_BETTER_METRICS`: the metric keys a board sorts ascending.
 """
@@ -244,6 +245,13 @@ def tasks_of_track(track: str) -> tuple[str, ...]:
     if track not in TRACKS:
         raise ValueError(f"no track {track!r}; the tracks are {', '.join(TRACKS)}")
     return tuple(slug for slug, task in _TASKS.items() if task.track == track)
+
+
+def track_of(slug: str) -> str | None:
+    """The track that evaluates task ``slug`` (one of TRACKS), or None for a slug the catalogue
+    lacks (a task a maintainer added by hand, which no runner evaluates)."""
+    task = _TASKS.get(slug)
+    return task.track if task else None
 
 
 def training_task_slugs() -> tuple[str, ...]:

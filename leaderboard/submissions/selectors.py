@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
+from runner.catalogue import track_of
 
 from .models import EvaluationJob, Submission, result_is_synthetic
 from .outcomes import error_summary, failures_text, job_outcome
@@ -142,7 +143,7 @@ def denoising_samples(*, jobs: list[EvaluationJob]) -> list[dict[str, Any]]:
     tasks = []
     for job in sorted(jobs, key=lambda j: j.task.position):
         samples = ((job.result or {}).get("breakdown") or {}).get("samples")
-        if not job.task.slug.startswith("denoise-") or not isinstance(samples, list):
+        if track_of(job.task.slug) != "denoise" or not isinstance(samples, list):
             continue
         rows = []
         for index, sample in enumerate(samples):

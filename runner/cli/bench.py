@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from runner.catalogue import track_of
 from runner.cli.common import DEFAULT_DATA_ROOT, DataRoot, Trust, err, failure_line, out
 
 
@@ -71,7 +72,7 @@ def bench(
             ("pure forward (in the sandbox)", "forward_in_sandbox_items_per_s"),
             ("evaluation, trusted (in-process)", "trusted_eval_items_per_s"),
             (f"evaluation, sandboxed ({report['sandbox']})", "sandboxed_eval_items_per_s"))
-    unit = "images/s" if task.startswith("denoise-") else "items/s"
+    unit = "images/s" if track_of(task) == "denoise" else "items/s"
     for label, key in rows:
         if report[key] is not None:
             out.print(f"{label:<40} {report[key]:>12.1f} {unit}", highlight=False)
