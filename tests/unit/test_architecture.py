@@ -1,16 +1,21 @@
-"""The shape of the code, checked on every run: no import circle in leaderboard/ or runner/.
+"""The shape of the code, checked on every run: no import circle in leaderboard/ or runner/, every
+module over 450 lines says in its docstring why it is one piece, and docs/architecture.md names
+every module (and none that is gone).
 
-It reads the source with ``ast``; nothing is imported, so the check takes well under a second.
+They read the source with ``ast``; nothing is imported, so the checks take well under a second.
 """
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("leaderboard", "runner")
+LONG_MODULE_LINES = 450
+ONE_PIECE = "one piece"  # the phrase a long module's docstring uses to say why it is not split
 
 
 def project_modules() -> dict[str, Path]:
@@ -148,3 +153,34 @@ def test_the_circle_finder_sees_an_import_inside_a_function_and_a_relative_one(t
     assert graph == {"pkg.a": {"pkg.b": 2}, "pkg.b": {"pkg.c": 1}, "pkg.c": {"pkg.a": 1}, "pkg.d": {"pkg.a": 1}}
     assert strongly_connected(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
     assert shortest_circle(graph, ["pkg.a", "pkg.b", "pkg.c"]) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+
+
+def test_every_module_over_450_lines_says_in_its_docstring_why_it_is_one_piece():
+    offenders = []
+    for name, path in project_modules().items():
+        if ".migrations." in f".{name}.":
+            continue
+        source = path.read_text(encoding="utf-8")
+        lines = source.count("\n") + (not source.endswith("\n"))
+        if lines <= LONG_MODULE_LINES:
+            continue
+        docstring = " ".join((ast.get_docstring(ast.parse(source)) or "").split())
+        if ONE_PIECE not in docstring.lower():
+            offenders.append(f"{path.relative_to(ROOT)} ({lines} lines)")
+    assert not offenders, (
+        f"modules over {LONG_MODULE_LINES} lines whose docstring has no sentence saying why they are "
+        f"{ONE_PIECE!r} (split them by concern, or say why not):\n  " + "\n  ".join(offenders))
+
+
+def test_docs_architecture_names_every_module_and_none_that_is_gone():
+    """Every module of leaderboard/ and runner/ but migrations and empty ``__init__.py`` files,
+    each named by its path in backquotes (`runner/spec.py`)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    paths = [path.relative_to(ROOT).as_posix() for name, path in project_modules().items()
+             if ".migrations." not in f".{name}." and path.read_text(encoding="utf-8").strip()]
+    unnamed = [path for path in paths if f"`{path}`" not in doc]
+    gone = sorted({path for path in re.findall(r"`((?:leaderboard|runner)/[\w/]+\.py)`", doc)
+                   if not (ROOT / path).is_file()})
+    assert not unnamed, "docs/architecture.md does not name (one line each, in its module list):\n  " + \
+        "\n  ".join(unnamed)
+    assert not gone, "docs/architecture.md names modules that no longer exist:\n  " + "\n  ".join(gone)
