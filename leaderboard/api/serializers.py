@@ -55,6 +55,13 @@ class SubmissionCreateSerializer(serializers.Serializer):
     visibility = serializers.ChoiceField(choices=Submission.Visibility.choices, default=Submission.Visibility.PUBLIC)
 
 
+LOOP_IN_SANDBOX_HELP = (
+    "True when the result's training loop ran in the sandbox beside the submission (result env.loop "
+    "\"sandbox\": training tasks on a GPU): the submission shared a process with the loop, its budget "
+    "counters and the model, so the result is not forgery-proof (docs/submissions.md, \"Who can forge what\"). "
+    "False for the runner's loop and every other track.")
+
+
 class JobResultSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     task = serializers.CharField()
@@ -74,6 +81,8 @@ class JobResultSerializer(serializers.Serializer):
     outcome = serializers.CharField(allow_null=True, help_text=(
         'How an ended job ended: "finished", "timed out after 600 s", "failed: …", "cancelled"; null until it ends.'))
     metrics = serializers.DictField(child=serializers.FloatField())
+    synthetic_data = serializers.BooleanField(help_text="Scored on a fake (synthetic) dataset.")
+    loop_in_sandbox = serializers.BooleanField(help_text=LOOP_IN_SANDBOX_HELP)
     ci95 = serializers.DictField(child=serializers.ListField(child=serializers.FloatField()))
     env = serializers.DictField()
     timing = serializers.DictField()
@@ -117,7 +126,8 @@ class LeaderboardRowSerializer(serializers.Serializer):
     owner = serializers.CharField()
     is_baseline = serializers.BooleanField()
     model_family = serializers.CharField()
-    synthetic_data = serializers.BooleanField()
+    synthetic_data = serializers.BooleanField(help_text="Scored on a fake (synthetic) dataset.")
+    loop_in_sandbox = serializers.BooleanField(help_text=LOOP_IN_SANDBOX_HELP)
     task = serializers.CharField()
     primary_metric = serializers.CharField()
     value = serializers.FloatField()

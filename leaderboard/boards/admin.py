@@ -5,7 +5,8 @@ from .models import BoardEntry
 
 @admin.register(BoardEntry)
 class BoardEntryAdmin(admin.ModelAdmin):
-    list_display = ["task", "submission_name", "owner_name", "value", "is_baseline", "is_public", "is_synthetic_data"]
-    list_filter = ["task", "is_baseline", "is_public", "is_synthetic_data"]
+    list_display = ["task", "submission_name", "owner_name", "value", "is_baseline", "is_public", "is_synthetic_data",
+                    "loop_in_sandbox"]
+    list_filter = ["task", "is_baseline", "is_public", "is_synthetic_data", "loop_in_sandbox"]
     search_fields = ["submission_name", "owner_name"]
     raw_id_fields = ["submission"]

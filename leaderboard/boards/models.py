@@ -24,6 +24,8 @@ class BoardEntry(models.Model):
     is_baseline = models.BooleanField(default=False)
     is_public = models.BooleanField(default=True)
     is_synthetic_data = models.BooleanField(default=False, help_text="Scored on a fake (synthetic) dataset.")
+    loop_in_sandbox = models.BooleanField(default=False, help_text=(
+        "The training loop ran in the sandbox beside the submission (a GPU training task): not forgery-proof."))
     parameters = models.BigIntegerField(null=True, blank=True, help_text="Model parameters, when recorded.")
     submitted_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)

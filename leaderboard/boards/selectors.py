@@ -107,6 +107,7 @@ def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
             "is_baseline": row.is_baseline,
             "model_family": row.model_family,
             "synthetic_data": row.is_synthetic_data,
+            "loop_in_sandbox": row.loop_in_sandbox,
             "task": page.task.slug,
             "primary_metric": page.task.primary_metric,
             "value": row.value,

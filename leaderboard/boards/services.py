@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 from leaderboard.benchmarks.models import Benchmark, Task
-from leaderboard.submissions.models import EvaluationJob, Submission, result_is_synthetic
+from leaderboard.submissions.models import (
+    EvaluationJob,
+    Submission,
+    result_is_synthetic,
+    result_loop_in_sandbox,
+)
 
 from .cache import bump
 from .models import BoardEntry
@@ -47,6 +52,7 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
             "is_baseline": submission.is_baseline,
             "is_public": submission.visibility == Submission.Visibility.PUBLIC,
             "is_synthetic_data": result_is_synthetic(result),
+            "loop_in_sandbox": result_loop_in_sandbox(result),
             "parameters": _parameters(result),
             "submitted_at": submission.created_at,
         },

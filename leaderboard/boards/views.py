@@ -93,15 +93,18 @@ def board_export(request, slug: str, fmt: str):
                             json_dumps_params={"indent": 1})
     keys = [task.primary_metric] + page.metric_keys
     header = ["rank", "tied_with_above", "submission_id", "name", "owner", "is_baseline", "model_family",
-              "synthetic_data", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
+              "synthetic_data", "loop_in_sandbox", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
               "submitted_at"]
     rows = [[r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
-             r["model_family"], r["synthetic_data"], *[r["metrics"].get(k, "") for k in keys],
+             r["model_family"], r["synthetic_data"], r["loop_in_sandbox"], *[r["metrics"].get(k, "") for k in keys],
              *(r["ci95"] or ["", ""]), r["submitted_at"]] for r in records]
     return csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
 
 
 def submission_export(request, pk: int, fmt: str):
+    """A submission's results as CSV (one row per task and metric, each saying whether the result
+    was scored on synthetic data and whether its loop ran in the sandbox) or JSON (its status,
+    whose jobs carry the same two flags, and the raw result documents)."""
     if fmt not in ("csv", "json"):
         raise Http404("Exports come as .csv or .json.")
     submission = visible_submission(request, pk)
@@ -113,12 +116,14 @@ def submission_export(request, pk: int, fmt: str):
         return JsonResponse(full, json_dumps_params={"indent": 1})
     rows = []
     for job in status["jobs"]:
+        labels = [job["synthetic_data"], job["loop_in_sandbox"]]
         for metric, value in sorted(job["metrics"].items()):
             ci = job["ci95"].get(metric) or ["", ""]
-            rows.append([job["task"], metric, value, ci[0], ci[1], job["state"]])
+            rows.append([job["task"], metric, value, ci[0], ci[1], job["state"], *labels])
         if not job["metrics"]:
-            rows.append([job["task"], "", "", "", "", job["state"]])
-    return csv_response(f"submission-{pk}.csv", ["task", "metric", "value", "ci95_low", "ci95_high", "state"], rows)
+            rows.append([job["task"], "", "", "", "", job["state"], *labels])
+    return csv_response(f"submission-{pk}.csv", ["task", "metric", "value", "ci95_low", "ci95_high", "state",
+                                                 "synthetic_data", "loop_in_sandbox"], rows)
 
 
 def badge(request, pk: int):

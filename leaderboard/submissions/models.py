@@ -95,6 +95,16 @@ def result_is_synthetic(result: object) -> bool:
     return bool(isinstance(env, dict) and (env.get("synthetic_data") or env.get("fake_data")))
 
 
+def result_loop_in_sandbox(result: object) -> bool:
+    """Whether a result document's training loop ran inside the sandbox, beside the submission
+    (``env.loop == "sandbox"``: training tasks on a GPU), rather than in the runner (``"runner"``,
+    or no ``loop`` at all: every other track). Such a result is not forgery-proof: the submission
+    shared a process with the loop, its budget counters and the model (docs/submissions.md, "Who can
+    forge what"). Every page, row and export that shows the result must say so."""
+    env = result.get("env", {}) if isinstance(result, dict) else {}
+    return isinstance(env, dict) and env.get("loop") == "sandbox"
+
+
 class EvaluationJob(models.Model):
     """One task of one submission. The database is the truth about its state; the broker only wakes
     runners. Every transition is a conditional update (see services)."""

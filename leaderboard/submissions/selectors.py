@@ -8,7 +8,7 @@ from typing import Any
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
 from runner.catalogue import track_of
 
-from .models import EvaluationJob, Submission, result_is_synthetic
+from .models import EvaluationJob, Submission, result_is_synthetic, result_loop_in_sandbox
 from .outcomes import error_summary, failures_text, job_outcome
 
 
@@ -37,6 +37,7 @@ def job_summary(job: EvaluationJob, reason: WaitReason | None = None, *, detaile
         "outcome": job_outcome(job),
         "metrics": result.get("metrics", {}),
         "synthetic_data": result_is_synthetic(result),
+        "loop_in_sandbox": result_loop_in_sandbox(result),
         "ci95": result.get("ci95", {}),
         "env": result.get("env", {}),
         "timing": result.get("timing", {}),

@@ -4,6 +4,9 @@
   const root = document.getElementById("live");
   if (!root) return;
   const ENDED = ["finished", "failed", "rejected"];
+  // the sandboxed-loop label as the server renders it (templates/boards/partials/_loop_in_sandbox_tag.html)
+  const loopTemplate = document.getElementById("loop-in-sandbox-tag");
+  const LOOP_TAG = loopTemplate ? loopTemplate.innerHTML.trim() : "";
   const fmt = (v) => (v === undefined || v === null) ? "–" :
     (Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 1e-3)) ? v.toExponential(3) : String(+v.toPrecision(4));
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -30,7 +33,10 @@
       const prog = job.outcome ? '<span class="outcome">' + esc(job.outcome) + "</span>" :
         Math.round(job.progress * 100) + "% " + esc(job.progress_message) +
         (job.waiting_reason ? '<div class="waiting" data-code="' + esc(job.waiting_code) + '">waiting: ' + esc(job.waiting_reason) + "</div>" : "");
-      return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + '</td><td class="state">' + esc(job.state) +
+      // the labels the template puts beside the task (templates/submissions/detail.html)
+      const tags = (job.synthetic_data ? ' <span class="tag warn">synthetic data</span>' : "") +
+        (job.loop_in_sandbox ? " " + LOOP_TAG : "");
+      return '<tr data-job="' + job.id + '"><td>' + esc(job.task) + tags + '</td><td class="state">' + esc(job.state) +
         (job.attempt > 1 ? " (attempt " + job.attempt + ")" : "") + '</td><td class="prog">' + prog +
         '</td><td class="num primary">' +
         fmt(job.metrics[job.primary_metric]) + '</td><td class="metrics">' + metrics + err + details + "</td></tr>";
