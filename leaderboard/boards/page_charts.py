@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from leaderboard.benchmarks.models import Task
+from leaderboard.submissions.models import result_is_synthetic, result_loop_in_sandbox
 from runner.catalogue import UnknownTask, catalogue_task
 
 from . import charts, selectors
@@ -48,7 +49,35 @@ def published_references(task: Task) -> list[tuple[str, float]]:
     return refs
 
 
+SYNTHETIC_NOTE = "synthetic data"
+LOOP_IN_SANDBOX_NOTE = "loop in sandbox (GPU): not forgery-proof"
+
+
+def with_notes(figures: list[tuple[str, Any]], *, synthetic: bool, loop_in_sandbox: bool,
+               some: bool = False) -> list[tuple[str, Any]]:
+    """``figures`` with their titles saying what the rows' labels say (synthetic data, a training
+    loop that ran in the sandbox): ``" · synthetic data"`` and the like appended to each title;
+    ``some``: only some of the results drawn carry the label ("includes …"). Titles are changed
+    in place; the list is returned."""
+    notes = [note for flag, note in ((synthetic, SYNTHETIC_NOTE), (loop_in_sandbox, LOOP_IN_SANDBOX_NOTE)) if flag]
+    if notes:
+        suffix = " · " + ("includes " if some else "") + ", ".join(notes)
+        for _, figure in figures:
+            title = figure["layout"]["title"]
+            title["text"] = title["text"] + suffix
+    return figures
+
+
 def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> list[tuple[str, Any]]:
+    """The charts of one task's board from its rows (``board_as_records``), each title noting when
+    a charted row (the first 30) is labelled synthetic data or loop in sandbox."""
+    charted = records[:30]
+    return with_notes(_board_figures(task=task, tasks=tasks, records=records, user=user),
+                      synthetic=any(r.get("synthetic_data") for r in charted),
+                      loop_in_sandbox=any(r.get("loop_in_sandbox") for r in charted), some=True)
+
+
+def _board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> list[tuple[str, Any]]:
     figures: list[tuple[str, Any]] = []
     if not records:
         return figures
@@ -112,11 +141,15 @@ def _denoising_settings(*, task: Task, tasks: list[Task], records: list[dict], u
 
 
 def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
-    """Per-task breakdowns of one submission's results."""
+    """Per-task breakdowns of one submission's results, each title noting when its job's result is
+    labelled synthetic data or loop in sandbox (the PSNR-by-noise chart: when any of its jobs is)."""
     figures: list[tuple[str, Any]] = []
     denoise_points = []
+    denoise_flags: list[list[bool]] = []
     for job in jobs:
         result = job.result or {}
+        flags = [result_is_synthetic(result), result_loop_in_sandbox(result)]
+        first_of_job = len(figures)
         breakdown, curves, slug = result.get("breakdown", {}), result.get("curves", {}), job.task.slug
         if "trajectory" in curves:
             figures.append((f"trajectory-{slug}", charts.trajectory_figure(
@@ -140,9 +173,14 @@ def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
                                                                      per_income=breakdown["per_income"])))
         if _track(slug) == "denoise" and "psnr" in result.get("metrics", {}):
             denoise_points.append((job.task, result["metrics"]["psnr"]))
+            denoise_flags.append(flags)
+        with_notes(figures[first_of_job:], synthetic=flags[0], loop_in_sandbox=flags[1])
     if denoise_points:
         figures.insert(0, ("psnr-by-noise", charts.psnr_by_noise_figure(
             title=f"{submission.name}: PSNR by noise setting",
             points=[(t.slug.rsplit("-", 1)[-1], v, dict(published_references(t)).get("Noise2Score (published)"))
                     for t, v in denoise_points])))
+        synthetic, in_sandbox = ([f[i] for f in denoise_flags] for i in (0, 1))
+        with_notes(figures[:1], synthetic=any(synthetic), loop_in_sandbox=any(in_sandbox),
+                   some=any(synthetic) > all(synthetic) or any(in_sandbox) > all(in_sandbox))
     return figures

@@ -98,3 +98,20 @@ def test_the_migration_labels_rows_written_before_the_flag_existed(sandboxed_and
     import_module("leaderboard.boards.migrations.0002_boardentry_loop_in_sandbox").backfill(apps, None)
     assert set(BoardEntry.objects.filter(loop_in_sandbox=True).values_list("submission_id", flat=True)) == {gpu.pk}
     assert BoardEntry.objects.filter(submission=cpu).count() == 3
+
+
+def chart_titles(html: str) -> list[str]:
+    import re
+
+    return [json.loads(body)["layout"]["title"]["text"] for body in
+            re.findall(r'<script id="[^"]+" type="application/json">(.*?)</script>', html, re.S)]
+
+
+def test_chart_titles_say_what_the_rows_labels_say(client, sandboxed_and_runner):
+    gpu, cpu = sandboxed_and_runner
+    board = chart_titles(client.get("/b/opt-synthetic/?task=opt-f1").content.decode())
+    assert board and all(t.endswith(" · includes synthetic data, " + LABEL) for t in board)
+    labelled = chart_titles(client.get(f"/s/{gpu.pk}/").content.decode())
+    assert labelled and all(t.endswith(" · synthetic data, " + LABEL) for t in labelled)
+    plain = chart_titles(client.get(f"/s/{cpu.pk}/").content.decode())
+    assert plain and not any(" · " in t for t in plain)
