@@ -198,16 +198,23 @@ def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
     3. Its profile ρ(τ) is the fraction of tasks with ratio ≤ τ; its score is the normalized area
        under ρ on [1, τ_max] (1 = fastest everywhere).
     An optimizer is identified across benchmarks by its owner and name (baselines share names).
+    ``flags``: per optimizer's label, whether any of its rows was scored on synthetic data or had
+    its loop run in the sandbox (the labels its board rows carry).
     """
     tasks = list(Task.objects.filter(benchmark__kind="optimizer").exclude(slug__startswith="opt-f")
                  .select_related("benchmark"))
     entries = list(BoardEntry.objects.filter(task__in=tasks, is_public=True)
-                   .values("task_id", "submission_name", "owner_name", "metrics", "is_baseline"))
+                   .values("task_id", "submission_name", "owner_name", "metrics", "is_baseline",
+                           "is_synthetic_data", "loop_in_sandbox"))
     times: dict[int, dict[tuple[str, str], float]] = {t.pk: {} for t in tasks}
     optimizers: dict[tuple[str, str], bool] = {}
+    labelled: dict[tuple[str, str], dict[str, bool]] = {}
     for e in entries:
         key = (e["owner_name"], e["submission_name"])
         optimizers[key] = e["is_baseline"]
+        flags = labelled.setdefault(key, {"synthetic_data": False, "loop_in_sandbox": False})
+        flags["synthetic_data"] |= e["is_synthetic_data"]
+        flags["loop_in_sandbox"] |= e["loop_in_sandbox"]
         seconds = e["metrics"].get("seconds_to_target_mean")
         if isinstance(seconds, int | float) and seconds > 0:
             times[e["task_id"]][key] = float(seconds)
@@ -219,7 +226,7 @@ def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
             t = times[task.pk].get(key)
             r = t / best if t is not None else float("inf")
             ratios[key].append(r if r <= tau_max else float("inf"))
-    profiles, scores = {}, {}
+    profiles, scores, flags_by_label = {}, {}, {}
     n = len(scored_tasks)
     for key, rs in ratios.items():
         if not n:
@@ -231,6 +238,7 @@ def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
         steps.append((tau_max, len(finite) / n))
         label = key[1] + ("" if optimizers[key] else f" ({key[0]})")
         profiles[label] = steps
+        flags_by_label[label] = labelled[key]
         # Area under the step function on [1, tau_max], normalized to 1.
         area, previous_tau, previous_rho = 0.0, 1.0, steps[0][1]
         for tau, rho in steps[1:]:
@@ -238,4 +246,5 @@ def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
             previous_tau, previous_rho = tau, rho
         scores[label] = area / (tau_max - 1.0)
     ranking = sorted(scores.items(), key=lambda kv: -kv[1])
-    return {"tasks": [t.slug for t in scored_tasks], "profiles": profiles, "scores": ranking, "tau_max": tau_max}
+    return {"tasks": [t.slug for t in scored_tasks], "profiles": profiles, "scores": ranking, "tau_max": tau_max,
+            "flags": flags_by_label}

@@ -15,7 +15,7 @@ from leaderboard.submissions.views import visible_submission
 
 from . import charts, selectors
 from .cache import cached_for_visitors
-from .page_charts import board_figures
+from .page_charts import board_figures, with_notes
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -184,4 +184,7 @@ def optimizer_profiles(request):
     if data["profiles"]:
         figures.append(("profiles", charts.performance_profile_figure(profiles=data["profiles"],
                                                                       tau_max=data["tau_max"])))
+        flags = data["flags"].values()
+        with_notes(figures, synthetic=any(f["synthetic_data"] for f in flags),
+                   loop_in_sandbox=any(f["loop_in_sandbox"] for f in flags), some=True)
     return render(request, "boards/profiles.html", {"data": data, "charts": figures})

@@ -115,3 +115,34 @@ def test_chart_titles_say_what_the_rows_labels_say(client, sandboxed_and_runner)
     assert labelled and all(t.endswith(" · synthetic data, " + LABEL) for t in labelled)
     plain = chart_titles(client.get(f"/s/{cpu.pk}/").content.decode())
     assert plain and not any(" · " in t for t in plain)
+
+
+def test_a_gpu_training_result_is_labelled_on_its_board_and_on_the_optimizer_profiles(client, alice, bob, catalogue):
+    """The real case: a ResNet-18 training task run on a GPU (env.loop "sandbox") beside one run on
+    the runner's loop (CPU), on the task's board and on the cross-task profiles page."""
+    from django.utils import timezone
+
+    from leaderboard.benchmarks.models import Benchmark, Task
+    from leaderboard.boards.services import board_entry_upsert
+    from leaderboard.submissions.models import EvaluationJob, Submission
+    from runner.spec import make_result
+
+    slug = "opt-cifar10-resnet18"
+    subs = {}
+    for owner, name, loop, seconds in ((alice, "gpu-adam", "sandbox", 100.0), (bob, "cpu-sgd", "runner", 300.0)):
+        sub = Submission.objects.create(owner=owner, benchmark=Benchmark.objects.get(slug=slug), name=name,
+                                        artifact=f"x/{name}", artifact_name="opt.py", artifact_sha256="0" * 64,
+                                        artifact_size=1, status=Submission.Status.FINISHED)
+        result = make_result(slug, {"test_top1_mean": 90.0, "seconds_to_target_mean": seconds},
+                             env={"loop": loop, "device": "cuda:0" if loop == "sandbox" else "cpu"})
+        job = EvaluationJob.objects.create(submission=sub, task=Task.objects.get(slug=slug), state="succeeded",
+                                           attempt=1, result=result, result_attempt=1, finished_at=timezone.now())
+        board_entry_upsert(job=job, submission=sub)
+        subs[name] = sub
+    html = client.get(f"/b/{slug}/").content.decode()
+    assert LABEL in row_of(html, f'data-submission="{subs["gpu-adam"].pk}"')
+    assert LABEL not in row_of(html, f'data-submission="{subs["cpu-sgd"].pk}"')
+    page = client.get("/optimizers/profiles/").content.decode()
+    table = page[page.index('<table class="board">'):]
+    assert LABEL in row_of(table, "gpu-adam (alice)") and LABEL not in row_of(table, "cpu-sgd (bob)")
+    assert chart_titles(page)[0].endswith(" · includes " + LABEL)
