@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictInt
 
 from runner.host_limits import HostLimitError, lease_user
 from runner.sandbox import MODE_BWRAP, MODE_TRUSTED, SandboxResult, run_sandboxed, sandbox_available
@@ -49,17 +49,20 @@ ALIGN = 64
 POLL_S = 0.2
 
 
-HOOKS = ("first_layer_stats",)  # what an optimizer may ask the runner for besides gradients
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")  # what an optimizer may ask for besides gradients
+Hook = Literal["first_layer_stats", "next_batch_size", "el2n_scores"]
 
 
 class ReadyFrame(Schema):
     op: Literal["ready"]
     closure: StrictBool = False
-    hooks: Annotated[list[Literal["first_layer_stats"]], Field(max_length=len(HOOKS))] = []
+    hooks: Annotated[list[Hook], Field(max_length=len(HOOKS))] = []
 
 
 class StepFrame(Schema):
     op: Literal["done", "stopped", "closure"]
+    batch_size: StrictInt | None = None  # next_batch_size: the size the optimizer asks for next (unchecked here)
+    scores: StrictBool = False  # el2n_scores: the optimizer asks for fresh scores
 
 
 Gradients = Callable[[], float]  # a forward and backward at the shared parameters; returns the loss
@@ -136,6 +139,8 @@ class OptimizerServer:
         self.deadline = deadline if deadline is not None else time.monotonic() + time_limit_s
         self.closure = False
         self.hooks: set[str] = set()
+        self.batch_size_request: int | None = None  # the last step's, when the optimizer set next_batch_size
+        self.scores_request = False  # whether the last step asked for fresh el2n_scores
         self.shared: SharedParameters | None = None
         self.result: SandboxResult | None = None
         self._error: BaseException | None = None
@@ -151,11 +156,14 @@ class OptimizerServer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def start(self, shapes: Sequence[Sequence[int]], extras: dict[str, Sequence[int]] | None = None) -> None:
+    def start(self, shapes: Sequence[Sequence[int]], extras: dict[str, Sequence[int]] | None = None,
+              offers: Sequence[str] = ()) -> None:
         """Start the child, share parameters of ``shapes`` with it (write their initial values to
         ``self.shared.values`` before the first step) and wait until its optimizer is built.
-        ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n);
-        ``self.hooks`` then says which of them the optimizer asked for."""
+        ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n;
+        ``el2n_scores``: [n_train] float32, with ``selection``: [n_train] bytes); ``offers`` the
+        hooks offered without a region of their own (``next_batch_size``). ``self.hooks`` then
+        says which of them the optimizer asked for."""
         io = stage_input_folder(self.work_dir, {"submission.py": self.artifact})
         child, source = stage(PROGRAM, io), io / "submission.py"
         address = str(io / "server.sock")
@@ -200,11 +208,11 @@ class OptimizerServer:
                 os.unlink(address)
         self._channel = FrameChannel(sock, what=ANSWER, max_header_bytes=MAX_FRAME_BYTES, poll_s=POLL_S)
         self.shared = SharedParameters(shapes, extras)
-        self._send({"op": "init", **self.shared.layout()}, fds=(self.shared.fd,))
+        self._send({"op": "init", **self.shared.layout(), "offers": list(offers)}, fds=(self.shared.fd,))
         frame = self._receive("building the optimizer")
         ready = parse(ReadyFrame, frame, what="the optimizer's ready answer", log_tail=self.log_tail())
         self.closure = ready.closure
-        self.hooks = set(ready.hooks) & set(self.shared.extras)
+        self.hooks = set(ready.hooks) & (set(self.shared.extras) | set(offers))
 
     def close(self) -> None:
         if self._channel is not None and self._thread is not None and self._thread.is_alive():
@@ -237,12 +245,18 @@ class OptimizerServer:
         """One optimizer step: the caller has written the gradients at the current parameters
         into ``shared.grads`` (unless ``self.closure``); each closure the optimizer calls runs
         ``gradients()`` while ``evaluations_left()``. Returns False when the step was abandoned
-        because the budget ran out (the parameters are then not to be collected)."""
+        because the budget ran out (the parameters are then not to be collected). After a done
+        step, ``batch_size_request`` and ``scores_request`` hold what the optimizer asked for
+        (only from the hooks it declared; the caller checks the size against its bounds)."""
         self._send({"op": "step", "step": step, "where": where})
+        self.batch_size_request, self.scores_request = None, False
         while True:
             frame = parse(StepFrame, self._receive(f"optimizer step {where or step}"), what=ANSWER,
                           log_tail=self.log_tail())
             if frame.op == "done":
+                if "next_batch_size" in self.hooks:
+                    self.batch_size_request = frame.batch_size
+                self.scores_request = "el2n_scores" in self.hooks and frame.scores
                 return True
             if frame.op == "stopped":
                 return False

@@ -177,7 +177,21 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
                          "was given: pass them to the optimizer's constructor")
     if not closure_given:
         check_step_signature(optimizer)
+        check_no_hooks(optimizer)
     return optimizer
+
+
+RUNNER_HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")  # runner/sandboxed/optimizer_server.py's
+
+
+def check_no_hooks(optimizer: Any) -> None:
+    """INVALID_ARTIFACT, in one line, when the optimizer asks for a hook (``wants_<hook> = True``)
+    that only the runner's loop provides: the training program here does not."""
+    wanted = [name for name in RUNNER_HOOKS if getattr(optimizer, f"wants_{name}", False) is True]
+    if wanted:
+        raise ChildError(rules.INVALID_ARTIFACT, f"{type(optimizer).__name__} wants {', '.join(wanted)}, which only "
+                         "the runner's loop provides (training tasks on the CPU); this task's loop runs in the "
+                         "sandbox (GPU) and offers no hooks yet")
 
 
 def check_step_signature(optimizer: Any) -> None:

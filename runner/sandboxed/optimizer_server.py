@@ -16,10 +16,19 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    ``"extras"`` names further regions, one per hook the task offers (``first_layer_stats``:
    n × n, below). child → ``{"op": "ready", "closure": bool, "hooks": [names]}`` (whether
    ``step`` requires a closure; the hooks the optimizer asked for with a ``wants_<hook> = True``
-   attribute) or an error frame. Hooks: ``first_layer_stats`` — before each step the runner writes
+   attribute) or an error frame. ``"offers"`` lists the hooks offered without a region. Hooks:
+   ``first_layer_stats`` — before each step the runner writes
    XᵀX / b of the first layer's input (X = the unfolded patches of the batch, b = their number,
    n = C_in·k·k; TrAct's statistic) into its region, which the optimizer reads as its attribute
-   ``first_layer_stats`` (a float32 n × n tensor).
+   ``first_layer_stats`` (a float32 n × n tensor). ``next_batch_size`` (offered) — after each
+   step the child reads the optimizer's attribute ``next_batch_size`` (an int, or None for "keep
+   the current size") and sends it in its done frame as ``"batch_size"``; the parent checks it
+   against the task's bounds. ``el2n_scores`` — two regions of [n_train] float32: ``el2n_scores``
+   (the optimizer's attribute of that name), ‖softmax(logits) − onehot(y)‖₂ per training example,
+   written by the parent when the optimizer asked (it sets ``request_scores = True`` in a step;
+   the child sends ``"scores": true`` with done and resets the attribute), and ``selection`` (the
+   attribute ``selection``, 1.0 on every example at the start), which the optimizer writes (nonzero
+   = draw this example) and the parent reads each time it draws a new order.
 2. parent → ``{"op": "step", "step": k, "where": "epoch 1, step 3 of 21 (seed 0)"}`` (``where``,
    optional, names the step in messages): the gradients of the current parameters are in the
    shared memory (unless the optimizer asks for closures, when the parent computes nothing in
@@ -28,7 +37,8 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    parent → ``{"op": "loss", "loss": float}`` once the parent has run a forward and backward at
    the parameters now in shared memory (counted against the budget) and written the gradients,
    or parent → ``{"op": "stop"}`` when the budget is spent: the step is abandoned.
-   child → ``{"op": "done"}`` (or ``{"op": "stopped"}``) once the parameters in shared memory
+   child → ``{"op": "done"}`` (with ``"batch_size"`` and ``"scores"`` for those hooks; or
+   ``{"op": "stopped"}``) once the parameters in shared memory
    hold the update. The parent then copies them into its own model and checks them: only
    parameters it copied after a counted step are ever scored.
 3. parent → ``{"op": "exit"}``.
@@ -61,7 +71,8 @@ else:  # in the sandbox: optimizer_loader.py and rules.py are bound beside this 
 
 ChildError = rules.ChildError
 FRAME_LENGTH = rules.FRAME_LENGTH
-HOOKS = ("first_layer_stats",)
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")
+REGIONS = {"el2n_scores": ("el2n_scores", "selection")}  # a hook's regions, when not just its own
 MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
 
 
@@ -154,6 +165,24 @@ def shared_tensors(fd: int, nbytes: int, init: dict[str, Any]):
     return memory, params, values, grads, extras
 
 
+def requests(optimizer: Any, hooks: list[str], where: str) -> dict[str, Any]:
+    """What the optimizer asks the runner for after a step, through the hooks it declared:
+    ``batch_size`` (its ``next_batch_size``, an int; None keeps the size) and ``scores`` (its
+    ``request_scores``, reset here). Raises ChildError WRONG_OUTPUT for a size that is not an int."""
+    answer: dict[str, Any] = {}
+    if "next_batch_size" in hooks:
+        size = getattr(optimizer, "next_batch_size", None)
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ChildError(rules.WRONG_OUTPUT, f"after {where} next_batch_size is {size!r} "
+                                 f"({type(size).__name__}); it must be an int (or None to keep the batch size)")
+            answer["batch_size"] = int(size)
+    if "el2n_scores" in hooks and getattr(optimizer, "request_scores", False) is True:
+        optimizer.request_scores = False
+        answer["scores"] = True
+    return answer
+
+
 def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], filename: str) -> None:
     import torch
 
@@ -163,9 +192,11 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
     memory, params, values, grads, extras = shared_tensors(conn.fds.pop(), int(init["nbytes"]), init)
     optimizer = loader.make_user_optimizer(module, params, hparams, filename, closure_given=True)
     closure_wanted = needs_closure(optimizer)
-    hooks = [name for name in HOOKS if name in extras and getattr(optimizer, f"wants_{name}", False) is True]
+    offered = set(extras) | set(init.get("offers", []))
+    hooks = [name for name in HOOKS if name in offered and getattr(optimizer, f"wants_{name}", False) is True]
     for name in hooks:
-        setattr(optimizer, name, extras[name])  # the runner refreshes it before every step
+        for region in REGIONS.get(name, (name,) if name in extras else ()):
+            setattr(optimizer, region, extras[region])  # the runner writes it (the selection: the optimizer)
     conn.send({"op": "ready", "closure": closure_wanted, "hooks": hooks})
 
     def closure():
@@ -205,7 +236,7 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
                 with torch.no_grad():
                     value.copy_(param.detach())
                 param.data = value
-        conn.send({"op": "done"})
+        conn.send({"op": "done", **requests(optimizer, hooks, where)})
 
 
 def main(argv: list[str] | None = None) -> int:

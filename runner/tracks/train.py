@@ -107,7 +107,7 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
         doc, train_wall_s, sandbox_mode = train_in_runner(
             config, splits, Path(artifact_path), spec.submission.hparams, Path(work_dir), trust=trust,
             time_limit_s=spec.task.time_limit_s, memory_bytes=task.memory_bytes, progress=progress,
-            span=train_span, cancel=cancel)
+            span=train_span, cancel=cancel, batch_bounds=task.batch_bounds)
         log_tail, loop = "", "runner"
     runs = runs_from(doc, budget, train_wall_s, log_tail)
 
@@ -184,6 +184,7 @@ def result_env(spec: JobSpec, task: TrainingTask, budget: Budget, splits: Splits
                             else "; 1 CPU thread"),
         "sandbox": sandbox, "loop": loop, "seeds": budget.seeds,
         **({"closure": doc.get("closure"), "evaluations": doc.get("evaluations")} if loop == "runner" else {}),
+        **({"samples": doc["samples"]} if doc.get("samples") else {}),
         "hparams": spec.submission.hparams,
         "model": task.model, "parameters": parameters,
         "budget": {"epochs": budget.epochs, "batch_size": batch, "seeds": len(budget.seeds),

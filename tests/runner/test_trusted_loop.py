@@ -218,11 +218,11 @@ def make_optimizer(params):
 '''
 
 
-def train(path, work_dir, hparams: dict | None = None, progress=None) -> dict:
+def train(path, work_dir, hparams: dict | None = None, progress=None, epochs: int = 1) -> dict:
     from runner.tracks.train import evaluate_training
 
     spec = local_job_spec("opt-digits", path, hparams or {})
-    spec.task.params.update(epochs=1, seeds=1)
+    spec.task.params.update(epochs=epochs, seeds=1)
     work_dir.mkdir(parents=True)
     result = evaluate_training(spec, path, work_dir=work_dir, data_root="/nonexistent", trust=False, device="cpu",
                                progress=progress or (lambda fraction, message: None))
@@ -307,3 +307,155 @@ def test_the_documented_tract_example_trains_the_digits_cnn(tmp_path):
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tract_sgd.py"
     result = train(example, tmp_path / "tract-example", {"lr": 0.01})
     assert result["metrics"]["test_top1_mean"] > 50  # chance is 10
+
+
+# next_batch_size: the optimizer sets the next batch size; the budget is counted in samples.
+ASKS_FOR_BATCH_SIZES = b'''import torch
+
+
+class Sizes(torch.optim.SGD):
+    wants_next_batch_size = True
+    plan = [200, 8, 300, 1024]
+
+    def step(self, closure=None):
+        self.next_batch_size = Sizes.plan.pop(0) if Sizes.plan else None
+        return super().step(closure)
+
+
+def make_optimizer(params, lr=0.01, first=None):
+    if first is not None:
+        Sizes.plan.insert(0, first)
+    return Sizes(params, lr=lr)
+'''
+
+
+def test_an_optimizer_choosing_batch_sizes_gets_them_and_the_sample_budget_ends_the_run(tmp_path, write_submission):
+    result = train(write_submission(ASKS_FOR_BATCH_SIZES), tmp_path / "sizes")
+    counted = result["env"]["samples"][0]
+    sizes, n_train = counted["batch_sizes"], counted["samples"]  # one epoch: the budget is n_train samples
+    # the budget's batch first, then each one asked for; 1,024 is cut to the 775 the budget has left
+    assert sizes == [64, 200, 8, 300, 1347 - 572]
+    assert sum(sizes) == n_train == 1347  # digits: 1,797 less the quarter held out
+    assert counted["steps"] == len(sizes) and counted["scored"] == 0
+    assert len(result["curves"]["seed_0"]["train_loss"]) == 1
+
+
+def test_a_batch_size_out_of_the_tasks_bounds_is_wrong_output_naming_them(tmp_path, write_submission):
+    with pytest.raises(EvaluationError) as caught:
+        train(write_submission(ASKS_FOR_BATCH_SIZES), tmp_path / "too-big", {"first": 5000})
+    assert caught.value.kind == ErrorKind.WRONG_OUTPUT
+    assert "asked for a batch size of 5000; this task's bounds are 8..1024 examples" in caught.value.message
+
+
+def test_the_documented_growing_batch_example_trains_the_digits_cnn(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "growing_batch_sgd.py"
+    result = train(example, tmp_path / "growing", {"grow_every": 4})
+    sizes = result["env"]["samples"][0]["batch_sizes"]
+    # 64 (the budget's, the first of the 4 steps at each size), then 16 doubling every 4 steps up to
+    # the cap of 256; the last batch cut to what the 1,347-sample budget has left
+    assert sizes == [64] + [16] * 3 + [32] * 4 + [64] * 4 + [128] * 4 + [256, 83]
+    assert result["metrics"]["test_top1_mean"] > 50  # chance is 10
+
+
+# el2n_scores: per-example scores the runner computes, and a selection the optimizer returns.
+def test_el2n_scores_are_the_distance_of_the_softmax_from_the_one_hot_label():
+    from types import SimpleNamespace
+
+    from runner.tracks.training.loop import RunnerHarness
+
+    harness = RunnerHarness.__new__(RunnerHarness)
+    harness.data = SimpleNamespace(size=3, labels=torch.tensor([0, 1, 1]))
+    harness.standardized = torch.zeros(3, 1, 1, 1)
+    harness.batch = 2
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 50.0]])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return logits[:len(x)] if len(x) == 2 else logits[2:]
+
+    # by hand: [½, ½] − [1, 0] → √(¼ + ¼); softmax(2, 0) = [0.8808, 0.1192] − [0, 1] → √2 · 0.8808; ≈ 0
+    scores = harness.el2n_scores(Fixed())
+    assert scores.shape == (3,) and scores.dtype == torch.float32
+    assert scores.tolist() == pytest.approx([0.5 ** 0.5, 2 ** 0.5 * 0.880797, 0.0], abs=1e-5)
+
+
+def test_the_selection_restricts_the_examples_drawn_to_those_selected():
+    from types import SimpleNamespace
+
+    from runner.tracks.training.loop import RunnerHarness
+
+    harness = RunnerHarness.__new__(RunnerHarness)
+    harness.data = SimpleNamespace(size=10)
+    harness.config = SimpleNamespace(augment="none")
+    harness.device = torch.device("cpu")
+    selection = torch.zeros(10)
+    selection[[1, 4, 7]] = 1.0
+    server = SimpleNamespace(hooks={"el2n_scores"}, shared=SimpleNamespace(extras={"selection": selection}))
+    plan = harness._draw(torch.Generator().manual_seed(0), server, "epoch 1")
+    assert sorted(plan[0].tolist()) == [1, 4, 7]
+    selection.zero_()
+    with pytest.raises(EvaluationError) as caught:
+        harness._draw(torch.Generator().manual_seed(0), server, "epoch 1")
+    assert caught.value.kind == ErrorKind.WRONG_OUTPUT and "holds no example" in caught.value.message
+
+
+SPIES_ON_EL2N = b'''import torch
+
+
+class Spy(torch.optim.SGD):
+    wants_el2n_scores = True
+    count = 0
+
+    def step(self, closure=None):
+        Spy.count += 1
+        if Spy.count == 1:
+            self.request_scores = True
+        elif Spy.count == 2:
+            s = self.el2n_scores
+            raise RuntimeError(f"SCORES {tuple(s.shape)} {s.dtype} min {float(s.min()):.3f} "
+                               f"max {float(s.max()):.3f} selection {float(self.selection.sum()):.0f}")
+        return super().step(closure)
+
+
+def make_optimizer(params, lr=0.01):
+    return Spy(params, lr=lr)
+'''
+
+
+def test_el2n_scores_reach_the_optimizer_in_shared_memory_after_the_step_that_asked(tmp_path, write_submission):
+    with pytest.raises(EvaluationError) as caught:
+        train(write_submission(SPIES_ON_EL2N), tmp_path / "el2n-spy", epochs=2)
+    message = caught.value.message
+    assert "SCORES (1347,) torch.float32" in message and "selection 1347" in message  # all selected at first
+    low, high = (float(message.split(word)[1].split()[0]) for word in ("min ", "max "))
+    assert 0.0 <= low <= high <= 2 ** 0.5 and high > 0.5  # barely trained: most scores near √(0.9) ≈ 0.95
+
+
+def test_the_documented_el2n_example_scores_once_and_trains_on_the_hardest_half(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "el2n_prune.py"
+    result = train(example, tmp_path / "el2n", {"score_after": 5}, epochs=2)
+    counted = result["env"]["samples"][0]
+    assert counted["scored"] == 1347 and counted["samples"] == 2 * 1347  # scoring counts n_train samples
+    # 5 steps of 64, the scores, then the 1,027 samples left in batches of 64 drawn from the 673 kept
+    assert counted["batch_sizes"] == [64] * 5 + [64] * 16 + [3]
+    assert result["env"]["evaluations"] == counted["steps"] == 22
+    assert len(result["curves"]["seed_0"]["train_loss"]) == 2
+
+
+@pytest.mark.parametrize("hook", ["first_layer_stats", "next_batch_size", "el2n_scores"])
+def test_the_sandboxed_training_program_refuses_an_optimizer_that_wants_a_hook_in_one_line(hook):
+    from types import SimpleNamespace
+
+    from runner.sandboxed import optimizer_loader
+    from runner.sandboxed.rules import INVALID_ARTIFACT, ChildError
+
+    wants = type("Wants", (torch.optim.SGD,), {f"wants_{hook}": True})
+    module = SimpleNamespace(make_optimizer=lambda params: wants(params, lr=0.1))
+    with pytest.raises(ChildError) as caught:
+        optimizer_loader.make_user_optimizer(module, [torch.nn.Parameter(torch.zeros(2))], {}, "submission.py")
+    assert caught.value.kind == INVALID_ARTIFACT and "\n" not in caught.value.message
+    assert f"Wants wants {hook}, which only the runner's loop provides" in caught.value.message

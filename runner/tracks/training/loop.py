@@ -23,10 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from runner.opt_server import OptimizerServer, host_sandbox_mode
+from runner.sandboxed import rules
 from runner.sandboxed import training as training_program
 from runner.sandboxed.rules import ChildError
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.training.launch import hidden_package_data
+from runner.tracks.training.tasks import DEFAULT_BATCH_BOUNDS
+
+SAMPLE_HOOKS = frozenset({"next_batch_size", "el2n_scores"})  # hooks that put a seed on the sample loop
 
 
 class RemoteOptimizer:
@@ -82,6 +86,12 @@ class RemoteOptimizer:
                 return
             for param, value in zip(self.params, self.shared.values, strict=True):
                 param.copy_(value)
+        if "next_batch_size" in self.server.hooks and self.server.batch_size_request is not None:
+            low, high = self.harness.batch_bounds
+            if not low <= self.server.batch_size_request <= high:
+                raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"after {where} the optimizer asked for a batch "
+                                      f"size of {self.server.batch_size_request}; this task's bounds are "
+                                      f"{low}..{high} examples")
 
 
 class RunnerHarness(training_program.Harness):
@@ -90,7 +100,8 @@ class RunnerHarness(training_program.Harness):
 
     def __init__(self, config: training_program.TaskConfig, data: training_program.TrainingData, *, artifact: Path,
                  hparams: dict[str, Any], work_dir: Path, checkpoints: Path, trust: bool, memory_bytes: int,
-                 deadline: float, time_limit_s: float, cancel: threading.Event | None, progress):
+                 deadline: float, time_limit_s: float, cancel: threading.Event | None, progress,
+                 batch_bounds: tuple[int, int] = DEFAULT_BATCH_BOUNDS):
         self.config, self.data, self.device = config, data, torch.device("cpu")
         self.filename, self.hparams, self.scratch, self.progress = str(artifact), hparams, str(checkpoints), progress
         self.artifact, self.work_dir, self.trust, self.memory_bytes = Path(artifact), Path(work_dir), trust, memory_bytes
@@ -107,6 +118,9 @@ class RunnerHarness(training_program.Harness):
         self.sandbox = ""
         self.closure = False
         self.evaluations = 0
+        self.batch_bounds = batch_bounds
+        self.samples: list[dict[str, Any]] = []  # per seed on the sample loop: what it counted
+        self._ready: tuple[Any, RemoteOptimizer] | None = None
 
     def check_time(self, where: str) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -123,7 +137,35 @@ class RunnerHarness(training_program.Harness):
         rows = patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
         return (rows.T @ rows / rows.shape[0]).float()
 
+    def el2n_scores(self, model: torch.nn.Module) -> torch.Tensor:
+        """‖softmax(logits) − onehot(y)‖₂ of every training example (float32 [n_train], unitless,
+        0..√2) at the current weights: unaugmented, standardized images (crop-flip tasks: the
+        centre crop), the model in eval mode, in the loop's batch size; EL2N as Paul et al. define it."""
+        n = self.data.size
+        scores = torch.empty(n, dtype=torch.float32)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, n, self.batch):
+                    index = torch.arange(start, min(start + self.batch, n))
+                    if self.standardized is not None:
+                        x = self.standardized[index]
+                    else:
+                        size, pad = self.data.image_size, self.config.pad
+                        crops = self.data.images[index, :, pad:pad + size, pad:pad + size]
+                        x = training_program.standardize(crops, self.config.divisor, self.mean, self.std)
+                    logits = model(x).float()
+                    onehot = F.one_hot(self.data.labels[index], logits.shape[1]).float()
+                    scores[start:start + len(index)] = (logits.softmax(1) - onehot).norm(dim=1)
+        finally:
+            model.train(was_training)
+        return scores
+
     def new_run(self, seed: int):
+        if self._ready is not None:  # train_seed started it to read the optimizer's hooks
+            ready, self._ready = self._ready, None
+            return ready
         self.servers.close()
         model = training_program.build_model(self.config.model, self.config.num_classes, self.data.images.shape[1],
                                              seed)
@@ -140,10 +182,12 @@ class RunnerHarness(training_program.Harness):
         if self.first_layer is not None:
             n = self.first_layer.in_channels * math.prod(self.first_layer.kernel_size)
             extras["first_layer_stats"] = (n, n)
-        server.start([tuple(p.shape) for p in params], extras)
+        extras["el2n_scores"] = extras["selection"] = (self.data.size,)
+        server.start([tuple(p.shape) for p in params], extras, offers=("next_batch_size",))
         with torch.no_grad():
             for param, value in zip(params, server.shared.values, strict=True):
                 value.copy_(param)
+            server.shared.extras["selection"].fill_(1.0)
         self.closure = server.closure
         optimizer = RemoteOptimizer(server, params, self)
         self.remote = optimizer
@@ -159,14 +203,106 @@ class RunnerHarness(training_program.Harness):
         return loss.detach()
 
     def train_seed(self, seed: int, **options) -> dict[str, Any]:
+        """One seed: the training program's loop (fixed batches, epochs of whole batches), or the
+        sample loop when the optimizer asked for ``next_batch_size`` or ``el2n_scores``."""
         try:
+            model, optimizer = self._ready = self.new_run(seed)
+            if options.get("clock") is None and optimizer.server.hooks & SAMPLE_HOOKS:
+                self._ready = None
+                return self.train_in_samples(seed, model, optimizer, **options)
             return super().train_seed(seed, **options)
         finally:
+            self._ready = None
             self.servers.close()  # the child has ended: its sandbox result is known
             self.sandbox = self.sandbox or self._mode()
             if getattr(self, "remote", None) is not None:
                 self.evaluations += self.remote.evaluations
                 self.remote = None
+
+    def train_in_samples(self, seed: int, model: torch.nn.Module, optimizer: RemoteOptimizer, *,
+                         first_fraction: float = 0.0, span: float = 1.0) -> dict[str, Any]:
+        """Train one seed for the budget counted in samples: ``epochs × n_train`` (the budget's
+        epochs, n_train the training split's size), every trained example and every example scored
+        for ``el2n_scores`` counting one. Batches start at the budget's batch size and follow each
+        ``next_batch_size`` the optimizer asks for; the last batch is cut to what the budget has
+        left. Examples are drawn from a seeded permutation of the selected examples (all, unless
+        ``el2n_scores``' selection says otherwise), a fresh one when the next batch no longer fits
+        in what is left of it. An epoch ends each time the sample counter passes a multiple of
+        n_train: its train loss is the sample-weighted mean of its steps' losses (the last
+        epoch's when it had none), then its checkpoint is written, as on the fixed loop. Returns
+        the curves; ``self.samples`` gets what was counted. Raises ChildError NOT_FINITE and the
+        optimizer server's errors (WRONG_OUTPUT for a size out of bounds or an empty selection)."""
+        self.model, self.optimizer = model, optimizer
+        server, shared = optimizer.server, optimizer.shared
+        generator = torch.Generator().manual_seed(seed)
+        n, epochs = self.data.size, self.config.epochs
+        budget = epochs * n
+        size, samples, scored, epoch, step = self.batch, 0, 0, 1, 0
+        plan: tuple[torch.Tensor, ...] = ()
+        cursor = 0
+        losses: list[torch.Tensor] = []
+        weights: list[int] = []
+        sizes: list[int] = []
+        curve: dict[str, list[float]] = {"train_loss": [], "seconds": []}
+        trained, started = 0.0, training_program.CLOCK()
+        while samples < budget:
+            take = min(size, budget - samples)
+            if cursor + take > len(plan[0] if plan else ()):  # what is left of this order is left out
+                plan, cursor = self._draw(generator, server, f"epoch {epoch}, step {step + 1} (seed {seed})"), 0
+                take = min(take, len(plan[0]))
+            step += 1
+            where = f"epoch {epoch}, step {step}, sample {samples + 1} of {budget} (seed {seed})"
+            x, y = self.inputs(plan, cursor, cursor + take)
+            cursor += take
+            loss = self.step(model, optimizer, x, y, where)
+            losses.append(loss)
+            weights.append(take)
+            sizes.append(take)
+            samples += take
+            if server.batch_size_request is not None:
+                size = server.batch_size_request
+            if server.scores_request:
+                shared.extras["el2n_scores"].copy_(self.el2n_scores(model))
+                scored += n
+                samples = min(budget, samples + n)
+            while epoch <= epochs and samples >= epoch * n:
+                trained += training_program.CLOCK() - started
+                curve["train_loss"].append(self._epoch_loss(losses, weights, curve, epoch, seed))
+                curve["seconds"].append(trained)
+                losses, weights = [], []
+                self.save_checkpoint(model, seed, epoch)
+                self.progress(first_fraction + span * epoch / epochs,
+                              f"seed {seed}, epoch {epoch}/{epochs}, train loss {curve['train_loss'][-1]:.4f}")
+                epoch += 1
+                started = training_program.CLOCK()
+        self.samples.append({"seed": seed, "samples": samples, "scored": scored, "steps": step,
+                             "batch_sizes": sizes})
+        return {"seed": seed, **curve}
+
+    def _draw(self, generator: torch.Generator, server: OptimizerServer, where: str) -> tuple[torch.Tensor, ...]:
+        """The next order of the selected examples (the whole epoch plan, filtered)."""
+        plan = self.epoch_plan(generator)
+        if "el2n_scores" not in server.hooks:
+            return plan
+        selected = server.shared.extras["selection"] != 0
+        if not bool(selected.any()):
+            raise EvaluationError(ErrorKind.WRONG_OUTPUT, f"at {where} the optimizer's selection holds no "
+                                  f"example of the {self.data.size}: set at least one entry nonzero")
+        keep = selected[plan[0]]
+        return tuple(t[keep] for t in plan)
+
+    @staticmethod
+    def _epoch_loss(losses: list[torch.Tensor], weights: list[int], curve: dict[str, list[float]], epoch: int,
+                    seed: int) -> float:
+        if not losses:
+            return curve["train_loss"][-1] if curve["train_loss"] else float("nan")
+        values = torch.stack(losses).double()
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()
+        if len(bad):
+            raise ChildError(rules.NOT_FINITE, f"the training loss became {float(values[int(bad[0])])} in epoch "
+                             f"{epoch} (seed {seed}): the update before it left the weights NaN or infinite; "
+                             "lower the learning rate or guard the update")
+        return float((values * torch.tensor(weights, dtype=torch.float64)).sum() / sum(weights))
 
     def _mode(self) -> str:
         optimizer = getattr(self, "remote", None)
@@ -200,11 +336,14 @@ def cpu_settings(threads: int):
 
 def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dict[str, Any], work_dir: Path, *,
                     trust: bool, time_limit_s: float, memory_bytes: int, progress, span: tuple[float, float],
-                    cancel: threading.Event | None) -> tuple[dict[str, Any], float, str]:
+                    cancel: threading.Event | None,
+                    batch_bounds: tuple[int, int] = DEFAULT_BATCH_BOUNDS) -> tuple[dict[str, Any], float, str]:
     """Train every seed of ``config`` (runner/tracks/training/tasks.py ``harness_config``) on the
     training split of ``splits`` with the optimizer file ``artifact`` in the sandbox; returns (the
-    document the training program's ``train`` writes: per seed the curves, plus ``closure`` and
-    ``evaluations``; wall seconds; sandbox mode). Checkpoints go to ``work_dir/scratch``, written
+    document the training program's ``train`` writes: per seed the curves, plus ``closure``,
+    ``evaluations`` and, for seeds on the sample loop, ``samples`` (per seed: samples counted,
+    examples scored, steps, each step's batch size); wall seconds; sandbox mode). ``batch_bounds``
+    (min, max examples) bound what a ``next_batch_size`` optimizer may ask for. Checkpoints go to ``work_dir/scratch``, written
     by this process. Raises EvaluationError: the submission's kinds (from its optimizer server or
     the harness's checks, NOT_FINITE among them), TIMEOUT past ``time_limit_s`` seconds,
     LEASE_EXPIRED when ``cancel`` is set."""
@@ -221,7 +360,8 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
         harness = RunnerHarness(task_config, training_data(task_config, splits.train_images, splits.train_labels),
                                 artifact=artifact, hparams=hparams, work_dir=Path(work_dir), checkpoints=checkpoints,
                                 trust=trust, memory_bytes=memory_bytes, deadline=started + time_limit_s,
-                                time_limit_s=time_limit_s, cancel=cancel, progress=report)
+                                time_limit_s=time_limit_s, cancel=cancel, progress=report,
+                                batch_bounds=batch_bounds)
         runs = []
         seeds = task_config.seeds
         try:
@@ -230,7 +370,7 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
         except ChildError as exc:  # the harness's own checks (not finite), raised in its words
             raise EvaluationError(exc.kind, exc.message) from None
     doc = {"runs": runs, "closure": harness.closure, "evaluations": harness.evaluations,
-           "steps_per_epoch": harness.steps_per_epoch}
+           "steps_per_epoch": harness.steps_per_epoch, **({"samples": harness.samples} if harness.samples else {})}
     return doc, time.monotonic() - started, harness.sandbox
 
 

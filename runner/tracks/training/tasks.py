@@ -21,6 +21,7 @@ from runner.sandboxed import training as training_program
 from runner.spec import ErrorKind, EvaluationError
 
 GiB = 1 << 30
+DEFAULT_BATCH_BOUNDS = (8, 1024)  # examples a next_batch_size optimizer may ask for, unless a task says otherwise
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainingTask:
     memory_bytes: int  # address space of the sandbox on the CPU
     corruptions: str = ""  # the -C dataset the final weights are also scored on
     channels: int = 3  # of one input image
+    batch_bounds: tuple[int, int] = DEFAULT_BATCH_BOUNDS  # (min, max) batch a next_batch_size optimizer may ask for
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,17 @@ class TrainingSettings:
     augment: str
     memory_bytes: int
     corruptions: str = ""
+    # The batch sizes (examples) a next_batch_size optimizer may ask for: from 8 (BatchNorm and
+    # the per-step overhead want a few examples) to 1,024 on digits (over two thirds of its 1,347
+    # training images) and 4,096 on CIFAR (8 % of the 50,000; the large-batch regime AdAdaGrad grows into).
+    batch_bounds: tuple[int, int] = DEFAULT_BATCH_BOUNDS
 
 
 TRAINING_SETTINGS = {
-    "opt-digits": TrainingSettings("digits-cnn", "none", 8 * GiB),
-    "opt-cifar10-resnet18": TrainingSettings("cifar-resnet18", "crop-flip", 16 * GiB, corruptions="CIFAR-10-C"),
-    "opt-cifar100-resnet18": TrainingSettings("cifar-resnet18", "crop-flip", 16 * GiB),
+    "opt-digits": TrainingSettings("digits-cnn", "none", 8 * GiB, batch_bounds=(8, 1024)),
+    "opt-cifar10-resnet18": TrainingSettings("cifar-resnet18", "crop-flip", 16 * GiB, corruptions="CIFAR-10-C",
+                                             batch_bounds=(8, 4096)),
+    "opt-cifar100-resnet18": TrainingSettings("cifar-resnet18", "crop-flip", 16 * GiB, batch_bounds=(8, 4096)),
 }
 
 
@@ -65,7 +72,7 @@ def training_task(slug: str) -> TrainingTask:
         raise EvaluationError(ErrorKind.RUNNER_ERROR, f"{slug!r} is not an optimizer training task")
     channels = entry.input_shape[0] if entry.input_shape else 3
     return TrainingTask(slug, settings.model, entry.dataset, int(entry.num_classes or 0), settings.augment,
-                        settings.memory_bytes, settings.corruptions, channels)
+                        settings.memory_bytes, settings.corruptions, channels, settings.batch_bounds)
 
 
 @dataclass
