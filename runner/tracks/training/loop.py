@@ -8,7 +8,9 @@ model: the sandbox never holds a tensor the runner trains or scores.
 It reuses the training program's harness (runner/sandboxed/training.py: data order,
 augmentation, loss, epoch ends, NaN checks, checkpoints), so a job's numbers are those of the
 sandboxed training program it replaces: the same float32 arithmetic on the same data in the same
-order.
+order. An optimizer that wants ``next_batch_size`` or ``el2n_scores`` (docs/submissions.md,
+"Hooks") runs instead on :meth:`RunnerHarness.train_in_samples`, whose budget is counted in
+samples; every other optimizer keeps the fixed loop and its numbers.
 """
 from __future__ import annotations
 
