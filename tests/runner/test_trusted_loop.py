@@ -329,10 +329,15 @@ def make_optimizer(params, lr=0.01, first=None):
 '''
 
 
+def steps_at(runs: list[list[int]]) -> list[int]:
+    """Each step's batch size, from env.samples' runs of [size, steps in a row]."""
+    return [size for size, count in runs for _ in range(count)]
+
+
 def test_an_optimizer_choosing_batch_sizes_gets_them_and_the_sample_budget_ends_the_run(tmp_path, write_submission):
     result = train(write_submission(ASKS_FOR_BATCH_SIZES), tmp_path / "sizes")
     counted = result["env"]["samples"][0]
-    sizes, n_train = counted["batch_sizes"], counted["samples"]  # one epoch: the budget is n_train samples
+    sizes, n_train = steps_at(counted["batch_sizes"]), counted["samples"]  # one epoch: the budget is n_train samples
     # the budget's batch first, then each one asked for; 1,024 is cut to the 775 the budget has left
     assert sizes == [64, 200, 8, 300, 1347 - 572]
     assert sum(sizes) == n_train == 1347  # digits: 1,797 less the quarter held out
@@ -352,7 +357,9 @@ def test_the_documented_growing_batch_example_trains_the_digits_cnn(tmp_path):
 
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "growing_batch_sgd.py"
     result = train(example, tmp_path / "growing", {"grow_every": 4})
-    sizes = result["env"]["samples"][0]["batch_sizes"]
+    runs = result["env"]["samples"][0]["batch_sizes"]
+    assert runs == [[64, 1], [16, 3], [32, 4], [64, 4], [128, 4], [256, 1], [83, 1]]  # [size, steps in a row]
+    sizes = steps_at(runs)
     # 64 (the budget's, the first of the 4 steps at each size), then 16 doubling every 4 steps up to
     # the cap of 256; the last batch cut to what the 1,347-sample budget has left
     assert sizes == [64] + [16] * 3 + [32] * 4 + [64] * 4 + [128] * 4 + [256, 83]
@@ -441,7 +448,7 @@ def test_the_documented_el2n_example_scores_once_and_trains_on_the_hardest_half(
     counted = result["env"]["samples"][0]
     assert counted["scored"] == 1347 and counted["samples"] == 2 * 1347  # scoring counts n_train samples
     # 5 steps of 64, the scores, then the 1,027 samples left in batches of 64 drawn from the 673 kept
-    assert counted["batch_sizes"] == [64] * 5 + [64] * 16 + [3]
+    assert steps_at(counted["batch_sizes"]) == [64] * 5 + [64] * 16 + [3]
     assert result["env"]["evaluations"] == counted["steps"] == 22
     assert len(result["curves"]["seed_0"]["train_loss"]) == 2
 

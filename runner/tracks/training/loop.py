@@ -244,7 +244,7 @@ class RunnerHarness(training_program.Harness):
         cursor = 0
         losses: list[torch.Tensor] = []
         weights: list[int] = []
-        sizes: list[int] = []
+        sizes: list[list[int]] = []  # [batch size, steps in a row at it]: a short list however long the run
         curve: dict[str, list[float]] = {"train_loss": [], "seconds": []}
         trained, started = 0.0, training_program.CLOCK()
         while samples < budget:
@@ -259,7 +259,10 @@ class RunnerHarness(training_program.Harness):
             loss = self.step(model, optimizer, x, y, where)
             losses.append(loss)
             weights.append(take)
-            sizes.append(take)
+            if sizes and sizes[-1][0] == take:
+                sizes[-1][1] += 1
+            else:
+                sizes.append([take, 1])
             samples += take
             if server.batch_size_request is not None:
                 size = server.batch_size_request
@@ -344,7 +347,7 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
     training split of ``splits`` with the optimizer file ``artifact`` in the sandbox; returns (the
     document the training program's ``train`` writes: per seed the curves, plus ``closure``,
     ``evaluations`` and, for seeds on the sample loop, ``samples`` (per seed: samples counted,
-    examples scored, steps, each step's batch size); wall seconds; sandbox mode). ``batch_bounds``
+    examples scored, steps, and the batch sizes as runs of [size, steps]); wall seconds; sandbox mode). ``batch_bounds``
     (min, max examples) bound what a ``next_batch_size`` optimizer may ask for. Checkpoints go to ``work_dir/scratch``, written
     by this process. Raises EvaluationError: the submission's kinds (from its optimizer server or
     the harness's checks, NOT_FINITE among them), TIMEOUT past ``time_limit_s`` seconds,
