@@ -223,3 +223,20 @@ def test_the_benchmark_list_carries_every_catalogue_task(client):
                  "opt-cifar10-resnet18", "opt-cifar100-resnet18"]:
         assert slug in tasks
     assert len(tasks) == 53
+
+
+def test_the_submit_page_documents_every_optimizer_hook_the_runner_offers(client, alice):
+    """A hook the runner serves but the page never names is one a researcher cannot find; the
+    runner's two declarations (parent and sandboxed server) must agree too."""
+    import typing
+
+    from runner import opt_server
+    from runner.sandboxed import optimizer_server
+
+    assert opt_server.HOOKS == optimizer_server.HOOKS == typing.get_args(opt_server.Hook)
+    client.force_login(alice)
+    page = client.get("/submit/").content.decode()
+    hooks = page[page.index('id="optimizer-hooks"'):]
+    for hook in ("closure", *opt_server.HOOKS):
+        assert f"<strong>{hook}</strong>" in hooks, hook
+    assert "wants_&lt;hook&gt; = True" in hooks
