@@ -49,8 +49,8 @@ ALIGN = 64
 POLL_S = 0.2
 
 
-HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")  # what an optimizer may ask for besides gradients
-Hook = Literal["first_layer_stats", "next_batch_size", "el2n_scores"]
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")  # besides gradients
+Hook = Literal["first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance"]
 
 
 class ReadyFrame(Schema):
@@ -161,7 +161,8 @@ class OptimizerServer:
         """Start the child, share parameters of ``shapes`` with it (write their initial values to
         ``self.shared.values`` before the first step) and wait until its optimizer is built.
         ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n;
-        ``el2n_scores``: [n_train] float32, with ``selection``: [n_train] bytes); ``offers`` the
+        ``el2n_scores``: [n_train] float32, with ``selection``: [n_train] bytes;
+        ``gradient_variance``: [number of parameters], flat in the order of ``shapes``); ``offers`` the
         hooks offered without a region of their own (``next_batch_size``). ``self.hooks`` then
         says which of them the optimizer asked for."""
         io = stage_input_folder(self.work_dir, {"submission.py": self.artifact})
@@ -241,14 +242,17 @@ class OptimizerServer:
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool],
-             where: str = "") -> bool:
+             where: str = "", batch_size: int | None = None) -> bool:
         """One optimizer step: the caller has written the gradients at the current parameters
         into ``shared.grads`` (unless ``self.closure``); each closure the optimizer calls runs
         ``gradients()`` while ``evaluations_left()``. Returns False when the step was abandoned
         because the budget ran out (the parameters are then not to be collected). After a done
         step, ``batch_size_request`` and ``scores_request`` hold what the optimizer asked for
-        (only from the hooks it declared; the caller checks the size against its bounds)."""
-        self._send({"op": "step", "step": step, "where": where})
+        (only from the hooks it declared; the caller checks the size against its bounds).
+        ``batch_size`` (examples the gradients were computed on) goes to an optimizer that wants
+        ``gradient_variance``, as its ``batch_size_now``."""
+        extra = {"batch_size": batch_size} if batch_size is not None and "gradient_variance" in self.hooks else {}
+        self._send({"op": "step", "step": step, "where": where, **extra})
         self.batch_size_request, self.scores_request = None, False
         while True:
             frame = parse(StepFrame, self._receive(f"optimizer step {where or step}"), what=ANSWER,

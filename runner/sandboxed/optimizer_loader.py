@@ -181,7 +181,8 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
     return optimizer
 
 
-RUNNER_HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")  # runner/sandboxed/optimizer_server.py's
+# runner/sandboxed/optimizer_server.py's hooks
+RUNNER_HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")
 
 
 def check_no_hooks(optimizer: Any) -> None:

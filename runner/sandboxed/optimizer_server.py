@@ -29,8 +29,14 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    the child sends ``"scores": true`` with done and resets the attribute), and ``selection`` (the
    attribute ``selection``, 1.0 on every example at the start), which the optimizer writes (nonzero
    = draw this example) and the parent reads each time it draws a new order.
+   ``gradient_variance`` — one region of [P] float32 (P = every parameter's element count, the
+   parameters flat in ``params`` order): before each step the parent writes the unbiased
+   per-coordinate variance of the batch's per-sample gradients there; the optimizer reads it as
+   its attribute ``gradient_variance``, a list of views shaped like its params (same order), and
+   the batch size those gradients came from as ``batch_size_now`` (an int, sent in the step frame).
 2. parent → ``{"op": "step", "step": k, "where": "epoch 1, step 3 of 21 (seed 0)"}`` (``where``,
-   optional, names the step in messages): the gradients of the current parameters are in the
+   optional, names the step in messages; ``"batch_size": b`` for an optimizer that wants
+   ``gradient_variance``): the gradients of the current parameters are in the
    shared memory (unless the optimizer asks for closures, when the parent computes nothing in
    advance). The child calls ``optimizer.step()``, or ``optimizer.step(closure)`` where the step
    requires one; each call of the closure is a frame child → ``{"op": "closure"}`` answered
@@ -71,7 +77,7 @@ else:  # in the sandbox: optimizer_loader.py and rules.py are bound beside this 
 
 ChildError = rules.ChildError
 FRAME_LENGTH = rules.FRAME_LENGTH
-HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores")
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")
 REGIONS = {"el2n_scores": ("el2n_scores", "selection")}  # a hook's regions, when not just its own
 MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
 
@@ -165,6 +171,16 @@ def shared_tensors(fd: int, nbytes: int, init: dict[str, Any]):
     return memory, params, values, grads, extras
 
 
+def split_like(flat: Any, values: list[Any]) -> list[Any]:
+    """Views of the flat float32 region ``flat`` shaped like each of ``values``, in order."""
+    views, at = [], 0
+    for value in values:
+        count = value.numel()
+        views.append(flat[at:at + count].view(value.shape))
+        at += count
+    return views
+
+
 def requests(optimizer: Any, hooks: list[str], where: str) -> dict[str, Any]:
     """What the optimizer asks the runner for after a step, through the hooks it declared:
     ``batch_size`` (its ``next_batch_size``, an int; None keeps the size) and ``scores`` (its
@@ -195,6 +211,9 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
     offered = set(extras) | set(init.get("offers", []))
     hooks = [name for name in HOOKS if name in offered and getattr(optimizer, f"wants_{name}", False) is True]
     for name in hooks:
+        if name == "gradient_variance":  # one flat region, handed over as views shaped like the params
+            optimizer.gradient_variance = split_like(extras[name], values)
+            continue
         for region in REGIONS.get(name, (name,) if name in extras else ()):
             setattr(optimizer, region, extras[region])  # the runner writes it (the selection: the optimizer)
     conn.send({"op": "ready", "closure": closure_wanted, "hooks": hooks})
@@ -217,6 +236,8 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
             raise EOFError(f"an unknown frame from the runner: {op!r}")
         step = int(frame["step"])
         where = str(frame.get("where") or f"step {step}")
+        if "gradient_variance" in hooks:
+            optimizer.batch_size_now = int(frame["batch_size"])
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         try:

@@ -453,7 +453,7 @@ def test_the_documented_el2n_example_scores_once_and_trains_on_the_hardest_half(
     assert len(result["curves"]["seed_0"]["train_loss"]) == 2
 
 
-@pytest.mark.parametrize("hook", ["first_layer_stats", "next_batch_size", "el2n_scores"])
+@pytest.mark.parametrize("hook", ["first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance"])
 def test_the_sandboxed_training_program_refuses_an_optimizer_that_wants_a_hook_in_one_line(hook):
     from types import SimpleNamespace
 
@@ -466,3 +466,118 @@ def test_the_sandboxed_training_program_refuses_an_optimizer_that_wants_a_hook_i
         optimizer_loader.make_user_optimizer(module, [torch.nn.Parameter(torch.zeros(2))], {}, "submission.py")
     assert caught.value.kind == INVALID_ARTIFACT and "\n" not in caught.value.message
     assert f"Wants wants {hook}, which only the runner's loop provides" in caught.value.message
+
+
+# gradient_variance: the unbiased per-coordinate variance of the batch's per-sample gradients.
+def per_example_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[b, P]: each example's gradient on its own, by plain autograd, flat in parameters() order."""
+    rows = []
+    for i in range(len(y)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        rows.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return torch.stack(rows).double()
+
+
+def test_gradient_variance_is_the_unbiased_variance_of_the_per_example_gradients():
+    from runner.tracks.training.variance import gradient_variance
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    variance = gradient_variance(model, x, y)
+    g = per_example_gradients(model, x, y)  # [4, 8]: weight 2 × 3, then bias 2
+    by_hand = ((g - g.mean(0)).square().sum(0) / 3).float()
+    assert variance.shape == (8,) and variance.dtype == torch.float32
+    assert torch.allclose(variance, by_hand, atol=1e-7)
+    merged = gradient_variance(model, x, y, chunk_bytes=3 * 4 * 8)  # chunks of 3 and 1 examples, merged
+    assert torch.allclose(merged, by_hand, atol=1e-7)
+    assert gradient_variance(model, x[:1], y[:1]).tolist() == [0.0] * 8  # one example: no variance
+
+
+def test_gradient_variance_holds_batchnorm_at_the_batchs_statistics_and_leaves_its_running_ones():
+    import copy
+
+    from runner.tracks.training.variance import gradient_variance
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 2 * 2, 3))
+    model.train()
+    x, y = torch.randn(5, 1, 4, 4), torch.tensor([0, 1, 2, 1, 0])
+    running = [b.clone() for b in model.buffers()]
+    variance = gradient_variance(model, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(running, model.buffers(), strict=True)) and model.training
+    # the same per-example gradients by hand: BatchNorm in eval mode with the batch's mean and
+    # biased variance of its input (the conv's output) as its running statistics
+    fixed = copy.deepcopy(model)
+    with torch.no_grad():
+        h = fixed[0](x)
+        fixed[1].running_mean.copy_(h.mean((0, 2, 3)))
+        fixed[1].running_var.copy_(h.var((0, 2, 3), unbiased=False))
+    fixed.eval()
+    g = per_example_gradients(fixed, x, y)
+    assert torch.allclose(variance.double(), g.var(0), atol=1e-6)
+
+
+NORM_TEST_SPY = b'''import math
+
+import torch
+
+
+class NormTest(torch.optim.SGD):
+    wants_gradient_variance = True
+    wants_next_batch_size = True
+    seen = []
+
+    def step(self, closure=None):
+        params = self.param_groups[0]["params"]
+        shapes_match = all(v.shape == p.shape for v, p in zip(self.gradient_variance, params))
+        sum_v = sum(float(v.double().sum()) for v in self.gradient_variance)
+        g2 = sum(float(p.grad.double().square().sum()) for p in params)
+        b = self.batch_size_now
+        asked = b if sum_v / b <= 0.25 * g2 else min(1024, math.ceil(sum_v / (0.25 * g2)))  # eta 0.5
+        NormTest.seen.append(f"{b}:{sum_v!r}:{g2!r}:{asked}:{shapes_match}")
+        if len(NormTest.seen) == 5:
+            raise RuntimeError("SEEN " + " ".join(NormTest.seen))
+        self.next_batch_size = asked
+        return super().step(closure)
+
+
+def make_optimizer(params, lr=0.05):
+    return NormTest(params, lr=lr)
+'''
+
+
+def test_an_optimizer_growing_its_batch_by_the_norm_test_gets_the_variances_and_the_sizes_it_asked_for(
+        tmp_path, write_submission):
+    import math
+
+    with pytest.raises(EvaluationError) as caught:
+        train(write_submission(NORM_TEST_SPY), tmp_path / "norm-test", epochs=20)
+    seen = [entry.split(":") for entry in caught.value.message.split("SEEN ")[1].split()[:5]]
+    sizes = [int(b) for b, *_ in seen]
+    assert sizes[0] == 64  # the budget's batch first
+    for (b, sum_v, g2, asked, shapes_match), used_next in zip(seen, sizes[1:] + [None], strict=True):
+        sum_v, g2, b = float(sum_v), float(g2), int(b)
+        assert shapes_match == "True" and sum_v > 0 and g2 > 0
+        rule = b if sum_v / b <= 0.5 ** 2 * g2 else min(1024, math.ceil(sum_v / (0.5 ** 2 * g2)))
+        assert int(asked) == rule
+        if used_next is not None:
+            assert used_next == rule  # the runner drew the next batch at the size the test asked for
+
+
+def test_the_documented_adagradnorm_norm_test_example_grows_its_batch_and_trains(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "adagradnorm_norm_test.py"
+    # η 0.5 (the authors' CIFAR setting): on digits the default 0.1 asks for the cap of 1,024 at once
+    result = train(example, tmp_path / "adagradnorm", {"eta": 0.5}, epochs=3)
+    counted = result["env"]["samples"][0]
+    sizes = steps_at(counted["batch_sizes"])
+    assert sum(sizes) == counted["samples"] == 3 * 1347
+    grown = sizes[1:-1]  # after the budget's first batch of 64, before the last one cut to the budget
+    assert grown == sorted(grown) and len(set(grown)) > 3  # batches only grow, step by step
+    assert all(8 <= size <= 1024 for size in grown)
+    assert counted["variance_s"] > 0  # seconds, beside the budget
+    assert result["metrics"]["test_top1_mean"] > 50  # chance is 10

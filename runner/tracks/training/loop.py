@@ -8,9 +8,9 @@ model: the sandbox never holds a tensor the runner trains or scores.
 It reuses the training program's harness (runner/sandboxed/training.py: data order,
 augmentation, loss, epoch ends, NaN checks, checkpoints), so a job's numbers are those of the
 sandboxed training program it replaces: the same float32 arithmetic on the same data in the same
-order. An optimizer that wants ``next_batch_size`` or ``el2n_scores`` (docs/submissions.md,
-"Hooks") runs instead on :meth:`RunnerHarness.train_in_samples`, whose budget is counted in
-samples; every other optimizer keeps the fixed loop and its numbers.
+order. An optimizer that wants ``next_batch_size``, ``el2n_scores`` or ``gradient_variance``
+(docs/submissions.md, "Hooks") runs instead on :meth:`RunnerHarness.train_in_samples`, whose
+budget is counted in samples; every other optimizer keeps the fixed loop and its numbers.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from runner.sandboxed.rules import ChildError
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.training.launch import hidden_package_data
 from runner.tracks.training.tasks import DEFAULT_BATCH_BOUNDS
+from runner.tracks.training.variance import gradient_variance
 
-SAMPLE_HOOKS = frozenset({"next_batch_size", "el2n_scores"})  # hooks that put a seed on the sample loop
+SAMPLE_HOOKS = frozenset({"next_batch_size", "el2n_scores", "gradient_variance"})  # put a seed on the sample loop
 
 
 class RemoteOptimizer:
@@ -77,8 +78,13 @@ class RemoteOptimizer:
         self._publish_grads()
         if "first_layer_stats" in self.server.hooks:
             self.shared.extras["first_layer_stats"].copy_(self.harness.first_layer_stats(self.batch[0]))
+        if "gradient_variance" in self.server.hooks:
+            started = time.monotonic()
+            self.shared.extras["gradient_variance"].copy_(self.harness.gradient_variance(self.harness.model,
+                                                                                         *self.batch))
+            self.harness.variance_s += time.monotonic() - started
         before = [p.detach().clone() for p in self.params] if self.server.closure else None
-        done = self.server.step(self.steps, self._closure_gradients, where=where,
+        done = self.server.step(self.steps, self._closure_gradients, where=where, batch_size=len(self.batch[1]),
                                 evaluations_left=lambda: self.evaluations < self.harness.max_evaluations)
         with torch.no_grad():
             if not done:  # the evaluations ran out inside the step: it is abandoned, the weights stay
@@ -122,6 +128,7 @@ class RunnerHarness(training_program.Harness):
         self.evaluations = 0
         self.batch_bounds = batch_bounds
         self.samples: list[dict[str, Any]] = []  # per seed on the sample loop: what it counted
+        self.variance_s = 0.0  # this seed's seconds computing gradient_variance (not counted in the budget)
         self._ready: tuple[Any, RemoteOptimizer] | None = None
 
     def check_time(self, where: str) -> None:
@@ -164,6 +171,10 @@ class RunnerHarness(training_program.Harness):
             model.train(was_training)
         return scores
 
+    def gradient_variance(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """runner/tracks/training/variance.py's ``gradient_variance`` of the batch: float32 [P]."""
+        return gradient_variance(model, x, y)
+
     def new_run(self, seed: int):
         if self._ready is not None:  # train_seed started it to read the optimizer's hooks
             ready, self._ready = self._ready, None
@@ -185,6 +196,7 @@ class RunnerHarness(training_program.Harness):
             n = self.first_layer.in_channels * math.prod(self.first_layer.kernel_size)
             extras["first_layer_stats"] = (n, n)
         extras["el2n_scores"] = extras["selection"] = (self.data.size,)
+        extras["gradient_variance"] = (sum(p.numel() for p in params),)
         server.start([tuple(p.shape) for p in params], extras, offers=("next_batch_size",))
         with torch.no_grad():
             for param, value in zip(params, server.shared.values, strict=True):
@@ -232,10 +244,12 @@ class RunnerHarness(training_program.Harness):
         in what is left of it. An epoch ends each time the sample counter passes a multiple of
         n_train: its train loss is the sample-weighted mean of its steps' losses (the last
         epoch's when it had none), then its checkpoint is written, as on the fixed loop. Returns
-        the curves; ``self.samples`` gets what was counted. Raises ChildError NOT_FINITE and the
+        the curves; ``self.samples`` gets what was counted (and, for ``gradient_variance``,
+        ``variance_s``: seconds of per-sample gradients, inside the curve's seconds, outside the budget). Raises ChildError NOT_FINITE and the
         optimizer server's errors (WRONG_OUTPUT for a size out of bounds or an empty selection)."""
         self.model, self.optimizer = model, optimizer
         server, shared = optimizer.server, optimizer.shared
+        self.variance_s = 0.0
         generator = torch.Generator().manual_seed(seed)
         n, epochs = self.data.size, self.config.epochs
         budget = epochs * n
@@ -281,7 +295,8 @@ class RunnerHarness(training_program.Harness):
                 epoch += 1
                 started = training_program.CLOCK()
         self.samples.append({"seed": seed, "samples": samples, "scored": scored, "steps": step,
-                             "batch_sizes": sizes})
+                             "batch_sizes": sizes,
+                             **({"variance_s": self.variance_s} if "gradient_variance" in server.hooks else {})})
         return {"seed": seed, **curve}
 
     def _draw(self, generator: torch.Generator, server: OptimizerServer, where: str) -> tuple[torch.Tensor, ...]:
@@ -347,7 +362,8 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
     training split of ``splits`` with the optimizer file ``artifact`` in the sandbox; returns (the
     document the training program's ``train`` writes: per seed the curves, plus ``closure``,
     ``evaluations`` and, for seeds on the sample loop, ``samples`` (per seed: samples counted,
-    examples scored, steps, and the batch sizes as runs of [size, steps]); wall seconds; sandbox mode). ``batch_bounds``
+    examples scored, steps, the batch sizes as runs of [size, steps], and ``variance_s`` where the
+    optimizer wants ``gradient_variance``); wall seconds; sandbox mode). ``batch_bounds``
     (min, max examples) bound what a ``next_batch_size`` optimizer may ask for. Checkpoints go to ``work_dir/scratch``, written
     by this process. Raises EvaluationError: the submission's kinds (from its optimizer server or
     the harness's checks, NOT_FINITE among them), TIMEOUT past ``time_limit_s`` seconds,
