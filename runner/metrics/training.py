@@ -2,9 +2,10 @@
 seeds. Pure numpy.
 
 - :class:`SeedRun`: one seed's curves (per epoch: training loss, training seconds, test top-1 in
-  %) and the sha256 of its final weights.
+  %, training examples consumed) and the sha256 of its final weights.
 - :func:`summarize` ``(runs, target) -> (metrics, ci95, breakdown)``: final and best test top-1,
-  mean ± sample std over seeds, epochs and seconds to the target (over the runs that reach it).
+  mean ± sample std over seeds, epochs, samples and seconds to the catalogue's fixed target
+  (over the runs that reach it).
 - :func:`corruption_summary` ``(prefix, per_seed) -> (metrics, ci95, breakdown)``: the final
   weights' top-1 on a -C set, mean over seeds, per corruption × severity.
 - :func:`t_interval`: the Student-t 95% interval of a mean over seeds, clipped to a range.
@@ -29,13 +30,16 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 @dataclass
 class SeedRun:
     """One seed's run: per epoch the mean training loss, the training seconds so far and the
-    test top-1 (%) of that epoch's weights; the sha256 (hex) of the final weights' file."""
+    test top-1 (%) of that epoch's weights; the sha256 (hex) of the final weights' file;
+    ``samples``, per epoch, the training examples consumed by its end (batch × steps × epoch on
+    the fixed loop, the sample loop's own counter otherwise; empty when unknown)."""
 
     seed: int
     train_loss: list[float]
     seconds: list[float]
     test_top1: list[float] = field(default_factory=list)
     weights_sha256: str = ""
+    samples: list[int] = field(default_factory=list)
 
 
 def t_interval(values: Sequence[float], low: float | None = None, high: float | None = None) -> list[float] | None:
@@ -61,22 +65,27 @@ def sample_std(values: Sequence[float]) -> float:
 
 def summarize(runs: list[SeedRun], target: float) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
     """Metrics, 95% intervals and the per-seed breakdown of finished runs (each with one test
-    top-1 per epoch); ``target`` is the test top-1 (%) whose first epoch and seconds count as
-    time to target. The time-to-target metrics are absent when no run reaches it."""
+    top-1 per epoch); ``target`` is the test top-1 (%) whose first epoch, seconds and samples
+    (when the runs carry ``samples``) count as time to target. The time-to-target metrics are
+    absent when no run reaches it."""
     finals = [run.test_top1[-1] for run in runs]
     bests = [max(run.test_top1) for run in runs]
     per_seed: dict[str, Any] = {}
-    reached_epochs, reached_seconds = [], []
+    reached_epochs, reached_seconds, reached_samples = [], [], []
     for run in runs:
         hit = next((i for i, top1 in enumerate(run.test_top1) if top1 >= target), None)
+        samples = None if hit is None or not run.samples else int(run.samples[hit])
         if hit is not None:
             reached_epochs.append(hit + 1)
             reached_seconds.append(run.seconds[hit])
+        if samples is not None:
+            reached_samples.append(samples)
         per_seed[f"seed_{run.seed}"] = {
             "test_top1": run.test_top1[-1], "best_top1": max(run.test_top1),
             "best_epoch": int(np.argmax(run.test_top1)) + 1, "final_train_loss": run.train_loss[-1],
             "reached_target": hit is not None, "epochs_to_target": None if hit is None else hit + 1,
-            "seconds_to_target": None if hit is None else run.seconds[hit], "train_s": run.seconds[-1],
+            "seconds_to_target": None if hit is None else run.seconds[hit], "samples_to_target": samples,
+            "train_s": run.seconds[-1],
             "weights_sha256": run.weights_sha256,
         }
     metrics: dict[str, float] = {
@@ -91,6 +100,9 @@ def summarize(runs: list[SeedRun], target: float) -> tuple[dict[str, float], dic
         metrics["seconds_to_target_mean"] = float(np.mean(reached_seconds))
         intervals["epochs_to_target_mean"] = t_interval(reached_epochs, 0.0)
         intervals["seconds_to_target_mean"] = t_interval(reached_seconds, 0.0)
+    if reached_samples:
+        metrics["samples_to_target_mean"] = float(np.mean(reached_samples))
+        intervals["samples_to_target_mean"] = t_interval(reached_samples, 0.0)
     ci95 = {k: v for k, v in intervals.items() if v is not None}
     return metrics, ci95, {"per_seed": per_seed}
 
@@ -125,6 +137,10 @@ METRIC_NOTES = {
     "seconds_to_target_mean": "training seconds (measured by the harness inside the sandbox, checkpoint "
                               "writing and evaluation excluded) up to that epoch, mean over the runs that "
                               "reached it; runs that never reach the target are left out, not averaged in",
+    "samples_to_target_mean": "training examples consumed by the end of that epoch (batch × steps × epochs on "
+                              "the fixed loop; the sample loop's counter, scored examples included), mean over "
+                              "the runs that reached target_top1",
+    "samples": "curve: training examples consumed by the end of each epoch",
     "ci95": "Student-t 95% interval of the mean over seeds (n − 1 degrees of freedom), clipped to the "
             "metric's range; it measures seed-to-seed variation, not the test set's sampling error; "
             "absent with one seed",

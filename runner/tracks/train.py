@@ -79,7 +79,7 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
     The result: ``metrics`` (test and best top-1 in %, means over seeds and sample std, time to
     the target in epochs and training seconds, CIFAR-10-C top-1 where scored), ``ci95``,
     ``breakdown`` (per seed; per corruption), ``curves`` (per seed, per epoch: train_loss,
-    test_top1, seconds), ``env`` and ``timing`` (seconds). Raises EvaluationError: the
+    test_top1, seconds, samples: training examples consumed by the epoch's end), ``env`` and ``timing`` (seconds). Raises EvaluationError: the
     submission's kinds (INVALID_ARTIFACT, BAD_HPARAMS, RUNTIME_ERROR, NOT_FINITE, WRONG_OUTPUT,
     OUT_OF_MEMORY, SANDBOX_VIOLATION), TIMEOUT past ``spec.task.time_limit_s``, LEASE_EXPIRED when
     ``cancel`` is set, RUNNER_ERROR for a task or budget the runner cannot run; DatasetMissing
@@ -110,6 +110,11 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
             span=train_span, cancel=cancel, batch_bounds=task.batch_bounds)
         log_tail, loop = "", "runner"
     runs = runs_from(doc, budget, train_wall_s, log_tail)
+    batch, steps_per_epoch = training_program.batch_and_steps(len(splits.train_labels), budget.batch_size)
+    for run, entry in zip(runs, doc["runs"], strict=True):  # the sample loop's own counter (trusted: this process)
+        counted = entry.get("samples") if loop == "runner" else None
+        run.samples = ([int(v) for v in counted] if counted is not None
+                       else [batch * steps_per_epoch * epoch for epoch in range(1, budget.epochs + 1)])
 
     evaluated = time.perf_counter()
     evaluator = Evaluator(task, splits, config, device)  # after training: the child had the device to itself
@@ -127,9 +132,9 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
     eval_s = time.perf_counter() - evaluated
 
     curves = {f"seed_{run.seed}": {"epoch": list(range(1, budget.epochs + 1)), "train_loss": run.train_loss,
-                                   "test_top1": run.test_top1, "seconds": run.seconds} for run in runs}
+                                   "test_top1": run.test_top1, "seconds": run.seconds, "samples": run.samples}
+              for run in runs}
     train_s = sum(run.seconds[-1] for run in runs)
-    batch, steps_per_epoch = training_program.batch_and_steps(len(splits.train_labels), budget.batch_size)
     items = batch * steps_per_epoch * budget.epochs * len(runs)
     env = result_env(spec, task, budget, splits, config, evaluator, device=device, sandbox=sandbox_mode, loop=loop,
                      doc=doc, parameters=parameters, env_extra=env_extra)

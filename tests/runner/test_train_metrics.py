@@ -58,10 +58,26 @@ def test_a_run_that_never_reaches_the_target_is_counted_and_left_out_of_the_mean
     validate_result(make_result("opt-digits", metrics, ci95=ci95, breakdown=breakdown), "opt-digits")
 
 
+def test_samples_to_target_reads_each_runs_sample_counter_at_the_first_epoch_reaching_the_target():
+    fixed = seed_run(0, [80.0, 96.0, 97.0])
+    fixed.samples = [640, 1280, 1920]  # batch 64 × 10 steps an epoch
+    grown = seed_run(1, [96.0, 97.0, 98.0])
+    grown.samples = [1000, 2600, 3000]  # the sample loop's counter, past each multiple of n_train
+    never = seed_run(2, [70.0, 80.0, 90.0])
+    never.samples = [640, 1280, 1920]
+    metrics, ci95, breakdown = summarize([fixed, grown, never], 95.0)
+
+    assert metrics["samples_to_target_mean"] == (1280 + 1000) / 2
+    assert [breakdown["per_seed"][f"seed_{s}"]["samples_to_target"] for s in range(3)] == [1280, 1000, None]
+    assert ci95["samples_to_target_mean"][0] <= 1140 <= ci95["samples_to_target_mean"][1]
+    validate_result(make_result("opt-digits", metrics, ci95=ci95, breakdown=breakdown), "opt-digits")
+
+
 def test_when_no_run_reaches_the_target_the_time_to_target_metrics_are_absent_not_nan():
     metrics, ci95, _ = summarize([seed_run(0, [10.0, 20.0]), seed_run(1, [15.0, 25.0])], 95.0)
     assert metrics["runs_reaching_target"] == 0
     assert "epochs_to_target_mean" not in metrics and "seconds_to_target_mean" not in metrics
+    assert "samples_to_target_mean" not in metrics
     assert "epochs_to_target_mean" not in ci95
     validate_result(make_result("opt-cifar10-resnet18", metrics, ci95=ci95), "opt-cifar10-resnet18")
 

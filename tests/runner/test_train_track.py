@@ -94,6 +94,7 @@ def test_adam_trains_the_digits_cnn_and_the_result_carries_every_key_the_boards_
         assert len(curve["train_loss"]) == len(curve["test_top1"]) == len(curve["seconds"]) == 2
         assert curve["train_loss"][1] < curve["train_loss"][0]
         assert 0 < curve["seconds"][0] < curve["seconds"][1]
+        assert curve["samples"] == [64 * (1347 // 64), 2 * 64 * (1347 // 64)]  # batch × steps × epochs
         seed = result["breakdown"]["per_seed"][name]
         assert seed["test_top1"] == curve["test_top1"][-1] and seed["best_top1"] == max(curve["test_top1"])
     assert curves["seed_0"]["train_loss"] != curves["seed_1"]["train_loss"]  # seeds are real

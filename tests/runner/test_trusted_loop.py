@@ -343,6 +343,7 @@ def test_an_optimizer_choosing_batch_sizes_gets_them_and_the_sample_budget_ends_
     assert sum(sizes) == n_train == 1347  # digits: 1,797 less the quarter held out
     assert counted["steps"] == len(sizes) and counted["scored"] == 0
     assert len(result["curves"]["seed_0"]["train_loss"]) == 1
+    assert result["curves"]["seed_0"]["samples"] == [1347]  # the sample loop's counter at the epoch's end
 
 
 def test_a_batch_size_out_of_the_tasks_bounds_is_wrong_output_naming_them(tmp_path, write_submission):
@@ -451,6 +452,8 @@ def test_the_documented_el2n_example_scores_once_and_trains_on_the_hardest_half(
     assert steps_at(counted["batch_sizes"]) == [64] * 5 + [64] * 16 + [3]
     assert result["env"]["evaluations"] == counted["steps"] == 22
     assert len(result["curves"]["seed_0"]["train_loss"]) == 2
+    # epoch 1 ends at the scoring, when the counter jumps from 320 past 1,347
+    assert result["curves"]["seed_0"]["samples"] == [320 + 1347, 2 * 1347]
 
 
 @pytest.mark.parametrize("hook", ["first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance"])

@@ -244,7 +244,8 @@ class RunnerHarness(training_program.Harness):
         in what is left of it. An epoch ends each time the sample counter passes a multiple of
         n_train: its train loss is the sample-weighted mean of its steps' losses (the last
         epoch's when it had none), then its checkpoint is written, as on the fixed loop. Returns
-        the curves; ``self.samples`` gets what was counted (and, for ``gradient_variance``,
+        the curves (per epoch ``train_loss``, ``seconds`` and ``samples``: the sample counter
+        when the epoch ended, trained and scored examples, so ≥ epoch · n_train); ``self.samples`` gets what was counted (and, for ``gradient_variance``,
         ``variance_s``: seconds of per-sample gradients, inside the curve's seconds, outside the budget). Raises ChildError NOT_FINITE and the
         optimizer server's errors (WRONG_OUTPUT for a size out of bounds or an empty selection)."""
         self.model, self.optimizer = model, optimizer
@@ -259,7 +260,7 @@ class RunnerHarness(training_program.Harness):
         losses: list[torch.Tensor] = []
         weights: list[int] = []
         sizes: list[list[int]] = []  # [batch size, steps in a row at it]: a short list however long the run
-        curve: dict[str, list[float]] = {"train_loss": [], "seconds": []}
+        curve: dict[str, list[float]] = {"train_loss": [], "seconds": [], "samples": []}
         trained, started = 0.0, training_program.CLOCK()
         while samples < budget:
             take = min(size, budget - samples)
@@ -288,6 +289,7 @@ class RunnerHarness(training_program.Harness):
                 trained += training_program.CLOCK() - started
                 curve["train_loss"].append(self._epoch_loss(losses, weights, curve, epoch, seed))
                 curve["seconds"].append(trained)
+                curve["samples"].append(samples)  # the counter when this epoch ended (≥ epoch · n_train)
                 losses, weights = [], []
                 self.save_checkpoint(model, seed, epoch)
                 self.progress(first_fraction + span * epoch / epochs,
