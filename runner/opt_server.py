@@ -57,6 +57,7 @@ class ReadyFrame(Schema):
     op: Literal["ready"]
     closure: StrictBool = False
     hooks: Annotated[list[Hook], Field(max_length=len(HOOKS))] = []
+    wants: Annotated[list[Hook], Field(max_length=len(HOOKS))] = []  # asked for, offered or not
 
 
 class StepFrame(Schema):
@@ -139,6 +140,7 @@ class OptimizerServer:
         self.deadline = deadline if deadline is not None else time.monotonic() + time_limit_s
         self.closure = False
         self.hooks: set[str] = set()
+        self.wants: set[str] = set()  # every hook the optimizer asked for, offered or not
         self.batch_size_request: int | None = None  # the last step's, when the optimizer set next_batch_size
         self.scores_request = False  # whether the last step asked for fresh el2n_scores
         self.shared: SharedParameters | None = None
@@ -214,6 +216,7 @@ class OptimizerServer:
         ready = parse(ReadyFrame, frame, what="the optimizer's ready answer", log_tail=self.log_tail())
         self.closure = ready.closure
         self.hooks = set(ready.hooks) & (set(self.shared.extras) | set(offers))
+        self.wants = set(ready.wants) | self.hooks
 
     def close(self) -> None:
         if self._channel is not None and self._thread is not None and self._thread.is_alive():
@@ -242,7 +245,7 @@ class OptimizerServer:
 
     # -- the loop ---------------------------------------------------------------------------
     def step(self, step: int, gradients: Gradients, *, evaluations_left: Callable[[], bool],
-             where: str = "", batch_size: int | None = None) -> bool:
+             where: str = "", batch_size: int | None = None, lr_scale: float | None = None) -> bool:
         """One optimizer step: the caller has written the gradients at the current parameters
         into ``shared.grads`` (unless ``self.closure``); each closure the optimizer calls runs
         ``gradients()`` while ``evaluations_left()``. Returns False when the step was abandoned
@@ -250,8 +253,14 @@ class OptimizerServer:
         step, ``batch_size_request`` and ``scores_request`` hold what the optimizer asked for
         (only from the hooks it declared; the caller checks the size against its bounds).
         ``batch_size`` (examples the gradients were computed on) goes to an optimizer that wants
-        ``gradient_variance``, as its ``batch_size_now``."""
+        ``gradient_variance``, as its ``batch_size_now``. ``lr_scale`` (a finite float ≥ 0, on tasks
+        whose runner owns the learning-rate schedule) makes the child set every param group's
+        ``lr`` to its base (the ``lr`` make_optimizer gave it) times ``lr_scale`` before the step."""
         extra = {"batch_size": batch_size} if batch_size is not None and "gradient_variance" in self.hooks else {}
+        if lr_scale is not None:
+            if not (math.isfinite(lr_scale) and lr_scale >= 0):
+                raise ValueError(f"lr_scale must be a finite number >= 0, not {lr_scale}")
+            extra["lr_scale"] = float(lr_scale)
         self._send({"op": "step", "step": step, "where": where, **extra})
         self.batch_size_request, self.scores_request = None, False
         while True:

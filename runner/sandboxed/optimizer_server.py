@@ -14,9 +14,10 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    it and builds its parameters (``torch.nn.Parameter`` views of that memory) with ``.grad`` set
    to the gradient views, then calls ``make_optimizer(params, **hparams)``.
    ``"extras"`` names further regions, one per hook the task offers (``first_layer_stats``:
-   n × n, below). child → ``{"op": "ready", "closure": bool, "hooks": [names]}`` (whether
-   ``step`` requires a closure; the hooks the optimizer asked for with a ``wants_<hook> = True``
-   attribute) or an error frame. ``"offers"`` lists the hooks offered without a region. Hooks:
+   n × n, below). child → ``{"op": "ready", "closure": bool, "hooks": [names], "wants": [names]}``
+   (whether ``step`` requires a closure; the offered hooks the optimizer asked for with a
+   ``wants_<hook> = True`` attribute; every hook it asked for, offered or not, so that a task
+   offering none can refuse it) or an error frame. ``"offers"`` lists the hooks offered without a region. Hooks:
    ``first_layer_stats`` — before each step the runner writes
    XᵀX / b of the first layer's input (X = the unfolded patches of the batch, b = their number,
    n = C_in·k·k; TrAct's statistic) into its region, which the optimizer reads as its attribute
@@ -36,7 +37,11 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    the batch size those gradients came from as ``batch_size_now`` (an int, sent in the step frame).
 2. parent → ``{"op": "step", "step": k, "where": "epoch 1, step 3 of 21 (seed 0)"}`` (``where``,
    optional, names the step in messages; ``"batch_size": b`` for an optimizer that wants
-   ``gradient_variance``): the gradients of the current parameters are in the
+   ``gradient_variance``; ``"lr_scale": s``, optional, a finite float ≥ 0, on tasks whose runner
+   owns the learning-rate schedule: before the step the child sets ``group["lr"] = base × s`` in
+   every param group, ``base`` being the group's ``lr`` when ``make_optimizer`` returned (a group
+   added later: its ``lr`` when a step first saw it), so the optimizer's own ``lr`` is the peak of
+   the schedule; a group without a numeric ``lr`` is INVALID_ARTIFACT): the gradients of the current parameters are in the
    shared memory (unless the optimizer asks for closures, when the parent computes nothing in
    advance). The child calls ``optimizer.step()``, or ``optimizer.step(closure)`` where the step
    requires one; each call of the closure is a frame child → ``{"op": "closure"}`` answered
@@ -80,6 +85,42 @@ FRAME_LENGTH = rules.FRAME_LENGTH
 HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")
 REGIONS = {"el2n_scores": ("el2n_scores", "selection")}  # a hook's regions, when not just its own
 MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
+
+
+class LearningRates:
+    """Each param group's base learning rate (its ``lr`` when make_optimizer returned, or, for a
+    group added later, when a scheduled step first saw it) and the scaling the runner's schedule
+    asks for: ``apply(optimizer, s)`` sets ``group["lr"] = base × s`` (a tensor ``lr`` is filled in
+    place). Raises ChildError INVALID_ARTIFACT, at the first scheduled step, for a group whose
+    ``lr`` is not a real number or a one-element tensor. Tasks that send no ``lr_scale`` never
+    touch the groups."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.bases: list[Any] = [self._copy(group.get("lr")) for group in optimizer.param_groups]
+
+    @staticmethod
+    def _copy(lr: Any) -> Any:
+        if hasattr(lr, "numel") and hasattr(lr, "item") and lr.numel() == 1:
+            return float(lr.item())
+        return lr
+
+    @staticmethod
+    def _value(lr: Any, index: int) -> float:
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr):
+            return float(lr)
+        raise ChildError(rules.INVALID_ARTIFACT, f"param group {index} has lr {lr!r}; this task's runner schedules the "
+                         "learning rate (a multiple of each group's lr as make_optimizer set it), so every param "
+                         "group needs a finite numeric lr")
+
+    def apply(self, optimizer: Any, scale: float) -> None:
+        for index, group in enumerate(optimizer.param_groups):
+            if index >= len(self.bases):
+                self.bases.append(self._copy(group.get("lr")))
+            lr = self._value(self.bases[index], index) * scale
+            if hasattr(group.get("lr"), "fill_"):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
 
 class Stopped(Exception):
@@ -216,7 +257,9 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
             continue
         for region in REGIONS.get(name, (name,) if name in extras else ()):
             setattr(optimizer, region, extras[region])  # the runner writes it (the selection: the optimizer)
-    conn.send({"op": "ready", "closure": closure_wanted, "hooks": hooks})
+    wants = [name for name in HOOKS if getattr(optimizer, f"wants_{name}", False) is True]
+    learning_rates = LearningRates(optimizer)  # each group's lr as make_optimizer set it: the peak
+    conn.send({"op": "ready", "closure": closure_wanted, "hooks": hooks, "wants": wants})
 
     def closure():
         conn.send({"op": "closure"})
@@ -238,6 +281,11 @@ def serve(conn: Connection, module: types.ModuleType, hparams: dict[str, Any], f
         where = str(frame.get("where") or f"step {step}")
         if "gradient_variance" in hooks:
             optimizer.batch_size_now = int(frame["batch_size"])
+        if frame.get("lr_scale") is not None:
+            scale = float(frame["lr_scale"])
+            if not math.isfinite(scale) or scale < 0:
+                raise EOFError(f"an lr_scale of {scale} from the runner")
+            learning_rates.apply(optimizer, scale)
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad
         try:
