@@ -226,16 +226,23 @@ def income_bars(*, title: str, per_income: dict[str, dict]) -> Figure:
 # -------------------------------------------------------------------------------------- optimizer
 
 
+def _x_key(curve: dict) -> str | None:
+    """The curve's point axis: ``epoch`` (image tasks) or ``step`` (the transformer)."""
+    return next((k for k in ("epoch", "step") if isinstance(curve.get(k), list)), None)
+
+
 def seed_band_figure(*, title: str, runs: list[dict], key: str, y_title: str) -> Figure:
     """One line per submission (mean over seeds) with a band from the lowest to the highest seed.
-    ``runs``: {name, curves: {seed_<n>: {epoch: [...], key: [...]}}}."""
+    ``runs``: {name, curves: {seed_<n>: {epoch or step: [...], key: [...]}}}."""
     data = []
+    x_title = "epoch"
     for i, run in enumerate(runs):
-        seeds = [c for c in run["curves"].values() if isinstance(c, dict) and key in c and "epoch" in c]
+        seeds = [c for c in run["curves"].values() if isinstance(c, dict) and key in c and _x_key(c)]
         if not seeds:
             continue
+        x_title = _x_key(seeds[0]) or x_title
         length = min(len(c[key]) for c in seeds)
-        epochs = seeds[0]["epoch"][:length]
+        epochs = seeds[0][x_title][:length]
         columns = [[c[key][j] for c in seeds] for j in range(length)]
         mean = [sum(col) / len(col) for col in columns]
         colour = PALETTE[i % len(PALETTE)]
@@ -245,19 +252,69 @@ def seed_band_figure(*, title: str, runs: list[dict], key: str, y_title: str) ->
                      "name": f"{run['name']} (seed range)", "showlegend": False, "hoverinfo": "skip"})
         data.append({"type": "scatter", "mode": "lines", "x": epochs, "y": mean, "name": run["name"],
                      "line": {"color": colour, "width": 2}})
-    return _figure(data, title, xaxis={"title": {"text": "epoch"}}, yaxis={"title": {"text": y_title}})
+    return _figure(data, title, xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": y_title}})
 
 
-def performance_profile_figure(*, profiles: dict[str, list[tuple[float, float]]], tau_max: float) -> Figure:
-    """AlgoPerf-style performance profiles: for each optimizer, the fraction of tasks it reaches the
-    target within τ times the fastest optimizer's time."""
+def target_curve_figure(*, title: str, runs: list[dict], key: str, target: float, target_label: str,
+                        y_title: str) -> Figure:
+    """The validation curve against training examples consumed, one line per submission (at each
+    point the mean over seeds of ``key`` and of ``samples``), with the workload's target as a
+    dashed horizontal line labelled ``target_label``. ``runs``: {name, curves: {seed_<n>:
+    {samples: [...], key: [...]}}}; seeds without ``samples`` are left out."""
+    data = []
+    for i, run in enumerate(runs):
+        seeds = [c for c in run["curves"].values() if isinstance(c, dict) and isinstance(c.get(key), list)
+                 and isinstance(c.get("samples"), list)]
+        if not seeds:
+            continue
+        length = min(min(len(c[key]), len(c["samples"])) for c in seeds)
+        xs = [sum(c["samples"][j] for c in seeds) / len(seeds) for j in range(length)]
+        ys = [sum(c[key][j] for c in seeds) / len(seeds) for j in range(length)]
+        data.append({"type": "scatter", "mode": "lines+markers", "x": xs, "y": ys, "name": run["name"],
+                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 2}, "marker": {"size": 5},
+                     "hovertemplate": "%{x:.4s} samples: %{y:.4g}<extra>" + run["name"] + "</extra>"})
+    fig = _figure(data, title, xaxis={"title": {"text": "training examples consumed (samples)"}},
+                  yaxis={"title": {"text": y_title}})
+    fig["layout"]["shapes"] = [{"type": "line", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": target,
+                                "y1": target, "line": {"color": "#333", "dash": "dash", "width": 2}}]
+    fig["layout"]["annotations"] = [{"xref": "paper", "yref": "y", "x": 1, "y": target, "xanchor": "right",
+                                     "yanchor": "bottom", "text": target_label, "showarrow": False,
+                                     "font": {"size": 11, "color": "#333"}}]
+    return fig
+
+
+def time_to_target_bars(*, title: str, rows: list[dict], unit: str) -> Figure:
+    """Horizontal bars of each submission's time to target (median over seeds), fastest at the
+    top; a submission that did not reach it gets no bar and the words "not reached". ``rows``:
+    {name, time (float, math.inf for not reached), is_baseline}."""
+    reached = sorted((r for r in rows if r["time"] != float("inf")), key=lambda r: r["time"])
+    missed = [r for r in rows if r["time"] == float("inf")]
+    ordered = list(reversed(reached + missed))  # Plotly draws the first bar at the bottom
+    names = [r["name"] + (" (baseline)" if r.get("is_baseline") else "") for r in ordered]
+    bar = {"type": "bar", "orientation": "h", "y": names,
+           "x": [r["time"] if r["time"] != float("inf") else 0 for r in ordered],
+           "text": [f"{r['time']:.4g}" if r["time"] != float("inf") else "not reached" for r in ordered],
+           "textposition": "outside", "cliponaxis": False,
+           "marker": {"color": [BASELINE_COLOUR if r.get("is_baseline") else SUBMISSION_COLOUR for r in ordered]},
+           "hovertemplate": "%{y}: %{text}<extra></extra>"}
+    return _figure([bar], title, height=max(260, 28 * len(rows) + 120), xaxis={"title": {"text": unit}},
+                   yaxis={"automargin": True})
+
+
+def performance_profile_figure(*, profiles: dict[str, list[tuple[float, float]]], tau_max: float,
+                               clock: str = "seconds", n: int | None = None) -> Figure:
+    """AlgoPerf performance profiles: for each optimizer, ρ(τ), the fraction of the ``n`` training
+    workloads on which it reaches the target within τ times the fastest optimizer's time
+    (``clock``: training seconds or samples)."""
     data = [{"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 2,
                                                           "color": PALETTE[i % len(PALETTE)]},
              "name": name, "x": [p[0] for p in points], "y": [p[1] for p in points]}
             for i, (name, points) in enumerate(profiles.items())]
-    return _figure(data, "Performance profiles over time-to-target (higher and further left is better)",
-                   xaxis={"title": {"text": "τ: time relative to the fastest"}, "range": [1, tau_max]},
-                   yaxis={"title": {"text": "fraction of tasks reaching the target"}, "range": [0, 1.05]})
+    over = f" of {n}" if n is not None else ""
+    return _figure(data, f"Performance profiles over time to target in {clock} (higher and further left is better)",
+                   xaxis={"title": {"text": f"τ: {clock} to target relative to the fastest"}, "range": [1, tau_max]},
+                   yaxis={"title": {"text": f"fraction of the workloads{over} reaching the target"},
+                          "range": [0, 1.05]})
 
 
 # -------------------------------------------------------------------------------------- denoising

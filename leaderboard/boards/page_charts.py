@@ -9,7 +9,7 @@ from leaderboard.benchmarks.models import Task
 from leaderboard.submissions.models import result_is_synthetic, result_loop_in_sandbox
 from runner.catalogue import UnknownTask, catalogue_task
 
-from . import charts, selectors
+from . import algoperf, charts, selectors
 
 # In-distribution task of each shifted task: x of the effective-robustness plot.
 IN_DISTRIBUTION = {"cifar10-c": "cifar10", "cifar100-c": "cifar100", "imagenet-a": "imagenet-val",
@@ -34,6 +34,14 @@ def _track(slug: str) -> str | None:
         return catalogue_task(slug).track
     except UnknownTask:
         return None
+
+
+def _validation_labels(task: Task) -> tuple[str, str, str]:
+    """(curve key, chart name, axis title) of a training task's validation curve."""
+    key = algoperf.validation_key(task.primary_metric)
+    if key == "test_top1":
+        return key, "test-accuracy", "test top-1 %"
+    return key, f"validation-{key.replace('_', '-')}", key
 
 
 def published_references(task: Task) -> list[tuple[str, float]]:
@@ -68,16 +76,20 @@ def with_notes(figures: list[tuple[str, Any]], *, synthetic: bool, loop_in_sandb
     return figures
 
 
-def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> list[tuple[str, Any]]:
+def board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None,
+                  times: selectors.BoardTimes | None = None) -> list[tuple[str, Any]]:
     """The charts of one task's board from its rows (``board_as_records``), each title noting when
-    a charted row (the first 30) is labelled synthetic data or loop in sandbox."""
+    a charted row (the first 30) is labelled synthetic data or loop in sandbox. ``times``: a
+    training board's time to its reference target (selectors.board_time_to_target), for the
+    validation-against-samples chart and the time-to-target bars."""
     charted = records[:30]
-    return with_notes(_board_figures(task=task, tasks=tasks, records=records, user=user),
+    return with_notes(_board_figures(task=task, tasks=tasks, records=records, user=user, times=times),
                       synthetic=any(r.get("synthetic_data") for r in charted),
                       loop_in_sandbox=any(r.get("loop_in_sandbox") for r in charted), some=True)
 
 
-def _board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None) -> list[tuple[str, Any]]:
+def _board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=None,
+                   times: selectors.BoardTimes | None = None) -> list[tuple[str, Any]]:
     figures: list[tuple[str, Any]] = []
     if not records:
         return figures
@@ -93,14 +105,8 @@ def _board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=N
         if runs:
             figures.append(("trajectory", charts.trajectory_figure(function=task.title, runs=runs)))
             figures.append(("loss", charts.loss_curve_figure(function=task.title, runs=runs)))
-    if _track(task.slug) == "train":
-        curves = selectors.board_curves(task=task, submission_ids=top_ids[:6])
-        runs = [{"name": r["name"], "curves": curves.get(r["submission_id"], {})} for r in records[:6]]
-        figures.append(("test-accuracy", charts.seed_band_figure(
-            title=f"{task.title}: test top-1 per epoch (band: seed range)", runs=runs, key="test_top1",
-            y_title="test top-1 %")))
-        figures.append(("train-loss", charts.seed_band_figure(
-            title=f"{task.title}: training loss", runs=runs, key="train_loss", y_title="loss")))
+    if selectors.is_training_task(task):
+        figures.extend(_training_figures(task=task, records=records, times=times))
     if _track(task.slug) == "denoise":
         figures.append(("denoising-settings", _denoising_settings(task=task, tasks=tasks, records=records[:8],
                                                                   user=user)))
@@ -124,6 +130,35 @@ def _board_figures(*, task: Task, tasks: list[Task], records: list[dict], user=N
             figures.append(("size", charts.scatter_with_fit(
                 title=f"{task.title}: {task.primary_metric} against model size", x_title="parameters (millions)",
                 y_title=task.primary_metric, points=points, fit_on_baselines=False)))
+    return figures
+
+
+def _training_figures(*, task: Task, records: list[dict], times: selectors.BoardTimes | None) -> list[tuple[str, Any]]:
+    """A training board's curves (validation metric and training loss per epoch, seed bands) and,
+    once its workload has a reference target, the validation metric against samples with the
+    target line and each row's training seconds to reach it."""
+    key, name, axis = _validation_labels(task)
+    curves = selectors.board_curves(task=task, submission_ids=[r["submission_id"] for r in records[:6]])
+    runs = [{"name": r["name"], "curves": curves.get(r["submission_id"], {})} for r in records[:6]]
+    what = "test top-1 per epoch" if key == "test_top1" else key
+    figures: list[tuple[str, Any]] = [
+        (name, charts.seed_band_figure(title=f"{task.title}: {what} (band: seed range)", runs=runs, key=key,
+                                       y_title=axis)),
+        ("train-loss", charts.seed_band_figure(title=f"{task.title}: training loss", runs=runs, key="train_loss",
+                                               y_title="loss")),
+    ]
+    if times is None or times.target is None:
+        return figures
+    target = times.target
+    figures.append(("target-curve", charts.target_curve_figure(
+        title=f"{task.title}: {key} against training examples; target {target.rule} ({target.source})",
+        runs=runs, key=key, target=target.value, target_label=f"target {target.rule}", y_title=axis)))
+    bars = [{"name": r["name"], "time": times.times[r["submission_id"]]["seconds"], "is_baseline": r["is_baseline"]}
+            for r in records[:30] if times.times.get(r["submission_id"], {}).get("seconds") is not None]
+    if bars:
+        figures.append(("time-to-target", charts.time_to_target_bars(
+            title=f"{task.title}: training seconds to {target.rule}, median over seeds", rows=bars,
+            unit="training seconds")))
     return figures
 
 
@@ -154,10 +189,12 @@ def submission_figures(*, submission, jobs: list) -> list[tuple[str, Any]]:
         if "trajectory" in curves:
             figures.append((f"trajectory-{slug}", charts.trajectory_figure(
                 function=job.task.title, runs=[{"name": submission.name, "trajectory": curves["trajectory"]}])))
-        if _track(slug) == "train" and curves:
+        if selectors.is_training_workload(submission.benchmark.kind, slug) and curves:
             run = [{"name": submission.name, "curves": curves}]
+            key, _, axis = _validation_labels(job.task)
             figures.append((f"accuracy-{slug}", charts.seed_band_figure(
-                title=f"{job.task.title}: test top-1 per epoch", runs=run, key="test_top1", y_title="test top-1 %")))
+                title=f"{job.task.title}: {'test top-1 per epoch' if key == 'test_top1' else key}", runs=run, key=key,
+                y_title=axis)))
             figures.append((f"loss-{slug}", charts.seed_band_figure(
                 title=f"{job.task.title}: training loss per epoch", runs=run, key="train_loss", y_title="loss")))
         if isinstance(breakdown.get("per_corruption"), dict) and breakdown["per_corruption"]:

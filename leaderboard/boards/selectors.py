@@ -10,6 +10,7 @@ from django.db.models.functions import Rank
 
 from leaderboard.benchmarks.models import Benchmark, Task
 
+from . import algoperf
 from .models import BoardEntry
 
 
@@ -186,65 +187,119 @@ def size_points(*, task: Task, limit: int = 500) -> list[dict]:
              "y": r["value"], "is_baseline": r["is_baseline"]} for r in rows]
 
 
-PROFILE_TAU_MAX = 4.0
+REFERENCE_FAMILY = "reference optimizer"  # the model_family baselines.json gives the reference optimizers
 
 
-def optimizer_profiles(*, tau_max: float = PROFILE_TAU_MAX) -> dict[str, Any]:
-    """AlgoPerf-style performance profiles over time-to-target on the optimizer training tasks.
+def is_training_workload(benchmark_kind: str, task_slug: str) -> bool:
+    """Whether a task trains a model on an optimizer board (every optimizer task but the synthetic
+    functions opt-f*): the workloads scored by time to target."""
+    return benchmark_kind == "optimizer" and not task_slug.startswith("opt-f")
 
-    1. For each training task, the fastest public run's seconds_to_target_mean is the reference.
-    2. An optimizer's ratio on a task is its time over that reference; a run that never reached the
-       target, or took more than ``tau_max`` times the fastest, counts as not reaching it.
-    3. Its profile ρ(τ) is the fraction of tasks with ratio ≤ τ; its score is the normalized area
-       under ρ on [1, τ_max] (1 = fastest everywhere).
+
+def is_training_task(task: Task) -> bool:
+    """is_training_workload for a Task (reads its benchmark)."""
+    return is_training_workload(task.benchmark.kind, task.slug)
+
+
+def training_tasks() -> list[Task]:
+    """Every optimizer training workload the site has loaded from the catalogue, in board order."""
+    return list(Task.objects.filter(benchmark__kind="optimizer").exclude(slug__startswith="opt-f")
+                .select_related("benchmark"))
+
+
+def _curves(*, task_ids: list[int], submission_ids: list[int]) -> dict[tuple[int, int], dict]:
+    """{(task id, submission id): the result's curves} of succeeded jobs, in one query reading
+    only the curves out of each result document."""
+    from leaderboard.submissions.models import EvaluationJob
+
+    jobs = EvaluationJob.objects.filter(task_id__in=task_ids, submission_id__in=submission_ids,
+                                        state=EvaluationJob.State.SUCCEEDED)
+    return {(task_id, sub_id): curves or {} for task_id, sub_id, curves
+            in jobs.values_list("task_id", "submission_id", "result__curves")}
+
+
+def workload_targets(*, tasks: list[Task]) -> dict[int, algoperf.Target | None]:
+    """{task id: its target} from the public reference-optimizer rows (baselines of the family
+    ``REFERENCE_FAMILY``) of each task: algoperf.workload_target on the curve of the task's
+    primary metric (algoperf.validation_key). Two queries for any number of tasks."""
+    refs = list(BoardEntry.objects.filter(task__in=tasks, is_public=True, is_baseline=True,
+                                          model_family=REFERENCE_FAMILY)
+                .values_list("task_id", "submission_id", "submission_name"))
+    curves = _curves(task_ids=[t.pk for t in tasks], submission_ids=[r[1] for r in refs])
+    targets: dict[int, algoperf.Target | None] = {}
+    for task in tasks:
+        named = {name: curves.get((task_id, sub_id), {}) for task_id, sub_id, name in refs if task_id == task.pk}
+        targets[task.pk] = algoperf.workload_target(named, key=algoperf.validation_key(task.primary_metric),
+                                                    higher_is_better=task.higher_is_better)
+    return targets
+
+
+@dataclass
+class BoardTimes:
+    """A training board's time to target: the workload's ``target`` (None until a reference
+    optimizer has a result) and, per submission id, its median over seeds in each clock
+    (``seconds``: training seconds, ``samples``: training examples; ∞ never reached, None unknown)."""
+
+    target: algoperf.Target | None
+    times: dict[int, dict[str, float | None]]
+
+
+def board_time_to_target(*, task: Task, submission_ids: list[int]) -> BoardTimes:
+    """Time to the workload's reference target for these submissions on one training task
+    (algoperf.time_to_target), in three queries."""
+    target = workload_targets(tasks=[task])[task.pk]
+    times: dict[int, dict[str, float | None]] = {}
+    if target is not None:
+        curves = _curves(task_ids=[task.pk], submission_ids=submission_ids)
+        times = {sub_id: {clock: algoperf.time_to_target(curves.get((task.pk, sub_id)), target, clock)
+                          for clock in algoperf.CLOCKS} for sub_id in submission_ids}
+    return BoardTimes(target, times)
+
+
+def optimizer_profiles(*, cap: float = algoperf.CAP) -> dict[str, Any]:
+    """AlgoPerf scoring of every public optimizer across the optimizer training workloads
+    (leaderboard/boards/algoperf.py has the formulas and their source).
+
+    1. Each workload's target comes from its reference optimizers (workload_targets).
+    2. Each optimizer's time on a workload is the median over its seeds of the time to that
+       target, in training seconds and in training examples (samples); ∞ when not reached or
+       absent.
+    3. Per clock: ratios to the fastest (∞ past ``cap``), profiles ρ(τ) with n = every training
+       workload loaded (not only those with results), scores B exact and by the trapezoid rule.
     An optimizer is identified across benchmarks by its owner and name (baselines share names).
-    ``flags``: per optimizer's label, whether any of its rows was scored on synthetic data or had
-    its loop run in the sandbox (the labels its board rows carry).
+    Returns {"tasks": slugs (n of them), "n", "tau_max", "targets": {slug: Target or None},
+    "clocks": {clock: {"profiles": {label: [(τ, ρ)]}, "scores": [(label, exact, trapz)] best
+    first, "ratios": {label: [r per task]}}}, "profiles" and "scores" (the seconds clock's:
+    (label, exact)), "flags": per label, whether any of its rows was scored on synthetic data or
+    had its loop in the sandbox}. Four queries.
     """
-    tasks = list(Task.objects.filter(benchmark__kind="optimizer").exclude(slug__startswith="opt-f")
-                 .select_related("benchmark"))
+    tasks = training_tasks()
+    targets = workload_targets(tasks=tasks)
     entries = list(BoardEntry.objects.filter(task__in=tasks, is_public=True)
-                   .values("task_id", "submission_name", "owner_name", "metrics", "is_baseline",
+                   .values("task_id", "submission_id", "submission_name", "owner_name", "is_baseline",
                            "is_synthetic_data", "loop_in_sandbox"))
-    times: dict[int, dict[tuple[str, str], float]] = {t.pk: {} for t in tasks}
-    optimizers: dict[tuple[str, str], bool] = {}
-    labelled: dict[tuple[str, str], dict[str, bool]] = {}
+    curves = _curves(task_ids=[t.pk for t in tasks], submission_ids=list({e["submission_id"] for e in entries}))
+    times: dict[str, dict[str, dict[int, float | None]]] = {clock: {} for clock in algoperf.CLOCKS}
+    flags: dict[str, dict[str, bool]] = {}
     for e in entries:
-        key = (e["owner_name"], e["submission_name"])
-        optimizers[key] = e["is_baseline"]
-        flags = labelled.setdefault(key, {"synthetic_data": False, "loop_in_sandbox": False})
-        flags["synthetic_data"] |= e["is_synthetic_data"]
-        flags["loop_in_sandbox"] |= e["loop_in_sandbox"]
-        seconds = e["metrics"].get("seconds_to_target_mean")
-        if isinstance(seconds, int | float) and seconds > 0:
-            times[e["task_id"]][key] = float(seconds)
-    scored_tasks = [t for t in tasks if times[t.pk]]
-    ratios: dict[tuple[str, str], list[float]] = {k: [] for k in optimizers}
-    for task in scored_tasks:
-        best = min(times[task.pk].values())
-        for key in optimizers:
-            t = times[task.pk].get(key)
-            r = t / best if t is not None else float("inf")
-            ratios[key].append(r if r <= tau_max else float("inf"))
-    profiles, scores, flags_by_label = {}, {}, {}
-    n = len(scored_tasks)
-    for key, rs in ratios.items():
-        if not n:
-            break
-        finite = sorted(r for r in rs if r != float("inf"))
-        steps = [(1.0, sum(1 for r in finite if r <= 1.0) / n)]
-        for r in finite:
-            steps.append((r, sum(1 for q in finite if q <= r) / n))
-        steps.append((tau_max, len(finite) / n))
-        label = key[1] + ("" if optimizers[key] else f" ({key[0]})")
-        profiles[label] = steps
-        flags_by_label[label] = labelled[key]
-        # Area under the step function on [1, tau_max], normalized to 1.
-        area, previous_tau, previous_rho = 0.0, 1.0, steps[0][1]
-        for tau, rho in steps[1:]:
-            area += (tau - previous_tau) * previous_rho
-            previous_tau, previous_rho = tau, rho
-        scores[label] = area / (tau_max - 1.0)
-    ranking = sorted(scores.items(), key=lambda kv: -kv[1])
-    return {"tasks": [t.slug for t in scored_tasks], "profiles": profiles, "scores": ranking, "tau_max": tau_max,
-            "flags": flags_by_label}
+        label = e["submission_name"] + ("" if e["is_baseline"] else f" ({e['owner_name']})")
+        labelled = flags.setdefault(label, {"synthetic_data": False, "loop_in_sandbox": False})
+        labelled["synthetic_data"] |= e["is_synthetic_data"]
+        labelled["loop_in_sandbox"] |= e["loop_in_sandbox"]
+        target = targets[e["task_id"]]
+        for clock in algoperf.CLOCKS:
+            t = None if target is None else algoperf.time_to_target(
+                curves.get((e["task_id"], e["submission_id"])), target, clock)
+            times[clock].setdefault(label, {})[e["task_id"]] = t
+    n = len(tasks)
+    clocks: dict[str, dict[str, Any]] = {}
+    for clock, per in times.items():
+        ratios = algoperf.performance_ratios(per, [t.pk for t in tasks], cap) if n else {}
+        scored = [(label, algoperf.score_exact(rs, n, cap), algoperf.score_trapz(rs, n, cap))
+                  for label, rs in ratios.items()]
+        clocks[clock] = {"profiles": {label: algoperf.profile_steps(rs, n, cap) for label, rs in ratios.items()},
+                         "scores": sorted(scored, key=lambda s: (-s[1], s[0])), "ratios": ratios}
+    return {"tasks": [t.slug for t in tasks], "n": n, "tau_max": cap,
+            "targets": {t.slug: targets[t.pk] for t in tasks}, "clocks": clocks,
+            "profiles": clocks["seconds"]["profiles"],
+            "scores": [(label, exact) for label, exact, _ in clocks["seconds"]["scores"]], "flags": flags}

@@ -65,14 +65,16 @@ def benchmark(request, slug: str):
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
     tasks, task, page = _board_request(request, bench, limit=PAGE_SIZE)
     records = selectors.board_as_records(page)
-    figures = board_figures(task=task, tasks=tasks, records=records, user=request.user)
+    times = (selectors.board_time_to_target(task=task, submission_ids=[r.submission_id for r in page.rows])
+             if selectors.is_training_task(task) else None)
+    figures = board_figures(task=task, tasks=tasks, records=records, user=request.user, times=times)
     query = request.GET.copy()
     query.pop("offset", None)
     return render(request, "boards/benchmark.html", {
         "benchmark": bench, "tasks": tasks, "task": task, "page": page,
         "baselines": request.GET.get("baselines", ""), "family": request.GET.get("family", ""),
         "since": request.GET.get("since", ""),
-        "charts": figures,
+        "charts": figures, "times": times,
         "query": query.urlencode(),
         "next_offset": page.offset + page.limit if page.offset + page.limit < page.total else None,
         "prev_offset": max(0, page.offset - page.limit) if page.offset else None,
@@ -178,13 +180,17 @@ def compare(request):
 
 
 def optimizer_profiles(request):
-    """The cross-task score of the optimizer track: performance profiles over time-to-target."""
+    """The cross-task score of the optimizer track: AlgoPerf performance profiles over time to
+    each workload's reference target, in training seconds and in samples."""
     data = selectors.optimizer_profiles()
     figures = []
     if data["profiles"]:
-        figures.append(("profiles", charts.performance_profile_figure(profiles=data["profiles"],
-                                                                      tau_max=data["tau_max"])))
+        for clock, name in (("seconds", "profiles"), ("samples", "profiles-samples")):
+            figures.append((name, charts.performance_profile_figure(
+                profiles=data["clocks"][clock]["profiles"], tau_max=data["tau_max"], clock=clock, n=data["n"])))
         flags = data["flags"].values()
         with_notes(figures, synthetic=any(f["synthetic_data"] for f in flags),
                    loop_in_sandbox=any(f["loop_in_sandbox"] for f in flags), some=True)
-    return render(request, "boards/profiles.html", {"data": data, "charts": figures})
+    return render(request, "boards/profiles.html", {"data": data, "charts": figures,
+                                                    "clock_labels": (("seconds", "training seconds"),
+                                                                     ("samples", "samples"))})

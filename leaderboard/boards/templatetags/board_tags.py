@@ -71,3 +71,23 @@ def signed(value):
         return "–"
     text = sig(abs(value))
     return ("+" if value > 0 else "−" if value < 0 else "±") + str(text)
+
+
+@register.filter
+def to_target(value, clock: str = "seconds"):
+    """A time to target for a board cell: "not reached" for ∞, "–" when unknown (no curve to
+    read it from), samples as a whole count with thousands separators, seconds with a few
+    significant digits."""
+    if value is None or value == "":
+        return "–"
+    if value == math.inf:
+        return "not reached"
+    return f"{value:,.0f}" if clock == "samples" else sig(value)
+
+
+@register.filter
+def ratio(value):
+    """A performance ratio r = t / fastest t: two decimals, "∞" past the cap or never reached."""
+    if value is None or value == "" or value == math.inf:
+        return "∞"
+    return f"{float(value):.2f}"

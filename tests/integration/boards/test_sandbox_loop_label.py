@@ -143,6 +143,6 @@ def test_a_gpu_training_result_is_labelled_on_its_board_and_on_the_optimizer_pro
     assert LABEL in row_of(html, f'data-submission="{subs["gpu-adam"].pk}"')
     assert LABEL not in row_of(html, f'data-submission="{subs["cpu-sgd"].pk}"')
     page = client.get("/optimizers/profiles/").content.decode()
-    table = page[page.index('<table class="board">'):]
-    assert LABEL in row_of(table, "gpu-adam (alice)") and LABEL not in row_of(table, "cpu-sgd (bob)")
+    table = page[page.index('id="scores-seconds"'):]
+    assert LABEL in row_of(table, "<td>gpu-adam (alice)") and LABEL not in row_of(table, "<td>cpu-sgd (bob)")
     assert chart_titles(page)[0].endswith(" · includes " + LABEL)

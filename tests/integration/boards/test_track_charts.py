@@ -1,5 +1,5 @@
 """Track-specific charts: corruption heatmaps, regions and maps, effective robustness, the
-progress gap, training curves with seed bands, performance profiles and published references."""
+progress gap, training curves with seed bands and published references (performance profiles: test_time_to_target.py)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,6 @@ import pytest
 from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark, Task
-from leaderboard.boards.selectors import optimizer_profiles
 from leaderboard.boards.services import board_entry_upsert
 from leaderboard.submissions.models import EvaluationJob, Submission
 from runner.spec import make_result
@@ -117,27 +116,6 @@ def test_training_boards_show_mean_curves_with_a_seed_band(client, alice, catalo
     band, mean = fig["data"][0], fig["data"][1]
     assert mean["y"] == [55.0, 75.0, 92.0]
     assert band["y"] == [60, 80, 94, 90, 70, 50]  # upper edge forward, lower edge back
-
-
-def test_performance_profiles_match_a_hand_computation(client, alice, bob, catalogue):
-    # Fastest on digits: fast (10 s). slow takes 30 s there (3×); on cifar10 slow is fastest (100 s)
-    # and fast takes 500 s (5× > 4×: counts as not reaching). never reaches no target.
-    for owner, name, digits, cifar in [(alice, "fast", 10.0, 500.0), (alice, "slow", 30.0, 100.0), (bob, "never", None, None)]:
-        finished(owner, "opt-digits", name, {"opt-digits": training_result("opt-digits", digits, [[1, 2, 3]])})
-        finished(owner, "opt-cifar10-resnet18", name,
-                 {"opt-cifar10-resnet18": training_result("opt-cifar10-resnet18", cifar, [[1, 2, 3]])})
-    data = optimizer_profiles()
-    assert sorted(data["tasks"]) == ["opt-cifar10-resnet18", "opt-digits"]
-    scores = dict(data["scores"])
-    # fast: ρ = 0.5 on [1, 4] → area 1.5/3 = 0.5. slow: ρ = 0.5 on [1, 3), 1.0 on [3, 4] → (1 + 1)/3.
-    assert scores["fast (alice)"] == pytest.approx(0.5)
-    assert scores["slow (alice)"] == pytest.approx(2 / 3)
-    assert scores["never (bob)"] == 0.0
-    assert data["scores"][0][0] == "slow (alice)"
-    page = client.get("/optimizers/profiles/").content.decode()
-    assert 'data-chart="profiles"' in page
-    table = page[page.index('<table class="board">'):]
-    assert table.index("slow (alice)") < table.index("fast (alice)")
 
 
 def test_denoising_boards_draw_the_published_figures_as_reference_lines(client, alice, catalogue):
