@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
+from typing import Any
 
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -13,7 +15,7 @@ from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
 from leaderboard.submissions.views import visible_submission
 
-from . import charts, selectors
+from . import algoperf, charts, selectors
 from .cache import cached_for_visitors
 from .page_charts import board_figures, with_notes
 
@@ -89,17 +91,36 @@ def board_export(request, slug: str, fmt: str):
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
     _, task, page = _board_request(request, bench, limit=EXPORT_LIMIT, offset=0)
     records = selectors.board_as_records(page)
+    times = (selectors.board_time_to_target(task=task, submission_ids=[r["submission_id"] for r in records])
+             if selectors.is_training_task(task) else None)
+    if times is not None:  # JSON has no ∞: "not reached" is reached false with a null time
+        for r in records:
+            per = times.times.get(r["submission_id"], {})
+            r["time_to_target"] = {clock: None if per.get(clock) in (None, math.inf) else per[clock]
+                                   for clock in algoperf.CLOCKS}
+            r["time_to_target"]["reached"] = None if per.get("seconds") is None else per["seconds"] != math.inf
     if fmt == "json":
+        target = times.target if times is not None else None
         return JsonResponse({"benchmark": bench.slug, "task": task.slug, "primary_metric": task.primary_metric,
-                             "higher_is_better": task.higher_is_better, "rows": records},
+                             "higher_is_better": task.higher_is_better, "rows": records,
+                             **({"target": {"rule": target.rule, "value": target.value, "key": target.key,
+                                            "source": target.source}} if target is not None else {})},
                             json_dumps_params={"indent": 1})
     keys = [task.primary_metric] + page.metric_keys
     header = ["rank", "tied_with_above", "submission_id", "name", "owner", "is_baseline", "model_family",
               "synthetic_data", "loop_in_sandbox", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
-              "submitted_at"]
+              *(["samples_to_target", "seconds_to_reference_target"] if times is not None else []), "submitted_at"]
+
+    def reached(r: dict, clock: str) -> Any:
+        value = (times.times.get(r["submission_id"], {}) if times is not None else {}).get(clock)
+        if value is None:
+            return ""
+        return "not reached" if value == math.inf else int(value) if float(value).is_integer() else value
+
     rows = [[r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
              r["model_family"], r["synthetic_data"], r["loop_in_sandbox"], *[r["metrics"].get(k, "") for k in keys],
-             *(r["ci95"] or ["", ""]), r["submitted_at"]] for r in records]
+             *(r["ci95"] or ["", ""]), *([reached(r, "samples"), reached(r, "seconds")] if times is not None else []),
+             r["submitted_at"]] for r in records]
     return csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
 
 

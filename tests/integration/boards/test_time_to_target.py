@@ -194,3 +194,19 @@ def test_the_profiles_page_scores_optimizers_the_algoperf_way_over_every_trainin
         figure = chart(html, name)
         assert {t["name"] for t in figure["data"]} >= {"fast (alice)", "Adam", "slow (bob)"}
         assert f"of {n} reaching" in figure["layout"]["yaxis"]["title"]["text"]
+
+
+def test_the_board_exports_carry_the_target_and_each_rows_time_to_it(client, digits_board):
+    import csv
+    import io
+
+    body = json.loads(client.get("/b/opt-digits/export.json").content)
+    assert body["target"] == {"rule": "test_top1 ≥ 97", "value": 97.0, "key": "test_top1",
+                              "source": "median best of Adam over 3 seeds"}
+    rows = {r["name"]: r["time_to_target"] for r in body["rows"]}
+    assert rows["Adam"] == {"seconds": 4.0, "samples": 1280, "reached": True}
+    assert rows["SGD with momentum"] == {"seconds": None, "samples": None, "reached": False}
+    table = {r["name"]: r for r in csv.DictReader(io.StringIO(client.get("/b/opt-digits/export.csv").content.decode()))}
+    assert table["fast"]["samples_to_target"] == "500" and table["fast"]["seconds_to_reference_target"] == "0.5"
+    assert table["SGD with momentum"]["seconds_to_reference_target"] == "not reached"
+    assert table["fast"]["seconds_to_target_mean"] == "1.0"  # the runner's fixed-target figure, kept apart
