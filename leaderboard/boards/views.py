@@ -200,6 +200,7 @@ def compare(request):
     })
 
 
+@cached_for_visitors  # reads every training result's curves: one rendering per version of the boards
 def optimizer_profiles(request):
     """The cross-task score of the optimizer track: AlgoPerf performance profiles over time to
     each workload's reference target, in training seconds and in samples."""
