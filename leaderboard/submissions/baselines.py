@@ -6,7 +6,9 @@ runner/baselines/classifiers/demo.py). `manage.py seed_baselines` is its adapter
 
 Each folder's baselines.json has its own shape:
 - optimizers: a list of entries (or {"baselines": [...]}) with "file", "name" (or
-  "display_name"), "hparams" and per-board "hparams_by_benchmark", "description", "family";
+  "display_name"), "hparams" and per-board "hparams_by_benchmark", "description", "family"; an
+  entry is seeded only on the boards its "hparams_by_benchmark" lists (a slug there that is no
+  loaded board is never reached: seeding goes board by board);
 - denoisers: an object keyed by method ("identity", "gaussian-filter", ...), each with "file"
   and "title";
 - classifiers (and the demo's manifests): {"baselines": [...]} with "file", "name",
@@ -60,7 +62,8 @@ def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = No
     alone.
 
     - ``manifest``: the classifiers that manifest lists (only those of ``benchmarks`` when given);
-    - else ``benchmarks`` (slugs): every reference method of each board's kind;
+    - else ``benchmarks`` (slugs): every reference method of each board's kind (optimizers: those
+      whose manifest entry lists the board);
     - else every board that needs no download, in the order the demo's single runner works
       through them, the quick boards first: opt-synthetic, the skimage denoising boards, digits,
       opt-digits.
@@ -105,17 +108,32 @@ def _exists(bench: Benchmark, name: str) -> bool:
     return Submission.objects.filter(benchmark=bench, is_baseline=True, name=name).exists()
 
 
+def optimizer_manifest() -> list[dict]:
+    """The entries of runner/baselines/optimizers/baselines.json (a list, or {"baselines": [...]})."""
+    manifest = json.loads((BASELINES_DIR / "baselines.json").read_text(encoding="utf-8"))
+    return manifest["baselines"] if isinstance(manifest, dict) else manifest
+
+
+def optimizer_settings(entry: dict, slug: str) -> dict | None:
+    """An optimizer entry's hyperparameters on the board ``slug``, or None when it is not seeded
+    there: an entry with ``hparams_by_benchmark`` applies only to the boards it lists (the seed
+    methods that need the runner's hooks, say, only to the CPU training boards); one without
+    applies everywhere with its ``hparams``."""
+    by_board = entry.get("hparams_by_benchmark")
+    if by_board is None:
+        return dict(entry.get("hparams", {}))
+    return dict(by_board[slug]) if slug in by_board else None
+
+
 def _seed_optimizers(owner: User, bench: Benchmark) -> int:
-    """Every reference optimizer, with its settings for this board."""
-    manifest = json.loads((BASELINES_DIR / "baselines.json").read_text())
-    entries = manifest["baselines"] if isinstance(manifest, dict) else manifest
+    """Every optimizer of the manifest that lists this board, with its settings for it."""
     created = 0
-    for entry in entries:
+    for entry in optimizer_manifest():
+        hparams = optimizer_settings(entry, bench.slug)
         name = entry.get("name") or entry["display_name"]
-        if _exists(bench, name):
+        if hparams is None or _exists(bench, name):
             continue
         source = (BASELINES_DIR / entry["file"]).read_bytes()
-        hparams = entry.get("hparams_by_benchmark", {}).get(bench.slug, entry.get("hparams", {}))
         submission_create(
             owner=owner, benchmark=bench, name=name,
             upload=SimpleUploadedFile(entry["file"], source, content_type="text/x-python"),

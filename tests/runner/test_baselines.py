@@ -14,7 +14,9 @@ from runner.sandboxed.optimizer_loader import compile_source, exec_module
 from runner.tracks.synthetic_functions import optimize_synthetic
 
 BASELINES = Path(runner.__file__).parent / "baselines" / "optimizers"
-MANIFEST = json.loads((BASELINES / "baselines.json").read_text())["baselines"]
+# The eight reference optimizers; the seed methods (family "seed method") are tests/runner/test_seed_optimizers.py's.
+MANIFEST = [entry for entry in json.loads((BASELINES / "baselines.json").read_text())["baselines"]
+            if entry["family"] == "reference optimizer"]
 BY_FILE = {entry["file"]: entry for entry in MANIFEST}
 
 

@@ -1,1 +1,1 @@
-"""The reference optimizers: plain submission files, listed in baselines.json."""
+"""The reference optimizers and the seed methods: plain submission files, listed in baselines.json."""

@@ -13,10 +13,10 @@ def test_the_reference_optimizers_are_seeded_once_as_baselines_with_their_settin
         call_command("seed_baselines")
     call_command("seed_baselines")
     synthetic = Submission.objects.filter(benchmark__slug="opt-synthetic")
-    assert synthetic.count() == 8 and all(s.is_baseline for s in synthetic)
+    assert synthetic.count() == 9 and all(s.is_baseline for s in synthetic)
     names = set(synthetic.values_list("name", flat=True))
     assert {"diffGrad (corrected)", "Adam", "AdamW", "AMSGrad", "AdaGrad", "AdaDelta", "RMSProp",
-            "SGD with momentum"} == names
+            "SGD with momentum", "L-BFGS"} == names  # of the seed methods, only L-BFGS applies in one dimension
     diffgrad = synthetic.get(name="diffGrad (corrected)")
     assert diffgrad.hparams["lr"] == 0.1 and diffgrad.status == Submission.Status.QUEUED
     assert Submission.objects.get(benchmark__slug="opt-digits", name="Adam").hparams["lr"] == 0.001
@@ -70,3 +70,49 @@ def test_seed_baselines_names_an_unknown_board_or_manifest_and_submits_nothing(c
     with pytest.raises(CommandError, match="no manifest at"):
         call_command("seed_baselines", "--manifest", str(tmp_path / "missing.json"))
     assert not Submission.objects.exists()
+
+
+def test_an_optimizer_is_seeded_only_on_the_boards_its_manifest_entry_lists(catalogue,
+                                                                            django_capture_on_commit_callbacks):
+    """The seed methods that need the runner's hooks train only on the CPU training board; L-BFGS
+    (a closure) also runs the synthetic functions; clipping also the GPU boards."""
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_baselines", "--benchmark", "opt-synthetic", "--benchmark", "opt-digits",
+                     "--benchmark", "opt-cifar10-resnet18")
+    seeded = {slug: set(Submission.objects.filter(benchmark__slug=slug).values_list("name", flat=True))
+              for slug in ("opt-synthetic", "opt-digits", "opt-cifar10-resnet18")}
+    references = {"diffGrad (corrected)", "Adam", "AdamW", "AMSGrad", "AdaGrad", "AdaDelta", "RMSProp",
+                  "SGD with momentum"}
+    seed_methods = {"TrAct + SGD with momentum", "TrAct + Adam", "AdAdaGrad (coordinate-wise test)",
+                    "AdAdaGradNorm (norm test)", "SGD with coordinate-wise clipping",
+                    "Adam with coordinate-wise clipping", "L-BFGS", "EL2N data diet (keep 50 %)",
+                    "GraNd data diet (keep 50 %)"}
+    assert seeded["opt-synthetic"] == references | {"L-BFGS"}
+    assert seeded["opt-digits"] == references | seed_methods
+    assert seeded["opt-cifar10-resnet18"] == references | {"SGD with coordinate-wise clipping",
+                                                           "Adam with coordinate-wise clipping"}
+    tract = Submission.objects.get(benchmark__slug="opt-digits", name="TrAct + Adam")
+    assert tract.hparams == {"lr": 0.001, "lam": 0.1} and tract.model_family == "seed method"
+    assert Submission.objects.get(benchmark__slug="opt-synthetic", name="L-BFGS").hparams["lr"] == 1.0
+
+
+def test_a_board_a_manifest_entry_names_but_the_site_lacks_is_skipped(catalogue, tmp_path, monkeypatch):
+    """opt-text-transformer may be named before its board is loaded: seeding goes board by board, so
+    the entry is seeded where it can be, and asking for the missing board names it."""
+    import json
+    import shutil
+
+    from django.core.management.base import CommandError
+
+    from leaderboard.submissions import baselines
+
+    shutil.copy(baselines.BASELINES_DIR / "clip_sgd.py", tmp_path / "clip_sgd.py")
+    entry = {"file": "clip_sgd.py", "name": "Clipped", "family": "seed method",
+             "hparams_by_benchmark": {"opt-not-loaded": {"lr": 10}, "opt-digits": {"lr": 0.01}}}
+    (tmp_path / "baselines.json").write_text(json.dumps({"schema": 1, "baselines": [entry]}))
+    monkeypatch.setattr(baselines, "BASELINES_DIR", tmp_path)
+    call_command("seed_baselines", "--benchmark", "opt-digits", "--benchmark", "opt-synthetic")
+    assert list(Submission.objects.values_list("benchmark__slug", "name", "hparams")) == [
+        ("opt-digits", "Clipped", {"lr": 0.01})]
+    with pytest.raises(CommandError, match="no benchmark 'opt-not-loaded'; run loadbenchmarks first"):
+        call_command("seed_baselines", "--benchmark", "opt-not-loaded")
