@@ -311,10 +311,9 @@ def performance_profile_figure(*, profiles: dict[str, list[tuple[float, float]]]
              "name": name, "x": [p[0] for p in points], "y": [p[1] for p in points]}
             for i, (name, points) in enumerate(profiles.items())]
     over = f" of {n}" if n is not None else ""
-    return _figure(data, f"Performance profiles over time to target in {clock} (higher and further left is better)",
-                   xaxis={"title": {"text": f"τ: {clock} to target relative to the fastest"}, "range": [1, tau_max]},
-                   yaxis={"title": {"text": f"fraction of the workloads{over} reaching the target"},
-                          "range": [0, 1.05]})
+    return _figure(data, f"Profiles: {clock} to target (higher, further left: better)",
+                   xaxis={"title": {"text": f"τ: {clock} to target ÷ the fastest's"}, "range": [1, tau_max]},
+                   yaxis={"title": {"text": f"ρ(τ): share{over} workloads"}, "range": [0, 1.05]})
 
 
 # -------------------------------------------------------------------------------------- denoising

@@ -151,13 +151,13 @@ def _training_figures(*, task: Task, records: list[dict], times: selectors.Board
         return figures
     target = times.target
     figures.append(("target-curve", charts.target_curve_figure(
-        title=f"{task.title}: {key} against training examples; target {target.rule} ({target.source})",
-        runs=runs, key=key, target=target.value, target_label=f"target {target.rule}", y_title=axis)))
+        title=f"{task.title}: {key} against samples, with the target", runs=runs, key=key, target=target.value,
+        target_label=f"target {target.rule} ({target.source})", y_title=axis)))
     bars = [{"name": r["name"], "time": times.times[r["submission_id"]]["seconds"], "is_baseline": r["is_baseline"]}
             for r in records[:30] if times.times.get(r["submission_id"], {}).get("seconds") is not None]
     if bars:
         figures.append(("time-to-target", charts.time_to_target_bars(
-            title=f"{task.title}: training seconds to {target.rule}, median over seeds", rows=bars,
+            title=f"{task.title}: seconds to target (median of seeds)", rows=bars,
             unit="training seconds")))
     return figures
 
