@@ -2,9 +2,9 @@
 
 ``DATASETS`` maps each catalogue dataset id (the folder under the data root) to a
 :class:`~runner.datasets.base.Dataset` with ``present``, ``verify``, ``prepare``, ``fake`` and
-``open``: the classifier datasets and the denoising sets (``denoise/<set>``,
-runner/datasets/denoise.py). ``open_task(slug, data_root)`` opens every reader a classifier task
-needs.
+``open``: the classifier datasets, the denoising sets (``denoise/<set>``,
+runner/datasets/denoise.py) and CPython's pydoc text (``pydoc-topics``, runner/datasets/text.py).
+``open_task(slug, data_root)`` opens every reader a classifier task needs.
 
 A track evaluates a classifier like this (labels stay in this process; only inputs go to the model)::
 
@@ -47,6 +47,7 @@ from runner.datasets.denoise import DENOISE_DATASETS
 from runner.datasets.digits import DigitsDataset, digits_split
 from runner.datasets.geo import DollarStreetDataset, GeodeDataset
 from runner.datasets.imagenet import DATASET_A, DATASET_C, DATASET_R, DATASET_VAL
+from runner.datasets.text import PydocTopicsDataset
 
 __all__ = [
     "CLASSIFIER_TASKS",
@@ -85,6 +86,7 @@ DATASETS: dict[str, Dataset] = {
         GeodeDataset(),
         DollarStreetDataset(),
         DigitsDataset(),
+        PydocTopicsDataset(),
         *DENOISE_DATASETS,
     )
 }

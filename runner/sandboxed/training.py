@@ -148,7 +148,69 @@ class CifarResNet18(nn.Module):
         return self.linear(out.mean(dim=(2, 3)))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"digits-cnn": DigitsCNN, "cifar-resnet18": CifarResNet18}
+class DecoderBlock(nn.Module):
+    """One pre-LN decoder block: x + attn(LN(x)), then x + MLP(LN(x)); causal multi-head
+    self-attention (fused q, k, v projection; torch's scaled_dot_product_attention), MLP 4× GELU."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.out = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, t, d))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class ByteTransformer(nn.Module):
+    """The byte-level language model of ``opt-text-transformer`` (shared/PROTOCOLS.md, "Small
+    transformer on 2 CPU cores"): token and learned position embeddings (vocabulary 256 bytes,
+    context 128, d 128), 4 pre-LN decoder blocks of 4 heads, a final LayerNorm and an untied
+    linear head with bias; no dropout; 875,520 parameters. Input: int64 bytes [B, T ≤ 128];
+    output: logits [B, T, 256], position t predicting byte t + 1. Initialization as GPT-2's
+    (normal, std 0.02; biases 0; the residual projections' std divided by √(2 · layers)).
+    ``num_classes`` is the vocabulary; ``channels`` is ignored (bytes have none)."""
+
+    def __init__(self, num_classes: int = 256, channels: int = 0, *, d_model: int = 128, layers: int = 4,
+                 heads: int = 4, context: int = 128):
+        super().__init__()
+        self.context = context
+        self.tokens = nn.Embedding(num_classes, d_model)
+        self.positions = nn.Embedding(context, d_model)
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+        for name, param in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(param)
+            elif ".ln" in name or name.startswith("ln."):
+                nn.init.ones_(param)
+            elif name.endswith(("proj.weight", "out.weight")):
+                nn.init.normal_(param, std=0.02 / (2 * layers) ** 0.5)
+            else:
+                nn.init.normal_(param, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        if t > self.context:
+            raise ValueError(f"{t} bytes in a window; the context is {self.context}")
+        h = self.tokens(x) + self.positions(torch.arange(t, device=x.device))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln(h))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"digits-cnn": DigitsCNN, "cifar-resnet18": CifarResNet18,
+                                               "byte-transformer": ByteTransformer}
 
 
 def build_model(name: str, num_classes: int, channels: int, seed: int) -> nn.Module:
