@@ -384,3 +384,51 @@ def test_every_seed_method_is_in_the_manifest_on_the_boards_where_it_applies():
     assert {"opt-text-transformer", "opt-cifar10-resnet18"} <= set(by_file["clip_sgd.py"]["hparams_by_benchmark"])
     assert by_file["clip_sgd.py"]["hparams_by_benchmark"]["opt-text-transformer"] == {"lr": 10, "momentum": 0.9,
                                                                                       "c": 0.1}
+
+
+# --------------------------------------------------------------------------------------------
+# The grand_scores hook's statistic (runner/tracks/training/variance.py).
+# --------------------------------------------------------------------------------------------
+def autograd_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[b] float64: each example's gradient norm over every parameter, by plain autograd one at a time."""
+    norms = []
+    for i in range(len(y)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        norms.append(math.sqrt(sum(float(p.grad.double().square().sum()) for p in model.parameters())))
+    return torch.tensor(norms, dtype=torch.float64)
+
+
+def test_gradient_norms_are_each_examples_autograd_gradient_norm_over_all_parameters():
+    from runner.tracks.training.variance import gradient_norms
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 1, 0, 1])
+    norms = gradient_norms(model, x, y)
+    by_hand = autograd_norms(model, x, y)
+    assert norms.shape == (5,) and norms.dtype == torch.float32
+    assert torch.allclose(norms.double(), by_hand, rtol=1e-5) and len(set(norms.tolist())) == 5
+    chunked = gradient_norms(model, x, y, chunk_bytes=2 * 4 * 23)  # 23 parameters: chunks of 2, 2 and 1
+    assert torch.equal(chunked, norms)
+
+
+def test_gradient_norms_hold_batchnorm_at_the_scored_batchs_statistics():
+    import copy
+
+    from runner.tracks.training.variance import gradient_norms
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 2 * 2, 3))
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    running = [b.clone() for b in model.buffers()]
+    norms = gradient_norms(model, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(running, model.buffers(), strict=True)) and model.training
+    fixed = copy.deepcopy(model)  # eval mode with the batch's mean and biased variance as running statistics
+    with torch.no_grad():
+        h = fixed[0](x)
+        fixed[1].running_mean.copy_(h.mean((0, 2, 3)))
+        fixed[1].running_var.copy_(h.var((0, 2, 3), unbiased=False))
+    fixed.eval()
+    assert torch.allclose(norms.double(), autograd_norms(fixed, x, y), rtol=1e-5)

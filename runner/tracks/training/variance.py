@@ -1,9 +1,12 @@
-"""The ``gradient_variance`` hook's statistic, computed by the trusted runner: the unbiased
-per-coordinate variance of a batch's per-sample gradients (AdAdaGrad's norm and coordinate-wise
-tests, shared/PROTOCOLS.md), for runner/tracks/training/loop.py to write into the optimizer's
-shared memory before a step. Never sees the submission.
+"""Per-sample gradient statistics the trusted runner computes for the optimizer hooks, for
+runner/tracks/training/loop.py to write into the optimizer's shared memory: ``gradient_variance``
+(the unbiased per-coordinate variance of a batch's per-sample gradients, AdAdaGrad's norm and
+coordinate-wise tests) and ``grand_scores`` (each example's gradient norm, GraNd; both in
+shared/PROTOCOLS.md). Never sees the submission.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +28,48 @@ def gradient_variance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     (vmap of grad over functional_call) in chunks of at most ``chunk_bytes`` of float32 gradients,
     merged in float64 by the law of total variance (Chan, Golub, LeVeque). The model's train/eval
     mode is restored; raises what the model's forward raises."""
+    total = sum(p.numel() for p in model.parameters())
+    b = len(y)
+    if b < 2:
+        return torch.zeros(total, dtype=torch.float32)
+    count, mean, m2 = 0, torch.zeros(total, dtype=torch.float64), torch.zeros(total, dtype=torch.float64)
+    for g in per_sample_gradients(model, x, y, chunk_bytes=chunk_bytes):
+        g = g.double()
+        m = g.shape[0]
+        chunk_mean = g.mean(0)
+        chunk_m2 = (g - chunk_mean).square_().sum(0)
+        delta = chunk_mean - mean
+        merged = count + m
+        mean += delta * (m / merged)
+        m2 += chunk_m2 + delta.square_() * (count * m / merged)
+        count = merged
+    return (m2 / (b - 1)).float()
+
+
+def gradient_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                   chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """GraNd's ‖∇_w CE(f_w(x_i), y_i)‖₂ over every parameter w of the model, for each example of
+    ``x`` [b, C, H, W] with labels ``y`` [b] (int64), at the current weights: float32 [b], in
+    gradient units (Paul, Ganguli, Dziugaite 2021, eq. 1 for one w). BatchNorm is held at the
+    statistics of this ``x`` as in :func:`gradient_variance` (so b must be > 1 for a BatchNorm
+    layer without spatial dimensions); squares summed in float64. Raises what the forward raises."""
+    norms = [g.double().square().sum(1).sqrt() for g in per_sample_gradients(model, x, y, chunk_bytes=chunk_bytes)]
+    return torch.cat(norms).float() if norms else torch.zeros(0, dtype=torch.float32)
+
+
+def per_sample_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                         chunk_bytes: int = CHUNK_BYTES) -> Iterator[torch.Tensor]:
+    """Each example's gradient g_i = ∇ CE(f(x_i), y_i), flat in ``model.parameters()`` order, as
+    float32 [m, P] chunks of at most ``chunk_bytes`` (at least one example each), in the order of
+    ``x``. BatchNorm layers normalize with the statistics of the whole ``x`` held fixed
+    (:func:`batch_statistics`); the model's running statistics and train/eval mode are left as
+    they were. torch.func: vmap of grad over functional_call."""
     from torch.func import functional_call, grad, vmap
 
     names = [name for name, _ in model.named_parameters()]
     params = {name: p.detach() for name, p in model.named_parameters()}
     total = sum(p.numel() for p in params.values())
     b = len(y)
-    if b < 2:
-        return torch.zeros(total, dtype=torch.float32)
     buffers = batch_statistics(model, params, x)
 
     def sample_loss(weights, xi, yi):
@@ -40,24 +77,14 @@ def gradient_variance(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     chunk = max(1, min(b, chunk_bytes // (4 * max(total, 1))))
-    count, mean, m2 = 0, torch.zeros(total, dtype=torch.float64), torch.zeros(total, dtype=torch.float64)
     was_training = model.training
     model.eval()  # BatchNorm normalizes with the batch statistics now in its buffers
     try:
         for start in range(0, b, chunk):
             grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
-            g = torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], 1).double()
-            m = g.shape[0]
-            chunk_mean = g.mean(0)
-            chunk_m2 = (g - chunk_mean).square_().sum(0)
-            delta = chunk_mean - mean
-            merged = count + m
-            mean += delta * (m / merged)
-            m2 += chunk_m2 + delta.square_() * (count * m / merged)
-            count = merged
+            yield torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], 1)
     finally:
         model.train(was_training)
-    return (m2 / (b - 1)).float()
 
 
 def batch_statistics(model: torch.nn.Module, params: dict[str, torch.Tensor],
