@@ -6,7 +6,7 @@ shared/PROTOCOLS.md). Never sees the submission.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -116,3 +116,21 @@ def batch_statistics(model: torch.nn.Module, params: dict[str, torch.Tensor],
             handle.remove()
     buffers.update(found)
     return buffers
+
+
+def gradient_norms_by_batch(model: torch.nn.Module, images: Callable[[torch.Tensor], torch.Tensor],
+                            labels: torch.Tensor, batch: int) -> torch.Tensor:
+    """:func:`gradient_norms` of all n examples (float32 [n], gradient units, in order), scored in
+    consecutive batches of ``batch`` examples, each with BatchNorm at its own statistics; a last
+    batch shorter than ``batch`` joins the one before (BatchNorm wants more than one example).
+    ``images(index)`` returns the inputs of the examples ``index`` (int64 [m]) as [m, C, H, W];
+    ``labels`` is int64 [n]."""
+    n = len(labels)
+    starts = list(range(0, n, max(1, batch)))
+    if len(starts) > 1 and n - starts[-1] < batch:
+        starts.pop()
+    scores = torch.empty(n, dtype=torch.float32)
+    for start, stop in zip(starts, [*starts[1:], n], strict=True):
+        index = torch.arange(start, stop)
+        scores[start:stop] = gradient_norms(model, images(index), labels[index])
+    return scores
