@@ -82,7 +82,18 @@ def parent_of(pid: int) -> int:
 
 
 def command_line(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    """The argv of ``pid``; [] once it has exited or while it is a zombie (empty cmdline): the
+    demo's processes start and stop while the tests walk /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode().split("\0") if raw else []
+
+
+def is_runner_work(pid: int) -> bool:
+    argv = command_line(pid)
+    return len(argv) > 2 and argv[1].endswith("/runner") and argv[2] == "work"
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -103,7 +114,7 @@ def demo(tmp_path):
 
     def started():
         tree = descendants(proc.pid)
-        runner = [p for p in tree if command_line(p)[1].endswith("/runner") and command_line(p)[2] == "work"]
+        runner = [p for p in tree if is_runner_work(p)]
         # web, site worker and its pool process, beat, runner and its pool process
         if runner and len(tree) >= 6 and "The platform is running" in Path(log.name).read_text():
             return tree, runner[0]
