@@ -85,6 +85,7 @@ class CatalogueBenchmark:
 LOWER_IS_BETTER_METRICS = frozenset({
     "final_loss", "min_loss", "corruption_error", "mce", "relative_mce", "disparity", "gap_europe_africa",
     "income_gap", "seconds_per_megapixel", "epochs_to_target_mean", "seconds_to_target_mean", "test_top1_std",
+    "val_bpb_mean", "val_bpb_std", "best_val_bpb_mean", "best_val_bpb_std", "final_train_loss_mean",
 })
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +99,8 @@ TOP = ("top1", "top5")
 CORRUPTED = ("top1", "corruption_error")
 GEOGRAPHIC = ("top1", "top5", "worst_region_top1", "disparity", "gap_europe_africa")
 TRAINED = ("test_top1_mean", "test_top1_std", "best_top1_mean")
+TEXT_TRAINED = ("val_bpb_mean", "val_bpb_std", "best_val_bpb_mean", "best_val_bpb_std", "final_train_loss_mean",
+                "runs")
 
 
 def _classifier(slug: str, title: str, dataset: str, classes: int, shape: tuple[int, int, int],
@@ -180,6 +183,16 @@ CATALOGUE: tuple[CatalogueBenchmark, ...] = (
         "CIFAR ResNet-18 on a fixed epoch budget, 3 seeds; final and best test top-1, time to target.",
         (_training("opt-cifar100-resnet18", "CIFAR-100 ResNet-18", "cifar-100-python", "runner.gpu",
                    4 * 3600, 100, CIFAR_SHAPE, epochs=10, batch_size=128, seeds=3, target_top1=55.0),),
+    ),
+    CatalogueBenchmark(
+        "opt-text-transformer", "Optimizers: byte-level transformer on CPython's pydoc text", "optimizer",
+        "A 0.9M-parameter byte-level transformer language model trained on the help topics that ship with "
+        "CPython (pydoc_data), 800 steps of 32 × 128 bytes with the runner's warm-up and cosine schedule, "
+        "3 seeds on 2 CPU cores; validation bits per byte, lower is better.",
+        (CatalogueTask("opt-text-transformer", "Byte-level transformer on pydoc text", "train", "pydoc-topics",
+                       "runner.cpu", 1800, "val_bpb_mean", False, TEXT_TRAINED,
+                       params={"steps": 800, "batch_size": 32, "context": 128, "warmup_steps": 50,
+                               "eval_every": 50, "seeds": 3, "threads": 2}),),
     ),
     CatalogueBenchmark(
         "digits", "Classifiers: scikit-learn digits", "classifier",

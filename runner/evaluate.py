@@ -193,13 +193,15 @@ class LocalRun:
 
     1. ``tasks``: each task once, in the order given, except that imagenet-val moves before
        imagenet-c, whose relative mCE needs the submission's clean top-1.
-    2. :meth:`job_spec`: the job spec the site would send (:func:`local_job_spec`); imagenet-c's
+    2. :meth:`job_spec`: the job spec the site would send (:func:`local_job_spec`), its task
+       params updated with ``params`` (a smaller budget for a quick check); imagenet-c's
        carries ``clean_top1`` (%) from this run's imagenet-val result, unless the
        hyperparameters give one.
     3. :meth:`record`: each result as it comes, so that rule 2 can use it.
     """
 
-    def __init__(self, tasks: Iterable[str], artifact_path: Path | str, hparams: dict[str, Any] | None = None):
+    def __init__(self, tasks: Iterable[str], artifact_path: Path | str, hparams: dict[str, Any] | None = None, *,
+                 params: dict[str, Any] | None = None):
         ordered = list(dict.fromkeys(tasks))
         if "imagenet-val" in ordered and "imagenet-c" in ordered:
             ordered.remove("imagenet-val")
@@ -207,12 +209,14 @@ class LocalRun:
         self.tasks: list[str] = ordered
         self.artifact_path = Path(artifact_path)
         self.hparams = dict(hparams or {})
+        self.params = dict(params or {})  # replace the catalogue's task params (`runner run --params`)
         self.clean_top1: float | None = None
 
     def job_spec(self, slug: str) -> JobSpec:
         """The spec of task ``slug``. Raises ValueError for a task the catalogue lacks and
         EvaluationError INVALID_ARTIFACT for a file of no known format."""
         spec = local_job_spec(slug, self.artifact_path, self.hparams)
+        spec.task.params.update(self.params)
         if slug == "imagenet-c" and self.clean_top1 is not None and "clean_top1" not in self.hparams:
             spec.task.params["clean_top1"] = self.clean_top1
         return spec

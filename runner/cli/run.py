@@ -54,6 +54,9 @@ def run(
     output: Annotated[Path | None, typer.Option("--out", help="where to write the result JSON (default: "
                                                 "result-<task>.json); a folder when several tasks")] = None,
     trust: Trust = False,
+    params: Annotated[str | None, typer.Option(help="task parameters that replace the catalogue's, a JSON object "
+                                               "(say, a smaller training budget for a quick check; a site job "
+                                               "carries the catalogue's)")] = None,
 ) -> None:
     """Evaluate a file locally through the same path as a site job; print and save the result.
 
@@ -63,7 +66,7 @@ def run(
     from runner.spec import EvaluationError
     from runner.untrusted import printable
 
-    plan = LocalRun(task, artifact, _hparams(hparams))
+    plan = LocalRun(task, artifact, _hparams(hparams), params=_hparams(params))
     device = usable_device(device, [], "runner run")
     failed = False
     for slug in plan.tasks:

@@ -1,5 +1,8 @@
 """Optimizer track, training tasks (opt-digits, opt-cifar10-resnet18, opt-cifar100-resnet18): a
 submitted ``make_optimizer`` trains the platform's model on a fixed budget, for several seeds.
+``evaluate_training`` hands the transformer workload (opt-text-transformer) to
+runner/tracks/training/text.py, which has its own loop, metric and result; the steps below are
+the image tasks'.
 
 1. Read both splits here, in the trusted parent; compute the per-channel standardization from the
    training split (runner/tracks/training/tasks.py).
@@ -62,6 +65,7 @@ from runner.tracks.training.tasks import (
     task_model,
     training_task,
 )
+from runner.tracks.training.text import TEXT_TASKS, evaluate_text
 from runner.workdir import locked_folder
 
 REFERENCE_OPTIMIZER = Path(__file__).resolve().parent.parent / "baselines" / "optimizers" / "adam.py"
@@ -84,6 +88,9 @@ def evaluate_training(spec: JobSpec, artifact_path: Path, *, work_dir: Path, dat
     OUT_OF_MEMORY, SANDBOX_VIOLATION), TIMEOUT past ``spec.task.time_limit_s``, LEASE_EXPIRED when
     ``cancel`` is set, RUNNER_ERROR for a task or budget the runner cannot run; DatasetMissing
     when the dataset is not under ``data_root``."""
+    if spec.task.slug in TEXT_TASKS:  # the transformer workload: its own loop, metric and result
+        return evaluate_text(spec, artifact_path, work_dir=work_dir, data_root=data_root, trust=trust, device=device,
+                             progress=progress, cancel=cancel)
     started = time.perf_counter()
     task = training_task(spec.task.slug)
     budget = Budget.from_params(spec.task.params)
@@ -239,6 +246,10 @@ def bench_training(task_slug: str, *, device: str, data_root: Path | str, second
     replaces the task's (quick checks on a CPU). Returns a flat dict (rates in items/s, times in
     seconds, the budget, the sandbox mode and whose loop ran). Raises EvaluationError
     RUNNER_ERROR for a task that does not train a model, and what a failed run raises."""
+    if task_slug in TEXT_TASKS:
+        raise EvaluationError(ErrorKind.RUNNER_ERROR, f"no bench for {task_slug} yet: time it with `runner run --task "
+                              f"{task_slug} --params '{{\"seeds\": 1, \"steps\": 50, \"warmup_steps\": 5}}'` "
+                              "(the result's timing.tokens_per_s)")
     task = training_task(task_slug)
     warmup = warmup_steps if warmup_steps is not None else (5 if cuda_requested(device) else 2)
     params = dict(catalogue_task(task_slug).params)

@@ -27,9 +27,27 @@ def test_loading_the_catalogue_twice_changes_nothing():
     call_command("loadbenchmarks")
     call_command("loadbenchmarks")
     after = (Benchmark.objects.count(), Task.objects.count(), list(Task.objects.values_list("pk", flat=True)))
-    assert before == after and before[1] == 53
+    assert before == after and before[1] == 54
     imagenet_c = Task.objects.get(slug="imagenet-c")
     assert (imagenet_c.primary_metric, imagenet_c.higher_is_better) == ("mce", False)
+
+
+@pytest.mark.django_db
+def test_a_database_migrated_before_the_transformer_workload_gets_it_from_migration_0004():
+    import importlib
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    name = "0004_load_opt_text_transformer"
+    state = MigrationExecutor(connection).loader.project_state(("benchmarks", name))
+    Task.objects.filter(slug="opt-text-transformer").delete()
+    Benchmark.objects.filter(slug="opt-text-transformer").delete()
+    importlib.import_module(f"leaderboard.benchmarks.migrations.{name}").load(state.apps, None)
+    task = Task.objects.get(slug="opt-text-transformer")
+    assert (task.primary_metric, task.higher_is_better, task.queue) == ("val_bpb_mean", False, "runner.cpu")
+    assert task.benchmark.slug == "opt-text-transformer" and task.benchmark.kind == "optimizer"
+    assert task.params["steps"] == 800 and task.dataset == "pydoc-topics"
 
 
 def test_check_deploy_passes_with_production_variables(tmp_path):

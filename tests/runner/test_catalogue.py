@@ -31,7 +31,8 @@ def test_every_task_has_one_track_that_fits_its_benchmark_kind():
 
 
 def test_the_training_tasks_are_the_optimizer_benchmarks_that_train_a_model():
-    assert training_task_slugs() == ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18")
+    assert training_task_slugs() == ("opt-digits", "opt-cifar10-resnet18", "opt-cifar100-resnet18",
+                                     "opt-text-transformer")
 
 
 def test_every_classifier_task_knows_its_class_count_and_input_shape():

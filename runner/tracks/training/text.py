@@ -209,7 +209,7 @@ class TextTrainer:
         high = len(self.train) - budget.context  # starts in [0, high): a window of context + 1 bytes fits
         counter = {"evaluations": 0}
         batch: list[torch.Tensor] = []  # the step's (inputs, targets)
-        losses: list[float] = []  # the current step's first forward, then the steps' since the last evaluation
+        losses: list[float] = []  # the current step's closure losses (the first: at the weights before its update)
         with self._server(seed) as server:
             try:
                 server.start([tuple(p.shape) for p in params])

@@ -222,7 +222,7 @@ def test_the_benchmark_list_carries_every_catalogue_task(client):
                  "denoise-kodak-gamma50", "denoise-skimage-gray-gauss25", "opt-f3", "opt-digits",
                  "opt-cifar10-resnet18", "opt-cifar100-resnet18"]:
         assert slug in tasks
-    assert len(tasks) == 53
+    assert len(tasks) == 54
 
 
 def test_the_submit_page_documents_every_optimizer_hook_the_runner_offers(client, alice):
