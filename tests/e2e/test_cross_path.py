@@ -9,7 +9,8 @@ What runs, on small fake copies of every dataset (`runner data fake`'s writers):
   family, GeoDE, Dollar Street); ImageNet-C has enough images that its files are decoded by the
   decoder's pool, the path that once failed only inside the worker;
 - one denoising task (denoise-skimage-gray-gauss25, the identity baseline: the quickest);
-- the optimizer tracks: opt-f1 and opt-digits with plain SGD.
+- the optimizer tracks: opt-f1 and opt-digits with plain SGD; opt-text-transformer with Adam on a
+  budget of a few steps (the same task params through `runner run --params` and the site's spec).
 
 `runner run` evaluates each file once, with all of its tasks in one call (one model load, as a
 worker keeps one warm server per submission). One `runner work` process serves every job.
@@ -85,6 +86,7 @@ class Submission:
     artifact: Path
     tasks: tuple[str, ...]
     hparams: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # task params replacing the catalogue's
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +167,8 @@ def submissions(tmp_path_factory) -> list[Submission]:
                    {"clean_top1": 76.1}),
         Submission("identity", REPO / "runner" / "baselines" / "denoisers" / "identity.pt", (DENOISE_TASK,)),
         Submission("sgd", folder / "sgd.py", ("opt-f1", "opt-digits"), {"lr": 0.05}),
+        Submission("adam", REPO / "runner" / "baselines" / "optimizers" / "adam.py", ("opt-text-transformer",),
+                   {"lr": 1e-2}, {"steps": 4, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "seeds": 2}),
     ]
     covered = {t for s in made for t in s.tasks}
     assert set(CLASSIFIER_TASKS) <= covered, "every classifier task is driven through both paths"
@@ -179,7 +183,7 @@ def runner_env(**extra: str) -> dict[str, str]:
 def run_locally(submission: Submission, data_root: Path, out: Path) -> dict[str, dict]:
     """`runner run` on one file with all its tasks; the result documents by task."""
     args = [str(RUNNER_BIN), "run", "--artifact", str(submission.artifact), "--data-root", str(data_root),
-            "--out", str(out), "--hparams", json.dumps(submission.hparams)]
+            "--out", str(out), "--hparams", json.dumps(submission.hparams), "--params", json.dumps(submission.params)]
     for task in submission.tasks:
         args += ["--task", task]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=out.parent,
@@ -262,6 +266,7 @@ def test_every_task_kind_gives_the_same_result_document_through_runner_work_as_t
         for task in submission.tasks:
             job_id = 100 * number + len(jobs)
             template = local_job_spec(task, submission.artifact, submission.hparams)
+            template.task.params.update(submission.params)
             template.submission.id = number
             job = SiteJob(job_id, task, submission.artifact.read_bytes(), submission.hparams, heartbeat_seconds=2,
                           template=template)
