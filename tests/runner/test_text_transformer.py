@@ -126,6 +126,20 @@ def test_the_text_is_the_pydoc_topics_in_key_order_split_90_10_contiguously_and_
     assert DATASETS["pydoc-topics"].present("/nonexistent") and report.ok
 
 
+def test_the_reader_hands_out_a_splits_non_overlapping_windows_in_order():
+    reader = DATASETS["pydoc-topics"].open("/nonexistent", split="val", context=128)
+    _, val = text_split(topics_text()[0])
+    batches = list(reader.batches(100))
+    assert [len(b) for b in batches] == [100, 100, 100, len(val) // 128 - 300]
+    assert batches[1].inputs.shape == (100, 128) and batches[1].inputs.dtype.name == "int64"
+    assert list(batches[1].index[:2]) == [12_800, 12_928] and bytes(batches[1].inputs[0].astype("uint8")) == \
+        bytes(val[12_800:12_928])
+    assert reader.env["split"] == "val" and reader.env["split_bytes"] == {"train": len(topics_text()[0]) - len(val),
+                                                                           "val": len(val)}
+    with pytest.raises(ValueError, match="train, val"):
+        DATASETS["pydoc-topics"].open("/nonexistent", split="test")
+
+
 def test_the_model_has_875520_parameters_and_each_position_sees_only_the_bytes_before_it():
     model = text_model(0).eval()
     assert sum(p.numel() for p in model.parameters()) == 875_520
