@@ -35,6 +35,7 @@ loop on the CPU reuses too (runner/tracks/training/loop.py), so that both train 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -63,6 +64,7 @@ TASK_FILE = "task.json"
 TRAIN_IMAGES = "train_images.npy"
 TRAIN_LABELS = "train_labels.npy"
 OUT_FILE = "out.json"
+BENCH_WINDOWS = 6  # runner bench: harness and pure-step windows, alternating
 CUBLAS_WORKSPACE = ":4096:8"  # what deterministic cuBLAS needs (set before CUDA starts)
 
 
@@ -306,7 +308,10 @@ def load_training_data(folder: str, config: TaskConfig, device: torch.device) ->
 # --------------------------------------------------------------------------------------------
 @dataclass
 class BenchClock:
-    """Stops the harness loop after ``warmup`` untimed steps and ``seconds`` of timed ones."""
+    """Times the harness loop: ``warmup`` untimed steps, then ``seconds`` of timed ones in windows
+    of ``window`` seconds; after each window ``between(elapsed)`` runs (the pure step for as long,
+    so both sides of the ratio see the same load: :meth:`Harness.bench`) outside the timed
+    intervals. ``window`` 0: one window, nothing between."""
 
     warmup: int
     seconds: float
@@ -315,7 +320,10 @@ class BenchClock:
     items: int = 0
     started: float = 0.0
     elapsed: float = 0.0
+    windows: int = 0
     sync: Callable[[], None] = field(default=lambda: None)
+    window: float = 0.0
+    between: Callable[[float], None] = field(default=lambda seconds: None)
 
     def start(self) -> None:
         self.sync()
@@ -330,11 +338,41 @@ class BenchClock:
             return False
         self.timed_steps += 1
         self.items += items
-        if CLOCK() - self.started >= self.seconds:
-            self.sync()
-            self.elapsed = CLOCK() - self.started
-            return True
-        return False
+        now = CLOCK()
+        if now - self.started < min(self.window or self.seconds, self.seconds - self.elapsed):
+            return False
+        self.sync()
+        spent = CLOCK() - self.started
+        self.elapsed += spent
+        self.windows += 1
+        if self.window:
+            self.between(spent)
+        self.start()
+        return self.elapsed >= self.seconds
+
+
+@dataclass
+class PureStep:
+    """The yardstick of ``runner bench``: zero_grad, forward, loss, backward and the optimizer's
+    step on one batch already on the device, in this process, with no data pipeline, no checks
+    and no IPC. ``steps`` and ``seconds`` accumulate over :meth:`run_for` calls."""
+
+    one: Callable[[], None]
+    sync: Callable[[], None]
+    steps: int = 0
+    seconds: float = 0.0
+
+    def run_for(self, seconds: float) -> None:
+        """Run whole steps until at least ``seconds`` (wall clock, device synchronized) passed."""
+        self.sync()
+        started = CLOCK()
+        while True:
+            self.one()
+            self.steps += 1
+            if CLOCK() - started >= seconds:
+                break
+        self.sync()
+        self.seconds += CLOCK() - started
 
 
 class Harness:
@@ -480,12 +518,12 @@ class Harness:
                                  "NaN or infinity: lower the learning rate or guard the update")
         save_file(state, os.path.join(self.scratch, checkpoint_name(seed, epoch)))
 
-    def pure_steps(self, seconds: float, warmup: int) -> tuple[int, float]:
-        """A pure training step on one device-resident batch: (timed steps, seconds)."""
+    def pure_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, warmup: int) -> PureStep:
+        """A :class:`PureStep` of ``model`` and ``optimizer`` on the first batch of seed 0's order,
+        after ``warmup`` untimed steps."""
         plan = self.epoch_plan(torch.Generator().manual_seed(0))
         x, y = self.inputs(plan, 0, self.batch)
         x, y = x.clone(), y.clone()
-        model, optimizer = self.model, self.optimizer
 
         def one() -> None:
             optimizer.zero_grad()
@@ -494,16 +532,34 @@ class Harness:
 
         for _ in range(warmup):
             one()
-        self.sync()
-        started = CLOCK()
-        count = 0
-        while True:
-            one()
-            count += 1
-            if CLOCK() - started >= seconds:
-                break
-        self.sync()
-        return count, CLOCK() - started
+        return PureStep(one, self.sync)
+
+    def bench(self, seed: int, *, seconds: float, warmup: int, windows: int,
+              pure_side: Callable[[nn.Module], tuple[nn.Module, torch.optim.Optimizer]]) -> dict[str, Any]:
+        """Training items/s of this harness's loop against a pure step, interleaved: ``seconds``
+        of timed harness steps in ``windows`` windows, each followed by a pure-step window as long
+        (``pure_side(trained model)`` gives the pure step's own model and optimizer, made at the
+        first window), so a change of the host's load in between hits both sides of the ratio.
+        Returns the figures of :class:`runner.tracks.training.launch.BenchReport`."""
+        pure: list[PureStep] = []
+
+        def between(spent: float) -> None:
+            if not pure:
+                pure.append(self.pure_step(*pure_side(self.model), warmup))
+            pure[0].run_for(spent)
+
+        clock = BenchClock(warmup=warmup, seconds=seconds, sync=self.sync, window=seconds / max(1, windows),
+                           between=between)
+        self.train_seed(seed, clock=clock)
+        train_rate = clock.items / clock.elapsed if clock.elapsed else 0.0
+        side = pure[0] if pure else PureStep(lambda: None, self.sync)
+        pure_rate = side.steps * self.batch / side.seconds if side.seconds else 0.0
+        return {"train_items_per_s": train_rate, "pure_step_items_per_s": pure_rate,
+                "ratio": train_rate / pure_rate if pure_rate else 0.0, "harness_steps": clock.timed_steps,
+                "harness_s": clock.elapsed, "pure_steps": side.steps, "pure_s": side.seconds,
+                "warmup_steps": warmup, "windows": clock.windows, "batch_size": self.batch,
+                "steps_per_epoch": self.steps_per_epoch, "precision": self.precision,
+                "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def make_harness(args: argparse.Namespace) -> Harness:
@@ -536,18 +592,15 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     harness = make_harness(args)
-    clock = BenchClock(warmup=args.warmup, seconds=args.seconds, sync=harness.sync)
-    harness.train_seed(harness.config.seeds[0], clock=clock)
-    loader.report_progress(0.5, "harness loop timed; timing the pure step")
-    pure_steps, pure_s = harness.pure_steps(args.seconds, args.warmup)
-    train_rate = clock.items / clock.elapsed if clock.elapsed else 0.0
-    pure_rate = pure_steps * harness.batch / pure_s
-    return {"train_items_per_s": train_rate, "pure_step_items_per_s": pure_rate,
-            "ratio": train_rate / pure_rate if pure_rate else 0.0, "harness_steps": clock.timed_steps,
-            "harness_s": clock.elapsed, "pure_steps": pure_steps, "pure_s": pure_s, "warmup_steps": args.warmup,
-            "batch_size": harness.batch, "steps_per_epoch": harness.steps_per_epoch,
-            "precision": harness.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device_name": torch.cuda.get_device_name(harness.device) if harness.cuda else "cpu"}
+
+    def pure_side(trained: nn.Module) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = copy.deepcopy(trained)
+        module = loader.exec_module(harness.code, harness.filename)
+        return model, loader.make_user_optimizer(module, list(model.parameters()), harness.hparams, harness.filename)
+
+    report = harness.bench(harness.config.seeds[0], seconds=args.seconds, warmup=args.warmup,
+                           windows=BENCH_WINDOWS, pure_side=pure_side)
+    return {**report, "device_name": torch.cuda.get_device_name(harness.device) if harness.cuda else "cpu"}
 
 
 def build_parser() -> argparse.ArgumentParser:

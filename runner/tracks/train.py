@@ -277,7 +277,7 @@ def bench_training(task_slug: str, *, device: str, data_root: Path | str, second
                                   memory_bytes=task.memory_bytes)
             sandbox_mode, wall_s, loop = doc["sandbox"], time.perf_counter() - started, "runner"
     keys = ("train_items_per_s", "pure_step_items_per_s", "ratio", "harness_steps", "harness_s", "pure_steps",
-            "pure_s", "warmup_steps", "batch_size", "steps_per_epoch", "precision", "threads", "torch", "device_name")
+            "pure_s", "warmup_steps", "windows", "batch_size", "steps_per_epoch", "precision", "threads", "torch", "device_name")
     return {"task": task_slug, "device": device if cuda_requested(device) else "cpu", **{k: doc.get(k) for k in keys},
             "model": task.model, "train_items": int(len(splits.train_labels)),
             "synthetic_data": bool(splits.env.get("synthetic_data")), "sandbox": sandbox_mode, "loop": loop,

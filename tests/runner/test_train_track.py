@@ -269,6 +269,48 @@ def test_a_pickled_checkpoint_in_scratch_is_refused_without_being_unpickled(tmp_
     assert torch.equal(loaded["classifier.weight"], model.state_dict()["classifier.weight"])
 
 
+def test_the_bench_clock_alternates_harness_windows_with_pure_step_windows_outside_its_timing(monkeypatch):
+    from runner.sandboxed import training as program
+
+    now = [0.0]
+    monkeypatch.setattr(program, "CLOCK", lambda: now[0])
+    between: list[float] = []
+
+    def pure_window(spent: float) -> None:
+        between.append(spent)
+        now[0] += 100.0  # the pure side's time is not the harness's
+
+    clock = program.BenchClock(warmup=1, seconds=1.0, window=0.3, between=pure_window)
+    ticks = 0
+    while True:
+        ticks += 1
+        now[0] += 0.125  # each harness step takes 0.125 s (exact in binary)
+        if clock.tick(64):
+            break
+    # Windows end at the first step past 0.3 s: 0.375 s each, the last cut by what is left (0.25).
+    assert between == [0.375, 0.375, 0.25]
+    assert clock.elapsed == 1.0 and clock.windows == 3
+    assert clock.timed_steps == ticks - 1 and clock.items == 64 * (ticks - 1)
+
+
+def test_the_sandboxed_training_programs_bench_interleaves_its_windows_too(tmp_path):
+    """The GPU path's bench (the loop in the sandboxed training program), run here on the CPU."""
+    task = tasks.training_task("opt-digits")
+    budget = tasks.Budget.from_params({**train.catalogue_task("opt-digits").params, "seeds": 1})
+    splits = train.bench_splits(task, tmp_path / "none", budget, tmp_path / "data")
+    config = tasks.harness_config(task, budget, splits, epochs=1)
+    work_dir = tmp_path / "job"
+    work_dir.mkdir()
+    inputs = launch.stage_inputs(work_dir, train.REFERENCE_OPTIMIZER, config, splits)
+    doc, _ = launch.run_program("bench", work_dir, inputs, hparams=train.REFERENCE_HPARAMS, device="cpu", trust=True,
+                                time_limit_s=300, memory_bytes=task.memory_bytes, scratch_bytes=1 << 28,
+                                progress=train.no_progress, span=(0.0, 1.0), cancel=None,
+                                extra=["--seconds", "1.0", "--warmup", "2"])
+    assert doc["windows"] == training.BENCH_WINDOWS and doc["pure_s"] >= doc["harness_s"] >= 1.0
+    assert doc["ratio"] == pytest.approx(doc["train_items_per_s"] / doc["pure_step_items_per_s"])
+    assert doc["harness_steps"] > 0 and doc["pure_steps"] > 0 and doc["device_name"] == "cpu"
+
+
 def test_bench_training_compares_the_harness_loop_with_a_pure_step_on_digits():
     report = bench_training("opt-digits", device="cpu", data_root="/nonexistent", seconds=2.0)
     batch = report["batch_size"]  # each rate is the items of its timed steps over their seconds
@@ -278,4 +320,6 @@ def test_bench_training_compares_the_harness_loop_with_a_pure_step_on_digits():
     assert report["ratio"] == pytest.approx(report["train_items_per_s"] / report["pure_step_items_per_s"])
     assert 0.2 < report["ratio"] < 1.5
     assert report["harness_steps"] > 0 and report["pure_steps"] > 0 and report["warmup_steps"] == 2
+    # Interleaved: each harness window is followed by a pure-step window at least as long.
+    assert report["windows"] == 6 and report["pure_s"] >= report["harness_s"]
     assert report["device"] == "cpu" and report["synthetic_data"] is False and report["model"] == "digits-cnn"

@@ -88,6 +88,7 @@ class BenchReport(Schema):
     pure_steps: int
     pure_s: float
     warmup_steps: int
+    windows: int
     batch_size: int
     steps_per_epoch: int
     precision: str

@@ -15,6 +15,7 @@ budget is counted in samples; every other optimizer keeps the fixed loop and its
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 import time
@@ -401,8 +402,8 @@ def bench_in_runner(config: dict[str, Any], splits, work_dir: Path, *, optimizer
                     hparams: dict[str, Any], seconds: float, warmup: int, memory_bytes: int) -> dict[str, Any]:
     """What the training program's ``bench`` reports, for the runner's loop: training items/s of the
     loop here with ``optimizer_file`` in the sandbox, against a pure training step (zero_grad,
-    forward, loss, backward, the same optimizer's step in this process) on one batch, in seconds
-    each after ``warmup`` untimed steps."""
+    forward, loss, backward, the same optimizer's step in this process) on one batch: ``seconds``
+    of each after ``warmup`` untimed steps, in alternating windows (training_program.Harness.bench)."""
     task_config = training_program.TaskConfig(**config)
     (Path(work_dir) / "scratch").mkdir(exist_ok=True)
     with cpu_settings(task_config.threads):
@@ -411,20 +412,16 @@ def bench_in_runner(config: dict[str, Any], splits, work_dir: Path, *, optimizer
                                 checkpoints=Path(work_dir) / "scratch", trust=True, memory_bytes=memory_bytes,
                                 deadline=time.monotonic() + 4 * seconds + 600, time_limit_s=4 * seconds + 600,
                                 cancel=None, progress=lambda fraction, message: None)
-        clock = training_program.BenchClock(warmup=warmup, seconds=seconds, sync=harness.sync)
-        harness.train_seed(task_config.seeds[0], clock=clock)
         import importlib.util
 
         spec = importlib.util.spec_from_file_location("runner_reference_optimizer", optimizer_file)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # the platform's own reference file, never a submission
-        harness.optimizer = module.make_optimizer(harness.model.parameters(), **hparams)
-        pure_steps, pure_s = harness.pure_steps(seconds, warmup)
-        threads = torch.get_num_threads()
-    train_rate = clock.items / clock.elapsed if clock.elapsed else 0.0
-    pure_rate = pure_steps * harness.batch / pure_s
-    return {"train_items_per_s": train_rate, "pure_step_items_per_s": pure_rate,
-            "ratio": train_rate / pure_rate if pure_rate else 0.0, "harness_steps": clock.timed_steps,
-            "harness_s": clock.elapsed, "pure_steps": pure_steps, "pure_s": pure_s, "warmup_steps": warmup,
-            "batch_size": harness.batch, "steps_per_epoch": harness.steps_per_epoch, "precision": harness.precision,
-            "threads": threads, "torch": torch.__version__, "device_name": "cpu", "sandbox": harness.sandbox}
+
+        def pure_side(trained: torch.nn.Module) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+            model = copy.deepcopy(trained)
+            return model, module.make_optimizer(model.parameters(), **hparams)
+
+        report = harness.bench(task_config.seeds[0], seconds=seconds, warmup=warmup,
+                               windows=training_program.BENCH_WINDOWS, pure_side=pure_side)
+    return {**report, "device_name": "cpu", "sandbox": harness.sandbox}
