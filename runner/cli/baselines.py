@@ -1,5 +1,6 @@
-"""`runner baselines export | denoisers | train`: reference models (the work lives in
-runner/baselines/classifiers/export.py and runner/denoise/)."""
+"""`runner baselines export | denoisers | train | claims`: reference models and the seed papers'
+claims measured (the work lives in runner/baselines/classifiers/export.py, runner/denoise/ and
+runner/baselines/claims.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,3 +94,30 @@ def baselines_train(
                           log=lambda line: err.print(line, highlight=False))
     trained = checkpoint_entries(output)
     out.print(f"{output}: {', '.join(sorted(trained))} ({output.stat().st_size:,} bytes)", highlight=False)
+
+
+@app.command("claims")
+def baselines_claims(
+    output: Annotated[Path, typer.Option("--out", file_okay=False, help="the folder of result files (kept: "
+                                         "a second call runs only what is missing)")] = Path("var/claims"),
+    data_root: Annotated[Path | None, typer.Option(help="where datasets live (opt-digits and the text need none)")]
+    = None,
+    table_only: Annotated[bool, typer.Option("--table-only", help="print the table from the results already there")]
+    = False,
+) -> None:
+    """Measure the seed papers' claims on this platform's workloads (runner/baselines/claims.py):
+    each method and its comparator through `runner run`, then the table of docs/benchmarks.md."""
+    from runner.baselines import claims
+
+    if not table_only:
+        try:
+            claims.measure(output, data_root=data_root, say=lambda line: err.print(line, highlight=False))
+        except RuntimeError as exc:
+            err.print(f"[red]a measurement failed[/red]: {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+    try:
+        found = claims.verdicts(output)
+    except FileNotFoundError as exc:
+        err.print(f"[red]missing result[/red] {exc.filename}: run without --table-only", highlight=False)
+        raise typer.Exit(1) from exc
+    out.print(claims.markdown(found), highlight=False, soft_wrap=True)
