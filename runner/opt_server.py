@@ -49,8 +49,9 @@ ALIGN = 64
 POLL_S = 0.2
 
 
-HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")  # besides gradients
-Hook = Literal["first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance"]
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance", "grand_scores")  # besides gradients
+Hook = Literal["first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance", "grand_scores"]
+SCORE_HOOKS = frozenset({"el2n_scores", "grand_scores"})  # scored on request, drawing from one selection
 
 
 class ReadyFrame(Schema):
@@ -63,7 +64,7 @@ class ReadyFrame(Schema):
 class StepFrame(Schema):
     op: Literal["done", "stopped", "closure"]
     batch_size: StrictInt | None = None  # next_batch_size: the size the optimizer asks for next (unchecked here)
-    scores: StrictBool = False  # el2n_scores: the optimizer asks for fresh scores
+    scores: StrictBool = False  # el2n_scores / grand_scores: the optimizer asks for fresh scores
 
 
 Gradients = Callable[[], float]  # a forward and backward at the shared parameters; returns the loss
@@ -142,7 +143,7 @@ class OptimizerServer:
         self.hooks: set[str] = set()
         self.wants: set[str] = set()  # every hook the optimizer asked for, offered or not
         self.batch_size_request: int | None = None  # the last step's, when the optimizer set next_batch_size
-        self.scores_request = False  # whether the last step asked for fresh el2n_scores
+        self.scores_request = False  # whether the last step asked for fresh el2n_scores / grand_scores
         self.shared: SharedParameters | None = None
         self.result: SandboxResult | None = None
         self._error: BaseException | None = None
@@ -269,7 +270,7 @@ class OptimizerServer:
             if frame.op == "done":
                 if "next_batch_size" in self.hooks:
                     self.batch_size_request = frame.batch_size
-                self.scores_request = "el2n_scores" in self.hooks and frame.scores
+                self.scores_request = bool(self.hooks & SCORE_HOOKS) and frame.scores
                 return True
             if frame.op == "stopped":
                 return False

@@ -182,7 +182,7 @@ def make_user_optimizer(module: types.ModuleType, params: list, hparams: dict[st
 
 
 # runner/sandboxed/optimizer_server.py's hooks
-RUNNER_HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")
+RUNNER_HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance", "grand_scores")
 
 
 def check_no_hooks(optimizer: Any) -> None:

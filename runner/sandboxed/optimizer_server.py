@@ -29,7 +29,10 @@ Frames, both ways: a 4-byte little-endian length, then that many bytes of a JSON
    written by the parent when the optimizer asked (it sets ``request_scores = True`` in a step;
    the child sends ``"scores": true`` with done and resets the attribute), and ``selection`` (the
    attribute ``selection``, 1.0 on every example at the start), which the optimizer writes (nonzero
-   = draw this example) and the parent reads each time it draws a new order.
+   = draw this example) and the parent reads each time it draws a new order. ``grand_scores`` —
+   the same, with the region ``grand_scores`` (GraNd: ‖∇_w CE(f_w(x), y)‖₂ over all parameters per
+   training example) in place of ``el2n_scores``; one request scores every score hook declared,
+   and both share the one ``selection``.
    ``gradient_variance`` — one region of [P] float32 (P = every parameter's element count, the
    parameters flat in ``params`` order): before each step the parent writes the unbiased
    per-coordinate variance of the batch's per-sample gradients there; the optimizer reads it as
@@ -82,8 +85,8 @@ else:  # in the sandbox: optimizer_loader.py and rules.py are bound beside this 
 
 ChildError = rules.ChildError
 FRAME_LENGTH = rules.FRAME_LENGTH
-HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance")
-REGIONS = {"el2n_scores": ("el2n_scores", "selection")}  # a hook's regions, when not just its own
+HOOKS = ("first_layer_stats", "next_batch_size", "el2n_scores", "gradient_variance", "grand_scores")
+REGIONS = {"el2n_scores": ("el2n_scores", "selection"), "grand_scores": ("grand_scores", "selection")}  # a hook's regions, when not just its own
 MAX_FRAME_BYTES = rules.MAX_HEADER_BYTES
 
 
@@ -234,7 +237,7 @@ def requests(optimizer: Any, hooks: list[str], where: str) -> dict[str, Any]:
                 raise ChildError(rules.WRONG_OUTPUT, f"after {where} next_batch_size is {size!r} "
                                  f"({type(size).__name__}); it must be an int (or None to keep the batch size)")
             answer["batch_size"] = int(size)
-    if "el2n_scores" in hooks and getattr(optimizer, "request_scores", False) is True:
+    if ("el2n_scores" in hooks or "grand_scores" in hooks) and getattr(optimizer, "request_scores", False) is True:
         optimizer.request_scores = False
         answer["scores"] = True
     return answer

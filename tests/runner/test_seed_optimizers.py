@@ -413,22 +413,135 @@ def test_gradient_norms_are_each_examples_autograd_gradient_norm_over_all_parame
     assert torch.equal(chunked, norms)
 
 
-def test_gradient_norms_hold_batchnorm_at_the_scored_batchs_statistics():
+def batchnorm_model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                               torch.nn.Linear(2 * 2 * 2, 3))
+
+
+def held_at(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """A copy in eval mode whose BatchNorm has x's batch mean and biased variance as running statistics."""
     import copy
 
-    from runner.tracks.training.variance import gradient_norms
-
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
-                                torch.nn.Linear(2 * 2 * 2, 3))
-    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
-    running = [b.clone() for b in model.buffers()]
-    norms = gradient_norms(model, x, y)
-    assert all(torch.equal(a, b) for a, b in zip(running, model.buffers(), strict=True)) and model.training
-    fixed = copy.deepcopy(model)  # eval mode with the batch's mean and biased variance as running statistics
+    fixed = copy.deepcopy(model)
     with torch.no_grad():
         h = fixed[0](x)
         fixed[1].running_mean.copy_(h.mean((0, 2, 3)))
         fixed[1].running_var.copy_(h.var((0, 2, 3), unbiased=False))
-    fixed.eval()
-    assert torch.allclose(norms.double(), autograd_norms(fixed, x, y), rtol=1e-5)
+    return fixed.eval()
+
+
+def test_gradient_norms_hold_batchnorm_at_the_scored_batchs_statistics():
+    from runner.tracks.training.variance import gradient_norms
+
+    model = batchnorm_model()
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 1])
+    running = [b.clone() for b in model.buffers()]
+    norms = gradient_norms(model, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(running, model.buffers(), strict=True)) and model.training
+    assert torch.allclose(norms.double(), autograd_norms(held_at(model, x), x, y), rtol=1e-5)
+
+
+def test_grand_scores_come_in_batches_each_at_its_own_statistics_the_short_last_one_joined():
+    from runner.tracks.training.variance import gradient_norms_by_batch
+
+    model = batchnorm_model()
+    x, y = torch.randn(5, 1, 4, 4), torch.tensor([0, 1, 2, 1, 0])
+    asked = []
+
+    def images(index):
+        asked.append(index.tolist())
+        return x[index]
+
+    scores = gradient_norms_by_batch(model, images, y, 2)
+    assert asked == [[0, 1], [2, 3, 4]]  # batches of 2; the last single example joins the one before
+    first, rest = autograd_norms(held_at(model, x[:2]), x[:2], y[:2]), autograd_norms(held_at(model, x[2:]), x[2:], y[2:])
+    assert torch.allclose(scores.double(), torch.cat([first, rest]), rtol=1e-5)
+
+
+def test_the_selection_of_a_grand_scores_optimizer_restricts_the_examples_drawn():
+    from types import SimpleNamespace
+
+    from runner.tracks.training.loop import RunnerHarness
+
+    harness = RunnerHarness.__new__(RunnerHarness)
+    harness.data = SimpleNamespace(size=10)
+    harness.config = SimpleNamespace(augment="none")
+    harness.device = torch.device("cpu")
+    selection = torch.zeros(10)
+    selection[[2, 3, 9]] = 1.0
+    server = SimpleNamespace(hooks={"grand_scores"}, shared=SimpleNamespace(extras={"selection": selection}))
+    assert sorted(harness._draw(torch.Generator().manual_seed(0), server, "epoch 1")[0].tolist()) == [2, 3, 9]
+
+
+# --------------------------------------------------------------------------------------------
+# On the runner's loop: the hook-based seed methods train the digits CNN (a tiny budget).
+# --------------------------------------------------------------------------------------------
+def train_digits(file: Path, work_dir: Path, hparams: dict, epochs: int) -> dict:
+    from runner.evaluate import local_job_spec
+    from runner.spec import validate_result
+    from runner.tracks.train import evaluate_training
+
+    spec = local_job_spec("opt-digits", file, hparams)
+    spec.task.params.update(epochs=epochs, seeds=1)
+    work_dir.mkdir(parents=True)
+    result = evaluate_training(spec, file, work_dir=work_dir, data_root="/nonexistent", trust=False, device="cpu",
+                               progress=lambda fraction, message: None)
+    return validate_result(result, "opt-digits")
+
+
+def steps_at(runs: list[list[int]]) -> list[int]:
+    return [size for size, count in runs for _ in range(count)]
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_the_hook_based_seed_methods_train_the_digits_cnn_with_their_board_settings(tmp_path):
+    """TrAct (first_layer_stats, fixed loop), AdAdaGradNorm (gradient_variance + next_batch_size)
+    and the GraNd diet (grand_scores) with baselines.json's opt-digits settings, 3 epochs each."""
+    by_file = {entry["file"]: entry["hparams_by_benchmark"]["opt-digits"] for entry in MANIFEST
+               if "opt-digits" in entry["hparams_by_benchmark"]}
+    results = {file: train_digits(BASELINES / file, tmp_path / file, by_file[file], epochs=3)
+               for file in ("tract_sgd.py", "adadagradnorm.py", "grand_diet.py")}
+    for file, result in results.items():
+        assert result["metrics"]["test_top1_mean"] > 50, file  # chance is 10
+        assert result["env"]["loop"] == "runner" and result["env"]["sandbox"] == "bwrap"
+    assert "samples" not in results["tract_sgd.py"]["env"]  # TrAct keeps the fixed loop
+    grown = results["adadagradnorm.py"]["env"]["samples"][0]
+    sizes = steps_at(grown["batch_sizes"])
+    assert sizes[0] == 64 and max(sizes) == 1024 and grown["variance_s"] > 0  # η 0.1 asks for the cap at once
+    diet = results["grand_diet.py"]["env"]["samples"][0]
+    assert diet["scored"] == 1347 and diet["samples"] == 3 * 1347  # one scoring, n_train samples of the budget
+
+
+SPIES_ON_GRAND = b'''import torch
+
+
+class Spy(torch.optim.SGD):
+    wants_grand_scores = True
+    count = 0
+
+    def step(self, closure=None):
+        Spy.count += 1
+        if Spy.count == 1:
+            self.request_scores = True
+            return None
+        s = self.grand_scores
+        raise RuntimeError(f"SCORES {tuple(s.shape)} {s.dtype} min {float(s.min()):.6g} "
+                           f"distinct {len(set(s.tolist()))} selection {float(self.selection.sum()):.0f}")
+
+
+def make_optimizer(params, lr=0.01):
+    return Spy(params, lr=lr)
+'''
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_grand_scores_reach_the_optimizer_in_shared_memory_after_the_step_that_asked(tmp_path, write_submission):
+    from runner.spec import EvaluationError
+
+    with pytest.raises(EvaluationError) as caught:
+        train_digits(write_submission(SPIES_ON_GRAND), tmp_path / "grand-spy", {}, epochs=2)
+    message = caught.value.message
+    assert "SCORES (1347,) torch.float32" in message and "selection 1347" in message
+    assert float(message.split("min ")[1].split()[0]) > 0  # every example has a gradient at initialization
+    assert int(message.split("distinct ")[1].split()[0]) > 1300

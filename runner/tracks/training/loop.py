@@ -8,7 +8,7 @@ model: the sandbox never holds a tensor the runner trains or scores.
 It reuses the training program's harness (runner/sandboxed/training.py: data order,
 augmentation, loss, epoch ends, NaN checks, checkpoints), so a job's numbers are those of the
 sandboxed training program it replaces: the same float32 arithmetic on the same data in the same
-order. An optimizer that wants ``next_batch_size``, ``el2n_scores`` or ``gradient_variance``
+order. An optimizer that wants ``next_batch_size``, ``el2n_scores``, ``grand_scores`` or ``gradient_variance``
 (docs/submissions.md, "Hooks") runs instead on :meth:`RunnerHarness.train_in_samples`, whose
 budget is counted in samples; every other optimizer keeps the fixed loop and its numbers.
 """
@@ -25,16 +25,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from runner.opt_server import OptimizerServer, host_sandbox_mode
+from runner.opt_server import SCORE_HOOKS, OptimizerServer, host_sandbox_mode
 from runner.sandboxed import rules
 from runner.sandboxed import training as training_program
 from runner.sandboxed.rules import ChildError
 from runner.spec import ErrorKind, EvaluationError
 from runner.tracks.training.launch import hidden_package_data
 from runner.tracks.training.tasks import DEFAULT_BATCH_BOUNDS
-from runner.tracks.training.variance import gradient_variance
+from runner.tracks.training.variance import gradient_norms_by_batch, gradient_variance
 
-SAMPLE_HOOKS = frozenset({"next_batch_size", "el2n_scores", "gradient_variance"})  # put a seed on the sample loop
+SAMPLE_HOOKS = frozenset({"next_batch_size", "el2n_scores", "gradient_variance", "grand_scores"})  # put a seed on the sample loop
 
 
 class RemoteOptimizer:
@@ -159,18 +159,30 @@ class RunnerHarness(training_program.Harness):
             with torch.no_grad():
                 for start in range(0, n, self.batch):
                     index = torch.arange(start, min(start + self.batch, n))
-                    if self.standardized is not None:
-                        x = self.standardized[index]
-                    else:
-                        size, pad = self.data.image_size, self.config.pad
-                        crops = self.data.images[index, :, pad:pad + size, pad:pad + size]
-                        x = training_program.standardize(crops, self.config.divisor, self.mean, self.std)
+                    x = self._unaugmented(index)
                     logits = model(x).float()
                     onehot = F.one_hot(self.data.labels[index], logits.shape[1]).float()
                     scores[start:start + len(index)] = (logits.softmax(1) - onehot).norm(dim=1)
         finally:
             model.train(was_training)
         return scores
+
+    def grand_scores(self, model: torch.nn.Module) -> torch.Tensor:
+        """GraNd, ‖∇_w CE(f_w(x), y)‖₂ over every parameter, of every training example (float32
+        [n_train], gradient units) at the current weights: unaugmented, standardized images
+        (crop-flip tasks: the centre crop), in the training split's order, in batches of the loop's
+        batch size, each with BatchNorm at its own statistics (runner/tracks/training/variance.py
+        ``gradient_norms_by_batch``); running statistics untouched."""
+        return gradient_norms_by_batch(model, self._unaugmented, self.data.labels, self.batch)
+
+    def _unaugmented(self, index: torch.Tensor) -> torch.Tensor:
+        """The training images ``index`` as scoring sees them: standardized, unaugmented (crop-flip
+        tasks: the centre crop of the padded image)."""
+        if self.standardized is not None:
+            return self.standardized[index]
+        size, pad = self.data.image_size, self.config.pad
+        crops = self.data.images[index, :, pad:pad + size, pad:pad + size]
+        return training_program.standardize(crops, self.config.divisor, self.mean, self.std)
 
     def gradient_variance(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """runner/tracks/training/variance.py's ``gradient_variance`` of the batch: float32 [P]."""
@@ -196,7 +208,7 @@ class RunnerHarness(training_program.Harness):
         if self.first_layer is not None:
             n = self.first_layer.in_channels * math.prod(self.first_layer.kernel_size)
             extras["first_layer_stats"] = (n, n)
-        extras["el2n_scores"] = extras["selection"] = (self.data.size,)
+        extras["el2n_scores"] = extras["grand_scores"] = extras["selection"] = (self.data.size,)
         extras["gradient_variance"] = (sum(p.numel() for p in params),)
         server.start([tuple(p.shape) for p in params], extras, offers=("next_batch_size",))
         with torch.no_grad():
@@ -238,10 +250,10 @@ class RunnerHarness(training_program.Harness):
                          first_fraction: float = 0.0, span: float = 1.0) -> dict[str, Any]:
         """Train one seed for the budget counted in samples: ``epochs × n_train`` (the budget's
         epochs, n_train the training split's size), every trained example and every example scored
-        for ``el2n_scores`` counting one. Batches start at the budget's batch size and follow each
+        for ``el2n_scores`` or ``grand_scores`` counting one (once per hook). Batches start at the budget's batch size and follow each
         ``next_batch_size`` the optimizer asks for; the last batch is cut to what the budget has
         left. Examples are drawn from a seeded permutation of the selected examples (all, unless
-        ``el2n_scores``' selection says otherwise), a fresh one when the next batch no longer fits
+        the score hooks' selection says otherwise), a fresh one when the next batch no longer fits
         in what is left of it. An epoch ends each time the sample counter passes a multiple of
         n_train: its train loss is the sample-weighted mean of its steps' losses (the last
         epoch's when it had none), then its checkpoint is written, as on the fixed loop. Returns
@@ -282,10 +294,12 @@ class RunnerHarness(training_program.Harness):
             samples += take
             if server.batch_size_request is not None:
                 size = server.batch_size_request
-            if server.scores_request:
-                shared.extras["el2n_scores"].copy_(self.el2n_scores(model))
-                scored += n
-                samples = min(budget, samples + n)
+            if server.scores_request:  # each score hook the optimizer declared: n_train samples each
+                for hook in sorted(server.hooks & SCORE_HOOKS):
+                    shared.extras[hook].copy_(self.el2n_scores(model) if hook == "el2n_scores"
+                                              else self.grand_scores(model))
+                    scored += n
+                    samples = min(budget, samples + n)
             while epoch <= epochs and samples >= epoch * n:
                 trained += training_program.CLOCK() - started
                 curve["train_loss"].append(self._epoch_loss(losses, weights, curve, epoch, seed))
@@ -305,7 +319,7 @@ class RunnerHarness(training_program.Harness):
     def _draw(self, generator: torch.Generator, server: OptimizerServer, where: str) -> tuple[torch.Tensor, ...]:
         """The next order of the selected examples (the whole epoch plan, filtered)."""
         plan = self.epoch_plan(generator)
-        if "el2n_scores" not in server.hooks:
+        if not server.hooks & SCORE_HOOKS:
             return plan
         selected = server.shared.extras["selection"] != 0
         if not bool(selected.any()):
