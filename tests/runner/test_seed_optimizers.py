@@ -545,3 +545,24 @@ def test_grand_scores_reach_the_optimizer_in_shared_memory_after_the_step_that_a
     assert "SCORES (1347,) torch.float32" in message and "selection 1347" in message
     assert float(message.split("min ")[1].split()[0]) > 0  # every example has a gradient at initialization
     assert int(message.split("distinct ")[1].split()[0]) > 1300
+
+
+@pytest.mark.usefixtures("bwrap")
+def test_the_documented_grand_example_scores_at_initialization_and_trains(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "grand_prune.py"
+    result = train_digits(example, tmp_path / "grand", {}, epochs=2)
+    counted = result["env"]["samples"][0]
+    assert counted["scored"] == 1347 and counted["samples"] == 2 * 1347
+    assert steps_at(counted["batch_sizes"])[0] == 64  # the first batch only asks for the scores
+    assert result["metrics"]["test_top1_mean"] > 30  # chance is 10
+
+
+def test_the_sandboxed_training_program_refuses_a_grand_scores_optimizer_in_one_line():
+    from types import SimpleNamespace
+
+    wants = type("Wants", (torch.optim.SGD,), {"wants_grand_scores": True})
+    module = SimpleNamespace(make_optimizer=lambda params: wants(params, lr=0.1))
+    with pytest.raises(ChildError) as caught:
+        optimizer_loader.make_user_optimizer(module, [torch.nn.Parameter(torch.zeros(2))], {}, "submission.py")
+    assert "\n" not in caught.value.message
+    assert "Wants wants grand_scores, which only the runner's loop provides" in caught.value.message
