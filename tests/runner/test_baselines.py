@@ -39,7 +39,7 @@ def test_the_manifest_lists_the_eight_reference_optimizers_by_display_name():
         assert entry["name"] == entry["display_name"]
         assert entry["hparams"] == synthetic_hparams(entry)
         assert set(entry["hparams_by_benchmark"]) == {"opt-synthetic", "opt-digits", "opt-cifar10-resnet18",
-                                                      "opt-cifar100-resnet18"}
+                                                      "opt-cifar100-resnet18", "opt-text-transformer"}
 
 
 @pytest.mark.parametrize("file", sorted(BY_FILE))

@@ -75,12 +75,12 @@ def test_seed_baselines_names_an_unknown_board_or_manifest_and_submits_nothing(c
 def test_an_optimizer_is_seeded_only_on_the_boards_its_manifest_entry_lists(catalogue,
                                                                             django_capture_on_commit_callbacks):
     """The seed methods that need the runner's hooks train only on the CPU training board; L-BFGS
-    (a closure) also runs the synthetic functions; clipping also the GPU boards."""
+    (a closure) also runs the synthetic functions; clipping also the GPU boards and the transformer."""
     with django_capture_on_commit_callbacks(execute=True):
         call_command("seed_baselines", "--benchmark", "opt-synthetic", "--benchmark", "opt-digits",
-                     "--benchmark", "opt-cifar10-resnet18")
+                     "--benchmark", "opt-cifar10-resnet18", "--benchmark", "opt-text-transformer")
     seeded = {slug: set(Submission.objects.filter(benchmark__slug=slug).values_list("name", flat=True))
-              for slug in ("opt-synthetic", "opt-digits", "opt-cifar10-resnet18")}
+              for slug in ("opt-synthetic", "opt-digits", "opt-cifar10-resnet18", "opt-text-transformer")}
     references = {"diffGrad (corrected)", "Adam", "AdamW", "AMSGrad", "AdaGrad", "AdaDelta", "RMSProp",
                   "SGD with momentum"}
     seed_methods = {"TrAct + SGD with momentum", "TrAct + Adam", "AdAdaGrad (coordinate-wise test)",
@@ -91,6 +91,9 @@ def test_an_optimizer_is_seeded_only_on_the_boards_its_manifest_entry_lists(cata
     assert seeded["opt-digits"] == references | seed_methods
     assert seeded["opt-cifar10-resnet18"] == references | {"SGD with coordinate-wise clipping",
                                                            "Adam with coordinate-wise clipping"}
+    assert seeded["opt-text-transformer"] == seeded["opt-cifar10-resnet18"]
+    clipped = Submission.objects.get(benchmark__slug="opt-text-transformer", name="SGD with coordinate-wise clipping")
+    assert clipped.hparams == {"lr": 10, "momentum": 0.9, "c": 0.1}  # PROTOCOLS' best of its grid
     tract = Submission.objects.get(benchmark__slug="opt-digits", name="TrAct + Adam")
     assert tract.hparams == {"lr": 0.001, "lam": 0.1} and tract.model_family == "seed method"
     assert Submission.objects.get(benchmark__slug="opt-synthetic", name="L-BFGS").hparams["lr"] == 1.0
