@@ -164,7 +164,7 @@ class OptimizerServer:
         """Start the child, share parameters of ``shapes`` with it (write their initial values to
         ``self.shared.values`` before the first step) and wait until its optimizer is built.
         ``extras`` are the hooks' regions this task can fill (``first_layer_stats``: n × n;
-        ``el2n_scores``: [n_train] float32, with ``selection``: [n_train] bytes;
+        ``el2n_scores`` and ``grand_scores``: [n_train] float32 each, sharing ``selection``: [n_train] float32;
         ``gradient_variance``: [number of parameters], flat in the order of ``shapes``); ``offers`` the
         hooks offered without a region of their own (``next_batch_size``). ``self.hooks`` then
         says which of them the optimizer asked for."""
