@@ -37,6 +37,9 @@ FILL_ORDER = (
     ("denoisers on bundled photographs, grey", "denoise-skimage-gray", "9 min"),
     ("denoisers on bundled photographs, colour", "denoise-skimage-color", "19 min"),
     ("optimizers training a digits CNN", "opt-digits", "26 min"),
+    # The seed methods (TrAct, clipping, L-BFGS, the EL2N and GraNd diets, AdAdaGrad(Norm)) queue
+    # after the reference optimizers; AdAdaGrad's per-sample gradients take ~5 min a job here.
+    ("seed methods on the digits CNN", "opt-digits", "about 45 min"),
 )
 
 
