@@ -55,7 +55,8 @@ class BaselineSeedError(Exception):
     """An unknown benchmark slug or a missing manifest; ``str(exc)`` says which, for the operator."""
 
 
-def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = None) -> int:
+def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = None,
+                   optimizer_files: Sequence[str] = ()) -> int:
     """Submit the reference methods as baselines (submission_create with ``is_baseline``; each is
     validated and dispatched once the caller's transaction commits) and return how many were
     submitted. Idempotent: a baseline already submitted to a benchmark under its name is left
@@ -64,6 +65,9 @@ def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = No
     - ``manifest``: the classifiers that manifest lists (only those of ``benchmarks`` when given);
     - else ``benchmarks`` (slugs): every reference method of each board's kind (optimizers: those
       whose manifest entry lists the board);
+    - ``optimizer_files`` (file names of runner/baselines/optimizers/baselines.json, say
+      ``adam.py``): only those optimizers (the demo's subset of a slow board); an unknown name
+      raises BaselineSeedError;
     - else every board that needs no download, in the order the demo's single runner works
       through them, the quick boards first: opt-synthetic, the skimage denoising boards, digits,
       opt-digits.
@@ -71,6 +75,10 @@ def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = No
     Raises BaselineSeedError for an unknown slug or a manifest that is not a file; the
     ValidationError of submission_create when a shipped file breaks the upload rules."""
     owner, _ = get_user_model().objects.get_or_create(username=BASELINE_OWNER)
+    unknown = set(optimizer_files) - {entry["file"] for entry in optimizer_manifest()}
+    if unknown:
+        raise BaselineSeedError(f"no optimizer baseline file {', '.join(sorted(unknown))}; the manifest lists "
+                                f"{', '.join(entry['file'] for entry in optimizer_manifest())}")
     if manifest is not None:
         if not manifest.is_file():
             raise BaselineSeedError(f"no manifest at {manifest}")
@@ -83,7 +91,7 @@ def baselines_seed(*, benchmarks: Sequence[str] = (), manifest: Path | None = No
         for slug in benchmarks:
             bench = _benchmark(slug)
             if bench.kind == Benchmark.Kind.OPTIMIZER:
-                created += _seed_optimizers(owner, bench)
+                created += _seed_optimizers(owner, bench, optimizer_files)
             elif bench.kind == Benchmark.Kind.DENOISER:
                 created += _seed_denoisers(owner, bench)
             else:
@@ -125,10 +133,13 @@ def optimizer_settings(entry: dict, slug: str) -> dict | None:
     return dict(by_board[slug]) if slug in by_board else None
 
 
-def _seed_optimizers(owner: User, bench: Benchmark) -> int:
-    """Every optimizer of the manifest that lists this board, with its settings for it."""
+def _seed_optimizers(owner: User, bench: Benchmark, files: Sequence[str] = ()) -> int:
+    """Every optimizer of the manifest that lists this board (only ``files`` when given), with
+    its settings for it."""
     created = 0
     for entry in optimizer_manifest():
+        if files and entry["file"] not in files:
+            continue
         hparams = optimizer_settings(entry, bench.slug)
         name = entry.get("name") or entry["display_name"]
         if hparams is None or _exists(bench, name):

@@ -119,3 +119,20 @@ def test_a_board_a_manifest_entry_names_but_the_site_lacks_is_skipped(catalogue,
         ("opt-digits", "Clipped", {"lr": 0.01})]
     with pytest.raises(CommandError, match="no benchmark 'opt-not-loaded'; run loadbenchmarks first"):
         call_command("seed_baselines", "--benchmark", "opt-not-loaded")
+
+
+def test_the_demos_transformer_trio_is_seeded_by_file_name_and_an_unknown_file_is_named(catalogue,
+                                                                                         django_capture_on_commit_callbacks):
+    from django.core.management.base import CommandError
+
+    from leaderboard.submissions.management.commands.rundemo import TRANSFORMER_DEMO
+
+    with pytest.raises(CommandError, match="no optimizer baseline file nope.py; the manifest lists sgdm.py"):
+        call_command("seed_baselines", "--benchmark", "opt-text-transformer", "--optimizer", "nope.py")
+    assert not Submission.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_baselines", "--benchmark", "opt-text-transformer", *TRANSFORMER_DEMO)
+    seeded = Submission.objects.filter(benchmark__slug="opt-text-transformer")
+    assert {(s.name, s.hparams["lr"]) for s in seeded} == {
+        ("Adam", 0.01), ("SGD with momentum", 0.5), ("SGD with coordinate-wise clipping", 10)}
+    assert set(Submission.objects.values_list("benchmark__slug", flat=True)) == {"opt-text-transformer"}
