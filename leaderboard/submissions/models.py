@@ -22,6 +22,12 @@ def artifact_upload_to(instance: Submission, filename: str) -> str:
     return f"artifacts/{instance.artifact_sha256[:2]}/{instance.artifact_sha256}/artifact{suffix}"
 
 
+def per_image_upload_to(instance: EvaluationJob, filename: str) -> str:
+    """The storage name of a job's per-image outcomes (runner/metrics/per_image.py): the platform's
+    own, from the job and the attempt whose result names the file; ``filename`` is ignored."""
+    return f"per_image/{instance.submission_id}/job{instance.pk}-attempt{instance.result_attempt}.npz"
+
+
 class Submission(models.Model):
     class Status(models.TextChoices):
         UPLOADED = "uploaded"
@@ -136,6 +142,11 @@ class EvaluationJob(models.Model):
     log_tail = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
     result_attempt = models.PositiveIntegerField(null=True, blank=True)
+    per_image = models.FileField(
+        upload_to=per_image_upload_to, max_length=300, null=True, blank=True,
+        help_text="The result's per-image outcomes (an .npz the runner uploads after the result; "
+                  "leaderboard/submissions/per_image.py reads it).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
