@@ -22,7 +22,7 @@ test: install
 
 # ruff on the whole tree; mypy on the modules pyproject.toml's [tool.mypy] lists. CI runs this first.
 lint: install
-	$(VENV)/bin/ruff check leaderboard runner tests
+	$(VENV)/bin/ruff check leaderboard leaderboard_client runner tests
 	$(VENV)/bin/mypy
 
 clean:
