@@ -178,6 +178,65 @@ def tie_groups(rights: Sequence[np.ndarray], *, sets: np.ndarray | None = None, 
     return [m for m in marks if m is not None]
 
 
+SET_KEYS = ("corruption", "severity", "region")  # PROTOCOLS: multi-set tasks resample within each set
+IMAGE_KEYS = ("part", "corruption", "severity", "region", "index")  # together name one image
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """Two models' outcomes on the same images in the same order: ``right_a``, ``right_b`` (top-1
+    hits) and ``sets`` (an integer set code per image, None for a single-set task)."""
+
+    right_a: np.ndarray
+    right_b: np.ndarray
+    sets: np.ndarray | None
+
+
+def align(outcomes_a: dict[str, np.ndarray], outcomes_b: dict[str, np.ndarray]) -> Aligned:
+    """Pair two per-image outcome files of one task (runner/metrics/per_image.py's arrays) image by
+    image. A hit is ``pred == label`` (for any-of tasks the file's label is already the accepted
+    class the model ranked highest). Only the primary part is scored where a file has parts
+    (imagenet-r: "main"). Images are matched by their keys (``index`` within its part, corruption,
+    severity, region) and returned in the order of those keys, so files listing them in different
+    orders still pair, and every alignment with one file shares its order. Raises
+    ValueError naming the difference when the two files do not hold the same images."""
+    a, b = _scored(outcomes_a), _scored(outcomes_b)
+    if set(a) != set(b):
+        raise ValueError(f"the two files describe images differently ({sorted(a)} and {sorted(b)})")
+    keys = [k for k in IMAGE_KEYS if k in a and k != "right"]
+    if len(a["right"]) != len(b["right"]):
+        raise ValueError(f"the two results scored different numbers of images ({len(a['right'])} and "
+                         f"{len(b['right'])})")
+    a, b = _sorted(a, keys), _sorted(b, keys)  # one canonical order, whatever each file's order
+    if not all(np.array_equal(a[k], b[k]) for k in keys):
+        raise ValueError("the two results scored different images (their image keys differ)")
+    sets = None
+    present = [k for k in SET_KEYS if k in a]
+    if present:
+        sets = np.zeros(len(a["right"]), dtype=np.int64)
+        for k in present:
+            codes = np.unique(a[k], return_inverse=True)[1].ravel()
+            sets = sets * (int(codes.max()) + 1) + codes
+    return Aligned(a["right"], b["right"], sets)
+
+
+def _scored(outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    try:
+        keep = outcomes["part"] == "main" if "part" in outcomes else slice(None)
+        columns = {k: np.asarray(outcomes[k])[keep] for k in IMAGE_KEYS if k in outcomes and k != "part"}
+        columns["right"] = np.asarray(outcomes["pred"])[keep] == np.asarray(outcomes["label"])[keep]
+    except KeyError as exc:
+        raise ValueError(f"per-image outcomes lack the array {exc.args[0]!r}") from None
+    if "index" not in columns:
+        raise ValueError("per-image outcomes lack the array 'index'")
+    return columns
+
+
+def _sorted(columns: dict[str, np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
+    order = np.lexsort([columns[k] for k in reversed(keys)])  # stable: equal keys keep file order
+    return {k: v[order] for k, v in columns.items()}
+
+
 def _bools(right_a: np.ndarray, right_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(right_a, dtype=bool).ravel(), np.asarray(right_b, dtype=bool).ravel()
     if a.shape != b.shape:

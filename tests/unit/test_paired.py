@@ -147,3 +147,39 @@ def test_ties_are_never_chained_and_the_rest_is_ranked_again():
     assert [m.shared_rank for m in marks] == [1, 1, 3, 3]
     assert marks[3].leader == 2 and marks[3].m == 1
     assert marks[1].m == 3  # the first round compared A with all three others
+
+
+def outcomes(wrong, n=40, **extra) -> dict:
+    label = np.arange(n) % 10
+    pred = label.copy()
+    pred[list(wrong)] += 1
+    return {"index": np.arange(n), "label": label, "pred": pred, **extra}
+
+
+def test_align_pairs_files_listing_images_in_different_orders():
+    a, b = outcomes([0, 1, 2]), outcomes([2, 3])
+    order = np.random.default_rng(0).permutation(40)
+    shuffled = {k: v[order] for k, v in b.items()}
+    pair = paired.align(a, shuffled)
+    assert paired.discordant(pair.right_a, pair.right_b) == (1, 2)  # A right on 3; B right on 0, 1
+    assert pair.sets is None
+
+
+def test_align_refuses_files_of_other_images_and_names_the_difference():
+    with pytest.raises(ValueError, match="different numbers of images"):
+        paired.align(outcomes([], n=40), outcomes([], n=39))
+    shifted = outcomes([])
+    shifted["index"] = shifted["index"] + 1
+    with pytest.raises(ValueError, match="different images"):
+        paired.align(outcomes([]), shifted)
+    with pytest.raises(ValueError, match="'pred'"):
+        paired.align({"index": np.arange(3), "label": np.zeros(3)}, outcomes([], n=3))
+
+
+def test_align_scores_only_the_main_part_and_codes_corruption_cells_as_sets():
+    part = np.array(["main"] * 30 + ["imagenet200"] * 10)
+    pair = paired.align(outcomes([35], part=part), outcomes([0], part=part))
+    assert pair.right_a.size == 30 and paired.discordant(pair.right_a, pair.right_b) == (1, 0)
+    cells = {"corruption": np.repeat(["fog", "snow"], 20), "severity": np.tile(np.repeat([1, 2], 10), 2)}
+    pair = paired.align(outcomes([], **cells), outcomes([], **cells))
+    assert len(np.unique(pair.sets)) == 4 and np.bincount(pair.sets).tolist() == [10, 10, 10, 10]
