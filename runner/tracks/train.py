@@ -195,7 +195,8 @@ def result_env(spec: JobSpec, task: TrainingTask, budget: Budget, splits: Splits
                          + ("; CUBLAS_WORKSPACE_CONFIG " + training_program.CUBLAS_WORKSPACE if gpu
                             else "; 1 CPU thread"),
         "sandbox": sandbox, "loop": loop, "seeds": budget.seeds,
-        **({"closure": doc.get("closure"), "evaluations": doc.get("evaluations")} if loop == "runner" else {}),
+        **({"closure": doc.get("closure"), "hooks": doc.get("hooks", []), "evaluations": doc.get("evaluations")}
+           if loop == "runner" else {}),
         **({"samples": doc["samples"]} if doc.get("samples") else {}),
         "hparams": spec.submission.hparams,
         "model": task.model, "parameters": parameters,

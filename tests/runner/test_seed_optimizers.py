@@ -506,6 +506,10 @@ def test_the_hook_based_seed_methods_train_the_digits_cnn_with_their_board_setti
         assert result["metrics"]["test_top1_mean"] > 50, file  # chance is 10
         assert result["env"]["loop"] == "runner" and result["env"]["sandbox"] == "bwrap"
     assert "samples" not in results["tract_sgd.py"]["env"]  # TrAct keeps the fixed loop
+    # the result says which of the runner's hooks each method used
+    assert {file: result["env"]["hooks"] for file, result in results.items()} == {
+        "tract_sgd.py": ["first_layer_stats"], "adadagradnorm.py": ["gradient_variance", "next_batch_size"],
+        "grand_diet.py": ["grand_scores"]}
     grown = results["adadagradnorm.py"]["env"]["samples"][0]
     sizes = steps_at(grown["batch_sizes"])
     assert sizes[0] == 64 and max(sizes) == 1024 and grown["variance_s"] > 0  # η 0.1 asks for the cap at once

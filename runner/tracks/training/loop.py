@@ -126,6 +126,7 @@ class RunnerHarness(training_program.Harness):
         self.servers = contextlib.ExitStack()
         self.sandbox = ""
         self.closure = False
+        self.hooks: list[str] = []  # the runner hooks the optimizer declared and this task offers
         self.evaluations = 0
         self.batch_bounds = batch_bounds
         self.samples: list[dict[str, Any]] = []  # per seed on the sample loop: what it counted
@@ -216,6 +217,7 @@ class RunnerHarness(training_program.Harness):
                 value.copy_(param)
             server.shared.extras["selection"].fill_(1.0)
         self.closure = server.closure
+        self.hooks = sorted(server.hooks)
         optimizer = RemoteOptimizer(server, params, self)
         self.remote = optimizer
         return model, optimizer
@@ -407,7 +409,7 @@ def train_in_runner(config: dict[str, Any], splits, artifact: Path, hparams: dic
                 runs.append(harness.train_seed(seed, first_fraction=i / len(seeds), span=1 / len(seeds)))
         except ChildError as exc:  # the harness's own checks (not finite), raised in its words
             raise EvaluationError(exc.kind, exc.message) from None
-    doc = {"runs": runs, "closure": harness.closure, "evaluations": harness.evaluations,
+    doc = {"runs": runs, "closure": harness.closure, "hooks": harness.hooks, "evaluations": harness.evaluations,
            "steps_per_epoch": harness.steps_per_epoch, **({"samples": harness.samples} if harness.samples else {})}
     return doc, time.monotonic() - started, harness.sandbox
 

@@ -373,7 +373,9 @@ def text_env(spec: JobSpec, budget: TextBudget, data_env: dict[str, Any], traine
                       "training split (torch CPU generator seeded with the seed)",
         "loss": "next-byte cross-entropy (nats), mean over the batch's positions",
         "params_given_to_make_optimizer": "model.parameters(), one group",
-        "hooks": "none (first_layer_stats, el2n_scores, next_batch_size, gradient_variance are the image "
-                 "tasks'); closures (LBFGS) run, each a counted forward and backward on the step's batch",
+        "hooks": [],  # the same key as the image tasks' (the hooks the optimizer used): none offered here
+        "hooks_note": "this task offers no hook (first_layer_stats, el2n_scores, grand_scores, next_batch_size and "
+                      "gradient_variance are the image tasks'); closures (LBFGS) run, each a counted forward and "
+                      "backward on the step's batch",
         "metric_notes": TEXT_METRIC_NOTES,
     }
