@@ -290,6 +290,22 @@ class SiteClient:
         self._raise_for(response, f"post the result of job {job_id}")
         return response.json()
 
+    def post_per_image(self, job_id: int, attempt: int, payload: bytes | Path) -> dict[str, Any]:
+        """Upload the per-image outcomes file (runner/metrics/per_image.py; its bytes or its path)
+        of the result already posted for this attempt, as the raw body of ``POST
+        jobs/<id>/per-image/?attempt=N``, under the one retry policy; idempotent. SiteConflict when
+        the site holds no result of this attempt from this runner, SiteError when it refuses the
+        file (400: its sha256 differs from the result's, or it is not a well-formed per-image
+        file; 413: too large)."""
+        if isinstance(payload, Path):
+            payload = payload.read_bytes()
+        what = f"upload the per-image outcomes of job {job_id}"
+        response = self._with_retries(what, lambda: self._http.post(
+            f"jobs/{job_id}/per-image/", params={"attempt": attempt}, content=payload,
+            headers={"Content-Type": "application/octet-stream"}))
+        self._raise_for(response, what)
+        return response.json()
+
     def post_failure(self, job_id: int, attempt: int, kind: str, message: str, log_tail: str = "", *,
                      repeats: bool = False) -> dict[str, Any]:
         """Report a failed attempt; ``repeats``: it would recur on the submission's other tasks

@@ -124,24 +124,31 @@ def worker_process_rules() -> Iterator[None]:
 
 def evaluate(spec: JobSpec, artifact_path: Path | str, *, data_root: Path | str, trust: bool = False,
              device: str = "cpu", progress: Progress | None = None,
-             cancel: threading.Event | None = None) -> dict[str, Any]:
+             cancel: threading.Event | None = None, per_image_out: Path | None = None) -> dict[str, Any]:
     """Evaluate one job and return its result document (validated against runner/spec.py).
 
     Raises EvaluationError with the kind the site records. ``progress(fraction, message)`` is
     called as the work advances; setting ``cancel`` stops the sandboxed program
     (EvaluationError LEASE_EXPIRED). A failure on a CUDA device that the runner's own check of
     the device then explains is DEVICE_ERROR, whatever the track said (runner/devices.py).
+    ``per_image_out``: where a classifier task writes its per-image outcomes
+    (runner.metrics.per_image; the document then names the file under ``files.per_image``);
+    other tracks have none and ignore it.
     """
     from runner.devices import blame
     from runner.workdir import locked_folder, work_base
 
     track = _track(spec.task.slug)
+    extra: dict[str, Any] = {}
+    if per_image_out is not None and catalogue_task(spec.task.slug).track == "classify":
+        extra["per_image_out"] = Path(per_image_out)
     # Removed afterwards whatever the sandbox left in it (runner/workdir.py).
     with locked_folder(f"runner-job-{spec.job_id}-", work_base()) as work:
         try:
             with worker_process_rules():
                 result = track(spec, Path(artifact_path), work_dir=Path(work), data_root=Path(data_root),
-                               trust=trust, device=device, progress=progress or no_progress, cancel=cancel)
+                               trust=trust, device=device, progress=progress or no_progress, cancel=cancel,
+                               **extra)
         except EvaluationError as exc:
             if cancel is not None and cancel.is_set():
                 raise

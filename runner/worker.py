@@ -9,7 +9,10 @@ Per job (process_job):
    took the job back, so the sandboxed program is stopped and nothing is posted;
 4. evaluate in the sandbox (runner/evaluate.py, the same path as `runner run`);
 5. post the result, or the failure with its kind (unexpected exceptions: runner_error) and
-   whether it would recur on the submission's other tasks (the site then skips them).
+   whether it would recur on the submission's other tasks (the site then skips them);
+6. after a classifier's result, upload its per-image outcomes (runner/metrics/per_image.py), which
+   the site checks against the sha256 the result names. A refused or failed upload is logged and
+   leaves the result standing: the job has succeeded, only its per-image views stay empty.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from runner.workdir import locked_folder
 log = logging.getLogger(__name__)
 
 NODE_HEARTBEAT_SECONDS = 30.0
+PER_IMAGE_FILE = "result.per_image.npz"  # in the attempt's private folder, beside the artifact
 
 # No Django fixup even when DJANGO_SETTINGS_MODULE is set: the runner never imports Django.
 app = Celery("runner", fixups=[], set_as_current=False)
@@ -204,7 +208,8 @@ def _run_attempt(spec: JobSpec, client: SiteClient, beat: Heartbeat, cancel: thr
                                      max_bytes=spec.submission.artifact_size or None)
             beat.update(0.01, "artifact downloaded")
             result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device, progress=beat.update,
-                              cancel=cancel)
+                              cancel=cancel, per_image_out=tmp / PER_IMAGE_FILE)
+            per_image = (tmp / PER_IMAGE_FILE).read_bytes() if "per_image" in result.get("files", {}) else None
     except SiteConflict:
         return "dropped"
     except EvaluationError as exc:
@@ -234,7 +239,20 @@ def _run_attempt(spec: JobSpec, client: SiteClient, beat: Heartbeat, cancel: thr
                                    job_log.tail())
         log.error("job %s: could not post the result: %s", job_id, exc)
         return "unreported"
+    if per_image is not None:
+        _post_per_image(client, spec, per_image)
     return "succeeded"
+
+
+def _post_per_image(client: SiteClient, spec: JobSpec, payload: bytes) -> None:
+    """Upload the per-image file of the result just posted; a failure is logged, never reported:
+    the result stands."""
+    try:
+        client.post_per_image(spec.job_id, spec.attempt, payload)
+    except SiteError as exc:  # SiteConflict and SiteUnreachable included
+        log.error("job %s: the per-image outcomes were not stored: %s", spec.job_id, exc)
+    else:
+        log.info("job %s: per-image outcomes stored (%d bytes)", spec.job_id, len(payload))
 
 
 def _report_failure(client: SiteClient, spec: JobSpec, kind: str, message: str, log_tail: str, *,

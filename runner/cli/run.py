@@ -61,8 +61,12 @@ def run(
     """Evaluate a file locally through the same path as a site job; print and save the result.
 
     With several tasks the model server stays up between them (as it does for one submission's
-    jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1."""
+    jobs on a worker), and imagenet-c gets its relative mCE from this run's imagenet-val top-1.
+    A classifier task also writes its per-image outcomes beside its result: ``R.json`` gets
+    ``R.per_image.npz`` (runner.metrics.per_image), named under the result's ``files.per_image``;
+    with several tasks each ``result-<task>.json`` gets its own ``result-<task>.per_image.npz``."""
     from runner.evaluate import LocalRun, evaluate
+    from runner.metrics.per_image import file_name
     from runner.spec import EvaluationError
     from runner.untrusted import printable
 
@@ -77,10 +81,11 @@ def run(
         except EvaluationError as exc:
             err.print(failure_line(exc.kind, exc.message))
             raise typer.Exit(1) from exc
+        path = _result_path(slug, output, len(plan.tasks) > 1)
         try:
             with progress_bar(slug) as show:
                 result = evaluate(spec, artifact, data_root=data_root, trust=trust, device=device,
-                                  progress=show)
+                                  progress=show, per_image_out=file_name(path))
         except EvaluationError as exc:
             err.print(failure_line(f"{slug}: {exc.kind}", exc.message))
             if exc.log_tail:
@@ -89,9 +94,10 @@ def run(
             continue
         plan.record(slug, result)
         _print_result(slug, artifact, result)
-        path = _result_path(slug, output, len(plan.tasks) > 1)
         path.write_text(json.dumps(result, indent=2) + "\n")
         out.print(f"result written to {path}")
+        if "per_image" in result.get("files", {}):
+            out.print(f"per-image outcomes written to {file_name(path)}")
     if failed:
         raise typer.Exit(1)
 

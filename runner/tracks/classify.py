@@ -37,7 +37,7 @@ from runner import contract_checks
 from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
-from runner.metrics import classification, results
+from runner.metrics import classification, per_image, results
 from runner.progress import Progress
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import ErrorKind, EvaluationError, JobSpec
@@ -125,20 +125,28 @@ def stream_batches(
 
 
 class TopK:
-    """Collects each item's checked top-5 in reader order."""
+    """Collects each item's checked top-5 in reader order and, given ``outcomes`` (a
+    runner.metrics.per_image.PartOutcomes of the same reader), its per-image loss and EL2N from
+    the same logits."""
 
-    def __init__(self, slug: str, size: int, on_items: Callable[[int], None] | None = None):
+    def __init__(self, slug: str, size: int, on_items: Callable[[int], None] | None = None,
+                 outcomes: per_image.PartOutcomes | None = None):
         self.slug = slug
         width = min(classification.TOPK, classification.task_classes(slug))
         self.top = np.full((size, width), -1, dtype=np.int32)
         self.filled = np.zeros(size, dtype=bool)
         self.on_items = on_items
+        self.outcomes = outcomes
 
     def __call__(self, batch: Any, lo: int, hi: int, outputs: np.ndarray) -> None:
+        if hasattr(outputs, "detach"):  # a torch tensor, possibly on the GPU: copied to the host once
+            outputs = outputs.detach().float().cpu().numpy()
         top = classification.compact(self.slug, outputs, hi - lo)
         index = batch.index[lo:hi]
         self.top[index] = top
         self.filled[index] = True
+        if self.outcomes is not None:  # after compact: the outputs are checked [n, classes] floats
+            self.outcomes.add(index, outputs)
         if self.on_items is not None:
             self.on_items(hi - lo)
 
@@ -153,10 +161,11 @@ def predict_reader(
     deadline: float | None = None,
     cancel: threading.Event | None = None,
     on_items: Callable[[int], None] | None = None,
+    outcomes: per_image.PartOutcomes | None = None,
 ) -> tuple[np.ndarray, Any]:
     """The top-5 of every item of ``reader`` through ``server`` (a ModelServer or anything with its
-    ``stream``), and the stream's statistics."""
-    collect = TopK(slug, len(reader), on_items)
+    ``stream``), and the stream's statistics; ``outcomes`` collects the per-image loss and EL2N."""
+    collect = TopK(slug, len(reader), on_items, outcomes)
     stop = threading.Event()
     try:
         stats = server.stream(
@@ -237,6 +246,7 @@ def evaluate_classifier(
     device: str,
     progress: Progress,
     cancel: threading.Event | None = None,
+    per_image_out: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the model file at ``artifact_path`` on classifier task ``spec.task.slug``.
 
@@ -246,6 +256,8 @@ def evaluate_classifier(
     message)`` and ``cancel`` (set when the site takes the job back). ``work_dir`` is unused: the
     model server keeps its own folder. Returns the result document of runner.metrics.results.score
     (``metrics`` in percent, ``breakdown``, ``env``, ``timing`` in seconds and items per second).
+    With ``per_image_out`` it also writes the per-image outcomes there (runner.metrics.per_image)
+    and names the file under the document's ``files.per_image`` (name, sha256, n, bytes).
     Raises EvaluationError: INVALID_ARTIFACT, BAD_HPARAMS, WRONG_OUTPUT, NOT_FINITE (the
     submission's fault), TIMEOUT past ``spec.task.time_limit_s``, LEASE_EXPIRED on ``cancel``,
     DATASET_MISSING, OUT_OF_MEMORY, SANDBOX_UNAVAILABLE or RUNNER_ERROR (the node's).
@@ -285,6 +297,8 @@ def evaluate_classifier(
             progress(0.05 + 0.9 * done / max(total, 1), f"{done:,}/{total:,} images")
 
         predictions: dict[str, np.ndarray] = {}
+        collected = {part: per_image.PartOutcomes(slug, reader.targets, len(reader))
+                     for part, reader in data.parts.items()} if per_image_out is not None else {}
         compute_s, oom_retries, final_batch = 0.0, 0, batch_size
         for part, reader in data.parts.items():
             top, stats = predict_reader(
@@ -296,6 +310,7 @@ def evaluate_classifier(
                 deadline=deadline,
                 cancel=cancel,
                 on_items=advance,
+                outcomes=collected.get(part),
             )
             predictions[part] = top
             compute_s += stats.compute_s
@@ -334,4 +349,10 @@ def evaluate_classifier(
         "load_s": load_seconds(info, reused),
         "checks_s": round(probe.seconds, 4),
     }
-    return results.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])
+    result = results.score(slug, predictions, data, env=env, timing=timing, clean_top1=options["clean_top1"])
+    if per_image_out is not None:
+        written = time.perf_counter()
+        arrays = per_image.per_image_arrays(slug, data, predictions, collected)
+        result["files"] = {"per_image": per_image.write_per_image(per_image_out, arrays)}
+        result["timing"]["per_image_write_s"] = round(time.perf_counter() - written, 4)
+    return result

@@ -20,7 +20,9 @@ comparison (IGNORED below): the wall clock (``timing``; the denoiser's speed,
 ``metrics.seconds_per_megapixel``; opt-digits' ``seconds_to_target`` figures, wall-clock time to
 the target accuracy, its seeds' ``train_s`` and its curves' ``seconds``) and the warm model server's
 bookkeeping (``env.model_server``: whether this job found the server warm, how many jobs it has
-served, how long the load took). Everything else — metrics, intervals, breakdowns, curves, the
+served, how long the load took) and the per-image file's name (``R.per_image.npz`` follows
+`runner run --out`; its sha256, bytes and image count are compared, so every classifier task's
+per-image arrays agree to the byte). Everything else — metrics, intervals, breakdowns, curves, the
 rest of env — must be equal, number for number.
 """
 from __future__ import annotations
@@ -75,6 +77,7 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("breakdown", "per_seed", "*", "seconds_to_target"),
     ("breakdown", "per_seed", "*", "train_s"),
     ("curves", "*", "seconds"),
+    ("files", "per_image", "name"),  # the per-image file's name follows --out; its sha256 must agree
 )
 
 

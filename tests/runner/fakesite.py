@@ -38,6 +38,7 @@ class FakeJob:
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    per_images: list[bytes] = field(default_factory=list)  # the raw per-image uploads
 
     @property
     def sha256(self) -> str:
@@ -117,7 +118,10 @@ def _handler(site: FakeSite) -> type[BaseHTTPRequestHandler]:
             with site.lock:
                 site.calls.append((method, url.path))
                 one_off = site.one_off.pop(0) if site.one_off else None
-            body = self._body() if method == "POST" else {}
+            raw = url.path.endswith("/per-image/")
+            body = self._body() if method == "POST" and not raw else {}
+            if raw:
+                payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if one_off is not None:
                 return self._send(one_off, {"detail": f"one-off answer {one_off}"})
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -160,6 +164,11 @@ def _handler(site: FakeSite) -> type[BaseHTTPRequestHandler]:
                 job.results.append(body)
                 job.live = False
                 return self._send(200, {"state": "succeeded", "duplicate": len(job.results) > 1})
+            if action == "per-image" and method == "POST":
+                if not job.results:
+                    return self._send(409, {"detail": "post the result first, then its per-image file"})
+                job.per_images.append(payload)
+                return self._send(200, {"stored": True, "duplicate": len(job.per_images) > 1})
             if action == "fail" and method == "POST":
                 job.failures.append(body)
                 job.live = False
