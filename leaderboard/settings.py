@@ -250,6 +250,9 @@ CACHES = {
 }
 PAGE_CACHE_ALIAS = "default"
 PAGE_CACHE_SECONDS = envint("PAGE_CACHE_SECONDS", 300)  # 0 turns the page cache off
+# After a board changes, visitors get the previous render for at most this long while the site
+# worker renders the new one (leaderboard/boards/tasks.py); after it, a missing render is made for them.
+PAGE_CACHE_STALE_SECONDS = envint("PAGE_CACHE_STALE_SECONDS", 5)
 PAGE_CACHE_MAX_BYTES = envint("PAGE_CACHE_MAX_BYTES", 2 * 1024 * 1024)  # larger pages (big exports) are not kept
 RELEASE = env("RELEASE")  # e.g. the deployed git commit; part of the page cache's keys
 

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from leaderboard.benchmarks.models import Benchmark
 from leaderboard.boards import selectors as board_selectors
+from leaderboard.boards.cache import cached_for_visitors
 from leaderboard.runners import selectors as runner_selectors
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions import services as submission_services
@@ -42,7 +43,17 @@ class BenchmarkDetail(APIView):
 
 
 class Leaderboard(APIView):
+    """One task's board. Anonymous reads that get JSON come from the visitors' page cache (warmed
+    when the board changes) and answer conditional requests (ETag, Last-Modified); reads with a
+    token or a session, which may include the reader's private rows, are never cached and say
+    ``Cache-Control: private``. (The benchmark list and detail are not cached: their warnings
+    follow the runners' heartbeats, which do not change the board version.)"""
+
     permission_classes = [permissions.AllowAny]
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        return cached_for_visitors(super().as_view(**initkwargs), json_only=True)
 
     @extend_schema(
         parameters=[serializers.LeaderboardQuerySerializer],

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 from django.core.validators import RegexValidator
 from django.db import models
@@ -9,9 +10,23 @@ from django.db import models
 task_slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9.-]*$", "lower-case letters, digits, '-' and '.'")
 
 
+# A board version is the time of the change in milliseconds since the epoch (41 bits, good until
+# 2039) above 21 random bits: unique as before, and the page cache can tell how old a change is
+# (leaderboard/boards/cache.py serves the previous render for a few seconds after it).
+BOARD_VERSION_RANDOM_BITS = 21
+
+
 def new_board_version() -> int:
-    """A board version no other state of any board has had (leaderboard/boards/cache.py)."""
-    return secrets.randbits(62)
+    """A board version no other state of any board has had (leaderboard/boards/cache.py): the
+    current time in ms, shifted left by ``BOARD_VERSION_RANDOM_BITS``, plus random low bits."""
+    return (time.time_ns() // 1_000_000) << BOARD_VERSION_RANDOM_BITS | secrets.randbits(BOARD_VERSION_RANDOM_BITS)
+
+
+def board_version_time(version: int) -> float | None:
+    """When ``version`` was made, in seconds since the epoch; None for a version that carries no
+    plausible time (one made at random before versions carried it: before 2020 or in the future)."""
+    seconds = (version >> BOARD_VERSION_RANDOM_BITS) / 1000
+    return seconds if 1_577_836_800 <= seconds <= time.time() + 60 else None
 
 
 class Benchmark(models.Model):

@@ -1,36 +1,57 @@
-"""The page cache for visitors: board pages, exports and the home page rendered once per board
-state and served to every anonymous visitor from the cache.
+"""The page cache for visitors: board pages, exports, the home page and the API's anonymous reads,
+rendered once per board state, before visitors ask, and served to every anonymous visitor from
+the cache.
 
-Correctness before speed: a cached page is keyed by the board's version
+Correctness before speed: a cached page is stored under the release and the request's path (with
+only the query parameters the views read) together with the board version it was rendered at
 (``Benchmark.board_version``, in the database so every web process and worker sees the same
-value) and the request's full path. Every change to a board row bumps its benchmark's version in
-the same transaction (signals on BoardEntry, Task and Benchmark, and the services that update rows
-in bulk), so the next request renders afresh; ``PAGE_CACHE_SECONDS`` only bounds how long an entry
-that nobody asks for stays. Logged-in users (who may see their private submissions, and whose pages
-carry their name and a CSRF token), requests with a session, pending messages or credentials, and
-anything but a plain 200 response are never cached.
+value; for the home page, every benchmark's). Every change to a board row bumps its benchmark's
+version in the same transaction (signals on BoardEntry, Task and Benchmark, and the services that
+update rows in bulk). After the commit, a site-worker task (``leaderboard.warm_boards``,
+boards/tasks.py) renders the changed boards' pages, exports and the home page, and every other
+page visitors read recently, into the cache. Until that render is in, a visitor gets the previous
+render, for at most ``PAGE_CACHE_STALE_SECONDS`` after the change (a version carries its time);
+after that, a page whose render is not in is rendered for the visitor. ``PAGE_CACHE_SECONDS``
+only bounds how long an entry that nobody asks for stays.
+
+Every page answers conditional requests: its ETag is the digest of its key and version and its
+Last-Modified the version's time, so a client that holds the current render gets a 304 without the
+cache or the view being asked. Logged-in users (who may see their private submissions, and whose
+pages carry their name and a CSRF token), requests with a session, pending messages or credentials
+(an API token), and anything but a plain 200 response are never cached; their responses say
+``Cache-Control: private``. Every response of a cached view varies on Cookie and Authorization.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
+from django.utils.http import http_date, quote_etag
 
-from leaderboard.benchmarks.models import Benchmark, Task, new_board_version
+from leaderboard.benchmarks.models import Benchmark, Task, board_version_time, new_board_version
 
 from .models import BoardEntry
 
-KEPT_HEADERS = ("Content-Disposition",)
+KEPT_HEADERS = ("Content-Disposition", "Allow")
 # The query parameters the cached views read; any other is left out of the key.
-QUERY_KEYS = ("task", "sort", "dir", "baselines", "family", "since", "offset")
+QUERY_KEYS = ("task", "sort", "dir", "baselines", "family", "since", "offset", "limit")
+# Pages visitors read recently, per benchmark ("*": pages of every benchmark), re-rendered by the
+# warmer; the most recent MAX_RECENT_PAGES of each are kept.
+MAX_RECENT_PAGES = 64
 log = logging.getLogger(__name__)
 
 
@@ -44,14 +65,55 @@ def board_version(slug: str | None) -> str | None:
     return None if version is None else str(version)
 
 
+def version_time(version: str) -> float | None:
+    """When ``version`` (as :func:`board_version` gives it) was made, seconds since the epoch: for
+    the home page's, the latest of its benchmarks' that carry a time (versions made before they
+    did are older than any that does). None when none carries a time. The ETag, not this, tells
+    a deleted benchmark's home page apart, as a conditional request's If-None-Match outranks
+    its If-Modified-Since."""
+    known = [t for t in (board_version_time(int(part.rsplit(":", 1)[-1])) for part in version.split(",") if part)
+             if t is not None]
+    return max(known) if known else None
+
+
+_pending = threading.local()
+
+
 def bump(benchmark_ids: Iterable[int]) -> None:
-    """Mark these benchmarks' boards as changed: their cached pages (and the home page) are stale.
-    The new version is random rather than counted (new benchmarks start random too), so no
-    version ever comes back — not after a restore from backup, nor in a database created afresh —
-    and concurrent bumps need no lock."""
+    """Mark these benchmarks' boards as changed: their cached pages (and the home page) are stale,
+    and once the transaction commits the warmer renders them again. The new version is the time
+    plus random bits (``new_board_version``), so no version ever comes back — not after a restore
+    from backup, nor in a database created afresh — and concurrent bumps need no lock."""
     ids = sorted(set(benchmark_ids))
     if ids:
         Benchmark.objects.filter(pk__in=ids).update(board_version=new_board_version())
+        pending = _pending.__dict__.setdefault("ids", set())
+        pending.update(ids)
+        transaction.on_commit(_send_warm)
+
+
+def _send_warm() -> None:
+    """Ask the site worker to warm every board bumped since the last send: one task per commit,
+    however many rows it changed (the first on_commit callback takes them all; the rest find
+    nothing). Sending must never fail the commit that changed the board: a broker that is down
+    costs visitors a render, not a result."""
+    ids = sorted(_pending.__dict__.pop("ids", set()))
+    if not ids or settings.PAGE_CACHE_SECONDS <= 0:
+        return
+    from .tasks import warm_boards
+
+    # Visitors may get the previous render of exactly these versions while the worker renders.
+    warming = {f"warming:{slug}": str(version) for slug, version
+               in Benchmark.objects.filter(pk__in=ids).values_list("slug", "board_version")}
+    warming["warming:*"] = board_version(None) or ""
+    try:
+        caches[settings.PAGE_CACHE_ALIAS].set_many(warming, settings.PAGE_CACHE_STALE_SECONDS)
+    except Exception:  # noqa: BLE001 - any cache backend failure: visitors render for themselves
+        log.warning("page cache unavailable; boards %s not marked as warming", ids, exc_info=True)
+    try:
+        warm_boards.delay(ids)
+    except Exception:  # noqa: BLE001 - any broker failure
+        log.warning("could not ask the site worker to warm boards %s", ids, exc_info=True)
 
 
 @receiver([post_save, post_delete], sender=BoardEntry)
@@ -78,15 +140,19 @@ def _benchmark_changed(sender, instance: Benchmark, **kwargs) -> None:
     bump([instance.pk])
 
 
-def _cacheable(request: HttpRequest) -> bool:
+def _anonymous(request: HttpRequest) -> bool:
     return (
-        settings.PAGE_CACHE_SECONDS > 0
-        and request.method in ("GET", "HEAD")
-        and settings.SESSION_COOKIE_NAME not in request.COOKIES
+        settings.SESSION_COOKIE_NAME not in request.COOKIES
         and "messages" not in request.COOKIES
         and "HTTP_AUTHORIZATION" not in request.META
         and not request.user.is_authenticated
     )
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    """An API request that gets JSON: no ``format`` but json, and no browser asking for HTML (the
+    browsable API, which carries a login form and CSRF token, is never cached)."""
+    return request.GET.get("format", "json") == "json" and "text/html" not in request.META.get("HTTP_ACCEPT", "")
 
 
 @functools.cache
@@ -102,50 +168,243 @@ def release() -> str:
     return digest.hexdigest()[:16]
 
 
-def page_key(request: HttpRequest, scope: str, version: str) -> str:
-    """The cache key of a page: the release, the benchmark's version, the path and only the query
-    parameters the board views read (sorted), so junk parameters cannot fill the cache."""
-    query = sorted((k, v) for k, v in request.GET.items() if k in QUERY_KEYS)
-    raw = f"{release()}|{scope}|{version}|{request.path}|{query}"
+def _query(request: HttpRequest) -> str:
+    """The query parameters the views read, sorted, as a query string."""
+    from urllib.parse import urlencode
+
+    return urlencode(sorted((k, v) for k, v in request.GET.items() if k in QUERY_KEYS))
+
+
+def page_key(request: HttpRequest, scope: str) -> str:
+    """The cache key of a page: the release, the benchmark (``scope``), the path and only the query
+    parameters the views read (sorted), so junk parameters cannot fill the cache. The version is
+    not part of the key: the entry holds the version it was rendered at."""
+    raw = f"{release()}|{scope}|{request.path}|{_query(request)}"
     return "page:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def cached_for_visitors(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Serve ``view``'s anonymous GETs from the page cache; the benchmark is the view's ``slug``
-    argument (none: the page depends on every benchmark). The cache failing (Redis down) costs
-    speed, never a page."""
+def _etag(key: str, version: str) -> str:
+    return quote_etag(hashlib.sha256(f"{key}|{version}".encode()).hexdigest()[:32])
+
+
+def _validators(response: HttpResponseBase, etag: str, version: str) -> None:
+    response["ETag"] = etag
+    modified = version_time(version)
+    if modified is not None:
+        response["Last-Modified"] = http_date(int(modified))
+
+
+def _remember(cache: BaseCache, scope: str, path: str) -> None:
+    """Note ``path`` (with its query) as a page of ``scope`` that visitors read, for the warmer.
+    A lost update between two processes costs one later render, never a wrong page."""
+    key = f"recent:{release()}:{scope}"
+    recent = cache.get(key) or {}
+    recent[path] = time.time()
+    if len(recent) > MAX_RECENT_PAGES:
+        recent = dict(sorted(recent.items(), key=lambda item: item[1])[-MAX_RECENT_PAGES:])
+    cache.set(key, recent, settings.PAGE_CACHE_SECONDS)
+
+
+def recent_pages(scope: str) -> list[str]:
+    """The paths (with their queries) of ``scope``'s pages that visitors read in the last
+    ``PAGE_CACHE_SECONDS``, oldest first."""
+    horizon = time.time() - settings.PAGE_CACHE_SECONDS
+    recent: dict[str, float] = caches[settings.PAGE_CACHE_ALIAS].get(f"recent:{release()}:{scope}") or {}
+    return [path for path, seen in sorted(recent.items(), key=lambda item: item[1]) if seen >= horizon]
+
+
+def _stored_as_streamed(response: Any, store: Callable[[bytes], None]) -> None:
+    """Let a streaming response go out as it is made and store what went out once all of it has
+    (nothing when the client left early or it outgrew ``PAGE_CACHE_MAX_BYTES``)."""
+    chunks: list[bytes] = []
+    limit = settings.PAGE_CACHE_MAX_BYTES
+    content = response.streaming_content
+
+    def tee() -> Iterator[bytes]:
+        size = 0
+        for chunk in content:
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            yield chunk
+        if size <= limit:
+            store(b"".join(chunks))
+
+    response.streaming_content = tee()
+
+
+def _warming(cache: BaseCache, scope: str, version: str) -> bool:
+    """Whether the site worker was asked to render ``scope`` at ``version`` less than
+    ``PAGE_CACHE_STALE_SECONDS`` ago (the version's own time bounds it too)."""
+    changed = version_time(version)
+    if changed is None or not 0 <= time.time() - changed < settings.PAGE_CACHE_STALE_SECONDS:
+        return False
+    return cache.get(f"warming:{scope}") == version
+
+
+def _from_entry(entry: dict, state: str) -> HttpResponse:
+    response = HttpResponse(entry["content"], content_type=entry["content_type"])
+    for name, value in entry["headers"].items():
+        response[name] = value
+    response["X-Page-Cache"] = state
+    return response
+
+
+def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False) -> Any:
+    """Serve ``view``'s anonymous GETs from the page cache and answer conditional requests; the
+    benchmark is the view's ``slug`` argument (none: the page depends on every benchmark).
+    ``json_only`` (API views): only requests that get JSON are cached. ``X-Page-Cache`` says what
+    happened: hit, stale (the previous render, at most ``PAGE_CACHE_STALE_SECONDS`` after a change)
+    or miss (rendered for this visitor). The cache failing (Redis down) costs speed, never a page.
+
+    A request with the attribute ``page_cache_refresh`` (the warmer's) renders and stores the page
+    unless the entry already holds the current version."""
+    if view is None:
+        return functools.partial(cached_for_visitors, json_only=json_only)
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not _cacheable(request):
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in ("GET", "HEAD"):
             return view(request, *args, **kwargs)
-        version = board_version(kwargs.get("slug"))
+        if not _anonymous(request):
+            response = view(request, *args, **kwargs)
+            patch_vary_headers(response, ("Cookie", "Authorization"))
+            patch_cache_control(response, private=True)
+            return response
+        if settings.PAGE_CACHE_SECONDS <= 0 or (json_only and not _wants_json(request)):
+            return view(request, *args, **kwargs)
+        scope = kwargs.get("slug")
+        version = board_version(scope)
         if version is None:
             return view(request, *args, **kwargs)
-        key = page_key(request, kwargs.get("slug") or "*", version)
-        cache = caches[settings.PAGE_CACHE_ALIAS]
-        try:
-            hit = cache.get(key)
-        except Exception:  # noqa: BLE001 - any cache backend failure
-            log.warning("page cache unavailable; rendering %s", request.path, exc_info=True)
-            return view(request, *args, **kwargs)
-        if hit is not None:
-            content, content_type, headers = hit
-            response = HttpResponse(content, content_type=content_type)
-            for name, value in headers.items():
-                response[name] = value
-            response["X-Page-Cache"] = "hit"
-            return response
-        response = view(request, *args, **kwargs)
-        if (response.status_code == 200 and not response.streaming and not response.cookies
-                and len(response.content) <= settings.PAGE_CACHE_MAX_BYTES):
-            headers = {h: response[h] for h in KEPT_HEADERS if response.has_header(h)}
-            try:
-                cache.set(key, (response.content, response["Content-Type"], headers), settings.PAGE_CACHE_SECONDS)
-            except Exception:  # noqa: BLE001 - any cache backend failure
-                log.warning("page cache unavailable; %s not stored", request.path, exc_info=True)
-                return response
-            response["X-Page-Cache"] = "miss"
-        return response
+        key = page_key(request, scope or "*")
+        etag = _etag(key, version)
+        modified = version_time(version)
+        not_modified = get_conditional_response(request, etag=etag,
+                                                last_modified=int(modified) if modified is not None else None)
+        if not_modified is not None:
+            _validators(not_modified, etag, version)
+            return _finish(not_modified)
+        response = _cached_or_rendered(view, request, args, kwargs, key=key, scope=scope or "*", version=version,
+                                       etag=etag)
+        return _finish(response)
 
     return wrapper
+
+
+def _finish(response: HttpResponseBase) -> HttpResponseBase:
+    """Headers every anonymous answer carries: browsers and proxies may keep it but must ask again
+    (a 304 is cheap), and it differs for a visitor with a session or a token."""
+    patch_vary_headers(response, ("Cookie", "Authorization"))
+    patch_cache_control(response, no_cache=True)
+    return response
+
+
+def _cached_or_rendered(view: Callable[..., HttpResponseBase], request: HttpRequest, args: tuple,
+                        kwargs: dict[str, Any], *, key: str, scope: str, version: str,
+                        etag: str) -> HttpResponseBase:
+    cache = caches[settings.PAGE_CACHE_ALIAS]
+    refresh = getattr(request, "page_cache_refresh", False)
+    try:
+        entry = cache.get(key)
+    except Exception:  # noqa: BLE001 - any cache backend failure
+        log.warning("page cache unavailable; rendering %s", request.path, exc_info=True)
+        return view(request, *args, **kwargs)
+    if entry is not None and entry["version"] == version:
+        return _from_entry(entry, "hit")
+    path = request.get_full_path()
+    if entry is not None and not refresh:
+        try:
+            if _warming(cache, scope, version):  # until the worker's render is in, the one before it
+                _remember(cache, scope, path)
+                return _from_entry(entry, "stale")
+        except Exception:  # noqa: BLE001 - any cache backend failure
+            log.warning("page cache unavailable; rendering %s", path, exc_info=True)
+    response = view(request, *args, **kwargs)
+    if hasattr(response, "render") and callable(response.render):
+        response.render()  # a DRF Response: its content is made here, once, as the handler would
+    if response.status_code != 200 or response.cookies:
+        return response
+    _validators(response, etag, version)
+    headers = {h: response[h] for h in (*KEPT_HEADERS, "ETag", "Last-Modified") if response.has_header(h)}
+
+    def store(content: bytes) -> None:
+        try:
+            cache.set(key, {"version": version, "content": content, "content_type": response["Content-Type"],
+                            "headers": headers}, settings.PAGE_CACHE_SECONDS)
+            if not refresh:
+                _remember(cache, scope, path)
+        except Exception:  # noqa: BLE001 - any cache backend failure
+            log.warning("page cache unavailable; %s not stored", path, exc_info=True)
+
+    if response.streaming:
+        _stored_as_streamed(response, store)
+    elif isinstance(response, HttpResponse) and len(response.content) <= settings.PAGE_CACHE_MAX_BYTES:
+        store(response.content)
+    else:
+        return response  # too big to keep
+    response["X-Page-Cache"] = "miss"
+    return response
+
+
+def standard_pages(slug: str) -> list[str]:
+    """The pages of one benchmark the warmer always renders: its board (first task), both
+    exports and the API's leaderboard; every other page of it once a visitor has read it."""
+    from django.urls import reverse
+
+    return [reverse("benchmark", args=[slug]), reverse("board-export", args=[slug, "csv"]),
+            reverse("board-export", args=[slug, "json"]), reverse("api-leaderboard", args=[slug])]
+
+
+def page_render(path: str) -> str | None:
+    """Render ``path`` (with its query) as an anonymous visitor would get it, into the page cache,
+    unless the cache already holds it at the current version. Returns what ``X-Page-Cache`` said
+    (hit: nothing to do; miss: rendered and stored), None when the page is not cached (404, a view
+    without the cache)."""
+    from urllib.parse import urlsplit
+
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory  # builds a WSGI request; no test machinery
+    from django.urls import Resolver404, resolve
+
+    site = urlsplit(settings.SITE_URL)
+    request = RequestFactory().get(path, HTTP_HOST=site.netloc or "localhost",
+                                   secure=site.scheme == "https", HTTP_ACCEPT="application/json")
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None
+    request.resolver_match = match
+    request.user = AnonymousUser()
+    request.page_cache_refresh = True  # type: ignore[attr-defined]
+    response = match.func(request, *match.args, **match.kwargs)
+    if hasattr(response, "render") and callable(response.render):
+        response.render()
+    if response.streaming:
+        for _ in response.streaming_content:  # the cache keeps it as it streams
+            pass
+    # not response.close(): it sends request_finished, which closes the worker's database connection
+    return response.get("X-Page-Cache")
+
+
+def boards_warm(*, benchmark_ids: Iterable[int]) -> dict[str, int]:
+    """Render the boards of these benchmarks into the page cache before visitors ask: each one's
+    standard pages and the pages visitors read recently, then the home page and the other pages
+    of every benchmark (the optimizer profiles). A page whose render is already current is left
+    alone, so a burst of changes costs one render per page. Returns counts of the X-Page-Cache
+    outcomes ({"miss": rendered, "hit": already current, "none": not cached})."""
+    counts: dict[str, int] = {}
+    if settings.PAGE_CACHE_SECONDS <= 0:
+        return counts
+    paths: list[str] = []
+    for slug in Benchmark.objects.filter(pk__in=list(benchmark_ids)).order_by("pk").values_list("slug", flat=True):
+        paths += standard_pages(slug) + recent_pages(slug)
+    paths += ["/"] + recent_pages("*")
+    for path in dict.fromkeys(paths):
+        try:
+            outcome = page_render(path) or "none"
+        except Exception:  # noqa: BLE001 - one page failing must not keep the others cold
+            log.exception("warming %s failed", path)
+            outcome = "error"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

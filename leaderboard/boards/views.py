@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils.html import escape
 
 from leaderboard.benchmarks.models import Benchmark
-from leaderboard.exports import csv_response
+from leaderboard.exports import csv_response, csv_stream, json_stream
 from leaderboard.submissions import selectors as submission_selectors
 from leaderboard.submissions.models import Submission
 from leaderboard.submissions.views import visible_submission
@@ -85,7 +85,9 @@ def benchmark(request, slug: str):
 
 @cached_for_visitors
 def board_export(request, slug: str, fmt: str):
-    """The whole board (all pages) of one task as CSV or JSON, with the same filters as the page."""
+    """The whole board (all pages) of one task as CSV or JSON, with the same filters as the page,
+    streamed (rows are formatted as the client reads them). The page cache keeps a copy as it
+    streams out and answers conditional requests (ETag, Last-Modified) from the board version."""
     if fmt not in ("csv", "json"):
         raise Http404("Exports come as .csv or .json.")
     bench = get_object_or_404(Benchmark.objects.prefetch_related("tasks"), slug=slug)
@@ -101,11 +103,10 @@ def board_export(request, slug: str, fmt: str):
             r["time_to_target"]["reached"] = None if per.get("seconds") is None else per["seconds"] != math.inf
     if fmt == "json":
         target = times.target if times is not None else None
-        return JsonResponse({"benchmark": bench.slug, "task": task.slug, "primary_metric": task.primary_metric,
-                             "higher_is_better": task.higher_is_better, "rows": records,
-                             **({"target": {"rule": target.rule, "value": target.value, "key": target.key,
-                                            "source": target.source}} if target is not None else {})},
-                            json_dumps_params={"indent": 1})
+        return json_stream({"benchmark": bench.slug, "task": task.slug, "primary_metric": task.primary_metric,
+                            "higher_is_better": task.higher_is_better, "rows": records,
+                            **({"target": {"rule": target.rule, "value": target.value, "key": target.key,
+                                           "source": target.source}} if target is not None else {})})
     keys = [task.primary_metric] + page.metric_keys
     header = ["rank", "tied_with_above", "submission_id", "name", "owner", "is_baseline", "model_family",
               "synthetic_data", "loop_in_sandbox", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
@@ -117,11 +118,11 @@ def board_export(request, slug: str, fmt: str):
             return ""
         return "not reached" if value == math.inf else int(value) if float(value).is_integer() else value
 
-    rows = [[r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
+    rows = ([r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
              r["model_family"], r["synthetic_data"], r["loop_in_sandbox"], *[r["metrics"].get(k, "") for k in keys],
              *(r["ci95"] or ["", ""]), *([reached(r, "samples"), reached(r, "seconds")] if times is not None else []),
-             r["submitted_at"]] for r in records]
-    return csv_response(f"{bench.slug}-{task.slug}.csv", header, rows)
+             r["submitted_at"]] for r in records)
+    return csv_stream(f"{bench.slug}-{task.slug}.csv", header, rows)
 
 
 def submission_export(request, pk: int, fmt: str):

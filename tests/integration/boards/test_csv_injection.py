@@ -48,7 +48,7 @@ def test_the_board_csv_neutralises_hostile_names_and_families_but_keeps_negative
     for i, name in enumerate(HOSTILE_NAMES + HARMLESS_NAMES):
         sub = make_submission(alice, name=name, model_family=name)
         _finish_all(runner_api, finish_job, sub, 0.01 + i / 1000)
-    rows = list(csv.DictReader(io.StringIO(client.get("/b/opt-synthetic/export.csv?task=opt-f1").content.decode(),
+    rows = list(csv.DictReader(io.StringIO(client.get("/b/opt-synthetic/export.csv?task=opt-f1").getvalue().decode(),
                                            newline="")))
     exported = sorted((r["name"], r["model_family"]) for r in rows)
     # names are stored stripped ("\t=1+1" is named "=1+1"), families as given

@@ -35,9 +35,9 @@ def test_the_board_downloads_as_csv_and_json_in_rank_order(client, two_finished)
     response = client.get("/b/opt-synthetic/export.csv?task=opt-f1")
     assert response["Content-Type"].startswith("text/csv")
     assert 'filename="opt-synthetic-opt-f1.csv"' in response["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(response.getvalue().decode())))
     assert [(r["rank"], r["name"], float(r["final_loss"])) for r in rows] == [("1", "alice-opt", 0.01), ("2", "bob-opt", 0.04)]
-    body = json.loads(client.get("/b/opt-synthetic/export.json?task=opt-f1").content)
+    body = json.loads(client.get("/b/opt-synthetic/export.json?task=opt-f1").getvalue())
     assert body["primary_metric"] == "final_loss" and [r["name"] for r in body["rows"]] == ["alice-opt", "bob-opt"]
     assert client.get("/b/opt-synthetic/export.xlsx").status_code == 404
 

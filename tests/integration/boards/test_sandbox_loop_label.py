@@ -57,11 +57,11 @@ def test_the_board_page_api_and_exports_label_the_sandboxed_loop_and_only_it(cli
     assert rows[gpu.pk]["loop_in_sandbox"] is True and rows[cpu.pk]["loop_in_sandbox"] is False
 
     exported = {r["submission_id"]: r for r in json.loads(
-        client.get("/b/opt-synthetic/export.json?task=opt-f1").content)["rows"]}
+        client.get("/b/opt-synthetic/export.json?task=opt-f1").getvalue())["rows"]}
     assert exported[gpu.pk]["loop_in_sandbox"] is True and exported[cpu.pk]["loop_in_sandbox"] is False
 
     table = {r["name"]: r for r in csv.DictReader(io.StringIO(
-        client.get("/b/opt-synthetic/export.csv?task=opt-f1").content.decode()))}
+        client.get("/b/opt-synthetic/export.csv?task=opt-f1").getvalue().decode()))}
     assert table["gpu-opt"]["loop_in_sandbox"] == "True" and table["cpu-opt"]["loop_in_sandbox"] == "False"
     assert table["gpu-opt"]["synthetic_data"] == "True" and table["cpu-opt"]["synthetic_data"] == "False"
 

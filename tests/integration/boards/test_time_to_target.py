@@ -201,13 +201,13 @@ def test_the_board_exports_carry_the_target_and_each_rows_time_to_it(client, dig
     import csv
     import io
 
-    body = json.loads(client.get("/b/opt-digits/export.json").content)
+    body = json.loads(client.get("/b/opt-digits/export.json").getvalue())
     assert body["target"] == {"rule": "test_top1 ≥ 97", "value": 97.0, "key": "test_top1",
                               "source": "median best of Adam over 3 seeds"}
     rows = {r["name"]: r["time_to_target"] for r in body["rows"]}
     assert rows["Adam"] == {"seconds": 4.0, "samples": 1280, "reached": True}
     assert rows["SGD with momentum"] == {"seconds": None, "samples": None, "reached": False}
-    table = {r["name"]: r for r in csv.DictReader(io.StringIO(client.get("/b/opt-digits/export.csv").content.decode()))}
+    table = {r["name"]: r for r in csv.DictReader(io.StringIO(client.get("/b/opt-digits/export.csv").getvalue().decode()))}
     assert table["fast"]["samples_to_target"] == "500" and table["fast"]["seconds_to_reference_target"] == "0.5"
     assert table["SGD with momentum"]["seconds_to_reference_target"] == "not reached"
     assert table["fast"]["seconds_to_target_mean"] == "1.0"  # the runner's fixed-target figure, kept apart
