@@ -18,14 +18,17 @@ class SubmissionForm(forms.Form):
     artifact = forms.FileField(
         label="File",
         help_text="Optimizers: one .py file defining make_optimizer(params, **hparams). Classifiers and "
-        "denoisers: TorchScript (.pt), an ExportedProgram (.pt2) or ONNX (.onnx). Pickles are refused.",
+        "denoisers: TorchScript (.pt), an ExportedProgram (.pt2) or ONNX (.onnx); classifiers also a .safetensors "
+        "state dict of a torchvision or timm architecture named in the hyperparameters. Pickles are refused.",
     )
     hparams = forms.CharField(
         label="Hyperparameters (JSON)", required=False, initial="{}",
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
         help_text='A JSON object. Optimizers: the keyword arguments of make_optimizer, e.g. {"lr": 0.001, '
         '"betas": [0.9, 0.999]}. Classifiers and denoisers: evaluation settings only, e.g. {"precision": "bf16"} '
-        '(see "What the file must do" below).',
+        '(see "What the file must do" below). A .safetensors classifier names its architecture and '
+        'preprocessing: {"architecture": "torchvision:resnet18", "num_classes": 10, "mean": [0.485, 0.456, 0.406], '
+        '"std": [0.229, 0.224, 0.225]}.',
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
     paper_url = forms.URLField(required=False, label="Paper link", assume_scheme="https")

@@ -33,14 +33,14 @@ from runner.spec import (
 
 from .models import Submission
 from .tasks import validate_submission
-from .validation import check_optimizer_source
+from .validation import check_model_artifact, check_optimizer_source
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
-MODEL_EXTENSIONS = (".pt", ".pth", ".pt2", ".onnx", ".ts", ".jit", ".zip")
+MODEL_EXTENSIONS = (".pt", ".pth", ".pt2", ".onnx", ".ts", ".jit", ".zip", ".safetensors")
 SOURCE_EXTENSIONS = (".py",)
 BUILTIN_EXTENSIONS = (".json",)  # builtin baselines (runner.spec.BUILTIN_FORMAT): maintainers only
 ARTIFACT_NAME_MAX_BYTES = 200  # Submission.artifact_name holds at most this many characters
@@ -146,7 +146,7 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
     suffix = PurePath(display_name).suffix.lower()
     allowed = SOURCE_EXTENSIONS if is_optimizer else MODEL_EXTENSIONS + (BUILTIN_EXTENSIONS if allow_builtin else ())
     if suffix not in allowed:
-        what = "an optimizer: one Python source file" if is_optimizer else "a model: TorchScript, .pt2 or ONNX"
+        what = "an optimizer: one Python source file" if is_optimizer else "a model: TorchScript, .pt2, ONNX or .safetensors weights"
         raise ValidationError(
             {"artifact": ValidationError(
                 "“%(name)s” has the extension %(suffix)s; %(bench)s takes %(what)s (%(allowed)s).",
@@ -168,6 +168,8 @@ def check_upload(*, benchmark: Benchmark, upload: UploadedFile | None, hparams: 
             upload.seek(0)
             check_optimizer_source(upload.read(), hparams)
             upload.seek(0)
+        elif artifact_format != BUILTIN_FORMAT:
+            check_model_artifact(artifact_format, cast(BinaryIO, upload), upload.size or 0, hparams, benchmark.kind)
     except ValidationError as exc:
         field = "hparams" if getattr(exc, "code", "") == "bad_hparams" else "artifact"
         raise ValidationError({field: exc}) from exc

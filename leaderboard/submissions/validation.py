@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from leaderboard.benchmarks.models import Benchmark
 from leaderboard.jobs.transitions import jobs_create
+from runner.architectures import SAFETENSORS_FORMAT, check_architecture_hparams, read_safetensors_header
 from runner.spec import BUILTIN_FORMAT, SpecError, read_builtin_baseline, sniff_model_format
 
 from .models import Submission
@@ -61,11 +62,33 @@ def check_optimizer_source(source: bytes, hparams: dict[str, Any]) -> None:
             )
 
 
+def check_model_artifact(fmt: str, fh: BinaryIO, size: int, hparams: dict[str, Any], kind: str) -> None:
+    """What the site can check of a classifier's or denoiser's file of format ``fmt`` (open at
+    ``fh``, ``size`` bytes) with its ``hparams`` without torch: a .safetensors file's header
+    (runner.architectures.read_safetensors_header: dtypes, shapes, every tensor inside the file)
+    and the architecture its hyperparameters name (check_architecture_hparams: a torchvision or
+    timm classifier of the shipped allow-list, num_classes, mean and std); any other format must
+    not carry those keys. Names, shapes and dtypes against the architecture itself are checked
+    when the runner first loads it. Raises ValidationError code bad_hparams (the hyperparameters)
+    or bad_format (the file)."""
+    try:
+        check_architecture_hparams(hparams, kind, fmt)
+    except SpecError as exc:
+        raise ValidationError(str(exc)[:1].upper() + str(exc)[1:] + ".", code="bad_hparams") from exc
+    if fmt == SAFETENSORS_FORMAT:
+        try:
+            read_safetensors_header(fh, size)
+        except SpecError as exc:
+            raise ValidationError(str(exc)[:1].upper() + str(exc)[1:] + ".", code="bad_format") from exc
+        finally:
+            fh.seek(0)
+
+
 def submission_validate(*, submission_id: int) -> Submission:
     """uploaded → validating → queued (its jobs created, and dispatched on commit) or rejected
     (error_code and error_message say why: a checksum that no longer matches, a format that
     changed, an optimizer file that fails check_optimizer_source, a builtin artifact that is not
-    a maintainer's baseline). Reads and hashes the whole stored file (up to
+    a maintainer's baseline, a model file that fails check_model_artifact). Reads and hashes the whole stored file (up to
     settings.MAX_ARTIFACT_BYTES), so it runs in the validation task, never in a request or the
     reaper. Only the call that moves the upload from uploaded to validating does anything, so a
     message delivered twice is harmless. Returns the submission as it now is;
@@ -95,6 +118,9 @@ def submission_validate(*, submission_id: int) -> Submission:
                 fmt = sniff_model_format(fh.read(4096), cast(BinaryIO, fh))  # a FieldFile reads and seeks
                 if fmt != submission.artifact_format:
                     raise ValidationError("The stored file changed format.", code="bad_format")
+                fh.seek(0)
+                check_model_artifact(fmt, cast(BinaryIO, fh), submission.artifact_size, submission.hparams,
+                                     submission.benchmark.kind)
     except (ValidationError, SpecError) as exc:
         message = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         code = getattr(exc, "code", None) or "invalid_artifact"

@@ -9,6 +9,7 @@ can also come from an environment variable.
     runner data       list | prepare NAME | verify NAME | fake NAME under the data root cli/data.py
     runner bench      evaluation speed against the model's own forward pass            cli/bench.py
     runner baselines  reference models: export | denoisers | train                     cli/baselines.py
+    runner architectures  the library architectures a .safetensors submission may name cli/architectures.py
 
 What they share (consoles, options, device resolution, literal printing) is cli/common.py.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from runner.cli import baselines, bench, check, data, register, run, work
+from runner.cli import architectures, baselines, bench, check, data, register, run, work
 
 app = typer.Typer(help="A runner node of the benchmark leaderboard.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -27,6 +28,7 @@ app.command()(register.register)
 app.add_typer(data.app, name="data")
 app.command()(bench.bench)
 app.add_typer(baselines.app, name="baselines")
+app.command()(architectures.architectures)
 
 
 def main() -> None:  # pragma: no cover - `python -m runner.cli`

@@ -1,6 +1,7 @@
 """The programs that run inside the sandbox, named for what they run, and what they share.
 
-- ``model_server.py``: loads one submitted model (TorchScript, torch.export, ONNX) and answers
+- ``model_server.py``: loads one submitted model (TorchScript, torch.export, ONNX, or a library
+  architecture with .safetensors weights, built by ``library_models.py``) and answers
   batches from the runner (runner/serve/) over a socket and shared memory: the classifier and
   denoiser tracks.
 - ``optimizer_server.py``: builds a submitted optimizer and answers each step the runner asks for
@@ -11,12 +12,14 @@
   (runner/tracks/training/loop.py) reuses its harness.
 - ``optimizer_loader.py``: loads a submitted optimizer file (compile, execute, make_optimizer),
   for ``optimizer_server.py`` and ``training.py``.
+- ``library_models.py``: builds a library architecture (torchvision, timm) and loads submitted
+  .safetensors weights into it, checked name by name, for ``model_server.py``.
 - ``rules.py``: the error kinds a program may report, what counts as out of memory, the frame
   format; imported by the runner too.
 
 Each program is bound into the sandbox alone with the modules of this package it imports
 (:data:`BESIDE`), copied by :func:`stage`: the standard library, numpy and torch (and onnxruntime,
-safetensors where named) besides, never another runner module. A program imports its companions as
+safetensors, torchvision and timm where named) besides, never another runner module. A program imports its companions as
 top-level modules when it runs in the sandbox and as ``runner.sandboxed.*`` when the runner imports
 it (for a model definition or a protocol constant).
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # What each program imports from beside it: copied with it into the sandbox's input folder.
 BESIDE = {
-    "model_server.py": ("rules.py",),
+    "model_server.py": ("library_models.py", "rules.py"),
     "optimizer_server.py": ("optimizer_loader.py", "rules.py"),
     "training.py": ("optimizer_loader.py", "rules.py"),
 }

@@ -1,11 +1,18 @@
 """The sandboxed model server: loads one submitted model ONCE and answers batches from the trusted
 parent (runner/serve/) until told to stop.
 
-    python -I model_server.py --artifact FILE --format torchscript|pt2|onnx --socket PATH \
-        --device cpu|cuda[:N] [--precision fp32|bf16] [--channels-last auto|on|off] [--threads N]
+    python -I model_server.py --artifact FILE --format torchscript|pt2|onnx|safetensors --socket PATH \
+        --device cpu|cuda[:N] [--precision fp32|bf16] [--channels-last auto|on|off] [--threads N] \
+        [--architecture JSON [--published FILE]]
 
-Self-contained (standard library, numpy, torch, onnxruntime; never another runner module): it is
-bound into the sandbox with only rules.py beside it (runner/sandboxed/__init__.py). The parent has
+A ``safetensors`` artifact is weights only: ``--architecture`` (runner.architectures'
+ArchitectureSpec as JSON, checked by the runner) names the library architecture that
+library_models.py, bound beside this file, builds and loads them into; ``--published`` is the
+library's published weights the runner fetched, for ``"pretrained": true``.
+
+Self-contained (standard library, numpy, torch, onnxruntime, and for a safetensors artifact
+torchvision, timm and safetensors; never another runner module): it is bound into the sandbox
+with only rules.py and library_models.py beside it (runner/sandboxed/__init__.py). The parent has
 already sniffed the format by content and refused pickles; this program never unpickles anything
 either (TORCH_FORCE_WEIGHTS_ONLY_LOAD is set before torch is imported, so even torch.export.load's
 fallback cannot unpickle arbitrary objects).
@@ -65,9 +72,10 @@ import warnings
 from typing import Any
 
 if __package__:  # imported by the runner
-    from runner.sandboxed import rules
+    from runner.sandboxed import library_models, rules
 else:  # in the sandbox: rules.py is bound beside this file (runner/sandboxed/__init__.py)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import library_models
     import rules
 
 PROTOCOL = 1
@@ -191,7 +199,8 @@ class TorchModel:
         self.batch_min, self.batch_max = 1, None
 
     @classmethod
-    def load(cls, path: str, fmt: str, device: str, threads: int) -> TorchModel:
+    def load(cls, path: str, fmt: str, device: str, threads: int, *,
+             architecture: dict[str, Any] | None = None, published: str | None = None) -> TorchModel:
         torch = _setup_torch(threads)
         on = torch.device(device)
         if on.type == "cuda" and not torch.cuda.is_available():
@@ -204,6 +213,10 @@ class TorchModel:
                     warnings.simplefilter("ignore", FutureWarning)  # the deprecation notice
                     module = torch.jit.load(path, map_location=on)
                 module.eval()
+            elif fmt == "safetensors":
+                if architecture is None:
+                    raise ChildError(rules.INVALID_ARTIFACT, "a .safetensors artifact needs its architecture")
+                module = library_models.build(architecture, path, torch, published=published).to(on)
             else:
                 program = torch.export.load(path)
                 exported_inputs = _exported_inputs(program, torch)
@@ -226,10 +239,13 @@ class TorchModel:
                 raise ChildError(
                     rules.OUT_OF_MEMORY, f"loading the model ran out of memory: {describe(exc)}"
                 ) from exc
-            what = "TorchScript file" if fmt == "torchscript" else "ExportedProgram (.pt2)"
+            what = {"torchscript": "TorchScript file", "safetensors": "library architecture with these weights"}.get(
+                fmt, "ExportedProgram (.pt2)")
             raise ChildError(rules.INVALID_ARTIFACT, f"cannot load the {what}: {describe(exc)}") from exc
         model = cls(module, fmt, device, torch)
-        if fmt == "torchscript":
+        if fmt == "safetensors":
+            model.input_dtypes = [torch.float32]  # the library's float32 architecture; weights cast to it
+        elif fmt == "torchscript":
             # TorchScript keeps no input shapes or dtypes: inputs take the weights' dtype.
             model.input_dtypes = [_weights_dtype(module, torch)] * max(1, model._input_count())
         else:
@@ -285,6 +301,8 @@ class TorchModel:
 
     def _input_count(self) -> int:
         try:
+            if self.format == "safetensors":
+                return 1
             if self.format == "torchscript":
                 return len(self.module.forward.schema.arguments) - 1
             return sum(1 for n in self.module.graph.nodes if n.op == "placeholder")
@@ -657,10 +675,12 @@ class OnnxModel:
         return {"items_per_s": shapes[0][0] * iters / max(seconds, 1e-9), "seconds": seconds, "iters": iters}
 
 
-def load_model(path: str, fmt: str, device: str, *, threads: int = 0) -> TorchModel | OnnxModel:
-    """Load an artifact whose format the trusted parent sniffed; raises ChildError."""
-    if fmt in ("torchscript", "pt2"):
-        return TorchModel.load(path, fmt, device, threads)
+def load_model(path: str, fmt: str, device: str, *, threads: int = 0, architecture: dict[str, Any] | None = None,
+               published: str | None = None) -> TorchModel | OnnxModel:
+    """Load an artifact whose format the trusted parent sniffed (``architecture`` and
+    ``published``: a safetensors artifact's, see the module docstring); raises ChildError."""
+    if fmt in ("torchscript", "pt2", "safetensors"):
+        return TorchModel.load(path, fmt, device, threads, architecture=architecture, published=published)
     if fmt == "onnx":
         return OnnxModel.load(path, device, threads)
     raise ChildError(rules.INVALID_ARTIFACT, f"unknown model format {fmt!r}")
@@ -860,12 +880,14 @@ def _free_device_memory() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model_server.py", description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", required=True)
-    parser.add_argument("--format", required=True, choices=("torchscript", "pt2", "onnx"))
+    parser.add_argument("--format", required=True, choices=("torchscript", "pt2", "onnx", "safetensors"))
     parser.add_argument("--socket", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--architecture", type=json.loads, default=None)
+    parser.add_argument("--published", default=None)
     return parser
 
 
@@ -877,7 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel(sock)
     started = time.perf_counter()
     try:
-        model = load_model(args.artifact, args.format, args.device, threads=args.threads)
+        model = load_model(args.artifact, args.format, args.device, threads=args.threads,
+                           architecture=args.architecture, published=args.published)
         info = model.configure(args.precision, args.channels_last)
     except ChildError as exc:
         channel.send({"op": "error", "id": None, "kind": exc.kind, "message": exc.message, "retry": False})

@@ -14,6 +14,7 @@ program that stopped answering amounts to (:meth:`ModelServer._died`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -122,11 +123,29 @@ class ModelServer:
 
     def _stage(self) -> tuple[Path, Path, Path]:
         """The server's private folder (locked while in use, runner/workdir.py) holding ``io``, which
-        the sandbox reads: the program with its companions, and the artifact as ``model``."""
+        the sandbox reads: the program with its companions, the artifact as ``model`` and, for a
+        safetensors artifact with ``"pretrained": true``, the library's published weights as
+        ``published`` (fetched here, outside the sandbox: runner/serve/published_weights.py)."""
+        files: dict[str, Path] = {"model": self.artifact}
+        published = self._published_weights()
+        if published is not None:
+            files["published" + "".join(published.suffixes[-1:])] = published
         self._folder = LockedFolder("runner-model-", self.work_root)
         self._dir = self._folder.path
-        io = stage_input_folder(self._dir, {"model": self.artifact}, name="io")
+        io = stage_input_folder(self._dir, files, name="io")
         return io, stage("model_server.py", io), io / "model"
+
+    def _published_weights(self) -> Path | None:
+        """The published weights a pretrained safetensors submission starts from (EvaluationError
+        RUNNER_ERROR when this node cannot get them), else None."""
+        if not self.settings.architecture:
+            return None
+        spec = json.loads(self.settings.architecture)
+        if not spec.get("pretrained"):
+            return None
+        from runner.serve.published_weights import published_weights
+
+        return published_weights(str(spec["architecture"]))
 
     def start(
         self, *, deadline: float | None = None, cancel: threading.Event | None = None
@@ -168,6 +187,9 @@ class ModelServer:
             "--threads",
             str(self.threads),
         ]
+        if s.architecture:
+            argv += ["--architecture", s.architecture]
+            argv += [f"--published={p}" for p in io.glob("published*")]
         env = {
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),

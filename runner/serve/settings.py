@@ -50,6 +50,8 @@ class ServerSettings:
     channels_last: str = "auto"
     trust: bool = False
     threads: int = 0
+    # A safetensors artifact's architecture: runner.architectures.ArchitectureSpec.to_json(), "" otherwise.
+    architecture: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in model_server.PRECISIONS:

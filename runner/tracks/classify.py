@@ -279,6 +279,7 @@ def evaluate_classifier(
         precision=options["precision"],
         channels_last=options["channels_last"],
         trust=trust,
+        architecture=options["architecture"],  # a .safetensors submission's library architecture
     )
     total = sum(len(r) for r in data.parts.values())
     progress(0.02, "starting the model server")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import runner
+from runner.architectures import check_architecture_hparams
 from runner.sandboxed import model_server
 from runner.spec import (
     BUILTIN_BASELINES,
@@ -42,8 +43,8 @@ from runner.spec import (
 # What the artifact is.
 # --------------------------------------------------------------------------------------------
 def model_file_format(path: Path) -> str:
-    """The format of the model file at ``path`` by its content: ``"torchscript"``,
-    ``"exported_program"`` or ``"onnx"`` (runner.spec.sniff_model_format). Raises EvaluationError
+    """The format of the model file at ``path`` by its content: ``"torchscript"``, ``"pt2"``,
+    ``"onnx"`` or ``"safetensors"`` (runner.spec.sniff_model_format). Raises EvaluationError
     INVALID_ARTIFACT, with the export advice, for anything else (pickles included); OSError when the
     file cannot be read."""
     with open(path, "rb") as fh:
@@ -101,13 +102,21 @@ def builtin_or_model_file(path: Path, kind: str, *, declared: str | None = None)
 # Settings every model submission may carry.
 # --------------------------------------------------------------------------------------------
 def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
-    """``{"precision": "fp32" | "bf16", "channels_last": "auto" | "on" | "off"}`` from the
-    submission's hyperparameters, defaults filled in. Raises EvaluationError BAD_HPARAMS for
+    """``{"precision": "fp32" | "bf16", "channels_last": "auto" | "on" | "off", "architecture":
+    JSON or ""}`` from the submission's hyperparameters, defaults filled in; ``architecture`` is a
+    .safetensors submission's library architecture (runner.architectures.ArchitectureSpec.to_json,
+    the model server's ``ServerSettings.architecture``). Raises EvaluationError BAD_HPARAMS for
     hyperparameters that are not a JSON object, keys a ``kind`` does not take
-    (runner.spec.MODEL_HPARAM_KEYS) and values that do not fit."""
+    (runner.spec.MODEL_HPARAM_KEYS), values that do not fit, and an architecture that
+    runner.architectures.check_architecture_hparams refuses (a denoiser's .safetensors file
+    among them)."""
     hparams = spec.submission.hparams or {}
     if not isinstance(hparams, dict):
         raise EvaluationError(ErrorKind.BAD_HPARAMS, "the hyperparameters must be a JSON object")
+    try:
+        architecture = check_architecture_hparams(hparams, kind, spec.submission.artifact_format)
+    except SpecError as exc:
+        raise EvaluationError(ErrorKind.BAD_HPARAMS, str(exc)) from exc
     accepted = MODEL_HPARAM_KEYS[kind]
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
@@ -126,7 +135,8 @@ def model_options(spec: JobSpec, kind: str) -> dict[str, Any]:
     channels_last = {True: "on", False: "off"}.get(channels_last, channels_last)
     if channels_last not in model_server.CHANNELS_LAST:
         raise EvaluationError(ErrorKind.BAD_HPARAMS, 'channels_last must be true, false or "auto"')
-    return {"precision": precision, "channels_last": channels_last}
+    return {"precision": precision, "channels_last": channels_last,
+            "architecture": architecture.to_json() if architecture else ""}
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_a_job_spec_from_a_newer_site_is_refused():
 # --------------------------------------------------------------------------------------------
 SANDBOXED = Path(runner.sandboxed.__file__).parent
 PROGRAMS = sorted(p for p in SANDBOXED.glob("*.py") if p.name != "__init__.py")
-THIRD_PARTY = {"torch", "numpy", "onnxruntime", "safetensors"}  # what the sandbox's interpreter holds
+THIRD_PARTY = {"torch", "numpy", "onnxruntime", "safetensors", "torchvision", "timm"}  # what the sandbox's interpreter holds
 
 
 def kind_problems(source: str) -> list[str]:
