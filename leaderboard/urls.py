@@ -14,6 +14,7 @@ runner_api = [
     path("jobs/<int:job_id>/artifact/", runners.artifact, name="runner-artifact"),
     path("jobs/<int:job_id>/result/", runners.result, name="runner-result"),
     path("jobs/<int:job_id>/fail/", runners.fail, name="runner-fail"),
+    path("jobs/<int:job_id>/per-image/", runners.per_image, name="runner-per-image"),
     path("nodes/heartbeat/", runners.node_heartbeat, name="runner-node-heartbeat"),
     path("register/", runners.register, name="runner-register"),
 ]

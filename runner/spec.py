@@ -161,8 +161,7 @@ class EvaluationError(Exception):
 # Submission kinds and artifact formats.
 # --------------------------------------------------------------------------------------------
 KINDS = ("classifier", "optimizer", "denoiser")
-# "safetensors": weights only, with hyperparameters naming a library architecture (runner/architectures.py).
-MODEL_FORMATS = ("torchscript", "pt2", "onnx", "safetensors")
+MODEL_FORMATS = ("torchscript", "pt2", "onnx")
 OPTIMIZER_FORMAT = "python"
 # A builtin baseline: a tiny JSON file naming reference code the runner itself ships and runs
 # outside the sandbox (BM3D is compiled library code driven from Python; it cannot be exported).
@@ -174,8 +173,7 @@ BUILTIN_MAX_BYTES = 1024
 # The hyperparameters a model submission may carry (the platform's evaluation settings, never
 # training knobs); both the site (at upload) and the tracks check them.
 MODEL_HPARAM_KEYS = {
-    "classifier": ("precision", "channels_last", "clean_top1",
-                   "architecture", "num_classes", "mean", "std", "pretrained"),  # the last five: .safetensors
+    "classifier": ("precision", "channels_last", "clean_top1"),
     "denoiser": ("precision", "channels_last"),
 }
 
@@ -183,8 +181,7 @@ PICKLE_ADVICE = (
     "Pickled files are refused because unpickling runs arbitrary code. Export the model instead: "
     "torch.jit.save(torch.jit.script(model), 'model.pt'), "
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt2'), "
-    "or torch.onnx.export(model, (example,), 'model.onnx'); "
-    "or save a library architecture's weights: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+    "or torch.onnx.export(model, (example,), 'model.onnx')."
 )
 
 
@@ -198,10 +195,6 @@ def sniff_model_format(head: bytes, data: bytes | BinaryIO | None = None) -> str
     """
     if not head:
         raise SpecError("the file is empty")
-    # safetensors: a little-endian u64 header length, then the JSON header (checked before the
-    # pickle test: a header length of 128-1535 bytes starts with the pickle's 0x80 0x0N too).
-    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 1 << 32:
-        return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
         raise SpecError("this is a Python pickle. " + PICKLE_ADVICE)
     if head[:4] == b"PK\x03\x04":

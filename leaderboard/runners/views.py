@@ -3,9 +3,15 @@ Views parse, call one transition (leaderboard.jobs.transitions) or runner servic
 JSON; the rules live there."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import tempfile
 from functools import wraps
 
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import FileResponse, HttpRequest, JsonResponse
 from django.shortcuts import render
@@ -16,6 +22,7 @@ from leaderboard.accounts.models import hash_token
 from leaderboard.jobs import transitions
 from leaderboard.submissions.models import EvaluationJob
 from leaderboard.text import storable
+from runner.per_image_file import MAX_FILE_BYTES, PerImageError, read_per_image
 from runner.spec import MAX_NODE_DATASETS, SpecError, validate_node_report
 
 from . import services
@@ -36,19 +43,27 @@ def _error(status: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status)
 
 
+def _authenticated(request: HttpRequest) -> RunnerNode | JsonResponse:
+    """The runner whose `Authorization: Bearer <runner token>` this is, or the 401 to answer."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw:
+        return _error(401, "missing 'Authorization: Bearer <runner token>'")
+    runner = RunnerNode.objects.filter(token_hash=hash_token(raw.strip()), is_active=True).first()
+    if runner is None:
+        return _error(401, "unknown or revoked runner token")
+    return runner
+
+
 def runner_auth(view):
     """Authenticate `Authorization: Bearer <runner token>` and parse a JSON body."""
 
     @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw:
-            return _error(401, "missing 'Authorization: Bearer <runner token>'")
-        runner = RunnerNode.objects.filter(token_hash=hash_token(raw.strip()), is_active=True).first()
-        if runner is None:
-            return _error(401, "unknown or revoked runner token")
+        runner = _authenticated(request)
+        if isinstance(runner, JsonResponse):
+            return runner
         body = {}
         if request.method == "POST" and request.body:
             try:
@@ -149,6 +164,83 @@ def fail(request, runner, body, job_id: int):
         job_id=job_id, runner=runner, attempt=attempt, kind=str(body.get("kind", "")),
         message=str(body.get("message", "")), log_tail=str(body.get("log_tail", "")),
         repeats=body.get("repeats")), rejected="failure refused: ")
+
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _named_per_image(job: EvaluationJob) -> dict | None:
+    """The result's ``files.per_image`` entry when it is well formed ({"sha256": 64 hex digits,
+    "n": a positive integer, ...}), else None."""
+    files = job.result.get("files") if isinstance(job.result, dict) else None
+    entry = files.get("per_image") if isinstance(files, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    sha, n = entry.get("sha256"), entry.get("n")
+    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+        return None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return None
+    return entry
+
+
+@csrf_exempt
+@require_POST
+def per_image(request, job_id: int):
+    """``POST jobs/<id>/per-image/?attempt=N``, body the raw ``.npz`` (runner/metrics/per_image.py):
+    the per-image outcomes of the result this runner recorded for attempt N, stored with the job.
+    Answers 200 ``{"stored": true, "duplicate"}`` (the same file again changes nothing); 401 bad
+    token; 404 unknown job; 409 when this runner has recorded no result for that attempt (the
+    file follows its result); 413 over MAX_PER_IMAGE_BYTES; 400 when the result names no per-image
+    file, the body's sha256 differs from the one it names, or the body is not a well-formed
+    per-image file of the task (never unpickled; the message says what is wrong)."""
+    runner = _authenticated(request)
+    if isinstance(runner, JsonResponse):
+        return runner
+    try:
+        attempt = int(request.GET.get("attempt", ""))
+    except ValueError:
+        return _error(400, "?attempt=N is required")
+    cap = int(getattr(settings, "MAX_PER_IMAGE_BYTES", MAX_FILE_BYTES))
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return _error(400, "Content-Length must be a number of bytes")
+    if declared > cap:
+        return _error(413, f"a per-image file may have at most {cap:,} bytes; this one has {declared:,}")
+    job = EvaluationJob.objects.select_related("task").filter(pk=job_id).first()
+    if job is None:
+        return _error(404, f"no job {job_id}")
+    if job.state != EvaluationJob.State.SUCCEEDED or job.result_attempt != attempt or job.runner_id != runner.pk:
+        return _error(409, f"attempt {attempt} of job {job_id} has no result recorded by this runner: "
+                           "post the result first, then its per-image file")
+    entry = _named_per_image(job)
+    if entry is None:
+        return _error(400, "the recorded result names no per-image file (files.per_image with sha256 and n)")
+    with tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE) as body:
+        digest, size = hashlib.sha256(), 0
+        while chunk := request.read(1 << 20):
+            size += len(chunk)
+            if size > cap:
+                return _error(413, f"a per-image file may have at most {cap:,} bytes")
+            digest.update(chunk)
+            body.write(chunk)
+        if digest.hexdigest() != entry["sha256"]:
+            return _error(400, f"per-image file refused: its sha256 {digest.hexdigest()} differs from the "
+                               f"{entry['sha256']} the result names")
+        body.seek(0)
+        try:
+            read_per_image(body, slug=job.task.slug, expected_n=entry["n"])
+        except PerImageError as exc:
+            return _error(400, f"per-image file refused: {exc}")
+        body.seek(0)
+        with transaction.atomic():
+            job = EvaluationJob.objects.select_for_update().get(pk=job_id)
+            if job.per_image:  # checked against the same result's sha256: the same bytes
+                return JsonResponse({"stored": True, "duplicate": True})
+            job.per_image.save("per_image.npz", File(body), save=False)
+            job.save(update_fields=["per_image"])
+    return JsonResponse({"stored": True, "duplicate": False})
 
 
 @require_POST

@@ -243,3 +243,46 @@ def test_an_optimizer_trains_on_fake_cifar_through_the_site_and_lands_on_the_boa
     assert result["env"]["synthetic_data"] is True
     entry = BoardEntry.objects.get(submission=sub)
     assert entry.is_synthetic_data and "seed_0" in result["curves"]
+
+
+def test_a_classifier_s_per_image_outcomes_reach_the_site_equal_to_the_dry_run(
+        alice, redis_url, runners, tmp_path, lifecycle_settings):
+    """Issue 17 item 1 end to end: `runner work` posts the digits result, then its per-image file;
+    the site stores it with the job, and its arrays are those `runner run` writes beside R.json."""
+    import hashlib
+
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from leaderboard.submissions.per_image import load_per_image
+    from leaderboard.submissions.services import submission_create
+    from runner.baselines.classifiers import FOLDER
+
+    model = FOLDER / "digits_cnn.pt"
+    node = runners("node-digits", redis_url)
+    sub = submission_create(owner=alice, benchmark=Benchmark.objects.get(slug="digits"), name="digits-cnn",
+                            upload=SimpleUploadedFile("model.pt", model.read_bytes()), hparams={})
+    job = sub.jobs.get()
+    wait_for(lambda: bool(EvaluationJob.objects.get(pk=job.pk).per_image), 240, reap=True,
+             what="the digits job's per-image file", runners=[node])
+    job.refresh_from_db()
+    assert job.state == EvaluationJob.State.SUCCEEDED
+    stored = load_per_image(job)
+    assert stored is not None
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    done = subprocess.run([str(RUNNER_BIN), "run", "--task", "digits", "--artifact", str(model), "--out",
+                           str(tmp_path / "R.json")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**env, "RUNNER_WORK_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    local_file = tmp_path / "R.per_image.npz"
+    with np.load(local_file, allow_pickle=False) as local:
+        assert sorted(local.files) == sorted(stored)
+        for key in local.files:
+            np.testing.assert_array_equal(stored[key], local[key], err_msg=key)
+    # The same arrays, the same bytes: the site's copy is the dry run's file to the byte.
+    named = job.result["files"]["per_image"]
+    with job.per_image.open("rb") as fh:
+        assert named["sha256"] == hashlib.sha256(local_file.read_bytes()).hexdigest() == \
+            hashlib.sha256(fh.read()).hexdigest()
+    assert named["n"] == len(stored["index"]) == 450
