@@ -22,6 +22,11 @@ Runner HTTP API (all under ``/api/runner/v1/``, ``Authorization: Bearer <runner 
   ``files.per_image`` (sha256, n), sent after that result → 200 ``{"stored", "duplicate"}``; 409
   when this runner recorded no result for the attempt; 413 over the size cap; 400 when the sha256
   differs or the file is not a well-formed per-image file of the task (never unpickled).
+- ``POST jobs/<id>/per-image/?attempt=N``  body the raw ``.npz`` of per-image outcomes
+  (runner/metrics/per_image.py) that the attempt's recorded result names under
+  ``files.per_image`` (sha256, n), sent after that result → 200 ``{"stored", "duplicate"}``; 409
+  when this runner recorded no result for the attempt; 413 over the size cap; 400 when the sha256
+  differs or the file is not a well-formed per-image file of the task (never unpickled).
 - ``POST jobs/<id>/fail/``       body ``{"attempt", "kind", "message", "log_tail", "repeats"}`` → 200
   ``{"state"}``; 400 for an unknown kind or a ``repeats`` the kind cannot carry. ``repeats``
   (optional, a boolean, default false): the failure depends only on the artifact and its
@@ -161,7 +166,8 @@ class EvaluationError(Exception):
 # Submission kinds and artifact formats.
 # --------------------------------------------------------------------------------------------
 KINDS = ("classifier", "optimizer", "denoiser")
-MODEL_FORMATS = ("torchscript", "pt2", "onnx")
+# "safetensors": weights only, with hyperparameters naming a library architecture (runner/architectures.py).
+MODEL_FORMATS = ("torchscript", "pt2", "onnx", "safetensors")
 OPTIMIZER_FORMAT = "python"
 # A builtin baseline: a tiny JSON file naming reference code the runner itself ships and runs
 # outside the sandbox (BM3D is compiled library code driven from Python; it cannot be exported).
@@ -173,7 +179,8 @@ BUILTIN_MAX_BYTES = 1024
 # The hyperparameters a model submission may carry (the platform's evaluation settings, never
 # training knobs); both the site (at upload) and the tracks check them.
 MODEL_HPARAM_KEYS = {
-    "classifier": ("precision", "channels_last", "clean_top1"),
+    "classifier": ("precision", "channels_last", "clean_top1",
+                   "architecture", "num_classes", "mean", "std", "pretrained"),  # the last five: .safetensors
     "denoiser": ("precision", "channels_last"),
 }
 
@@ -181,7 +188,8 @@ PICKLE_ADVICE = (
     "Pickled files are refused because unpickling runs arbitrary code. Export the model instead: "
     "torch.jit.save(torch.jit.script(model), 'model.pt'), "
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt2'), "
-    "or torch.onnx.export(model, (example,), 'model.onnx')."
+    "or torch.onnx.export(model, (example,), 'model.onnx'); "
+    "or save a library architecture's weights: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
 )
 
 
@@ -195,6 +203,10 @@ def sniff_model_format(head: bytes, data: bytes | BinaryIO | None = None) -> str
     """
     if not head:
         raise SpecError("the file is empty")
+    # safetensors: a little-endian u64 header length, then the JSON header (checked before the
+    # pickle test: a header length of 128-1535 bytes starts with the pickle's 0x80 0x0N too).
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 1 << 32:
+        return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
         raise SpecError("this is a Python pickle. " + PICKLE_ADVICE)
     if head[:4] == b"PK\x03\x04":
