@@ -71,8 +71,11 @@ def version_time(version: str) -> float | None:
     did are older than any that does). None when none carries a time. The ETag, not this, tells
     a deleted benchmark's home page apart, as a conditional request's If-None-Match outranks
     its If-Modified-Since."""
-    known = [t for t in (board_version_time(int(part.rsplit(":", 1)[-1])) for part in version.split(",") if part)
-             if t is not None]
+    try:
+        numbers = [int(part.rsplit(":", 1)[-1]) for part in version.split(",") if part]
+    except ValueError:  # not a board's version (a submission page's digest)
+        return None
+    known = [t for t in map(board_version_time, numbers) if t is not None]
     return max(known) if known else None
 
 
@@ -250,17 +253,29 @@ def _from_entry(entry: dict, state: str) -> HttpResponse:
     return response
 
 
-def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False) -> Any:
+def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """A board page's scope and version: the benchmark of its ``slug`` argument ("*" and every
+    benchmark's version without one); None for an unknown benchmark (the view answers 404)."""
+    slug = kwargs.get("slug")
+    version = board_version(slug)
+    return None if version is None else (slug or "*", version)
+
+
+def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False,
+                        scope: Callable[[HttpRequest, dict[str, Any]], tuple[str, str] | None] = board_scope
+                        ) -> Any:
     """Serve ``view``'s anonymous GETs from the page cache and answer conditional requests; the
     benchmark is the view's ``slug`` argument (none: the page depends on every benchmark).
-    ``json_only`` (API views): only requests that get JSON are cached. ``X-Page-Cache`` says what
+    ``json_only`` (API views): only requests that get JSON are cached. ``scope`` gives the page's
+    scope and version (default :func:`board_scope`), or None to leave the request to the view.
+    ``X-Page-Cache`` says what
     happened: hit, stale (the previous render, at most ``PAGE_CACHE_STALE_SECONDS`` after a change)
     or miss (rendered for this visitor). The cache failing (Redis down) costs speed, never a page.
 
     A request with the attribute ``page_cache_refresh`` (the warmer's) renders and stores the page
     unless the entry already holds the current version."""
     if view is None:
-        return functools.partial(cached_for_visitors, json_only=json_only)
+        return functools.partial(cached_for_visitors, json_only=json_only, scope=scope)
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -273,11 +288,11 @@ def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, 
             return response
         if settings.PAGE_CACHE_SECONDS <= 0 or (json_only and not _wants_json(request)):
             return view(request, *args, **kwargs)
-        scope = kwargs.get("slug")
-        version = board_version(scope)
-        if version is None:
+        scoped = scope(request, kwargs)
+        if scoped is None:
             return view(request, *args, **kwargs)
-        key = page_key(request, scope or "*")
+        name, version = scoped
+        key = page_key(request, name)
         etag = _etag(key, version)
         modified = version_time(version)
         not_modified = get_conditional_response(request, etag=etag,
@@ -285,7 +300,7 @@ def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, 
         if not_modified is not None:
             _validators(not_modified, etag, version)
             return _finish(not_modified)
-        response = _cached_or_rendered(view, request, args, kwargs, key=key, scope=scope or "*", version=version,
+        response = _cached_or_rendered(view, request, args, kwargs, key=key, scope=name, version=version,
                                        etag=etag)
         return _finish(response)
 

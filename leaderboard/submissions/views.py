@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+
+from leaderboard.boards.cache import cached_for_visitors
 
 from . import selectors, services
 from .forms import SubmissionForm
@@ -62,7 +67,31 @@ def visible_submission(request, pk: int) -> Submission:
     return submission
 
 
+def submission_page_scope(request, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """The page cache's scope and version of a submission page (leaderboard/boards/cache.py): the
+    digest of everything the page shows besides its live status (the submission's row, owner and
+    benchmark; its jobs' states, attempts and results' attempts), so a new result, a rerun, a
+    rename or a change of visibility gives a new version. The permalink carries the host, so the
+    host is part of the scope. None (the view answers) for a submission the visitor may not see.
+    Two queries."""
+    pk = kwargs["pk"]
+    row = (Submission.objects.filter(pk=pk)
+           .values("visibility", "updated_at", "status", "name", "description", "paper_url", "code_url",
+                   "model_family", "is_baseline", "hparams", "error_message", "finished_at",
+                   "owner__username", "benchmark__slug", "benchmark__title").first())
+    if row is None or row["visibility"] != Submission.Visibility.PUBLIC:
+        return None
+    jobs = list(EvaluationJob.objects.filter(submission_id=pk).order_by("pk")
+                .values_list("pk", "state", "attempt", "result_attempt", "error_kind", "finished_at"))
+    digest = hashlib.sha256(repr((sorted(row.items()), jobs)).encode()).hexdigest()[:32]
+    return f"s{pk}@{request.get_host()}", "s" + digest  # "s": never read as a board version's time
+
+
+@cached_for_visitors(scope=submission_page_scope)
 def detail(request, pk: int):
+    """A submission's page. Visitors get it from the page cache; its live part (status, progress,
+    each job's state and waiting reason) is refreshed by static/js/live-status.js from status.json
+    as soon as the page loads, and polled until the submission ends."""
     from leaderboard.boards.page_charts import submission_figures
 
     submission = visible_submission(request, pk)

@@ -51,5 +51,7 @@
     } catch (e) { /* transient: try again */ }
     setTimeout(poll, 1500);
   }
-  if (!ENDED.includes(document.getElementById("status").textContent.trim())) setTimeout(poll, 1000);
+  // The page may come from the visitors' cache, rendered before the last heartbeat: an active
+  // submission's live part is asked for at once, then polled until it ends.
+  if (!ENDED.includes(document.getElementById("status").textContent.trim())) poll();
 })();

@@ -156,3 +156,28 @@ def test_token_users_api_reads_are_never_cached_and_anonymous_ones_never_hold_pr
     assert again["X-Page-Cache"] == "hit" and "secret-opt" not in again.content.decode()
     browsable = client.get(url, HTTP_ACCEPT="text/html")
     assert "X-Page-Cache" not in browsable  # the browsable API carries a login form: never cached
+
+
+def test_the_submission_page_is_cached_until_it_changes_and_its_live_part_is_polled(
+        client, alice, make_submission, runner_api, finish_job, django_assert_num_queries):
+    sub = make_submission(alice, name="live-opt")
+    page = f"/s/{sub.pk}/"
+    assert client.get(page)["X-Page-Cache"] == "miss"
+    cached = client.get(page)
+    assert cached["X-Page-Cache"] == "hit" and f'data-url="/s/{sub.pk}/status.json"' in cached.content.decode()
+    with django_assert_num_queries(2):  # the submission's row and its jobs' states, no rendering
+        assert client.get(page)["X-Page-Cache"] == "hit"
+    assert client.get(page, HTTP_IF_NONE_MATCH=cached["ETag"]).status_code == 304
+    finish(runner_api, finish_job, sub, 0.2)  # results and a new status: a new version
+    done = client.get(page)
+    assert done["X-Page-Cache"] == "miss" and ">finished<" in done.content.decode()
+    sub.refresh_from_db()
+    sub.name = "renamed-opt"
+    sub.save()
+    assert b"renamed-opt" in client.get(page).content
+    sub.visibility = "private"
+    sub.save()
+    assert client.get(page).status_code == 404
+    client.force_login(alice)
+    mine = client.get(page)
+    assert "X-Page-Cache" not in mine and "private" in mine["Cache-Control"] and b"renamed-opt" in mine.content
