@@ -74,6 +74,8 @@ def api_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
+    if isinstance(body, list) and body and all(isinstance(m, str) for m in body):
+        return " ".join(body)  # a ValidationError raised with a list of messages
     if isinstance(body, dict) and body:
         if isinstance(body.get("detail"), str):
             return body["detail"]

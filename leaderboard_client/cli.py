@@ -4,7 +4,8 @@ Commands are thin: they read the saved login (config.py), call the API (api.py) 
 (render.py). Tables and results go to stdout, progress and errors to stderr. Exit status: 0 on
 success; 1 when the API refused (its own message is printed) or, for ``submit --wait``, when the
 submission failed or was rejected; 2 for a usage error (a bad option, unreadable --hparams);
-3 when ``--wait`` ran out of ``--timeout`` with the submission still running."""
+3 when ``--wait`` ran out of ``--timeout`` with the submission still running; 130 when Ctrl-C
+stopped ``--wait`` (the submission goes on)."""
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ err = Console(stderr=True, soft_wrap=True)
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 class Format(StrEnum):
@@ -151,10 +153,12 @@ def follow(api: Client, submission_id: int, *, poll_s: float, timeout_s: float |
             if submission["status"] in render.ENDED_SUBMISSION:
                 return submission
             if deadline is not None and time.monotonic() > deadline:
-                view.close()
                 fail(f"#{submission_id} is still {submission['status']} after {timeout_s:g} s; "
                      f"`leaderboard status {submission_id}` follows it", EXIT_TIMEOUT)
             time.sleep(poll_s)
+    except KeyboardInterrupt:
+        fail(f"stopped following #{submission_id}; it goes on being evaluated (`leaderboard status "
+             f"{submission_id}`)", EXIT_INTERRUPTED)
     finally:
         view.close()
 

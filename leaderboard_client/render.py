@@ -15,7 +15,6 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 ENDED_SUBMISSION = ("finished", "failed", "rejected")
-ENDED_JOB = ("succeeded", "failed", "cancelled")
 RESULT_COLUMNS = ["submission_id", "task", "state", "metric", "value", "ci95_low", "ci95_high", "primary",
                   "synthetic_data"]
 BOARD_COLUMNS = ["rank", "submission_id", "name", "owner", "task", "metric", "value", "ci95_low", "ci95_high",
@@ -152,7 +151,7 @@ class ProgressView:
             self.console.print(f"#{submission['id']} {submission['name']}: {self._status}", markup=False,
                                highlight=False)
         for job in submission["jobs"]:
-            done = 1.0 if job["state"] in ENDED_JOB else float(job["progress"])
+            done = 1.0 if job["state"] == "succeeded" else float(job["progress"])
             note = job_note(job)
             if self._progress is not None:
                 label = f"{job['task']} {job['state']}"
@@ -163,9 +162,11 @@ class ProgressView:
             seen = (job["state"], int(done * 100), note)
             if self._seen.get(job["task"]) != seen:
                 self._seen[job["task"]] = seen
-                self.console.print(f"  {job['task']}: {job['state']} {seen[1]}%" + (f" - {note}" if note else ""),
+                percent = "" if job["state"] in ("failed", "cancelled") else f" {seen[1]}%"
+                self.console.print(f"  {job['task']}: {job['state']}{percent}" + (f" - {note}" if note else ""),
                                    markup=False, highlight=False)
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None

@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -176,18 +179,18 @@ def test_a_private_submission_is_read_by_its_owner_and_is_no_submission_to_a_vis
 
 
 class Throttling(BaseHTTPRequestHandler):
-    """A proxy in front of the live site that answers the first POST with ``status`` and a
-    Retry-After of ``retry_after`` seconds, then forwards every request."""
+    """A proxy in front of the live site that answers the first ``method`` request with ``status``
+    and a Retry-After of ``retry_after`` seconds, then forwards every request."""
 
     upstream = ""
-    status, retry_after = 429, "1"
+    method, status, retry_after = "POST", 429, "1"
     refused: list[float] = []
     forwarded: list[float] = []
 
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if self.command == "POST" and not self.refused:
+        if self.command == self.method and not self.refused:
             self.refused.append(time.monotonic())
             payload = json.dumps({"detail": f"Request was throttled. Expected available in {self.retry_after} "
                                             "seconds."}).encode()
@@ -228,7 +231,7 @@ def throttling(live_server):
 
 def test_a_429_with_retry_after_is_waited_out_and_the_upload_then_made_once(
         logged_in, optimizer_file, token, throttling):
-    Throttling.status, Throttling.retry_after = 429, "1"
+    Throttling.method, Throttling.status, Throttling.retry_after = "POST", 429, "1"
     result = logged_in("submit", "--benchmark", "opt-synthetic", str(optimizer_file),
                        env={"LEADERBOARD_SERVER": throttling, "LEADERBOARD_TOKEN": token})
     assert result.exit_code == 0, result.output
@@ -238,7 +241,7 @@ def test_a_429_with_retry_after_is_waited_out_and_the_upload_then_made_once(
 
 
 def test_a_retry_after_longer_than_the_client_waits_is_said_not_slept(logged_in, optimizer_file, token, throttling):
-    Throttling.status, Throttling.retry_after = 503, "3600"
+    Throttling.method, Throttling.status, Throttling.retry_after = "POST", 503, "3600"
     started = time.monotonic()
     result = logged_in("submit", "--benchmark", "opt-synthetic", str(optimizer_file),
                        env={"LEADERBOARD_SERVER": throttling, "LEADERBOARD_TOKEN": token})
@@ -246,6 +249,35 @@ def test_a_retry_after_longer_than_the_client_waits_is_said_not_slept(logged_in,
     assert result.stderr.strip() == ("error: Request was throttled. Expected available in 3600 seconds. "
                                      "(the site asks to retry after 3600 s)")
     assert Throttling.forwarded == [] and not Submission.objects.exists()
+
+
+def test_a_read_answered_503_once_is_tried_again_after_the_wait_asked(logged_in, token, throttling):
+    Throttling.method, Throttling.status, Throttling.retry_after = "GET", 503, "1"
+    result = logged_in("benchmarks", "-f", "json", env={"LEADERBOARD_SERVER": throttling, "LEADERBOARD_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    assert "opt-synthetic" in {b["slug"] for b in json.loads(result.stdout)}
+    assert len(Throttling.refused) == 1 and Throttling.forwarded[0] - Throttling.refused[0] >= 1.0
+
+
+def test_ctrl_c_stops_following_and_says_the_submission_goes_on(live_server, token, catalogue, optimizer_file,
+                                                                 tmp_path):
+    """The installed command as a process, interrupted while --wait polls (no runner: it stays queued)."""
+    command = [str(Path(sys.executable).parent / "leaderboard"), "submit", "-b", "opt-synthetic",
+               str(optimizer_file), "--wait", "--poll", "0.2"]
+    env = {**os.environ, "LEADERBOARD_SERVER": live_server.url, "LEADERBOARD_TOKEN": token,
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    while ": queued" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the command ended before following: {seen}"
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=30)[1]
+    sub = Submission.objects.get()
+    assert proc.returncode == 130
+    assert f"error: stopped following #{sub.pk}; it goes on being evaluated (`leaderboard status {sub.pk}`)" in rest
+    assert sub.status == Submission.Status.QUEUED
 
 
 def test_the_client_imports_neither_django_nor_torch_nor_the_site():
