@@ -120,7 +120,16 @@ class SubmissionStatusSerializer(serializers.Serializer):
 
 class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField()
-    tied_with_above = serializers.BooleanField(help_text="95% intervals overlap the row ranked just above")
+    tied_with_above = serializers.BooleanField(help_text=(
+        "95% intervals overlap the row ranked just above (the interval rule, for rows without per-image "
+        "outcomes to pair)"))
+    tie_rule = serializers.ChoiceField(choices=["", "paired", "interval"], help_text=(
+        "Which rule says this row's order is not established: 'paired' (McNemar on per-image outcomes "
+        "against its group's leader, Holm-corrected: it shares shared_rank), 'interval', or '' (none)."))
+    shared_rank = serializers.IntegerField(allow_null=True, help_text="The rank the row shares under the paired rule.")
+    paired = serializers.DictField(allow_null=True, help_text=(
+        "The paired test against its group's leader: leader (submission id), group_size, and for the "
+        "other members n, b, c, delta (points of top-1), ci, p, p_holm, m."))
     submission_id = serializers.IntegerField()
     name = serializers.CharField()
     owner = serializers.CharField()

@@ -6,4 +6,6 @@ class BoardsConfig(AppConfig):
     label = "boards"
 
     def ready(self) -> None:
-        from . import cache  # noqa: F401 - connects the signals that keep the page cache fresh
+        # Connect the signals: the page cache's freshness (cache) and the re-ranking of ties when
+        # per-image outcomes arrive after their result (services).
+        from . import cache, services  # noqa: F401

@@ -28,6 +28,13 @@ class BoardEntry(models.Model):
         "The training loop ran in the sandbox beside the submission (a GPU training task): not forgery-proof."))
     parameters = models.BigIntegerField(null=True, blank=True, help_text="Model parameters, when recorded.")
     submitted_at = models.DateTimeField()
+    tie_rank = models.PositiveIntegerField(null=True, blank=True, help_text=(
+        "The rank this row shares under the paired tie rule (leaderboard/boards/paired.py) among the "
+        "task's public rows with per-image outcomes: its group leader's position (1: tied with the "
+        "leader); null where the rule had no outcomes for it. Written by board_ties_refresh."))
+    paired = models.JSONField(default=dict, blank=True, help_text=(
+        "The paired test against the row's group leader: leader (submission id), group_size, and for "
+        "the other members n, b, c, delta (points of top-1), ci, p, p_holm, m."))
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import F, Q, QuerySet, Window
+from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import Rank
 
 from leaderboard.benchmarks.models import Benchmark, Task
@@ -36,6 +36,7 @@ class BoardPage:
     metric_keys: list[str] = field(default_factory=list)
     sort: str = ""
     descending: bool = True
+    tie_rules: set[str] = field(default_factory=set)  # the rules that marked some row (mark_ties)
 
     @property
     def end(self) -> int:
@@ -81,7 +82,7 @@ def board_rows(*, task: Task, user=None, offset: int = 0, limit: int = 50, sort:
         keys.remove(task.primary_metric)
     page = BoardPage(task=task, rows=rows, total=total, offset=offset, limit=limit,
                      metric_keys=keys, sort=sort, descending=desc)
-    mark_ties(page)
+    mark_ties(page, board=qs)
     return page
 
 
@@ -102,6 +103,9 @@ def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
         {
             "rank": row.rank,
             "tied_with_above": getattr(row, "tied", False),
+            "tie_rule": getattr(row, "tie_rule", ""),
+            "shared_rank": getattr(row, "shared_rank", None),
+            "paired": row.paired or None,
             "submission_id": row.submission_id,
             "name": row.submission_name,
             "owner": row.owner_name,
@@ -120,16 +124,40 @@ def board_as_records(page: BoardPage) -> list[dict[str, Any]]:
     ]
 
 
-def mark_ties(page: BoardPage) -> None:
-    """Flag rows whose 95% interval overlaps the interval of the row ranked just above: their order
-    is not established by the evidence, and the table says so."""
+def mark_ties(page: BoardPage, board: QuerySet | None = None) -> None:
+    """Say which rows' order the evidence does not establish, and by which rule
+    (``row.tie_rule``): "paired" or "interval", else "".
+
+    - Rows the paired rule covered (``tie_rank`` set by services.board_ties_refresh) whose group
+      has two or more rows on ``board`` (the rows this view ranks) share a rank, shown "=r":
+      r is the current rank of the group's best row on the board (``row.shared_rank``); rows of a
+      group alone here are simply ranked.
+    - Other rows keep the interval rule: a row whose 95% interval overlaps the interval of the
+      row ranked just above (``row.tied``, shown "≈"), unless both rows are paired-covered,
+      since the paired test has then spoken.
+    Two queries when some page row's group has another member, none otherwise."""
     rows = sorted(page.rows, key=lambda r: (r.rank, r.pk))
+    groups = {row.tie_rank for row in rows if row.tie_rank is not None and row.paired.get("group_size", 1) > 1}
+    members: dict[int, list[float]] = {}
+    shared: dict[int, int] = {}
+    if groups and board is not None:
+        for group, value in board.filter(tie_rank__in=groups).values_list("tie_rank", "value"):
+            members.setdefault(group, []).append(value)
+        best = {g: (max(v) if page.task.higher_is_better else min(v)) for g, v in members.items()}
+        better = {f"g{g}": Count("pk", filter=Q(value__gt=v) if page.task.higher_is_better else Q(value__lt=v))
+                  for g, v in best.items()}
+        shared = {int(k[1:]): n + 1 for k, n in board.aggregate(**better).items()}
     previous = None
     for row in rows:
-        row.tied = False
-        if previous is not None and None not in (row.ci_low, row.ci_high, previous.ci_low, previous.ci_high):
+        row.tied, row.tie_rule, row.shared_rank = False, "", None
+        if row.tie_rank in shared and len(members[row.tie_rank]) > 1:
+            row.tie_rule, row.shared_rank = "paired", shared[row.tie_rank]
+        elif (previous is not None and None not in (row.ci_low, row.ci_high, previous.ci_low, previous.ci_high)
+              and (row.tie_rank is None or previous.tie_rank is None)):
             row.tied = row.ci_low <= previous.ci_high and previous.ci_low <= row.ci_high
+            row.tie_rule = "interval" if row.tied else ""
         previous = row
+    page.tie_rules = {row.tie_rule for row in rows if row.tie_rule}
 
 
 def board_curves(*, task: Task, submission_ids: list[int]) -> dict[int, dict]:

@@ -17,6 +17,7 @@ from leaderboard.submissions.views import visible_submission
 
 from . import algoperf, charts, selectors
 from .cache import cached_for_visitors
+from .compare import paired_tests
 from .page_charts import board_figures, with_notes
 
 PAGE_SIZE = 50
@@ -197,7 +198,7 @@ def compare(request):
                             charts.trajectory_figure(function=task["title"], runs=runs)))
     return render(request, "boards/compare.html", {
         "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids,
-        "ids_json": json.dumps(ids),
+        "ids_json": json.dumps(ids), "paired": paired_tests(submissions=subs_ordered),
     })
 
 

@@ -1,0 +1,99 @@
+"""Paired tests on the compare page (issue 17 item 2; PROTOCOLS, "Paired comparison of two
+classifiers"): every submission after the first is tested against the first, task by task, on the
+images both were scored on, from the per-image outcomes the runner stored with each result."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from leaderboard.submissions.models import EvaluationJob, Submission
+from leaderboard.submissions.per_image import load_per_image
+
+from . import paired
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairedLine:
+    """One submission against the reference (the first compared) on one task: ``test`` (None when
+    there is none, and ``missing`` says why), and ``p_holm``, McNemar's p Holm-adjusted over the
+    ``m`` tasks on which this pair was tested."""
+
+    submission_id: int
+    name: str
+    test: paired.PairedTest | None = None
+    p_holm: float | None = None
+    m: int = 0
+    missing: str = ""
+
+    @property
+    def separated(self) -> bool:
+        return self.p_holm is not None and self.p_holm < paired.ALPHA
+
+
+def paired_tests(*, submissions: list[Submission]) -> dict[str, list[PairedLine]]:
+    """{task slug: one PairedLine per submission after the first} for every classifier task on
+    which any of ``submissions`` has a succeeded result. Δ and its interval are in points of
+    top-1 accuracy, the other submission minus the reference.
+
+    1. One query reads the succeeded classifier jobs; each stored per-image file is read once.
+    2. Per task and pair, the two files are aligned image by image (paired.align) and tested
+       (paired.paired_test: McNemar, b, c, the paired bootstrap interval).
+    3. Per pair, Holm's correction runs over the tasks on which it was tested.
+    A task where either side lacks per-image outcomes (an older result, a file not uploaded yet,
+    a file that no longer reads) or the two files hold different images gets a line saying so."""
+    if len(submissions) < 2:
+        return {}
+    reference, others = submissions[0], submissions[1:]
+    jobs = (EvaluationJob.objects.filter(submission_id__in=[s.pk for s in submissions],
+                                         state=EvaluationJob.State.SUCCEEDED,
+                                         task__benchmark__kind="classifier")
+            .select_related("task").order_by("task__position", "task__slug"))
+    by_task: dict[str, dict[int, EvaluationJob]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task.slug, {})[job.submission_id] = job
+    outcomes: dict[int, dict | str] = {}  # job id → arrays, or why there are none
+
+    def load(job: EvaluationJob | None, name: str) -> dict | str:
+        if job is None:
+            return f"{name} has no result on this task"
+        if job.pk not in outcomes:
+            try:
+                arrays = load_per_image(job)
+            except (ValueError, OSError) as exc:
+                log.warning("per-image outcomes of job %s unreadable: %s", job.pk, exc)
+                arrays = None
+                outcomes[job.pk] = f"{name}'s per-image outcomes could not be read ({exc})"
+            else:
+                outcomes[job.pk] = arrays if arrays is not None else (
+                    f"{name} has no per-image outcomes on this task (a result from before the runner "
+                    "recorded them, or the file is not uploaded yet)")
+        return outcomes[job.pk]
+
+    lines: dict[str, list[PairedLine]] = {}
+    for slug, task_jobs in by_task.items():
+        ref = load(task_jobs.get(reference.pk), reference.name)
+        row = []
+        for other in others:
+            if isinstance(ref, str):
+                row.append(PairedLine(other.pk, other.name, missing=ref))
+                continue
+            mine = load(task_jobs.get(other.pk), other.name)
+            if isinstance(mine, str):
+                row.append(PairedLine(other.pk, other.name, missing=mine))
+                continue
+            try:
+                pair = paired.align(mine, ref)
+            except ValueError as exc:
+                row.append(PairedLine(other.pk, other.name, missing=f"not comparable: {exc}"))
+                continue
+            row.append(PairedLine(other.pk, other.name, test=paired.paired_test(pair.right_a, pair.right_b,
+                                                                               sets=pair.sets)))
+        lines[slug] = row
+    for position in range(len(others)):
+        tested = [(slug, row[position]) for slug, row in lines.items() if row[position].test is not None]
+        adjusted = paired.holm([line.test.p for _, line in tested if line.test is not None])
+        for (slug, line), p_holm in zip(tested, adjusted, strict=True):
+            lines[slug][position] = PairedLine(line.submission_id, line.name, line.test, p_holm, len(tested))
+    return lines

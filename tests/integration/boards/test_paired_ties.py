@@ -1,0 +1,175 @@
+"""Paired tests where researchers read them (issue 17 item 2): the compare page's McNemar p, b, c,
+Δ and paired interval per task with Holm across tasks, and the board's "statistically tied" marks
+from the paired test where per-image outcomes exist (the interval rule elsewhere)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from leaderboard.benchmarks.models import Task
+from leaderboard.boards import paired
+from leaderboard.boards.models import BoardEntry
+from leaderboard.boards.services import board_entries_refresh_submission, board_entry_upsert
+from leaderboard.boards.templatetags.board_tags import sig
+from leaderboard.submissions.models import EvaluationJob, Submission
+
+pytestmark = pytest.mark.django_db
+N = 450  # the digits task's test split
+
+
+def outcomes_file(wrong, n: int = N, *, shuffle: int | None = None) -> bytes:
+    """A per-image .npz as the runner writes it: the model misses the images ``wrong``."""
+    label = np.arange(n, dtype=np.int64) % 10
+    pred = label.copy()
+    pred[list(wrong)] = (label[list(wrong)] + 1) % 10
+    arrays = {"index": np.arange(n, dtype=np.int64), "label": label, "pred": pred,
+              "top5_hit": np.ones(n, dtype=bool), "loss": np.full(n, 0.1), "el2n": np.full(n, 0.2)}
+    if shuffle is not None:
+        order = np.random.default_rng(shuffle).permutation(n)
+        arrays = {k: v[order] for k, v in arrays.items()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def scored(owner, name: str, wrong, *, task_slug: str = "digits", outcomes: bool = True, shuffle=None,
+           public: bool = True, n: int = N) -> Submission:
+    """A finished submission whose job on ``task_slug`` missed ``wrong`` of ``n`` images, on its
+    board through the service results take, with its per-image file stored when ``outcomes``."""
+    task = Task.objects.select_related("benchmark").get(slug=task_slug)
+    sub = Submission.objects.create(
+        owner=owner, benchmark=task.benchmark, name=name, artifact=f"x/{name}.pt2", artifact_name="m.pt2",
+        artifact_sha256="0" * 64, artifact_size=1, status=Submission.Status.FINISHED,
+        visibility=Submission.Visibility.PUBLIC if public else Submission.Visibility.PRIVATE)
+    top1 = 100.0 * (n - len(wrong)) / n
+    job = EvaluationJob.objects.create(submission=sub, task=task, state=EvaluationJob.State.SUCCEEDED,
+                                       result_attempt=1,
+                                       result={"metrics": {"top1": top1}, "ci95": {"top1": [top1 - 2, top1 + 2]},
+                                               "files": {"per_image": {"n": n}} if outcomes else {}})
+    if outcomes:
+        job.per_image.save("outcomes.npz", ContentFile(outcomes_file(wrong, n, shuffle=shuffle)))
+    board_entry_upsert(job=job, submission=sub)
+    return sub
+
+
+def ranks(client) -> dict[str, str]:
+    """The board's rank cells by submission name, as a reader sees them."""
+    html = client.get("/b/digits/").content.decode()
+    cells = {}
+    for row in html.split('<tr')[1:]:
+        if 'data-submission=' not in row or 'data-col="rank"' not in row:
+            continue
+        name = row.split('/">', 1)[1].split("</a>", 1)[0]
+        cell = row.split('data-col="rank">', 1)[1].split("</td>", 1)[0]
+        text = "".join(part.split(">", 1)[-1] for part in cell.split("<"))
+        cells[name] = text.strip()
+    return cells
+
+
+def test_two_submissions_that_differ_on_a_handful_of_images_both_show_rank_equal_one(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", [*range(3, 20), 100, 101, 102, 103, 104])  # b 3, c 5 against alice
+    assert ranks(client) == {"alice-net": "=1", "bob-net": "=1"}
+    bob_row = BoardEntry.objects.get(submission_name="bob-net")
+    assert (bob_row.paired["b"], bob_row.paired["c"]) == (3, 5)
+    assert bob_row.paired["p_holm"] == pytest.approx(paired.mcnemar_exact(3, 5))
+    html = client.get("/b/digits/").content.decode()
+    assert "McNemar" in html and "p̃ 0.727" in html  # the rule that made the tie, and its numbers
+
+
+def test_two_submissions_that_differ_on_many_images_are_ranked_apart(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", range(20, 80))  # b 20, c 60: p far below 0.05
+    assert ranks(client) == {"alice-net": "1", "bob-net": "2"}
+
+
+def test_ties_are_not_chained_and_the_rest_is_ranked_again(client, alice, bob):
+    scored(alice, "a", range(0, 20))
+    scored(bob, "b", range(200, 226))  # nothing shared with a: b 20, c 26, tied
+    scored(bob, "c", range(0, 32))  # a's misses and 12 more: separated from a, though close to b
+    scored(alice, "d", range(0, 34))  # c's misses and 2 more: tied with c in the second round
+    assert ranks(client) == {"a": "=1", "b": "=1", "c": "=3", "d": "=3"}
+
+
+def test_outcomes_uploaded_after_the_result_bring_the_paired_tie(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    late = scored(bob, "bob-net", [*range(3, 20), *range(100, 105)], outcomes=False)
+    assert ranks(client) == {"alice-net": "1", "bob-net": "≈2"}
+    job = late.jobs.get()
+    job.per_image.save("outcomes.npz", ContentFile(outcomes_file([*range(3, 20), *range(100, 105)])),
+                       save=False)
+    job.save(update_fields=["per_image"])  # as the runner's upload stores it
+    assert ranks(client) == {"alice-net": "=1", "bob-net": "=1"}
+
+
+def test_rows_without_outcomes_keep_the_interval_rule_and_say_so(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", range(0, 25), outcomes=False)  # intervals overlap alice's
+    assert ranks(client) == {"alice-net": "1", "bob-net": "≈2"}
+    html = client.get("/b/digits/").content.decode()
+    assert "no per-image outcomes to pair" in html
+    rows = client.get("/api/v1/benchmarks/digits/leaderboard/").json()["rows"]
+    assert [(r["name"], r["tie_rule"], r["tied_with_above"]) for r in rows] == [
+        ("alice-net", "", False), ("bob-net", "interval", True)]
+
+
+def test_files_in_another_order_pair_image_by_image(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", range(20, 80), shuffle=3)
+    assert ranks(client) == {"alice-net": "1", "bob-net": "2"}
+    assert BoardEntry.objects.get(submission_name="bob-net").tie_rank == 2
+
+
+def test_a_submission_made_private_leaves_the_paired_tie(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    bob_sub = scored(bob, "bob-net", range(0, 22))
+    carol = scored(bob, "carol-net", range(0, 21))
+    assert ranks(client)["carol-net"] == "=1"
+    Submission.objects.filter(pk=bob_sub.pk).update(visibility=Submission.Visibility.PRIVATE)
+    board_entries_refresh_submission(submission=Submission.objects.get(pk=bob_sub.pk))
+    assert BoardEntry.objects.get(submission=bob_sub).tie_rank is None
+    assert BoardEntry.objects.get(submission=carol).paired["m"] == 1
+    assert ranks(client) == {"alice-net": "=1", "carol-net": "=1"}
+
+
+def test_a_board_with_paired_ties_makes_as_many_queries_for_5_as_for_30_rows(client, alice):
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get("/b/digits/").status_code == 200
+        return len(ctx.captured_queries)
+
+    for i in range(5):
+        scored(alice, f"m{i}", range(0, 20 + i))
+    small = count()
+    for i in range(5, 30):
+        scored(alice, f"m{i}", range(0, 20 + i))
+    assert count() == small
+
+
+def test_the_compare_page_shows_mcnemar_and_the_paired_interval(client, alice, bob):
+    a = scored(alice, "alice-net", range(0, 20))
+    b = scored(bob, "bob-net", range(12, 40))  # b 12 (a right), c 20 (b right)
+    html = client.get(f"/compare/?ids={a.pk},{b.pk}").content.decode()
+    test = paired.paired_test(paired.align(_arrays(range(12, 40)), _arrays(range(0, 20))).right_a,
+                              paired.align(_arrays(range(12, 40)), _arrays(range(0, 20))).right_b)
+    assert (test.b, test.c) == (12, 20)
+    assert f"{test.p:.3g}" in html and "McNemar" in html
+    assert f"[{sig(test.ci[0])}, {sig(test.ci[1])}]" in html
+    assert test.ci[0] < -1.7 < test.ci[1]
+    assert "−1.78" in html  # Δ = 100·(12 − 20)/450
+
+
+def test_the_compare_page_says_where_outcomes_are_missing(client, alice, bob):
+    a = scored(alice, "alice-net", range(0, 20))
+    b = scored(bob, "bob-net", range(0, 30), outcomes=False)
+    html = client.get(f"/compare/?ids={a.pk},{b.pk}").content.decode()
+    assert "No paired test: bob-net has no per-image outcomes on this task" in html
+
+
+def _arrays(wrong) -> dict:
+    return dict(np.load(io.BytesIO(outcomes_file(wrong))))
