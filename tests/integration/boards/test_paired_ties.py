@@ -173,3 +173,32 @@ def test_the_compare_page_says_where_outcomes_are_missing(client, alice, bob):
 
 def _arrays(wrong) -> dict:
     return dict(np.load(io.BytesIO(outcomes_file(wrong))))
+
+
+def test_results_and_outcomes_sent_through_the_runner_api_reach_the_board_and_compare_page(
+        client, runner_api, alice, bob, make_submission, django_capture_on_commit_callbacks):
+    """The path a runner takes: the result names its per-image file, the file follows it."""
+    import hashlib
+
+    from runner.baselines.classifiers import FOLDER
+    from runner.spec import make_result
+
+    subs = []
+    for owner, name, wrong in ((alice, "alice-cnn", range(0, 20)), (bob, "bob-cnn", [*range(3, 20), *range(100, 105)])):
+        sub = make_submission(owner, benchmark="digits", source=(FOLDER / "digits_cnn.pt").read_bytes(),
+                              filename="model.pt", hparams={"precision": "fp32"}, name=name)
+        job = sub.jobs.get()
+        payload = outcomes_file(wrong)
+        assert runner_api.claim(job.pk).status_code == 200
+        doc = make_result("digits", {"top1": 100.0 * (N - len(wrong)) / N, "top5": 100.0}, timing={"wall_s": 1.0})
+        doc["files"] = {"per_image": {"name": "r.per_image.npz", "sha256": hashlib.sha256(payload).hexdigest(),
+                                      "n": N, "bytes": len(payload)}}
+        with django_capture_on_commit_callbacks(execute=True):
+            assert runner_api.result(job.pk, 1, doc).status_code == 200
+            response = runner_api.client.post(f"/api/runner/v1/jobs/{job.pk}/per-image/?attempt=1", data=payload,
+                                              content_type="application/octet-stream", **runner_api.auth)
+        assert response.status_code == 200, response.content
+        subs.append(sub)
+    assert ranks(client) == {"alice-cnn": "=1", "bob-cnn": "=1"}
+    html = client.get(f"/compare/?ids={subs[0].pk},{subs[1].pk}").content.decode()
+    assert f">{sig(paired.mcnemar_exact(3, 5), 3)}<" in html and "not separable" in html
