@@ -109,7 +109,7 @@ def board_export(request, slug: str, fmt: str):
                             **({"target": {"rule": target.rule, "value": target.value, "key": target.key,
                                            "source": target.source}} if target is not None else {})})
     keys = [task.primary_metric] + page.metric_keys
-    header = ["rank", "tied_with_above", "submission_id", "name", "owner", "is_baseline", "model_family",
+    header = ["rank", "tied_with_above", "tie_rule", "shared_rank", "submission_id", "name", "owner", "is_baseline", "model_family",
               "synthetic_data", "loop_in_sandbox", *keys, f"{task.primary_metric}_ci95_low", f"{task.primary_metric}_ci95_high",
               *(["samples_to_target", "seconds_to_reference_target"] if times is not None else []), "submitted_at"]
 
@@ -119,7 +119,7 @@ def board_export(request, slug: str, fmt: str):
             return ""
         return "not reached" if value == math.inf else int(value) if float(value).is_integer() else value
 
-    rows = ([r["rank"], r["tied_with_above"], r["submission_id"], r["name"], r["owner"], r["is_baseline"],
+    rows = ([r["rank"], r["tied_with_above"], r["tie_rule"], r["shared_rank"] or "", r["submission_id"], r["name"], r["owner"], r["is_baseline"],
              r["model_family"], r["synthetic_data"], r["loop_in_sandbox"], *[r["metrics"].get(k, "") for k in keys],
              *(r["ci95"] or ["", ""]), *([reached(r, "samples"), reached(r, "seconds")] if times is not None else []),
              r["submitted_at"]] for r in records)

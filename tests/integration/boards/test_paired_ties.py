@@ -3,6 +3,7 @@
 from the paired test where per-image outcomes exist (the interval rule elsewhere)."""
 from __future__ import annotations
 
+import csv
 import io
 
 import numpy as np
@@ -80,6 +81,17 @@ def test_two_submissions_that_differ_on_a_handful_of_images_both_show_rank_equal
     assert bob_row.paired["p_holm"] == pytest.approx(paired.mcnemar_exact(3, 5))
     html = client.get("/b/digits/").content.decode()
     assert "McNemar" in html and "p̃ 0.727" in html  # the rule that made the tie, and its numbers
+
+
+def test_the_csv_export_says_which_rule_tied_a_row_and_the_rank_it_shares(client, alice, bob):
+    scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", [*range(3, 20), *range(100, 105)])
+    scored(bob, "carol-net", range(0, 60), outcomes=False)  # its interval is far below bob-net's
+    scored(alice, "dave-net", range(0, 61), outcomes=False)  # and overlaps carol-net's
+    rows = list(csv.DictReader(io.StringIO(client.get("/b/digits/export.csv").getvalue().decode())))
+    assert [(r["name"], r["tie_rule"], r["shared_rank"], r["tied_with_above"]) for r in rows] == [
+        ("alice-net", "paired", "1", "False"), ("bob-net", "paired", "1", "False"),
+        ("carol-net", "", "", "False"), ("dave-net", "interval", "", "True")]
 
 
 def test_two_submissions_that_differ_on_many_images_are_ranked_apart(client, alice, bob):
