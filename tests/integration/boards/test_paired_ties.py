@@ -23,13 +23,14 @@ pytestmark = pytest.mark.django_db
 N = 450  # the digits task's test split
 
 
-def outcomes_file(wrong, n: int = N, *, shuffle: int | None = None) -> bytes:
-    """A per-image .npz as the runner writes it: the model misses the images ``wrong``."""
+def outcomes_file(wrong, n: int = N, *, shuffle: int | None = None, **groups: np.ndarray) -> bytes:
+    """A per-image .npz as the runner writes it: the model misses the images ``wrong``; ``groups``
+    are the task's group keys (corruption, severity, region)."""
     label = np.arange(n, dtype=np.int64) % 10
     pred = label.copy()
     pred[list(wrong)] = (label[list(wrong)] + 1) % 10
     arrays = {"index": np.arange(n, dtype=np.int64), "label": label, "pred": pred,
-              "top5_hit": np.ones(n, dtype=bool), "loss": np.full(n, 0.1), "el2n": np.full(n, 0.2)}
+              "top5_hit": np.ones(n, dtype=bool), "loss": np.full(n, 0.1), "el2n": np.full(n, 0.2), **groups}
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(n)
         arrays = {k: v[order] for k, v in arrays.items()}
@@ -39,11 +40,11 @@ def outcomes_file(wrong, n: int = N, *, shuffle: int | None = None) -> bytes:
 
 
 def scored(owner, name: str, wrong, *, task_slug: str = "digits", outcomes: bool = True, shuffle=None,
-           public: bool = True, n: int = N) -> Submission:
+           public: bool = True, n: int = N, submission: Submission | None = None, **groups) -> Submission:
     """A finished submission whose job on ``task_slug`` missed ``wrong`` of ``n`` images, on its
     board through the service results take, with its per-image file stored when ``outcomes``."""
     task = Task.objects.select_related("benchmark").get(slug=task_slug)
-    sub = Submission.objects.create(
+    sub = submission or Submission.objects.create(
         owner=owner, benchmark=task.benchmark, name=name, artifact=f"x/{name}.pt2", artifact_name="m.pt2",
         artifact_sha256="0" * 64, artifact_size=1, status=Submission.Status.FINISHED,
         visibility=Submission.Visibility.PUBLIC if public else Submission.Visibility.PRIVATE)
@@ -53,7 +54,7 @@ def scored(owner, name: str, wrong, *, task_slug: str = "digits", outcomes: bool
                                        result={"metrics": {"top1": top1}, "ci95": {"top1": [top1 - 2, top1 + 2]},
                                                "files": {"per_image": {"n": n}} if outcomes else {}})
     if outcomes:
-        job.per_image.save("outcomes.npz", ContentFile(outcomes_file(wrong, n, shuffle=shuffle)))
+        job.per_image.save("outcomes.npz", ContentFile(outcomes_file(wrong, n, shuffle=shuffle, **groups)))
     board_entry_upsert(job=job, submission=sub)
     return sub
 
@@ -174,6 +175,27 @@ def test_the_compare_page_shows_mcnemar_and_the_paired_interval(client, alice, b
     assert f"[{sig(test.ci[0])}, {sig(test.ci[1])}]" in html
     assert test.ci[0] < -1.7 < test.ci[1]
     assert "−1.78" in html  # Δ = 100·(12 − 20)/450
+
+
+def test_the_compare_page_corrects_across_tasks_and_resamples_corruption_cells_within_themselves(alice, bob):
+    from leaderboard.boards.compare import paired_tests
+
+    cells = {"corruption": np.repeat(np.array(["fog", "snow"]), 100),
+             "severity": np.tile(np.repeat(np.array([1, 5]), 50), 2)}
+    a = scored(alice, "alice-net", range(0, 20), task_slug="cifar10", n=300)
+    scored(alice, "alice-net", range(0, 40), task_slug="cifar10-c", n=200, submission=a, **cells)
+    b = scored(bob, "bob-net", range(10, 32), task_slug="cifar10", n=300)  # b 10, c 12
+    scored(bob, "bob-net", range(25, 40), task_slug="cifar10-c", n=200, submission=b, **cells)  # b 25, c 0
+    lines = paired_tests(submissions=[a, b])
+    clean, corrupted = lines["cifar10"][0], lines["cifar10-c"][0]
+    assert (clean.test.b, clean.test.c, corrupted.test.b, corrupted.test.c) == (10, 12, 25, 0)
+    p = [paired.mcnemar_exact(10, 12), paired.mcnemar_exact(25, 0)]
+    assert [clean.p_holm, corrupted.p_holm] == pytest.approx(paired.holm(p)) and clean.m == corrupted.m == 2
+    right_a, right_b = np.ones(200, bool), np.ones(200, bool)
+    right_a[:40], right_b[25:40] = False, False
+    cell = cells["corruption"].astype(object) + cells["severity"].astype(str)
+    assert corrupted.test.ci == paired.paired_bootstrap(right_b, right_a, sets=np.unique(cell, return_inverse=True)[1])
+    assert corrupted.separated and not clean.separated
 
 
 def test_the_compare_page_says_where_outcomes_are_missing(client, alice, bob):
