@@ -92,17 +92,20 @@ class Client:
     """One site's API. ``token``: an API token (the site's *API tokens* page), None to read as a
     visitor. ``retries``: further tries after a retryable failure (so ``retries + 1`` in all);
     ``backoff_s`` doubles after each up to ``max_backoff_s``; ``max_wait_s``: the longest
-    Retry-After waited for (seconds); ``sleep``: the waiting function (tests pass a recorder)."""
+    Retry-After waited for (seconds); ``sleep``: the waiting function (tests pass a recorder);
+    ``on_retry``: told before each wait what failed and how long the wait is (the CLI prints it)."""
 
     def __init__(self, server: str, token: str | None = None, *, timeout_s: float = 60.0, retries: int = 5,
                  backoff_s: float = 1.0, max_backoff_s: float = 30.0, max_wait_s: float = 300.0,
-                 sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None):
+                 sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None,
+                 on_retry: Callable[[str], None] | None = None):
         server = server.strip().rstrip("/")
         if not server.startswith(("http://", "https://")):
             raise ValueError(f"the server must be an http:// or https:// URL, not {server!r}")
         self.server = server
         self.retries, self.backoff_s, self.max_backoff_s, self.max_wait_s = retries, backoff_s, max_backoff_s, max_wait_s
         self._sleep = sleep
+        self._on_retry = on_retry
         headers = {"User-Agent": f"leaderboard-client/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Token {token}"
@@ -137,12 +140,19 @@ class Client:
             asked = getattr(failure, "retry_after", None)
             return asked if asked is not None else backoff(state)
 
+        def tell(state: tenacity.RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            problem = str(failure) if isinstance(failure, _TryAgain) else f"{type(failure).__name__}: {failure}"
+            if self._on_retry is not None:
+                self._on_retry(f"{what}: {problem}; trying again in {state.upcoming_sleep:.0f} s "
+                               f"({state.attempt_number} of {self.retries + 1} tries)")
+
         backoff = tenacity.wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s)
         transient: tuple[type[Exception], ...] = (
             (httpx.TransportError, _TryAgain) if idempotent else (httpx.ConnectError, httpx.ConnectTimeout, _TryAgain))
         retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(transient),
                                      stop=tenacity.stop_after_attempt(self.retries + 1),
-                                     wait=wait, sleep=self._sleep, reraise=True)
+                                     wait=wait, sleep=self._sleep, before_sleep=tell, reraise=True)
         try:
             response = retrying(attempt)
         except _TryAgain as exc:

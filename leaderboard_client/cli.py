@@ -52,11 +52,15 @@ def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     raise typer.Exit(code)
 
 
+def note(message: str) -> None:
+    err.print(f"note: {message}", markup=False, highlight=False)
+
+
 def client(*, need_token: bool = True) -> Client:
     """A client for the saved login (or LEADERBOARD_SERVER / LEADERBOARD_TOKEN)."""
     try:
         creds = credentials_load(need_token=need_token)
-        return Client(creds.server, creds.token or None)
+        return Client(creds.server, creds.token or None, on_retry=note)
     except (NotLoggedIn, ValueError) as exc:
         fail(str(exc))
 
@@ -80,7 +84,7 @@ def login(
 ) -> None:
     """Check the token against the server and save both, readable only by you (mode 0600)."""
     try:
-        api = Client(server, token)
+        api = Client(server, token, on_retry=note)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     with api:
@@ -232,6 +236,8 @@ def benchmarks(
         answer = call(api.benchmarks)
     if format is Format.table:
         out.print(render.benchmarks_table(answer))
+        for line in render.benchmark_warnings(answer):
+            out.print(f"warning: {line}", markup=False, highlight=False)
     elif format is Format.json:
         print(render.as_json(answer))
     else:

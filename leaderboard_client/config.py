@@ -1,6 +1,6 @@
 """The saved login: the site's URL and an API token, in a file only its owner can read.
 
-The file is ``credentials.json`` in the user's configuration folder (click's ``get_app_dir``:
+The file is ``credentials.json`` in the user's configuration folder (typer's ``get_app_dir``:
 ``$XDG_CONFIG_HOME/leaderboard`` or ``~/.config/leaderboard`` on Linux, the platform's own folder
 elsewhere), written with mode 0600. ``LEADERBOARD_SERVER`` and ``LEADERBOARD_TOKEN`` in the
 environment take precedence over it (for CI, where nobody logs in)."""
@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
+import typer
 
 SERVER_ENV = "LEADERBOARD_SERVER"
 TOKEN_ENV = "LEADERBOARD_TOKEN"
@@ -32,7 +32,7 @@ class Credentials:
 
 
 def credentials_path() -> Path:
-    return Path(click.get_app_dir("leaderboard")) / "credentials.json"
+    return Path(typer.get_app_dir("leaderboard")) / "credentials.json"
 
 
 def credentials_save(credentials: Credentials) -> Path:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -93,6 +94,9 @@ def test_benchmarks_lists_each_benchmark_with_its_tasks(logged_in):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {"benchmark": "opt-synthetic", "kind": "optimizer", "task": "opt-f2"}.items() <= next(
         r for r in rows if r["task"] == "opt-f2").items()
+    table = logged_in("benchmarks").stdout  # no runner has registered: every benchmark warns, under the table
+    assert "opt-synthetic" in table
+    assert "warning: opt-synthetic: No runner of pool cpu online (none has ever reported)" in table
 
 
 def test_a_submission_is_followed_from_upload_to_its_results_and_its_board_row(
@@ -238,6 +242,8 @@ def test_a_429_with_retry_after_is_waited_out_and_the_upload_then_made_once(
     assert len(Throttling.refused) == 1 and len(Throttling.forwarded) == 1
     assert Throttling.forwarded[0] - Throttling.refused[0] >= 1.0  # waited what Retry-After asked
     assert Submission.objects.count() == 1
+    assert ("note: upload my_sgd.py: Request was throttled. Expected available in 1 seconds.; trying again in 1 s "
+            "(1 of 6 tries)") in result.stderr
 
 
 def test_a_retry_after_longer_than_the_client_waits_is_said_not_slept(logged_in, optimizer_file, token, throttling):
@@ -278,6 +284,26 @@ def test_ctrl_c_stops_following_and_says_the_submission_goes_on(live_server, tok
     assert proc.returncode == 130
     assert f"error: stopped following #{sub.pk}; it goes on being evaluated (`leaderboard status {sub.pk}`)" in rest
     assert sub.status == Submission.Status.QUEUED
+
+
+def test_the_client_imports_only_what_its_extra_installs():
+    """`pip install 'leaderboard[client]'` installs httpx, tenacity, typer and rich (and what they
+    require); an import of anything else (click, which typer no longer requires) fails there."""
+    import ast
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["client"]
+    allowed = {re.split(r"[<>=\[ ]", d)[0] for d in extra} | {"leaderboard_client"}
+    imported = set()
+    for path in (root / "leaderboard_client").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add((node.module or "").split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "__future__"}
+    assert third_party and third_party <= allowed, third_party - allowed
 
 
 def test_the_client_imports_neither_django_nor_torch_nor_the_site():
