@@ -90,9 +90,19 @@ def bump(benchmark_ids: Iterable[int]) -> None:
     ids = sorted(set(benchmark_ids))
     if ids:
         Benchmark.objects.filter(pk__in=ids).update(board_version=new_board_version())
+        slugs = list(Benchmark.objects.filter(pk__in=ids).values_list("slug", flat=True))
+        _forget_versions(slugs)  # this process (and, shared, every other) reads the database again
         pending = _pending.__dict__.setdefault("ids", set())
         pending.update(ids)
         transaction.on_commit(_send_warm)
+
+
+def _forget_versions(slugs: Iterable[str]) -> None:
+    """Even with the page cache off: it may be turned on again while a version it kept is recent."""
+    try:
+        caches[settings.PAGE_CACHE_ALIAS].delete_many([f"version:{slug}" for slug in (*slugs, "*")])
+    except Exception:  # noqa: BLE001 - any cache backend failure: the versions expire on their own
+        log.warning("page cache unavailable; versions of %s not forgotten", list(slugs), exc_info=True)
 
 
 def _send_warm() -> None:
@@ -105,12 +115,15 @@ def _send_warm() -> None:
         return
     from .tasks import warm_boards
 
-    # Visitors may get the previous render of exactly these versions while the worker renders.
-    warming = {f"warming:{slug}": str(version) for slug, version
-               in Benchmark.objects.filter(pk__in=ids).values_list("slug", "board_version")}
-    warming["warming:*"] = board_version(None) or ""
+    # The committed versions, for visitors to read without the database, and as the versions of
+    # which visitors may get the previous render while the worker renders.
+    versions = {slug: str(version) for slug, version
+                in Benchmark.objects.filter(pk__in=ids).values_list("slug", "board_version")}
+    versions["*"] = board_version(None) or ""
     try:
-        caches[settings.PAGE_CACHE_ALIAS].set_many(warming, settings.PAGE_CACHE_STALE_SECONDS)
+        caches[settings.PAGE_CACHE_ALIAS].set_many(
+            {f"{kind}:{scope}": version for scope, version in versions.items() for kind in ("warming", "version")},
+            settings.PAGE_CACHE_STALE_SECONDS)
     except Exception:  # noqa: BLE001 - any cache backend failure: visitors render for themselves
         log.warning("page cache unavailable; boards %s not marked as warming", ids, exc_info=True)
     try:
@@ -255,10 +268,29 @@ def _from_entry(entry: dict, state: str) -> HttpResponse:
 
 def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str] | None:
     """A board page's scope and version: the benchmark of its ``slug`` argument ("*" and every
-    benchmark's version without one); None for an unknown benchmark (the view answers 404)."""
+    benchmark's version without one); None for an unknown benchmark (the view answers 404).
+
+    The version is read from the cache, where the commit that changed it put it (``_send_warm``)
+    and every bump deletes it; when absent it is read from the database and kept for
+    ``PAGE_CACHE_STALE_SECONDS``, which bounds how long a version can lag the database when a
+    process dies between its commit and its on_commit callbacks, or web processes keep their own
+    caches. So a cached page costs no query."""
     slug = kwargs.get("slug")
-    version = board_version(slug)
-    return None if version is None else (slug or "*", version)
+    cache = caches[settings.PAGE_CACHE_ALIAS]
+    key = f"version:{slug or '*'}"
+    try:
+        version = cache.get(key)
+    except Exception:  # noqa: BLE001 - any cache backend failure: the database answers
+        version = None
+    if version is None:
+        version = board_version(slug)
+        if version is None:
+            return None
+        try:
+            cache.set(key, version, settings.PAGE_CACHE_STALE_SECONDS)
+        except Exception:  # noqa: BLE001
+            log.warning("page cache unavailable; version of %s not kept", slug, exc_info=True)
+    return slug or "*", version
 
 
 def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False,
