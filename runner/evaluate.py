@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -194,6 +195,50 @@ def local_job_spec(task_slug: str, artifact_path: Path | str, hparams: dict[str,
     )
 
 
+class TaskParamsError(ValueError):
+    """``runner run --params`` names a parameter the task lacks, or gives one of the wrong type."""
+
+
+# Parameters a track reads beyond those the catalogue sets, with their JSON kind
+# (runner/tracks/classify.py, optimize.py, training/tasks.py and training/text.py read them).
+OPTIONAL_TASK_PARAMS: dict[str, dict[str, str]] = {
+    "classify": {"batch_size": "an integer", "clean_top1": "a number"},
+    "synthetic": {"max_evaluations": "an integer"},
+    "train": {"precision": "a string", "test_fraction": "a number", "split_seed": "an integer",
+              "target_top1": "a number", "seeds": "an integer"},
+    "denoise": {},
+}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    return {float: "a number", str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
+
+
+def check_task_params(slug: str, catalogue: dict[str, Any], given: dict[str, Any]) -> None:
+    """Raise TaskParamsError unless every key of ``given`` is a parameter task ``slug`` reads (its
+    catalogue params, ``catalogue``, and its track's OPTIONAL_TASK_PARAMS) with a value of the same
+    JSON kind (an integer where a number is read is accepted, a boolean is not a number; ``seeds``
+    may also be a list of integers): a typo such as ``stepz`` would otherwise run the whole
+    catalogue budget without a word."""
+    known = {key: _json_kind(value) for key, value in catalogue.items()}
+    known = {**OPTIONAL_TASK_PARAMS.get(catalogue_task(slug).track, {}), **known}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TaskParamsError(f"{slug} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                              f"{', '.join(sorted(known)) or 'none'}")
+    for key, value in given.items():
+        want, got = known[key], _json_kind(value)
+        if key == "seeds" and isinstance(value, list) and all(_json_kind(v) == "an integer" for v in value):
+            continue
+        if want != got and not (want == "a number" and got == "an integer"):
+            where = f" (the catalogue's: {catalogue[key]!r})" if key in catalogue else ""
+            raise TaskParamsError(f"{slug}'s parameter {key!r} is {want}{where}, not {json.dumps(value)}")
+
+
 class LocalRun:
     """The rules of `runner run`, which evaluates one file on several tasks in one go, as a
     worker evaluates one submission's jobs:
@@ -220,9 +265,11 @@ class LocalRun:
         self.clean_top1: float | None = None
 
     def job_spec(self, slug: str) -> JobSpec:
-        """The spec of task ``slug``. Raises ValueError for a task the catalogue lacks and
-        EvaluationError INVALID_ARTIFACT for a file of no known format."""
+        """The spec of task ``slug``. Raises ValueError for a task the catalogue lacks,
+        TaskParamsError (a ValueError) for ``params`` the task does not have or of another type
+        than the catalogue's, and EvaluationError INVALID_ARTIFACT for a file of no known format."""
         spec = local_job_spec(slug, self.artifact_path, self.hparams)
+        check_task_params(slug, spec.task.params, self.params)
         spec.task.params.update(self.params)
         if slug == "imagenet-c" and self.clean_top1 is not None and "clean_top1" not in self.hparams:
             spec.task.params["clean_top1"] = self.clean_top1

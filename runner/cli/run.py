@@ -21,7 +21,7 @@ from runner.cli.common import (
 )
 
 
-def _hparams(value: str | None) -> dict[str, Any]:
+def _hparams(value: str | None, what: str = "hyperparameters", option: str = "--hparams") -> dict[str, Any]:
     if not value:
         return {}
     path = Path(value)
@@ -29,9 +29,9 @@ def _hparams(value: str | None) -> dict[str, Any]:
     try:
         hparams = json.loads(text)
     except ValueError as exc:
-        raise typer.BadParameter(f"not JSON and not a JSON file: {exc}") from exc
+        raise typer.BadParameter(f"not JSON and not a JSON file: {exc}", param_hint=option) from exc
     if not isinstance(hparams, dict):
-        raise typer.BadParameter("hyperparameters must be a JSON object")
+        raise typer.BadParameter(f"{what} must be a JSON object", param_hint=option)
     return hparams
 
 
@@ -65,17 +65,19 @@ def run(
     A classifier task also writes its per-image outcomes beside its result: ``R.json`` gets
     ``R.per_image.npz`` (runner.metrics.per_image), named under the result's ``files.per_image``;
     with several tasks each ``result-<task>.json`` gets its own ``result-<task>.per_image.npz``."""
-    from runner.evaluate import LocalRun, evaluate
+    from runner.evaluate import LocalRun, TaskParamsError, evaluate
     from runner.metrics.per_image import file_name
     from runner.spec import EvaluationError
     from runner.untrusted import printable
 
-    plan = LocalRun(task, artifact, _hparams(hparams), params=_hparams(params))
+    plan = LocalRun(task, artifact, _hparams(hparams), params=_hparams(params, "task parameters", "--params"))
     device = usable_device(device, [], "runner run")
     failed = False
     for slug in plan.tasks:
         try:
             spec = plan.job_spec(slug)
+        except TaskParamsError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--params") from exc
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--task") from exc
         except EvaluationError as exc:

@@ -51,6 +51,33 @@ def test_runner_run_names_an_unknown_task(tmp_path, write_submission):
     assert done.returncode == 2 and "unknown task 'opt-f9'" in done.stderr
 
 
+@pytest.mark.parametrize(("params", "said"), [
+    ('{"stepz": 50}', "opt-f1 has no parameter 'stepz'; its parameters: function, max_evaluations, steps, x0"),
+    ('{"steps": "fifty"}', "opt-f1's parameter 'steps' is an integer (the catalogue's: 300), not \"fifty\""),
+    ('{"steps": 5.5}', "opt-f1's parameter 'steps' is an integer (the catalogue's: 300), not 5.5"),
+    ('{"x0": true}', "opt-f1's parameter 'x0' is a number (the catalogue's: -1.0), not true"),
+    ("[50]", "task parameters must be a JSON object"),
+])
+def test_runner_run_refuses_task_params_the_task_lacks_or_of_another_type_before_running(
+        tmp_path, write_submission, params, said):
+    """A typo in --params would otherwise run the whole catalogue budget (hours on a training task)."""
+    done = runner_command("run", "--task", "opt-f1", "--artifact", str(write_submission(sources.SGD)),
+                          "--params", params, cwd=tmp_path, env={"COLUMNS": "400"})
+    assert done.returncode == 2, done.stdout
+    assert "Invalid value for --params" in done.stderr and said in done.stderr, done.stderr
+    assert not list(tmp_path.glob("result-*.json"))
+
+
+def test_runner_run_takes_an_integer_where_the_catalogue_has_a_number(tmp_path, write_submission):
+    from runner.evaluate import LocalRun
+    spec = LocalRun(["opt-f1"], write_submission(sources.SGD), params={"x0": 2, "steps": 10}).job_spec("opt-f1")
+    assert spec.task.params == {"function": "f1", "x0": 2, "steps": 10}
+    # what a track reads beyond the catalogue's (the claims' budget sets opt-digits' split; seeds as a list)
+    params = {"epochs": 2, "seeds": [3, 4], "split_seed": 0, "test_fraction": 0.25, "precision": "float32"}
+    spec = LocalRun(["opt-digits"], write_submission(sources.SGD), params=params).job_spec("opt-digits")
+    assert spec.task.params == {"batch_size": 64, "target_top1": 95.0, **params}
+
+
 @pytest.mark.usefixtures("bwrap")
 def test_runner_check_reports_torch_the_sandbox_and_the_datasets(tmp_path):
     data = tmp_path / "data"
