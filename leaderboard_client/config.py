@@ -2,8 +2,9 @@
 
 The file is ``credentials.json`` in the user's configuration folder (typer's ``get_app_dir``:
 ``$XDG_CONFIG_HOME/leaderboard`` or ``~/.config/leaderboard`` on Linux, the platform's own folder
-elsewhere), written with mode 0600. ``LEADERBOARD_SERVER`` and ``LEADERBOARD_TOKEN`` in the
-environment take precedence over it (for CI, where nobody logs in)."""
+elsewhere), written with mode 0600 (POSIX; on Windows the profile folder's ACL guards it).
+``LEADERBOARD_SERVER`` and ``LEADERBOARD_TOKEN`` in the environment take precedence over it (for
+CI, where nobody logs in)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,9 @@ import typer
 
 SERVER_ENV = "LEADERBOARD_SERVER"
 TOKEN_ENV = "LEADERBOARD_TOKEN"
+# File modes mean what they say on POSIX only; on Windows the user's profile folder's ACL guards
+# the file, and os.fchmod does not exist before Python 3.13.
+POSIX = os.name == "posix"
 
 
 class NotLoggedIn(Exception):
@@ -42,7 +46,8 @@ def credentials_save(credentials: Credentials) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        os.fchmod(out.fileno(), 0o600)  # a file that existed keeps its old mode through O_CREAT
+        if POSIX:
+            os.fchmod(out.fileno(), 0o600)  # a file that existed keeps its old mode through O_CREAT
         json.dump({"server": credentials.server, "token": credentials.token}, out)
     return path
 
@@ -64,7 +69,7 @@ def credentials_load(*, need_token: bool = True) -> Credentials:
     path = credentials_path()
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
+        if POSIX and mode & 0o077:
             raise ValueError(f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}` "
                              "or `leaderboard login` again, and consider revoking the token")
         try:
