@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from leaderboard.boards import paired
-from leaderboard.boards.templatetags.board_tags import sig
+from leaderboard.boards.templatetags.board_tags import sig, signed
 from tests.integration.boards.test_paired_ties import scored
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -30,7 +30,7 @@ def test_a_visitor_reads_the_paired_tie_and_opens_the_paired_test(page, live_ser
     line = page.locator(f'table.paired tr[data-submission="{b.pk}"]')
     expected = paired.paired_test(*_rights(range(0, 20), [*range(3, 20), *range(100, 105)]))
     expect(line.locator('[data-col="p"]')).to_have_text(sig(expected.p, 3))
-    expect(line).to_contain_text(f"[{sig(expected.ci[0])}, {sig(expected.ci[1])}]")
+    expect(line).to_contain_text(f"[{signed(expected.ci[0])}, {signed(expected.ci[1])}]")
     expect(line).to_contain_text("not separable")
     expect(page.locator("table.paired caption")).to_contain_text("McNemar")
 

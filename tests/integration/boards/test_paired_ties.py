@@ -16,7 +16,7 @@ from leaderboard.benchmarks.models import Task
 from leaderboard.boards import paired
 from leaderboard.boards.models import BoardEntry
 from leaderboard.boards.services import board_entries_refresh_submission, board_entry_upsert
-from leaderboard.boards.templatetags.board_tags import sig
+from leaderboard.boards.templatetags.board_tags import sig, signed
 from leaderboard.submissions.models import EvaluationJob, Submission
 
 pytestmark = pytest.mark.django_db
@@ -172,7 +172,7 @@ def test_the_compare_page_shows_mcnemar_and_the_paired_interval(client, alice, b
                               paired.align(_arrays(range(12, 40)), _arrays(range(0, 20))).right_b)
     assert (test.b, test.c) == (12, 20)
     assert f"{test.p:.3g}" in html and "McNemar" in html
-    assert f"[{sig(test.ci[0])}, {sig(test.ci[1])}]" in html
+    assert f"[{signed(test.ci[0])}, {signed(test.ci[1])}]" in html
     assert test.ci[0] < -1.7 < test.ci[1]
     assert "−1.78" in html  # Δ = 100·(12 − 20)/450
 
