@@ -1,7 +1,8 @@
 """End to end, the researcher's path: `leaderboard login` and `leaderboard submit --wait` run as
 real processes (the installed console script) against the live site, while a real `runner work`
 process (Celery on Redis) claims the jobs and evaluates the optimizer in its sandbox. The command
-shows each task's progress and its exit status says how the submission ended."""
+shows each task's progress and its exit status says how the submission ended; a 429 with
+Retry-After on its upload is waited out."""
 from __future__ import annotations
 
 import os
@@ -14,11 +15,14 @@ import pytest
 from leaderboard.accounts.models import ApiToken
 from leaderboard.submissions.models import Submission
 from tests.e2e import test_worker_end_to_end as worker_e2e
+from tests.integration.api import test_client as client_tests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 # The runner processes, the Redis broker and the short leases of the worker's end-to-end tests.
 runners, redis_url, lifecycle_settings = worker_e2e.runners, worker_e2e.redis_url, worker_e2e.lifecycle_settings
+# The proxy that answers one request with 429 or 503 and a Retry-After (the client's own tests).
+Throttling, throttling = client_tests.Throttling, client_tests.throttling
 
 LEADERBOARD_BIN = Path(sys.executable).parent / "leaderboard"
 FAILING_OPTIMIZER = b'''
@@ -93,3 +97,15 @@ def test_submit_wait_exits_1_when_the_site_rejects_the_upload(leaderboard, catal
     assert rejected.returncode == 1
     assert rejected.stderr.startswith("error: artifact: ") and "make_optimizer" in rejected.stderr
     assert not Submission.objects.exists()
+
+
+def test_the_command_waits_out_a_429_with_retry_after_and_uploads_once(leaderboard, catalogue, throttling, tmp_path):
+    """The installed command through a proxy that answers its upload 429 once, Retry-After 1 s."""
+    Throttling.method, Throttling.status, Throttling.retry_after = "POST", 429, "1"
+    artifact = tmp_path / "fast_sgd.py"
+    artifact.write_bytes(worker_e2e.FAST_OPTIMIZER)
+    done = leaderboard("submit", "--benchmark", "opt-synthetic", str(artifact), LEADERBOARD_SERVER=throttling)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(Submission.objects.get().pk)
+    assert "trying again in 1 s (1 of 6 tries)" in done.stderr
+    assert len(Throttling.refused) == 1 and Throttling.forwarded[-1] - Throttling.refused[0] >= 1.0
