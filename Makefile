@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[web,runner,dev]'
+	$(PY) -m pip install -q -e '.[web,runner,client,dev]'
 	touch $@
 
 install: $(VENV)/.installed
