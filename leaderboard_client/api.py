@@ -161,6 +161,10 @@ class Client:
             raise ApiError(f"{what}: cannot reach {self.server}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
             raise ApiError(api_message(response), response.status_code)
+        if response.is_redirect:  # not followed: the token would go wherever the site points
+            where = response.headers.get("Location", "?")
+            raise ApiError(f"{what}: {self.server} redirects to {where}; log in with the address it names "
+                           "(leaderboard login --server https://…)", response.status_code)
         try:
             return response.json()
         except ValueError as exc:

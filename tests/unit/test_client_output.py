@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
+import pytest
 from rich.console import Console
 
-from leaderboard_client.api import api_message, retry_after_s
+from leaderboard_client.api import ApiError, Client, api_message, retry_after_s
 from leaderboard_client.render import RESULT_COLUMNS, ProgressView, as_csv, result_rows
 
 
@@ -77,3 +78,17 @@ def test_retry_after_is_read_as_seconds_or_as_a_date():
     assert 28 <= after(soon) <= 30
     assert after(format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)) == 0.0
     assert after("soon") is None and retry_after_s(httpx.Response(429)) is None
+
+
+def test_a_redirect_is_named_not_followed_so_the_token_stays_with_the_site_it_was_given_to():
+    seen: list[httpx.Request] = []
+
+    def site(request: httpx.Request) -> httpx.Response:  # an http:// site that sends everyone to https://
+        seen.append(request)
+        return httpx.Response(301, headers={"Location": "https://lb.example.org" + request.url.path})
+
+    with Client("http://lb.example.org", "lb_secret", transport=httpx.MockTransport(site)) as api:
+        with pytest.raises(ApiError, match=r"http://lb.example.org redirects to https://lb.example.org/api/v1/"
+                                           r"benchmarks/; log in with the address it names"):
+            api.benchmarks()
+    assert [r.url.host for r in seen] == ["lb.example.org"] and seen[0].url.scheme == "http"
