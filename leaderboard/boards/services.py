@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db.models.signals import post_save
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from leaderboard.benchmarks.models import Benchmark, Task
@@ -83,6 +83,16 @@ def _outcomes_stored(sender: type[EvaluationJob], instance: EvaluationJob,
             and BoardEntry.objects.filter(task_id=instance.task_id, submission_id=instance.submission_id,
                                           is_public=True).exists()):
         board_ties_refresh(task=Task.objects.select_related("benchmark").get(pk=instance.task_id))
+
+
+@receiver(post_delete, sender=BoardEntry)
+def _entry_deleted(sender: type[BoardEntry], instance: BoardEntry, **kwargs: object) -> None:
+    """A row that took part in the tie rule leaves (a rerun, a deleted submission): the rest of
+    its board is grouped again, since a group's members were tested against its leader alone."""
+    if instance.tie_rank is not None:
+        task = Task.objects.select_related("benchmark").filter(pk=instance.task_id).first()
+        if task is not None:
+            board_ties_refresh(task=task)
 
 
 def uses_paired_ties(task: Task) -> bool:

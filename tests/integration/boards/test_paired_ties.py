@@ -150,6 +150,19 @@ def test_a_submission_made_private_leaves_the_paired_tie(client, alice, bob):
     assert ranks(client) == {"alice-net": "=1", "carol-net": "=1"}
 
 
+def test_a_leader_rerun_off_the_board_leaves_its_group_ranked_again(client, alice, bob):
+    from leaderboard.submissions.services import submission_rerun
+
+    leader = scored(alice, "alice-net", range(0, 20))
+    scored(bob, "bob-net", [*range(3, 20), *range(100, 105)])
+    scored(bob, "carol-net", [*range(2, 20), *range(100, 103)])  # one miss fewer than bob-net: it leads next
+    assert ranks(client) == {"alice-net": "=1", "bob-net": "=1", "carol-net": "=1"}
+    submission_rerun(submission_id=leader.pk)
+    carol = BoardEntry.objects.get(submission_name="carol-net")
+    assert carol.paired["leader"] == carol.submission_id and carol.paired["group_size"] == 2
+    assert ranks(client) == {"bob-net": "=1", "carol-net": "=1"}
+
+
 def test_a_board_with_paired_ties_makes_as_many_queries_for_5_as_for_30_rows(client, alice):
     def count():
         with CaptureQueriesContext(connection) as ctx:
