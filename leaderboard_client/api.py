@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import tenacity
@@ -157,8 +158,12 @@ class Client:
             response = retrying(attempt)
         except _TryAgain as exc:
             raise ApiError(f"{exc} (HTTP {exc.status_code}, {self.retries + 1} tries)", exc.status_code) from exc
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise ApiError(f"{what}: cannot reach {self.server}: {type(exc).__name__}: {exc}") from exc
+        except httpx.TransportError as exc:
+            maybe = "" if idempotent else (" - the site may have received it: look at its My submissions page "
+                                           "before sending it again")
+            raise ApiError(f"{what}: {type(exc).__name__} talking to {self.server}: {exc}{maybe}") from exc
         if response.status_code >= 400:
             raise ApiError(api_message(response), response.status_code)
         if response.is_redirect:  # not followed: the token would go wherever the site points
@@ -183,7 +188,7 @@ class Client:
         params: dict[str, Any] = {"limit": limit}
         if task:
             params["task"] = task
-        return self.get(f"benchmarks/{benchmark}/leaderboard/", params)
+        return self.get(f"benchmarks/{quote(benchmark, safe='')}/leaderboard/", params)
 
     def submission(self, submission_id: int) -> dict[str, Any]:
         return self.get(f"submissions/{submission_id}/")

@@ -1,10 +1,14 @@
-"""How the `leaderboard` client prints, without a site: the live bars a terminal gets, the rows
-its CSV and JSON hold, and the API's error shapes and Retry-After forms it reads."""
+"""The `leaderboard` client without a site: the live bars a terminal gets, the rows its CSV and
+JSON hold, the API's error shapes and Retry-After forms it reads, and what it does when a server
+redirects or never answers an upload."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -92,3 +96,31 @@ def test_a_redirect_is_named_not_followed_so_the_token_stays_with_the_site_it_wa
                                            r"benchmarks/; log in with the address it names"):
             api.benchmarks()
     assert [r.url.host for r in seen] == ["lb.example.org"] and seen[0].url.scheme == "http"
+
+
+def test_an_upload_whose_answer_never_comes_is_not_sent_again_and_the_error_says_it_may_have_arrived(tmp_path):
+    received: list[str] = []
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(self.path)
+            time.sleep(2)  # past the client's timeout: did the site store it? the client cannot know
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    artifact = tmp_path / "sgd.py"
+    artifact.write_text("def make_optimizer(params): ...\n")
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}", "lb_x", timeout_s=0.5,
+                    sleep=lambda s: None) as api:
+            with pytest.raises(ApiError, match="ReadTimeout .* the site may have received it: look at its My "
+                                               "submissions page before sending it again"):
+                api.submit(benchmark="opt-synthetic", artifact=artifact, name="sgd")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received == ["/api/v1/submissions/"]
