@@ -1,11 +1,14 @@
 """`make bench-web`: page latency at scale. Fills a PostgreSQL database with 10,000 submissions
 across the catalogue (with their jobs, results and board rows), serves the site with gunicorn, and
-measures p50/p95 latency of the home, board, submission and export pages under concurrent clients.
-It also counts the queries each page makes at two scales, to show they do not grow.
+measures p50/p95 latency and requests/s of every anonymous page kind (home, boards, submission,
+exports, API leaderboard) under concurrent clients, with the page cache off and on, each twice:
+calm, and while results keep arriving (a board changes every second, through the same signal,
+commit and site-worker warm a real result takes). It also counts the queries each page makes.
 
-Usage: python tests/bench/bench_web.py [--submissions 10000] [--clients 8] [--requests 200]
-Needs PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/leaderboard_bench); measures
-the site with its page cache off, per process, and shared through Redis (BENCH_CACHE_URL) when one answers.
+Usage: python tests/bench/bench_web.py [--submissions 10000] [--clients 8] [--requests 200] [--change-every 1]
+Needs PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/leaderboard_bench). The
+cache is shared through Redis (BENCH_CACHE_URL) with a site worker on BENCH_BROKER_URL warming it,
+when that Redis answers; otherwise each web process keeps its own (correct, never warmed).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/leaderboard_bench")
 # A shared page cache is measured too when this Redis answers (BENCH_CACHE_URL).
 CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
+# The site worker's broker (it warms the shared cache after each board change).
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
 
 
 def ensure_database(url: str) -> None:
@@ -37,8 +42,13 @@ def ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def setup_django() -> None:
+def setup_django(shared_cache: bool) -> None:
+    """Django for the filler and the writer; with the shared cache and broker of the measured site,
+    so a board change here is warmed there as a real result's would be."""
     os.environ["DATABASE_URL"] = DB_URL
+    if shared_cache:
+        os.environ["CACHE_URL"] = CACHE_URL
+        os.environ["CELERY_BROKER_URL"] = BROKER_URL
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leaderboard.settings")
     import django
 
@@ -122,25 +132,34 @@ def pages() -> dict[str, list[str]]:
         "board (sorted, page 3)": [f"/b/{s}/?sort=submitted_at&dir=asc&offset=100" for s in slugs],
         "submission": [f"/s/{i}/" for i in ids],
         "export csv": [f"/b/{s}/export.csv" for s in slugs],
+        "export json": [f"/b/{s}/export.json" for s in slugs],
         "api leaderboard": [f"/api/v1/benchmarks/{s}/leaderboard/" for s in slugs],
     }
 
 
 def queries_per_page(urls: dict[str, list[str]]) -> dict[str, int]:
+    """The most queries a render of each page kind makes (the cache off), over five of its pages."""
+    from django.conf import settings
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     client = Client()
     out = {}
-    for name, paths in urls.items():
-        counts = set()
-        for path in paths[:5]:
-            with CaptureQueriesContext(connection) as ctx:
-                response = client.get(path)
-            assert response.status_code == 200, (path, response.status_code)
-            counts.add(len(ctx.captured_queries))
-        out[name] = max(counts)
+    cached, settings.PAGE_CACHE_SECONDS = settings.PAGE_CACHE_SECONDS, 0
+    try:
+        for name, paths in urls.items():
+            counts = set()
+            for path in paths[:5]:
+                with CaptureQueriesContext(connection) as ctx:
+                    response = client.get(path)
+                    if response.streaming:
+                        b"".join(response.streaming_content)
+                assert response.status_code == 200, (path, response.status_code)
+                counts.add(len(ctx.captured_queries))
+            out[name] = max(counts)
+    finally:
+        settings.PAGE_CACHE_SECONDS = cached
     return out
 
 
@@ -150,10 +169,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(base: str, paths: list[str], clients: int, requests: int) -> list[float]:
+def measure(base: str, paths: list[str], clients: int, requests: int) -> tuple[list[float], dict[str, int]]:
+    """``requests`` GETs of ``paths`` from ``clients`` threads: their latencies in ms and how the
+    page cache answered them (X-Page-Cache: hit, stale, miss; "-" when the cache was not asked)."""
     import httpx
 
     latencies: list[float] = []
+    outcomes: dict[str, int] = {}
     lock = threading.Lock()
 
     def worker(k: int) -> None:
@@ -166,13 +188,47 @@ def measure(base: str, paths: list[str], clients: int, requests: int) -> list[fl
                 assert response.status_code == 200, (path, response.status_code)
                 with lock:
                     latencies.append(elapsed * 1000)
+                    state = response.headers.get("X-Page-Cache", "-")
+                    outcomes[state] = outcomes.get(state, 0) + 1
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return latencies
+    return latencies, outcomes
+
+
+class BoardWriter(threading.Thread):
+    """Results keep arriving: every ``period`` seconds one board row changes (benchmarks in turn,
+    a random row, its primary metric), saved in a transaction as the aggregation saves it, so the
+    board's version is bumped by the same signal and, after the commit, the site worker is asked
+    to warm it."""
+
+    def __init__(self, period: float):
+        super().__init__(daemon=True)
+        self.period, self.changes = period, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection, transaction
+
+        from leaderboard.benchmarks.models import Benchmark
+        from leaderboard.boards.models import BoardEntry
+
+        rng = random.Random(1)
+        benches = list(Benchmark.objects.order_by("pk").values_list("pk", flat=True))
+        try:
+            while not self.stop.wait(self.period):
+                bench = benches[self.changes % len(benches)]
+                with transaction.atomic():
+                    entry = BoardEntry.objects.filter(benchmark_id=bench).order_by("?").first()
+                    if entry is not None:
+                        entry.value = rng.uniform(10, 90)
+                        entry.save(update_fields=["value"])
+                self.changes += 1
+        finally:
+            connection.close()
 
 
 def main() -> None:
@@ -184,31 +240,41 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="per page kind")
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--change-every", type=float, default=1.0, help="seconds between board changes")
     args = parser.parse_args()
 
+    shared = redis_reachable(CACHE_URL) and redis_reachable(BROKER_URL)
     ensure_database(DB_URL)
-    setup_django()
+    setup_django(shared)
     fill(args.submissions)
     urls = pages()
     queries = queries_per_page(urls)
 
-    configs = [("cache off", {"PAGE_CACHE_SECONDS": "0"}),
-               ("per-process cache", {"PAGE_CACHE_SECONDS": "300"})]
-    if redis_reachable(CACHE_URL):
-        configs.append(("shared Redis cache", {"PAGE_CACHE_SECONDS": "300", "CACHE_URL": CACHE_URL}))
-    results = {label: serve_and_measure(urls, args, extra) for label, extra in configs}
+    cache_on = ({"PAGE_CACHE_SECONDS": "300", "CACHE_URL": CACHE_URL, "CELERY_BROKER_URL": BROKER_URL}
+                if shared else {"PAGE_CACHE_SECONDS": "300"})
+    label_on = "shared cache" if shared else "per-process cache"
+    runs = [("cache off", {"PAGE_CACHE_SECONDS": "0"}, False), ("cache off, writes", {"PAGE_CACHE_SECONDS": "0"}, True),
+            (label_on, cache_on, False), (f"{label_on}, writes", cache_on, True)]
+    results, changes = {}, {}
+    for label, extra, writes in runs:
+        results[label], changes[label] = serve_and_measure(urls, args, extra, writes=writes, worker=shared
+                                                           and extra["PAGE_CACHE_SECONDS"] != "0")
     print(f"\n{args.submissions} submissions, {args.clients} concurrent anonymous clients, gunicorn "
-          f"{args.workers} workers × 2 threads, {os.cpu_count()} cores; one run, every configuration\n")
-    print(f"{'page':24} {'queries':>7}" + "".join(f" | {label:>20} p50/p95 ms  req/s" for label, _ in configs)
-          + " | p95 off ÷ best")
+          f"{args.workers} workers × 2 threads, {os.cpu_count()} cores, {args.requests} requests per page kind; "
+          f"'writes': a board changes every {args.change_every:g} s while clients read "
+          f"({', '.join(f'{changes[label]} changes in {label!r}' for label, _, w in runs if w)}); one run\n")
+    print(f"{'page':24} {'queries':>7}" + "".join(f" | {label:>26}: p50 / p95 ms, p95÷p50, req/s" for label, _, _ in runs))
     for name in urls:
         line = f"{name:24} {queries[name]:7d}"
-        for label, _ in configs:
-            p50, p95, rps = results[label][name]
-            line += f" | {p50:20.1f} {p95:7.1f} {rps:6.0f}"
-        best = min(results[label][name][1] for label, _ in configs[1:])
-        print(line + f" | {results['cache off'][name][1] / best:14.1f}")
-    print("\nThe submission page and the API are never cached (live status; token users see private rows).")
+        for label, _, _ in runs:
+            p50, p95, rps, _ = results[label][name]
+            line += f" | {p50:33.1f} {p95:6.1f} {p95 / p50:7.1f} {rps:6.0f}"
+        print(line)
+    print("\nHow the cache answered (X-Page-Cache: hit, stale = the previous render while the worker renders, "
+          "miss = rendered for the visitor):")
+    for name in urls:
+        print(f"{name:24} " + " | ".join(f"{label}: {results[label][name][3]}" for label, _, _ in runs
+                                         if label not in ("cache off", "cache off, writes")))
 
 
 def redis_reachable(url: str) -> bool:
@@ -220,10 +286,28 @@ def redis_reachable(url: str) -> bool:
         return False
 
 
-def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extra_env: dict[str, str]
-                      ) -> dict[str, tuple[float, float, float]]:
-    """Start gunicorn with ``extra_env`` and measure every page kind: {name: (p50 ms, p95 ms, req/s)}."""
+def start_site_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The site's Celery worker (queue "site"), as `make demo` starts it; waits until it answers a ping."""
+    from leaderboard.celery import app
+
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "leaderboard", "worker", "-Q", "site", "-c", "1",
+                               "--loglevel", "WARNING", "-n", f"bench-web-{os.getpid()}@%h"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL)  # its banner; warnings and errors still show
+    for _ in range(60):
+        if app.control.ping(timeout=0.5):
+            return worker
+        if worker.poll() is not None:
+            raise SystemExit("the site worker exited at start")
+    raise SystemExit("the site worker did not answer within 30 s")
+
+
+def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extra_env: dict[str, str], *,
+                      writes: bool, worker: bool) -> tuple[dict[str, tuple[float, float, float, dict]], int]:
+    """Start gunicorn with ``extra_env`` (and the site worker when ``worker``), read every page once,
+    then measure every page kind, with a board changing every ``--change-every`` s when ``writes``:
+    ({name: (p50 ms, p95 ms, req/s, cache outcomes)}, board changes made)."""
     import httpx
+    from django.conf import settings
 
     port = free_port()
     env = {**os.environ, "DATABASE_URL": DB_URL, "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1",
@@ -232,8 +316,11 @@ def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extr
         [sys.executable, "-m", "gunicorn", "leaderboard.wsgi:application", "-b", f"127.0.0.1:{port}",
          "-w", str(args.workers), "--threads", "2", "-k", "gthread", "--log-level", "warning"],
         cwd=ROOT, env=env)
+    site_worker = start_site_worker(env) if worker else None
+    settings.PAGE_CACHE_SECONDS = int(extra_env["PAGE_CACHE_SECONDS"])  # the writer's warm requests follow it
     base = f"http://127.0.0.1:{port}"
     out = {}
+    writer = BoardWriter(args.change_every)
     try:
         for _ in range(100):
             try:
@@ -241,16 +328,26 @@ def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extr
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        for paths in urls.values():  # warm-up, not timed: every page read once, as on a site in use
+            measure(base, paths, 1, len(paths))
+        if writes:
+            writer.start()
         for name, paths in urls.items():
             measure(base, paths, args.clients, args.clients * 2)  # warm-up, not timed
             t = time.perf_counter()
-            lat = measure(base, paths, args.clients, args.requests)
+            lat, outcomes = measure(base, paths, args.clients, args.requests)
             wall = time.perf_counter() - t
-            out[name] = (statistics.median(lat), statistics.quantiles(lat, n=20)[18], len(lat) / wall)
+            out[name] = (statistics.median(lat), statistics.quantiles(lat, n=20)[18], len(lat) / wall, outcomes)
     finally:
+        writer.stop.set()
+        if writer.is_alive():
+            writer.join(10)
         server.terminate()
         server.wait(10)
-    return out
+        if site_worker is not None:
+            site_worker.terminate()
+            site_worker.wait(30)
+    return out, writer.changes
 
 
 if __name__ == "__main__":
