@@ -8,8 +8,9 @@ server, which loads them before the submitted tensors (runner/sandboxed/library_
   name (``resnet18-f37072fd.pth``). A weights-only pickle: the sandbox loads it with
   ``torch.load(weights_only=True)``.
 - timm: the default pretrained tag's ``model.safetensors`` on the Hugging Face hub
-  (``hf_hub_download``), kept in the hub's cache, ``$HF_HOME/hub`` (default
-  ``~/.cache/huggingface``); with ``HF_HUB_OFFLINE=1`` only the cache is read.
+  (``hf_hub_download``), kept in the hub's cache, ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` (default
+  ``~/.cache/huggingface/hub``), read first without a request; with ``HF_HUB_OFFLINE=1`` only
+  the cache is read.
 
 A node without a network serves ``pretrained`` only from files already in those caches (an
 operator may copy them there). Errors: EvaluationError BAD_HPARAMS when the library publishes no
@@ -76,11 +77,26 @@ def _timm(name: str) -> Path:
             ErrorKind.BAD_HPARAMS, f"timm publishes no weights for {name!r} on the Hugging Face hub"
         )
     filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
-    except Exception as exc:  # noqa: BLE001 - offline, a missing file, a full disk
-        raise EvaluationError(
-            ErrorKind.DOWNLOAD_FAILED, f"this runner could not fetch timm's {name} weights from {repo} ({exc})"
-        ) from exc
+    # The cache first, without a request (HEAD on every job would wait on the network); read from
+    # the environment now, as the worker was started with it, not when huggingface_hub was imported.
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - not cached (LocalEntryNotFoundError) or unreadable
+        missing: Exception = exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if not offline:
+        log.info("fetching timm's %s weights from %s", name, repo)
+        try:
+            return Path(hf_hub_download(repo_id=repo, filename=filename, cache_dir=cache))
+        except Exception as exc:  # noqa: BLE001 - no network, a missing file, a full disk
+            missing = exc
+    raise EvaluationError(
+        ErrorKind.DOWNLOAD_FAILED,
+        f"this runner could not fetch timm's {name} weights from {repo}"
+        f"{' (HF_HUB_OFFLINE is set and they are not in ' + cache + ')' if offline else ''}: "
+        f"{type(missing).__name__}",
+    ) from missing

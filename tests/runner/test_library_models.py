@@ -319,6 +319,47 @@ def test_pretrained_starts_from_the_published_weights_in_the_torch_hub_cache(poo
     assert "the published weights lack fc.bias, fc.weight" in refused.value.message
 
 
+def _fill_hub_cache(home: Path, repo: str, state: dict) -> None:
+    """What ``hf_hub_download`` leaves in ``$HF_HOME/hub`` for ``repo``'s model.safetensors."""
+    folder = home / "hub" / ("models--" + repo.replace("/", "--"))
+    revision = "0" * 40
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(revision)
+    save_file(state, folder / "snapshots" / revision / "model.safetensors")
+
+
+def test_pretrained_timm_weights_come_from_the_hugging_face_hub_cache(pool, tmp_path, monkeypatch):
+    """timm's published weights are the default tag's model.safetensors on the hub; offline, the
+    runner reads them from the hub's cache (filled here beforehand), and a node that has neither
+    the file nor a network fails the job as the platform's (download_failed), not the submitter's."""
+    import timm
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(3)
+    published = timm.create_model("resnet10t").eval()
+    repo = timm.models.get_pretrained_cfg("resnet10t").hf_hub_id
+    _fill_hub_cache(tmp_path / "hf", repo, published.state_dict())
+    torch.manual_seed(4)
+    head = torch.nn.Linear(published.num_features, 10)
+    save_file({"fc.weight": head.weight.detach().clone(), "fc.bias": head.bias.detach().clone()},
+              tmp_path / "head.safetensors")
+    hparams = {**HPARAMS, "architecture": "timm:resnet10t", "pretrained": True, "mean": [0.0] * 3, "std": [1.0] * 3}
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    got = _logits(pool, tmp_path / "head.safetensors",
+                  _settings(tmp_path / "head.safetensors", "safetensors", hparams), x)
+    published.reset_classifier(10)
+    published.fc = head
+    with torch.no_grad():
+        assert np.allclose(got, published(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+    other = {**hparams, "architecture": "timm:resnet14t"}  # nothing of it in the cache, no network
+    with pytest.raises(EvaluationError) as refused, pool.borrow(
+            tmp_path / "head.safetensors", _settings(tmp_path / "head.safetensors", "safetensors", other)):
+        pass
+    assert refused.value.kind == ErrorKind.DOWNLOAD_FAILED and "could not fetch timm's resnet14t" in refused.value.message
+
+
 # --------------------------------------------------------------------------------------------
 # `runner run`: the issue's "done when", on fake CIFAR-10.
 # --------------------------------------------------------------------------------------------
