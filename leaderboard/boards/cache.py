@@ -277,11 +277,14 @@ def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str]
     caches. So a cached page costs no query."""
     slug = kwargs.get("slug")
     cache = caches[settings.PAGE_CACHE_ALIAS]
-    key = f"version:{slug or '*'}"
+    key, page = f"version:{slug or '*'}", page_key(request, slug or "*")
     try:
-        version = cache.get(key)
+        found = cache.get_many([key, page])  # one round trip for the version and the page
     except Exception:  # noqa: BLE001 - any cache backend failure: the database answers
-        version = None
+        found = {}
+    else:
+        request.page_cache_entry = (page, found.get(page))  # type: ignore[attr-defined]
+    version = found.get(key)
     if version is None:
         version = board_version(slug)
         if version is None:
@@ -352,8 +355,9 @@ def _cached_or_rendered(view: Callable[..., HttpResponseBase], request: HttpRequ
                         etag: str) -> HttpResponseBase:
     cache = caches[settings.PAGE_CACHE_ALIAS]
     refresh = getattr(request, "page_cache_refresh", False)
+    prefetched = getattr(request, "page_cache_entry", None)  # read with the version (board_scope)
     try:
-        entry = cache.get(key)
+        entry = prefetched[1] if prefetched is not None and prefetched[0] == key else cache.get(key)
     except Exception:  # noqa: BLE001 - any cache backend failure
         log.warning("page cache unavailable; rendering %s", request.path, exc_info=True)
         return view(request, *args, **kwargs)
