@@ -46,10 +46,17 @@ def installed_architectures() -> dict[str, list[str]]:
     }
 
 
+def _name(key: str, limit: int = 80) -> str:
+    """A tensor name as an error line shows it: printable, at most ``limit`` characters (a hostile
+    file may name its tensors with a megabyte of anything)."""
+    text = "".join(c if c.isprintable() else "?" for c in key[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _listed(names: list[str] | set[str]) -> str:
     ordered = sorted(names)
     more = f" and {len(ordered) - SHOWN} more" if len(ordered) > SHOWN else ""
-    return ", ".join(ordered[:SHOWN]) + more
+    return ", ".join(_name(n) for n in ordered[:SHOWN]) + more
 
 
 def construct(library: str, name: str, num_classes: int) -> Any:
@@ -112,7 +119,7 @@ def read_weights(path: str, expected: dict[str, Any], torch: Any, where: str,
             shape = list(weights.get_slice(key).get_shape())
             wanted = list(expected[key].shape)
             if shape != wanted:
-                wrong_shape.append(f"{key} is {shape} in the file, {wanted} in {where}")
+                wrong_shape.append(f"{_name(key)} is {shape} in the file, {wanted} in {where}")
         if wrong_shape:
             more = f" and {len(wrong_shape) - 2} more" if len(wrong_shape) > 2 else ""
             raise ChildError(
@@ -127,7 +134,7 @@ def read_weights(path: str, expected: dict[str, Any], torch: Any, where: str,
             if tensor.is_floating_point() != target.is_floating_point():
                 raise ChildError(
                     rules.INVALID_ARTIFACT,
-                    f"{key} is {str(tensor.dtype).removeprefix('torch.')}, {where} has "
+                    f"{_name(key)} is {str(tensor.dtype).removeprefix('torch.')}, {where} has "
                     f"{str(target.dtype).removeprefix('torch.')} there (floats for weights, integers for counters)",
                 )
             state[key] = tensor.to(target.dtype)
@@ -139,6 +146,7 @@ def read_published(path: str, expected: dict[str, Any], torch: Any) -> dict[str,
     loaded with ``weights_only=True``; timm: safetensors), keeping those whose name and shape the
     built architecture has (a classifier head of another num_classes is left out, so the
     submitted file must hold it)."""
+    published: Any
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

@@ -48,7 +48,7 @@ def _torchvision(name: str) -> Path:
     import torchvision
 
     try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
+        weights = torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, AttributeError) as exc:
         raise EvaluationError(ErrorKind.BAD_HPARAMS, f"torchvision publishes no weights for {name!r}") from exc
     url = weights.url

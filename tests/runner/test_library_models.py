@@ -210,6 +210,14 @@ def test_a_wrapped_state_dict_is_told_to_drop_the_wrappers_prefix(tmp_path):
     assert "every name starts with 'module.'" in message and "and 118 more" in message
 
 
+def test_hostile_tensor_names_are_shortened_and_made_printable_in_the_error(tmp_path):
+    state = resnet18().state_dict()
+    state["\x1b[31m" + "x" * 100_000] = torch.zeros(1)
+    save_file(state, tmp_path / "w.safetensors")
+    message = _refusal(tmp_path / "w.safetensors")
+    assert len(message) < 600 and "\x1b" not in message and "1 unexpected (?[31mxxx" in message
+
+
 def test_the_wrong_architecture_for_the_weights_is_refused(tmp_path):
     weights, _ = save_both(tmp_path)
     message = _refusal(weights, architecture="torchvision:resnet34")
