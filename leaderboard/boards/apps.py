@@ -6,6 +6,6 @@ class BoardsConfig(AppConfig):
     label = "boards"
 
     def ready(self) -> None:
-        # Connect the signals: the page cache's freshness (cache) and the re-ranking of ties when
+        # Connect the signals: the page cache's freshness (versions) and the re-ranking of ties when
         # per-image outcomes arrive after their result (services).
-        from . import cache, services  # noqa: F401
+        from . import services, versions  # noqa: F401

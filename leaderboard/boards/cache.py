@@ -6,10 +6,10 @@ Correctness before speed: a cached page is stored under the release and the requ
 only the query parameters the views read) together with the board version it was rendered at
 (``Benchmark.board_version``, in the database so every web process and worker sees the same
 value; for the home page, every benchmark's). Every change to a board row bumps its benchmark's
-version in the same transaction (signals on BoardEntry, Task and Benchmark, and the services that
-update rows in bulk). After the commit, a site-worker task (``leaderboard.warm_boards``,
-boards/tasks.py) renders the changed boards' pages, exports and the home page, and every other
-page visitors read recently, into the cache. Until that render is in, a visitor gets the previous
+version in the same transaction (boards/versions.py: signals on BoardEntry, Task and Benchmark,
+and the services that update rows in bulk). After the commit, a site-worker task
+(``leaderboard.warm_boards``, boards/tasks.py → boards/warming.py) renders the changed boards'
+pages, exports and the home page, and every other page visitors read recently, into the cache. Until that render is in, a visitor gets the previous
 render, for at most ``PAGE_CACHE_STALE_SECONDS`` after the change (a version carries its time);
 after that, a page whose render is not in is rendered for the visitor. ``PAGE_CACHE_SECONDS``
 only bounds how long an entry that nobody asks for stays.
@@ -26,25 +26,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, quote_etag
 
-from leaderboard.benchmarks.models import Benchmark, Task, board_version_time, new_board_version
-
-from .models import BoardEntry
+from leaderboard.benchmarks.models import Benchmark, board_version_time
 
 KEPT_HEADERS = ("Content-Disposition", "Allow")
 # The query parameters the cached views read; any other is left out of the key.
@@ -77,83 +71,6 @@ def version_time(version: str) -> float | None:
         return None
     known = [t for t in map(board_version_time, numbers) if t is not None]
     return max(known) if known else None
-
-
-_pending = threading.local()
-
-
-def bump(benchmark_ids: Iterable[int]) -> None:
-    """Mark these benchmarks' boards as changed: their cached pages (and the home page) are stale,
-    and once the transaction commits the warmer renders them again. The new version is the time
-    plus random bits (``new_board_version``), so no version ever comes back — not after a restore
-    from backup, nor in a database created afresh — and concurrent bumps need no lock."""
-    ids = sorted(set(benchmark_ids))
-    if ids:
-        Benchmark.objects.filter(pk__in=ids).update(board_version=new_board_version())
-        slugs = list(Benchmark.objects.filter(pk__in=ids).values_list("slug", flat=True))
-        _forget_versions(slugs)  # this process (and, shared, every other) reads the database again
-        pending = _pending.__dict__.setdefault("ids", set())
-        pending.update(ids)
-        transaction.on_commit(_send_warm)
-
-
-def _forget_versions(slugs: Iterable[str]) -> None:
-    """Even with the page cache off: it may be turned on again while a version it kept is recent."""
-    try:
-        caches[settings.PAGE_CACHE_ALIAS].delete_many([f"version:{slug}" for slug in (*slugs, "*")])
-    except Exception:  # noqa: BLE001 - any cache backend failure: the versions expire on their own
-        log.warning("page cache unavailable; versions of %s not forgotten", list(slugs), exc_info=True)
-
-
-def _send_warm() -> None:
-    """Ask the site worker to warm every board bumped since the last send: one task per commit,
-    however many rows it changed (the first on_commit callback takes them all; the rest find
-    nothing). Sending must never fail the commit that changed the board: a broker that is down
-    costs visitors a render, not a result."""
-    ids = sorted(_pending.__dict__.pop("ids", set()))
-    if not ids or settings.PAGE_CACHE_SECONDS <= 0:
-        return
-    from .tasks import warm_boards
-
-    # The committed versions, for visitors to read without the database, and as the versions of
-    # which visitors may get the previous render while the worker renders.
-    versions = {slug: str(version) for slug, version
-                in Benchmark.objects.filter(pk__in=ids).values_list("slug", "board_version")}
-    versions["*"] = board_version(None) or ""
-    try:
-        caches[settings.PAGE_CACHE_ALIAS].set_many(
-            {f"{kind}:{scope}": version for scope, version in versions.items() for kind in ("warming", "version")},
-            settings.PAGE_CACHE_STALE_SECONDS)
-    except Exception:  # noqa: BLE001 - any cache backend failure: visitors render for themselves
-        log.warning("page cache unavailable; boards %s not marked as warming", ids, exc_info=True)
-    try:
-        warm_boards.delay(ids)
-    except Exception:  # noqa: BLE001 - any broker failure
-        log.warning("could not ask the site worker to warm boards %s", ids, exc_info=True)
-
-
-@receiver([post_save, post_delete], sender=BoardEntry)
-def _entry_changed(sender, instance: BoardEntry, **kwargs) -> None:
-    bump([instance.benchmark_id])
-
-
-@receiver(pre_save, sender=Task)
-def _task_moving(sender, instance: Task, **kwargs) -> None:
-    """A task moved to another benchmark leaves the old one's pages stale too."""
-    if instance.pk is not None:
-        old = Task.objects.filter(pk=instance.pk).values_list("benchmark_id", flat=True).first()
-        if old is not None and old != instance.benchmark_id:
-            bump([old])
-
-
-@receiver([post_save, post_delete], sender=Task)
-def _task_changed(sender, instance: Task, **kwargs) -> None:
-    bump([instance.benchmark_id])
-
-
-@receiver(post_save, sender=Benchmark)
-def _benchmark_changed(sender, instance: Benchmark, **kwargs) -> None:
-    bump([instance.pk])
 
 
 def _anonymous(request: HttpRequest) -> bool:
@@ -396,66 +313,3 @@ def _cached_or_rendered(view: Callable[..., HttpResponseBase], request: HttpRequ
         return response  # too big to keep
     response["X-Page-Cache"] = "miss"
     return response
-
-
-def standard_pages(slug: str) -> list[str]:
-    """The pages of one benchmark the warmer always renders: its board (first task), both
-    exports and the API's leaderboard; every other page of it once a visitor has read it."""
-    from django.urls import reverse
-
-    return [reverse("benchmark", args=[slug]), reverse("board-export", args=[slug, "csv"]),
-            reverse("board-export", args=[slug, "json"]), reverse("api-leaderboard", args=[slug])]
-
-
-def page_render(path: str) -> str | None:
-    """Render ``path`` (with its query) as an anonymous visitor would get it, into the page cache,
-    unless the cache already holds it at the current version. Returns what ``X-Page-Cache`` said
-    (hit: nothing to do; miss: rendered and stored), None when the page is not cached (404, a view
-    without the cache)."""
-    from urllib.parse import urlsplit
-
-    from django.contrib.auth.models import AnonymousUser
-    from django.test import RequestFactory  # builds a WSGI request; no test machinery
-    from django.urls import Resolver404, resolve
-
-    site = urlsplit(settings.SITE_URL)
-    request = RequestFactory().get(path, HTTP_HOST=site.netloc or "localhost",
-                                   secure=site.scheme == "https", HTTP_ACCEPT="application/json")
-    try:
-        match = resolve(request.path_info)
-    except Resolver404:
-        return None
-    request.resolver_match = match
-    request.user = AnonymousUser()
-    request.page_cache_refresh = True  # type: ignore[attr-defined]
-    response = match.func(request, *match.args, **match.kwargs)
-    if hasattr(response, "render") and callable(response.render):
-        response.render()
-    if response.streaming:
-        for _ in response.streaming_content:  # the cache keeps it as it streams
-            pass
-    # not response.close(): it sends request_finished, which closes the worker's database connection
-    return response.get("X-Page-Cache")
-
-
-def boards_warm(*, benchmark_ids: Iterable[int]) -> dict[str, int]:
-    """Render the boards of these benchmarks into the page cache before visitors ask: each one's
-    standard pages and the pages visitors read recently, then the home page and the other pages
-    of every benchmark (the optimizer profiles). A page whose render is already current is left
-    alone, so a burst of changes costs one render per page. Returns counts of the X-Page-Cache
-    outcomes ({"miss": rendered, "hit": already current, "none": not cached})."""
-    counts: dict[str, int] = {}
-    if settings.PAGE_CACHE_SECONDS <= 0:
-        return counts
-    paths: list[str] = []
-    for slug in Benchmark.objects.filter(pk__in=list(benchmark_ids)).order_by("pk").values_list("slug", flat=True):
-        paths += standard_pages(slug) + recent_pages(slug)
-    paths += ["/"] + recent_pages("*")
-    for path in dict.fromkeys(paths):
-        try:
-            outcome = page_render(path) or "none"
-        except Exception:  # noqa: BLE001 - one page failing must not keep the others cold
-            log.exception("warming %s failed", path)
-            outcome = "error"
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts

@@ -16,9 +16,9 @@ from leaderboard.submissions.models import (
 from leaderboard.submissions.per_image import load_per_image
 
 from . import paired
-from .cache import bump
 from .models import BoardEntry
 from .selectors import lead_task_top
+from .versions import bump
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Site Celery tasks of the boards: a thin wrapper that warms the page cache after a board
-changes (leaderboard/boards/cache.py sends it on commit)."""
+changes (leaderboard/boards/versions.py sends it after the commit)."""
 from __future__ import annotations
 
 from leaderboard.celery import app
 
-from .cache import boards_warm
+from .warming import boards_warm
 
 # Bound to the site's app explicitly (not shared_task): a process that also imports the runner's
 # Celery app must still send this to the site's broker.
