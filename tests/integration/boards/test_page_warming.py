@@ -184,3 +184,28 @@ def test_the_submission_page_is_cached_until_it_changes_and_its_live_part_is_pol
     client.force_login(alice)
     mine = client.get(page)
     assert "X-Page-Cache" not in mine and "private" in mine["Cache-Control"] and b"renamed-opt" in mine.content
+
+
+def test_a_commit_that_changes_many_rows_sends_one_warm_and_a_broker_down_fails_no_result(
+        client, alice, make_submission, runner_api, finish_job, monkeypatch, django_capture_on_commit_callbacks):
+    from leaderboard.boards import versions
+    from leaderboard.boards.models import BoardEntry
+
+    sent = []
+    monkeypatch.setattr(versions.warm_boards, "delay", lambda ids: sent.append(ids))
+    finish(runner_api, finish_job, make_submission(alice, name="many-rows"), 0.2)  # a row per task
+    bench = Benchmark.objects.get(slug="opt-synthetic")
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):  # one transaction changing three rows
+        for entry in BoardEntry.objects.filter(benchmark=bench):
+            entry.save()
+    assert BoardEntry.objects.filter(benchmark=bench).count() == 3 and sent == [[bench.pk]]
+
+    def broker_down(ids):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(versions.warm_boards, "delay", broker_down)
+    other = make_submission(alice, name="broker-down")
+    finish(runner_api, finish_job, other, 0.1)  # finish_job asserts the result was accepted
+    response = client.get(BOARD)
+    assert response.status_code == 200 and b"broker-down" in response.content
