@@ -187,8 +187,8 @@ def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str]
     """A board page's scope and version: the benchmark of its ``slug`` argument ("*" and every
     benchmark's version without one); None for an unknown benchmark (the view answers 404).
 
-    The version is read from the cache, where the commit that changed it put it (``_send_warm``)
-    and every bump deletes it; when absent it is read from the database and kept for
+    The version is read from the cache, where the commit that changed it put it and every bump
+    deleted it (boards/versions.py); when absent it is read from the database and kept for
     ``PAGE_CACHE_STALE_SECONDS``, which bounds how long a version can lag the database when a
     process dies between its commit and its on_commit callbacks, or web processes keep their own
     caches. So a cached page costs no query."""
@@ -216,13 +216,13 @@ def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str]
 def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False,
                         scope: Callable[[HttpRequest, dict[str, Any]], tuple[str, str] | None] = board_scope
                         ) -> Any:
-    """Serve ``view``'s anonymous GETs from the page cache and answer conditional requests; the
-    benchmark is the view's ``slug`` argument (none: the page depends on every benchmark).
-    ``json_only`` (API views): only requests that get JSON are cached. ``scope`` gives the page's
-    scope and version (default :func:`board_scope`), or None to leave the request to the view.
-    ``X-Page-Cache`` says what
-    happened: hit, stale (the previous render, at most ``PAGE_CACHE_STALE_SECONDS`` after a change)
-    or miss (rendered for this visitor). The cache failing (Redis down) costs speed, never a page.
+    """Serve ``view``'s anonymous GETs from the page cache and answer conditional requests.
+    ``scope`` gives the page's scope and version (default :func:`board_scope`: the benchmark of
+    the view's ``slug`` argument, or every benchmark without one), or None to leave the request
+    to the view. ``json_only`` (API views): only requests that get JSON are cached.
+    ``X-Page-Cache`` says what happened: hit, stale (the previous render, at most
+    ``PAGE_CACHE_STALE_SECONDS`` after a change, while the site worker renders the new one) or
+    miss (rendered for this visitor). The cache failing (Redis down) costs speed, never a page.
 
     A request with the attribute ``page_cache_refresh`` (the warmer's) renders and stores the page
     unless the entry already holds the current version."""
