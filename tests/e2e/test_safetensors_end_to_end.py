@@ -48,8 +48,8 @@ def runner_work(live_server, broker, catalogue, tmp_path):
     if not shutil.which("bwrap"):
         pytest.fail("bubblewrap is not installed: the runner's sandbox needs it (apt install bubblewrap)")
     data = tmp_path / "data"
-    for name in ("cifar-10-batches-py", "CIFAR-10-C"):
-        datasets.get(name).fake(data)
+    datasets.get("cifar-10-batches-py").fake(data)
+    datasets.get("CIFAR-10-C").fake(data, n_per_class=1)  # 10 images × 19 corruptions × 5 severities
     # The CIFAR tasks' queue is runner.gpu; a CPU serves it here (--device cpu), as a small node may.
     _, token = RunnerNode.register(name="node-st", pools=["gpu"])
     log = tmp_path / "runner-work.log"

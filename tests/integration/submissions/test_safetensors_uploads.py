@@ -131,3 +131,10 @@ def test_validation_rejects_a_stored_file_whose_header_no_longer_fits(alice, cat
     done = submission_validate(submission_id=sub.pk)
     assert done.status == Submission.Status.REJECTED and done.error_code == "bad_format"
     assert "cover 4 of the file's 8 data bytes" in done.error_message
+
+
+def test_the_submit_page_shows_how_to_submit_weights_without_an_export(client, alice, catalogue):
+    client.force_login(alice)
+    page = client.get("/submit/").content.decode()
+    assert 'safetensors.torch.save_file(model.state_dict(), "model.safetensors")' in page
+    assert '{"architecture": "torchvision:resnet18", "num_classes": 10' in page
