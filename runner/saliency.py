@@ -1,0 +1,455 @@
+"""Saliency maps of image classifiers (issue 17 item 5; shared/PROTOCOLS.md, "Saliency").
+
+Every method takes a model mapping float32 ``[N, C, H, W]`` in [0, 1] to pre-softmax logits
+``[N, classes]`` and a batch ``x`` of that shape, and returns a :class:`Saliency`: ``maps``
+float32 ``[N, H, W]`` in [0, 1] (one map per image, at the input's size) with the method, the
+layer, the explained class per image and the parameters used. The explained class c is the
+model's top-1 on the clean input unless ``target`` gives one per image; S_c is its logit.
+
+Post-processing (PROTOCOLS, as jacobgil/pytorch-grad-cam): ReLU, bilinear upsampling to the
+input's H×W (``align_corners=False``), then per map (L − min)/(max − min + 1e-7), so a constant
+map becomes 0 and the largest value is just below 1.
+
+==========================  ==================================================================
+``gradcam``                 Selvaraju et al., arXiv 1610.02391, eq. 1–2
+``gradcam++``               Chattopadhay et al., arXiv 1710.11063, eq. 19 with Y_c = exp(S_c)
+``smooth-gradcam++``        Omeiza et al., arXiv 1908.01224, eq. 9–12
+``normgrad``                Rebuffi et al., "There and Back Again", arXiv 2004.02866, sec. 3
+``smoothgrad``              Smilkov et al., arXiv 1706.03825, eq. 3 (no layer: any
+                            differentiable model)
+``occlusion``               Zeiler & Fergus, arXiv 1311.2901, sec. 4.2 (no gradients: any
+                            model, ONNX included, through a ``predict`` function)
+==========================  ==================================================================
+
+The layer methods need a ``torch.nn.Module`` whose layer is reachable by a dotted name
+(``model.get_submodule``) and accepts forward hooks: eager modules, and ExportedPrograms after
+``torch.export.unflatten``. The model must already be in ``eval()`` mode: batch norm in training
+mode would mix the images of a batch. Pure torch; the trusted runner never runs these on a
+submission outside the sandbox (runner/sandboxed/saliency_server.py does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EPS_NORMALIZE = 1e-7  # PROTOCOLS: (L − min)/(max − min + 1e-7)
+EPS_ALPHA = 1e-6  # pytorch-grad-cam's GradCAM++ denominator guard
+SMOOTH_CAM_COPIES, SMOOTH_CAM_SIGMA = 20, 0.15  # PROTOCOLS: Smooth Grad-CAM++ n 20, σ 0.15 on [0, 1]
+SMOOTHGRAD_COPIES, SMOOTHGRAD_SIGMA = 50, 0.15  # PROTOCOLS: SmoothGrad 50 copies, σ 0.15
+LAYER_METHODS = ("gradcam", "gradcam++", "smooth-gradcam++", "normgrad")
+METHODS = (*LAYER_METHODS, "smoothgrad", "occlusion")
+
+
+@dataclass
+class Saliency:
+    """Maps of one batch: ``maps`` float32 [N, H, W] in [0, 1]; ``target`` int64 [N], the class
+    explained per image; ``layer`` the dotted layer name(s) (None for input methods)."""
+
+    method: str
+    maps: np.ndarray
+    target: np.ndarray
+    layer: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What travels with the maps: method, layer, parameters (JSON-ready)."""
+        return {"method": self.method, "layer": self.layer, "params": dict(self.params)}
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces.
+# --------------------------------------------------------------------------------------------
+def normalize(cams: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """PROTOCOLS post-processing of raw maps ``cams`` [N, h, w] → float32 [N, H, W] in [0, 1]:
+    ReLU, bilinear upsampling to ``size`` = (H, W) with ``align_corners=False``, then per map
+    (L − min)/(max − min + 1e-7) (a constant map becomes 0)."""
+    if cams.ndim != 3:
+        raise ValueError(f"raw maps must be [N, h, w], got shape {list(cams.shape)}")
+    cams = torch.relu(cams.detach().float())
+    if tuple(cams.shape[-2:]) != tuple(size):
+        cams = F.interpolate(cams[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    low = cams.amin(dim=(1, 2), keepdim=True)
+    high = cams.amax(dim=(1, 2), keepdim=True)
+    out = (cams - low) / (high - low + EPS_NORMALIZE)
+    return out.cpu().numpy().astype(np.float32)
+
+
+def _check_input(x: Any) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"images must be a float [N, C, H, W] batch, got {x.dtype} {list(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("no images to explain")
+    return x.detach().float()
+
+
+def _logits_of(out: Any, n: int) -> torch.Tensor:
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits [{n}, classes], got {shape}")
+    return out.float()
+
+
+def _targets(logits: torch.Tensor, target: Any) -> torch.Tensor:
+    """The class explained per image: ``target`` when given, else the top-1 of ``logits``."""
+    n, classes = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(target, torch.Tensor):
+        t = target.detach().to(device=logits.device, dtype=torch.int64).reshape(-1)
+    else:
+        t = torch.as_tensor(np.asarray(target, dtype=np.int64).reshape(-1), device=logits.device)
+    if len(t) != n:
+        raise ValueError(f"{len(t)} targets for {n} images")
+    if (t < 0).any() or (t >= classes).any():
+        raise ValueError(f"targets must lie in 0–{classes - 1}")
+    return t
+
+
+def _layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        raise ValueError(f"the model has no layer {name!r}; its conv layers: {convs[-8:]}") from None
+
+
+def default_layer(model: torch.nn.Module) -> str:
+    """The layer the CAM methods use when none is named: ``layer4`` where the model has one
+    (torchvision and CIFAR ResNets; its output is ``layer4[-1]``'s), else the last ``Conv2d`` in
+    module order. Raises ValueError for a model without convolutions."""
+    names = dict(model.named_modules())
+    if "layer4" in names:
+        return "layer4"
+    convs = [n for n, m in names.items() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        raise ValueError("the model has no Conv2d layer: use smoothgrad or occlusion")
+    return convs[-1]
+
+
+def _scores_and_grads(
+    model: torch.nn.Module, x: torch.Tensor, layer: torch.nn.Module, target: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward and backward pass: ``(A, g, c)`` with A the layer's output [N, K, h, w], g =
+    ∂S_c/∂A (each image's own class; images are independent in eval mode, so the gradient of
+    Σ_n S_{c_n} is each image's), c [N] the classes."""
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: Any, _inputs: Any, output: Any) -> None:
+        captured.append(output)
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            x = x.clone().requires_grad_(True)  # the graph reaches A even when weights are frozen
+            logits = _logits_of(model(x), len(x))
+            if not captured:
+                raise ValueError("the layer was not called by the model's forward")
+            activations = captured[-1]
+            if not isinstance(activations, torch.Tensor) or activations.ndim != 4:
+                raise ValueError("the layer's output must be a [N, K, h, w] tensor")
+            classes = _targets(logits, target)
+            score = logits.gather(1, classes[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, activations)
+    finally:
+        handle.remove()
+    return activations.detach().float(), grads.detach().float(), classes
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def noise_copies(x: torch.Tensor, copies: int, sigma: float, seed: int) -> torch.Tensor:
+    """The ``copies`` noisy inputs of SmoothGrad and Smooth Grad-CAM++: [copies, N, C, H, W], x +
+    σ·ε with ε ~ N(0, 1) drawn at once from a generator seeded with ``seed`` on x's device (the
+    unit tests redraw them)."""
+    eps = torch.randn((copies, *x.shape), generator=_generator(seed, x.device), device=x.device)
+    return x[None] + sigma * eps
+
+
+def _cam(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k A_k per image: weights [N, K], activations [N, K, h, w] → [N, h, w]."""
+    return torch.einsum("nk,nkhw->nhw", weights, activations)
+
+
+def _check_method_args(copies: int, sigma: float) -> None:
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be ≥ 0, got {sigma}")
+
+
+# --------------------------------------------------------------------------------------------
+# Layer methods.
+# --------------------------------------------------------------------------------------------
+def gradcam(
+    model: torch.nn.Module, x: Any, *, layer: str | None = None, target: Sequence[int] | None = None
+) -> Saliency:
+    """Grad-CAM (Selvaraju et al., arXiv 1610.02391, eq. 1–2): α_k = mean_ij ∂S_c/∂A_kij,
+    L = ReLU(Σ_k α_k A_k), post-processed (module docstring). ``x`` [N, C, H, W] in [0, 1];
+    ``layer`` a dotted module name (default :func:`default_layer`). Raises ValueError for a bad
+    batch, target or layer."""
+    x = _check_input(x)
+    name = layer or default_layer(model)
+    a, g, c = _scores_and_grads(model, x, _layer(model, name), target)
+    maps = normalize(_cam(g.mean(dim=(2, 3)), a), (x.shape[2], x.shape[3]))
+    return Saliency("gradcam", maps, c.cpu().numpy(), name, {})
+
+
+def _gradcampp_weights(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """w_k = Σ_ij α_kij·ReLU(D¹_kij), α = D² / (2D² + (Σ_ab A_kab)·D³ + 1e-6), α = 0 where D² = 0
+    (Grad-CAM++ eq. 19 with D^p = g^p; Smooth Grad-CAM++ eq. 10–12 with the noise means)."""
+    total = a.sum(dim=(2, 3), keepdim=True)
+    alpha = d2 / (2 * d2 + total * d3 + EPS_ALPHA)
+    alpha = torch.where(d2 != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * torch.relu(d1)).sum(dim=(2, 3))
+
+
+def gradcampp(
+    model: torch.nn.Module, x: Any, *, layer: str | None = None, target: Sequence[int] | None = None
+) -> Saliency:
+    """Grad-CAM++ (Chattopadhay et al., arXiv 1710.11063, eq. 19; PROTOCOLS): with Y_c = exp(S_c)
+    the second and third derivatives are powers of g = ∂S_c/∂A, so α_kij = g² / (2g² +
+    (Σ_ab A_kab)·g³ + 1e-6) (0 where g = 0), w_k = Σ_ij α_kij·ReLU(g_kij), L = ReLU(Σ_k w_k A_k)
+    (exp(S_c) cancels in the normalization). As jacobgil/pytorch-grad-cam (084273b). Shapes and
+    errors as :func:`gradcam`."""
+    x = _check_input(x)
+    name = layer or default_layer(model)
+    a, g, c = _scores_and_grads(model, x, _layer(model, name), target)
+    weights = _gradcampp_weights(g, g**2, g**3, a)
+    maps = normalize(_cam(weights, a), (x.shape[2], x.shape[3]))
+    return Saliency("gradcam++", maps, c.cpu().numpy(), name, {})
+
+
+def smooth_gradcampp(
+    model: torch.nn.Module,
+    x: Any,
+    *,
+    layer: str | None = None,
+    target: Sequence[int] | None = None,
+    copies: int = SMOOTH_CAM_COPIES,
+    sigma: float = SMOOTH_CAM_SIGMA,
+    seed: int = 0,
+) -> Saliency:
+    """Smooth Grad-CAM++ (Omeiza et al., arXiv 1908.01224, eq. 9–12; PROTOCOLS): g_i = ∂S_c/∂A at
+    ``copies`` noisy inputs (:func:`noise_copies`: σ in the input's units, [0, 1]); D¹ = mean g_i,
+    D² = mean g_i², D³ = mean g_i³; α = D² / (2D² + (Σ_ab A_ab)·D³ + 1e-6) with A from the clean
+    input; w_k = Σ_ij α·ReLU(D¹); L = ReLU(Σ_k w_k A_k). c is the clean input's top-1 unless
+    given. Shapes and errors as :func:`gradcam`; ValueError for copies < 1 or σ < 0."""
+    _check_method_args(copies, sigma)
+    x = _check_input(x)
+    name = layer or default_layer(model)
+    module = _layer(model, name)
+    a, _, c = _scores_and_grads(model, x, module, target)
+    d1 = torch.zeros_like(a)
+    d2, d3 = torch.zeros_like(a), torch.zeros_like(a)
+    for noisy in noise_copies(x, copies, sigma, seed):
+        _, g, _ = _scores_and_grads(model, noisy, module, c)
+        d1 += g
+        d2 += g**2
+        d3 += g**3
+    weights = _gradcampp_weights(d1 / copies, d2 / copies, d3 / copies, a)
+    maps = normalize(_cam(weights, a), (x.shape[2], x.shape[3]))
+    return Saliency(
+        "smooth-gradcam++", maps, c.cpu().numpy(), name, {"copies": copies, "sigma": sigma, "seed": seed}
+    )
+
+
+def normgrad(
+    model: torch.nn.Module,
+    x: Any,
+    *,
+    layer: str | Sequence[str] | None = None,
+    target: Sequence[int] | None = None,
+    selective: bool = True,
+) -> Saliency:
+    """NormGrad (Rebuffi, Fong, Ji, Vedaldi, arXiv 2004.02866, sec. 3; PROTOCOLS): a virtual 1×1
+    identity convolution after the layer has weight gradient Σ_u x_u g_uᵀ; the map at location u
+    is N(u) = ‖x_u g_uᵀ‖_F = ‖x_u‖₂·‖g_u‖₂ (x_u, g_u the layer's activation and ∂S_c/∂A channel
+    vectors), or with ``selective`` (default; TorchRay ``norm_grad.py``) ‖max(0, x_u ⊙ g_u)‖₂.
+    ``layer`` one dotted name or several (the multi-layer variant: each map upsampled and
+    normalized, then multiplied, and the product normalized again). Shapes and errors as
+    :func:`gradcam`."""
+    x = _check_input(x)
+    names = [layer] if isinstance(layer, str) else list(layer) if layer else [default_layer(model)]
+    size = (x.shape[2], x.shape[3])
+    product: np.ndarray | None = None
+    classes: torch.Tensor | None = None
+    for name in names:
+        a, g, classes = _scores_and_grads(
+            model, x, _layer(model, name), target if classes is None else classes
+        )
+        if selective:
+            raw = torch.relu(a * g).norm(dim=1)
+        else:
+            raw = a.norm(dim=1) * g.norm(dim=1)
+        one = normalize(raw, size)
+        product = one if product is None else product * one
+    assert product is not None and classes is not None
+    maps = product if len(names) == 1 else normalize(torch.from_numpy(product), size)
+    return Saliency("normgrad", maps, classes.cpu().numpy(), ",".join(names), {"selective": selective})
+
+
+# --------------------------------------------------------------------------------------------
+# Input methods.
+# --------------------------------------------------------------------------------------------
+def smoothgrad(
+    model: Callable[[torch.Tensor], Any],
+    x: Any,
+    *,
+    target: Sequence[int] | None = None,
+    copies: int = SMOOTHGRAD_COPIES,
+    sigma: float = SMOOTHGRAD_SIGMA,
+    seed: int = 0,
+) -> Saliency:
+    """SmoothGrad (Smilkov et al., arXiv 1706.03825, eq. 3; PROTOCOLS): M = max over channels of
+    |mean_i ∇_x S_c(x + N(0, σ²))| over ``copies`` noisy inputs (:func:`noise_copies`), then
+    post-processed (module docstring). Any differentiable ``model`` (a module, a TorchScript or
+    exported program's module); no layer. Shapes and errors as :func:`gradcam`."""
+    _check_method_args(copies, sigma)
+    x = _check_input(x)
+    with torch.no_grad():
+        c = _targets(_logits_of(model(x), len(x)), target)
+    total = torch.zeros_like(x)
+    for noisy in noise_copies(x, copies, sigma, seed):
+        with torch.enable_grad():
+            noisy = noisy.requires_grad_(True)
+            score = _logits_of(model(noisy), len(x)).gather(1, c[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, noisy)
+        total += grad.float()
+    raw = (total / copies).abs().amax(dim=1)
+    maps = normalize(raw, (x.shape[2], x.shape[3]))
+    return Saliency(
+        "smoothgrad", maps, c.cpu().numpy(), None, {"copies": copies, "sigma": sigma, "seed": seed}
+    )
+
+
+def occlusion_window(height: int, width: int) -> tuple[int, int]:
+    """(k, s), the window side and stride in pixels for an input H×W: PROTOCOLS' CIFAR k 8, s 4
+    and 224-pixel k 32, s 16, i.e. k = min(32, max(1, min(H, W) // 4)), s = max(1, k // 2)
+    (digits, 8×8: k 2, s 1)."""
+    k = min(32, max(1, min(height, width) // 4))
+    return k, max(1, k // 2)
+
+
+def _starts(length: int, k: int, s: int) -> list[int]:
+    """Window starts 0, s, 2s, … plus length − k, so every pixel is covered by a window."""
+    starts = list(range(0, max(length - k, 0) + 1, s))
+    if starts[-1] + k < length:
+        starts.append(length - k)
+    return starts
+
+
+def occlusion(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: Any,
+    *,
+    fill: Sequence[float] | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    target: Sequence[int] | None = None,
+    score: str = "probability",
+    batch_size: int = 256,
+) -> Saliency:
+    """Occlusion (Zeiler & Fergus, arXiv 1311.2901, sec. 4.2; PROTOCOLS): each k×k window at
+    stride s (:func:`occlusion_window` by default; a last window flush with the far edge so every
+    pixel is covered) is filled with ``fill`` (one value per channel: the training set's mean in
+    [0, 1]; default the mean of the batch per channel); Δ_w = p_c(x) − p_c(x with w filled);
+    map(u) = mean Δ_w over the windows covering u; post-processed (module docstring; a window
+    whose filling raises p_c counts as 0 after the ReLU). ``score`` "probability" (softmax, the
+    protocol) or "logit" (S_c). Needs no gradients: ``predict`` maps float32 numpy
+    [n, C, H, W] to logits [n, classes] (numpy or torch), called with at most ``batch_size``
+    images. Raises ValueError for a bad batch, fill, window or target."""
+    xt = _check_input(x)
+    images = xt.cpu().numpy()
+    n, channels, height, width = images.shape
+    k0, s0 = occlusion_window(height, width)
+    k, s = window or k0, stride or s0
+    if not (1 <= k <= min(height, width)) or s < 1:
+        raise ValueError(f"window {k} and stride {s} must fit the {height}×{width} input")
+    if score not in ("probability", "logit"):
+        raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
+    values = images.mean(axis=(0, 2, 3)) if fill is None else np.asarray(fill, dtype=np.float32).reshape(-1)
+    if values.shape != (channels,):
+        raise ValueError(f"fill needs {channels} values (one per channel), got {values.shape[0]}")
+
+    def scores(batch: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        out: list[np.ndarray] = []
+        for lo in range(0, len(batch), batch_size):
+            logits = predict(np.ascontiguousarray(batch[lo : lo + batch_size]))
+            if hasattr(logits, "detach"):
+                logits = logits.detach().float().cpu().numpy()
+            out.append(np.asarray(logits, dtype=np.float64))
+        z = np.concatenate(out)
+        if z.ndim != 2 or len(z) != len(batch):
+            raise ValueError(f"predict must return logits [{len(batch)}, classes], got {list(z.shape)}")
+        if classes is None:
+            classes = _targets(torch.from_numpy(z), target).numpy()
+        if score == "probability":
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            z /= z.sum(axis=1, keepdims=True)
+        return z[np.arange(len(z)), np.resize(classes, len(z))], classes
+
+    clean, c = scores(images, None)
+    windows = [(i, j) for i in _starts(height, k, s) for j in _starts(width, k, s)]
+    occluded = np.repeat(images[None], len(windows), axis=0)  # [W, N, C, H, W]
+    for w, (i, j) in enumerate(windows):
+        occluded[w, :, :, i : i + k, j : j + k] = values[None, :, None, None]
+    dropped, _ = scores(occluded.reshape(-1, channels, height, width), np.tile(c, len(windows)))
+    delta = clean[None] - dropped.reshape(len(windows), n)
+    total = np.zeros((n, height, width))
+    count = np.zeros((height, width))
+    for w, (i, j) in enumerate(windows):
+        total[:, i : i + k, j : j + k] += delta[w, :, None, None]
+        count[i : i + k, j : j + k] += 1
+    maps = normalize(torch.from_numpy(total / count), (height, width))
+    return Saliency(
+        "occlusion",
+        maps,
+        c.astype(np.int64),
+        None,
+        {"window": k, "stride": s, "fill": [round(float(v), 4) for v in values], "score": score},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Transport.
+# --------------------------------------------------------------------------------------------
+def quantize(maps: np.ndarray, side: int = 16) -> np.ndarray:
+    """Maps float32 [N, H, W] in [0, 1] → uint8 [N, side, side] (value/255 is the saliency): area
+    averaging (``adaptive_avg_pool2d``) to side×side when larger, bilinear when smaller, then
+    round(255·v). What travels with a result (runner/sandboxed/saliency_server.py)."""
+    t = torch.from_numpy(np.asarray(maps, dtype=np.float32))[:, None]
+    if t.ndim != 4:
+        raise ValueError(f"maps must be [N, H, W], got shape {list(np.shape(maps))}")
+    if t.shape[-1] >= side and t.shape[-2] >= side:
+        t = F.adaptive_avg_pool2d(t, side)
+    else:
+        t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+    return np.rint(t[:, 0].clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
+def explain(method: str, model: Any, x: Any, **options: Any) -> Saliency:
+    """Dispatch by name (:data:`METHODS`): ``model`` a module for the gradient methods, a numpy
+    ``predict`` function for ``occlusion``. Raises ValueError for an unknown method."""
+    functions: dict[str, Callable[..., Saliency]] = {
+        "gradcam": gradcam,
+        "gradcam++": gradcampp,
+        "smooth-gradcam++": smooth_gradcampp,
+        "normgrad": normgrad,
+        "smoothgrad": smoothgrad,
+        "occlusion": occlusion,
+    }
+    if method not in functions:
+        raise ValueError(f"unknown saliency method {method!r}; known: {', '.join(METHODS)}")
+    return functions[method](model, x, **options)
