@@ -5,6 +5,7 @@ from django.urls import include, path
 from leaderboard import health
 from leaderboard.accounts import views as accounts
 from leaderboard.boards import views as boards
+from leaderboard.boards.weighted_views import weighted_ranking
 from leaderboard.runners import views as runners
 from leaderboard.submissions import views as submissions
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path("", boards.home, name="home"),
     path("b/<slug:slug>/", boards.benchmark, name="benchmark"),
     path("b/<slug:slug>/export.<str:fmt>", boards.board_export, name="board-export"),
+    path("b/<slug:slug>/weighted/", weighted_ranking, name="benchmark-weighted"),
     path("s/<int:pk>/export.<str:fmt>", boards.submission_export, name="submission-export"),
     path("s/<int:pk>/badge.svg", boards.badge, name="submission-badge"),
     path("compare/", boards.compare, name="compare"),

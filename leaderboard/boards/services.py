@@ -37,6 +37,22 @@ def _parameters(result: dict) -> int | None:
     return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
+def _footprint(result: dict) -> dict[str, float | int | None]:
+    """The classifier result's throughput (timing.items_per_s, images/s) and the model server's
+    memory (env.memory: peak_bytes, limit_bytes), each None when absent or not a positive number."""
+    def positive(value: object) -> float | None:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+    def section(parent: dict, name: str) -> dict:
+        value = parent.get(name)
+        return value if isinstance(value, dict) else {}
+
+    timing, memory = section(result, "timing"), section(section(result, "env"), "memory")
+    peak, limit = positive(memory.get("peak_bytes")), positive(memory.get("limit_bytes"))
+    return {"throughput": positive(timing.get("items_per_s")),
+            "peak_memory_bytes": int(peak) if peak else None, "memory_limit_bytes": int(limit) if limit else None}
+
+
 def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEntry | None:
     """Write (or refresh) the row a succeeded job puts on its task's board."""
     result = job.result or {}
@@ -63,6 +79,7 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
             "is_synthetic_data": result_is_synthetic(result),
             "loop_in_sandbox": result_loop_in_sandbox(result),
             "parameters": _parameters(result),
+            **_footprint(result),
             "submitted_at": submission.created_at,
         },
     )

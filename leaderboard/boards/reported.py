@@ -1,0 +1,121 @@
+"""Reported results: published claims a maintainer imports (``manage.py import_reported FILE``),
+kept apart from verified results (models.ReportedResult).
+
+The file is JSON: a list of claims, or ``{"results": [claims]}``; each claim is an object
+
+    {"benchmark": "cifar10", "task": "cifar10", "model": "ResNet-18",
+     "paper": "https://arxiv.org/abs/1512.03385", "source": "Table 6",
+     "metrics": {"top1": 93.03}}
+
+``task`` defaults to the benchmark's lead task; ``metrics`` must hold the task's primary metric,
+every value a finite number. A claim for the same (task, model, paper) replaces the earlier one.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import transaction
+
+from leaderboard.benchmarks.models import Benchmark, Task
+
+from .models import ReportedResult
+from .versions import bump
+
+FIELDS = {"benchmark", "task", "model", "paper", "source", "metrics"}
+MAX_CLAIMS = 10_000
+
+
+class BadReportedFile(ValueError):
+    """The file cannot be imported; the message names the file, the claim and the field."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    task: Task
+    model: str
+    paper: str
+    source: str
+    metrics: dict[str, float]
+
+
+def _text(claim: dict[str, Any], name: str, where: str, limit: int) -> str:
+    value = claim.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BadReportedFile(f"{where}.{name}: a non-empty string is required, got {json.dumps(value)[:60]}")
+    if len(value) > limit:
+        raise BadReportedFile(f"{where}.{name}: at most {limit} characters, got {len(value)}")
+    return value.strip()
+
+
+def parse_claims(path: Path) -> list[Claim]:
+    """The claims in the JSON file at ``path``, checked against the catalogue in the database.
+    Raises BadReportedFile naming the file, the claim (``results[i]``) and the field at fault."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadReportedFile(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadReportedFile(f"{path}: not JSON: {exc}") from None
+    items = document.get("results") if isinstance(document, dict) else document
+    if not isinstance(items, list):
+        raise BadReportedFile(f"{path}: expected a list of claims or {{\"results\": [...]}}")
+    if len(items) > MAX_CLAIMS:
+        raise BadReportedFile(f"{path}: {len(items)} claims; at most {MAX_CLAIMS} a file")
+    validate_url = URLValidator(schemes=["http", "https"])
+    claims = []
+    for i, item in enumerate(items):
+        where = f"{path}: results[{i}]"
+        if not isinstance(item, dict):
+            raise BadReportedFile(f"{where}: a claim must be an object, not {type(item).__name__}")
+        unknown = sorted(set(item) - FIELDS)
+        if unknown:
+            raise BadReportedFile(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
+        slug = _text(item, "benchmark", where, 50)
+        bench = Benchmark.objects.filter(slug=slug).first()
+        if bench is None:
+            raise BadReportedFile(f"{where}.benchmark: no benchmark {slug!r}")
+        tasks = list(bench.tasks.all())
+        task_slug = _text(item, "task", where, 80) if "task" in item else (tasks[0].slug if tasks else "")
+        task = next((t for t in tasks if t.slug == task_slug), None)
+        if task is None:
+            raise BadReportedFile(f"{where}.task: benchmark {slug!r} has no task {task_slug!r} "
+                                  f"(its tasks: {', '.join(t.slug for t in tasks) or 'none'})")
+        model = _text(item, "model", where, 120)
+        paper = _text(item, "paper", where, 500)
+        try:
+            validate_url(paper)
+        except ValidationError:
+            raise BadReportedFile(f"{where}.paper: not an http(s) URL: {paper[:80]!r}") from None
+        source = _text(item, "source", where, 300)
+        metrics = item.get("metrics")
+        if not isinstance(metrics, dict) or not metrics:
+            raise BadReportedFile(f"{where}.metrics: an object of metric name → number is required")
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise BadReportedFile(f"{where}.metrics.{name}: a finite number is required, got "
+                                      f"{json.dumps(value)[:60]}")
+        if task.primary_metric not in metrics:
+            raise BadReportedFile(f"{where}.metrics: task {task.slug!r} is ranked by {task.primary_metric!r}, "
+                                  f"which the claim lacks (it has {', '.join(sorted(metrics))})")
+        claims.append(Claim(task, model, paper, source, {k: float(v) for k, v in metrics.items()}))
+    return claims
+
+
+@transaction.atomic
+def import_claims(claims: list[Claim]) -> tuple[int, int]:
+    """Store ``claims`` (all or none); returns (created, updated). Bumps the boards' versions."""
+    created = updated = 0
+    for claim in claims:
+        _, new = ReportedResult.objects.update_or_create(
+            task=claim.task, model_name=claim.model, paper_url=claim.paper,
+            defaults={"benchmark_id": claim.task.benchmark_id, "source": claim.source,
+                      "value": claim.metrics[claim.task.primary_metric], "metrics": claim.metrics})
+        created, updated = created + new, updated + (not new)
+    bump({c.task.benchmark_id for c in claims})
+    return created, updated

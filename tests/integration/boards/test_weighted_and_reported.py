@@ -1,0 +1,146 @@
+"""Rankings by the reader's weights (issue 19 item 4) and reported results (item 5): the weighted
+page's Dynascore from results as the runner records them, its weights in the address, and
+published claims imported by a maintainer, kept out of the verified ranking unless asked for."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from leaderboard.benchmarks.models import Task
+from leaderboard.boards.models import BoardEntry, ReportedResult
+from leaderboard.boards.services import board_entry_upsert
+from leaderboard.submissions.models import EvaluationJob, Submission
+
+pytestmark = pytest.mark.django_db
+GIB = 1024 ** 3
+
+
+def measured(owner, name: str, top1: float, *, throughput: float, peak_gib: float, parameters: int = 11_200_000,
+             limit_gib: float = 16, task_slug: str = "digits") -> Submission:
+    """A public finished classifier whose result carries what the runner records (issue 19 item 4):
+    timing.items_per_s, env.parameters and env.memory; on its board through the results' service."""
+    task = Task.objects.select_related("benchmark").get(slug=task_slug)
+    sub = Submission.objects.create(
+        owner=owner, benchmark=task.benchmark, name=name, artifact=f"x/{name}.pt2", artifact_name="m.pt2",
+        artifact_sha256="0" * 64, artifact_size=1, status=Submission.Status.FINISHED,
+        visibility=Submission.Visibility.PUBLIC)
+    job = EvaluationJob.objects.create(
+        submission=sub, task=task, state=EvaluationJob.State.SUCCEEDED, result_attempt=1,
+        result={"metrics": {"top1": top1}, "ci95": {"top1": [top1 - 1, top1 + 1]},
+                "timing": {"items_per_s": throughput},
+                "env": {"parameters": parameters, "memory": {
+                    "peak_bytes": int(peak_gib * GIB), "limit_bytes": int(limit_gib * GIB),
+                    "source": "ru_maxrss of the sandboxed model server process"}}})
+    board_entry_upsert(job=job, submission=sub)
+    return sub
+
+
+@pytest.fixture
+def vector(catalogue, alice, bob, django_user_model):
+    """PROTOCOLS' Dynascore test vector as three digits results: perf (70, 80, 90), throughput
+    (300, 200, 100), memory (2, 4, 8) of 16 GiB; the parameter count is the same for all three."""
+    carol = django_user_model.objects.create_user("carol", "carol@example.org", "carol-password-1")
+    return [measured(alice, "fast-net", 70, throughput=300, peak_gib=2),
+            measured(bob, "middle-net", 80, throughput=200, peak_gib=4),
+            measured(carol, "accurate-net", 90, throughput=100, peak_gib=8)]
+
+
+def ranking(html: str) -> list[tuple[str, str]]:
+    """(name, Dynascore) of the weighted table's rows, top first."""
+    table = html.split('id="weighted"', 1)[1].split("</table>", 1)[0]
+    names = re.findall(r'<tr data-row="[sr]\d+"[^>]*>.*?<td>\s*(?:<a [^>]*>)?([^<]+?)\s*<', table, re.S)
+    scores = re.findall(r'data-col="score">([^<]+)<', table)
+    return list(zip(names, scores, strict=True))
+
+
+def test_the_board_entry_keeps_what_the_runner_records(vector):
+    entry = BoardEntry.objects.get(submission=vector[0])
+    assert (entry.throughput, entry.peak_memory_bytes, entry.memory_limit_bytes, entry.parameters) == (
+        300.0, 2 * GIB, 16 * GIB, 11_200_000)
+
+
+def test_default_weights_rank_by_the_protocols_test_vector(client, vector):
+    html = client.get("/b/digits/weighted/").content.decode()
+    assert ranking(html) == [("accurate-net", "66.11"), ("middle-net", "63.33"), ("fast-net", "59.44")]
+    assert "parameters is not weighed: the same for every result (AMRS 0)" in html
+    assert 'name="w_performance"' in html and 'value="4"' in html  # the documented default
+
+
+def test_weights_in_the_address_rank_on_the_server(client, vector):
+    html = client.get("/b/digits/weighted/?w_performance=0&w_throughput=5&w_memory=0").content.decode()
+    assert [name for name, _ in ranking(html)] == ["fast-net", "middle-net", "accurate-net"]
+    assert ranking(html)[0][1] == "30.00"  # 300 images/s at AMRS 10 images/s per point
+
+
+def test_a_bad_weight_is_refused_naming_the_parameter(client, vector):
+    response = client.get("/b/digits/weighted/?w_throughput=9")
+    assert response.status_code == 400
+    assert "w_throughput must be a number from 0 to 5, not &#x27;9&#x27;" in response.content.decode()
+
+
+def test_a_result_without_memory_drops_memory_and_says_so(client, vector, alice):
+    BoardEntry.objects.filter(submission=vector[1]).update(peak_memory_bytes=None)
+    html = client.get("/b/digits/weighted/").content.decode()
+    assert "peak memory is not weighed: recorded for 2 of 3 results" in html
+
+
+def test_not_a_classifier_benchmark_is_not_found(client, catalogue):
+    assert client.get("/b/opt-synthetic/weighted/").status_code == 404
+
+
+def _write(tmp_path, claims) -> str:
+    path = tmp_path / "claims.json"
+    path.write_text(json.dumps(claims))
+    return str(path)
+
+
+CLAIM = {"benchmark": "digits", "model": "Accurate-Net", "paper": "https://arxiv.org/abs/1512.03385",
+         "source": "Table 2", "metrics": {"top1": 93.5}}
+
+
+def test_reported_claims_are_shown_apart_and_ranked_only_when_asked(client, vector, tmp_path):
+    call_command("import_reported", _write(tmp_path, {"results": [CLAIM, {**CLAIM, "model": "paper-only-net",
+                                                                          "metrics": {"top1": 99.0}}]}))
+    claim = ReportedResult.objects.get(model_name="Accurate-Net")
+    assert (claim.task.slug, claim.value, claim.source) == ("digits", 93.5, "Table 2")
+    html = client.get("/b/digits/weighted/").content.decode()
+    assert [name for name, _ in ranking(html)] == ["accurate-net", "middle-net", "fast-net"]
+    reported = html.split('id="reported"', 1)[1].split("</table>", 1)[0]
+    assert "paper-only-net" in reported and "not run here" in reported
+    assert re.search(rf'data-claim="{claim.pk}".*?data-col="difference">−3.5<', reported, re.S)  # 90 − 93.5
+
+    ranked = client.get("/b/digits/weighted/?reported=ranked").content.decode()
+    assert [name for name, _ in ranking(ranked)][:2] == ["paper-only-net", "Accurate-Net"]
+    assert 'class="reported"' in ranked.split('id="weighted"', 1)[1]
+    assert "throughput is not weighed: recorded for 3 of 5 results" in ranked
+
+
+def test_importing_again_updates_the_claim(vector, tmp_path):
+    call_command("import_reported", _write(tmp_path, [CLAIM]))
+    call_command("import_reported", _write(tmp_path, [{**CLAIM, "metrics": {"top1": 94.0}}]))
+    assert list(ReportedResult.objects.values_list("value", flat=True)) == [94.0]
+
+
+@pytest.mark.parametrize(("claim", "message"), [
+    ({**CLAIM, "paper": "arxiv 1512.03385"}, r"results\[1\]\.paper: not an http\(s\) URL"),
+    ({k: v for k, v in CLAIM.items() if k != "model"}, r"results\[1\]\.model: a non-empty string is required"),
+    ({**CLAIM, "metrics": {"top5": 99.0}}, r"results\[1\]\.metrics: task 'digits' is ranked by 'top1'"),
+    ({**CLAIM, "metrics": {"top1": "93.5"}}, r"results\[1\]\.metrics\.top1: a finite number is required"),
+    ({**CLAIM, "benchmark": "mnist"}, r"results\[1\]\.benchmark: no benchmark 'mnist'"),
+    ({**CLAIM, "task": "cifar10"}, r"results\[1\]\.task: benchmark 'digits' has no task 'cifar10'"),
+    ({**CLAIM, "venue": "CVPR"}, r"results\[1\]: unknown field 'venue'"),
+])
+def test_a_bad_file_names_the_claim_and_the_field(catalogue, tmp_path, claim, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("import_reported", _write(tmp_path, [CLAIM, claim]))
+    assert not ReportedResult.objects.exists()  # nothing half-imported
+
+
+def test_a_file_that_is_not_json_says_so(catalogue, tmp_path):
+    path = tmp_path / "claims.json"
+    path.write_text("{not json")
+    with pytest.raises(CommandError, match=r"claims\.json: not JSON"):
+        call_command("import_reported", str(path))
