@@ -31,6 +31,8 @@ ChildError = rules.ChildError
 # State-dict prefixes that wrappers add (DataParallel, Lightning, torch.compile, EMA helpers).
 WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
 SHOWN = 4  # names listed in one error line before "and N more"
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                      "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 def installed_architectures() -> dict[str, list[str]]:
@@ -78,6 +80,18 @@ def construct(library: str, name: str, num_classes: int) -> Any:
     raise ChildError(rules.INVALID_ARTIFACT, f"unknown library {library!r}: torchvision or timm")
 
 
+def meta_state_dict(library: str, name: str, num_classes: int, torch: Any) -> dict[str, Any] | None:
+    """The architecture's state dict on the meta device (shapes and dtypes, no storage), or None
+    when the library's constructor needs real tensors (e.g. ``.item()`` on a schedule)."""
+    try:
+        with torch.device("meta"):
+            return dict(construct(library, name, num_classes).state_dict())
+    except ChildError:
+        raise
+    except Exception:  # noqa: BLE001 - the constructor computes on tensors: check after building
+        return None
+
+
 def _prefix_hint(found: set[str], expected: set[str]) -> str:
     """Advice when the file's names are the architecture's behind a wrapper's prefix."""
     for prefix in WRAPPER_PREFIXES:
@@ -86,59 +100,67 @@ def _prefix_hint(found: set[str], expected: set[str]) -> str:
     return ""
 
 
-def read_weights(path: str, expected: dict[str, Any], torch: Any, where: str,
-                 *, partial: bool = False) -> dict[str, Any]:
-    """The tensors of the .safetensors file at ``path``, checked against ``expected`` (the built
-    architecture's state dict): no name missing (unless ``partial``: the published weights fill
-    the rest) and none unexpected, each shape equal, floating weights where the architecture has
-    floats (cast to its dtype, float32: exact from float16 / bfloat16) and integers where it has
-    integers. Raises ChildError INVALID_ARTIFACT naming the names, shapes or dtypes, in one line."""
+def _open(path: str) -> Any:
     from safetensors import SafetensorError, safe_open
 
     try:
-        handle = safe_open(path, framework="pt", device="cpu")
+        return safe_open(path, framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ChildError(rules.INVALID_ARTIFACT, f"cannot read the .safetensors file: {exc}") from exc
-    with handle as weights:
-        found = set(weights.keys())
-        missing = set() if partial else set(expected) - found
-        unexpected = found - set(expected)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing ({_listed(missing)})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected ({_listed(unexpected)})")
+
+
+def check_fit(weights: Any, expected: dict[str, Any], where: str, *, partial: bool = False) -> set[str]:
+    """The names in the open safetensors file ``weights`` once checked against ``expected`` (a
+    state dict, real or on the meta device) from the header alone, no tensor read: none missing
+    (unless ``partial``) or unexpected, every shape equal, a floating dtype exactly where
+    ``expected`` has one. Raises ChildError INVALID_ARTIFACT in one line."""
+    found = set(weights.keys())
+    missing = set() if partial else set(expected) - found
+    unexpected = found - set(expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_listed(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_listed(unexpected)})")
+        raise ChildError(
+            rules.INVALID_ARTIFACT,
+            f"the weights do not fit {where}, whose state dict has {len(expected)} tensors: "
+            f"{'; '.join(parts)}{_prefix_hint(found, set(expected))}",
+        )
+    wrong_shape = []
+    for key in sorted(found):
+        shape = list(weights.get_slice(key).get_shape())
+        wanted = list(expected[key].shape)
+        if shape != wanted:
+            wrong_shape.append(f"{_name(key)} is {shape} in the file, {wanted} in {where}")
+    if wrong_shape:
+        more = f" and {len(wrong_shape) - 2} more" if len(wrong_shape) > 2 else ""
+        raise ChildError(
+            rules.INVALID_ARTIFACT,
+            f"wrong shape: {'; '.join(wrong_shape[:2])}{more} (num_classes must match the classifier's "
+            "outputs; the architecture the name builds must be the one trained)",
+        )
+    for key in sorted(found):
+        dtype = str(weights.get_slice(key).get_dtype())
+        if dtype.startswith(("F", "BF")) != expected[key].is_floating_point():
             raise ChildError(
                 rules.INVALID_ARTIFACT,
-                f"the weights do not fit {where}, whose state dict has {len(expected)} tensors: "
-                f"{'; '.join(parts)}{_prefix_hint(found, set(expected))}",
+                f"{_name(key)} is {SAFETENSORS_DTYPES.get(dtype, dtype)}, {where} has {str(expected[key].dtype).removeprefix('torch.')} "
+                "there (floats for weights, integers for counters)",
             )
-        wrong_shape = []
-        for key in sorted(found):
-            shape = list(weights.get_slice(key).get_shape())
-            wanted = list(expected[key].shape)
-            if shape != wanted:
-                wrong_shape.append(f"{_name(key)} is {shape} in the file, {wanted} in {where}")
-        if wrong_shape:
-            more = f" and {len(wrong_shape) - 2} more" if len(wrong_shape) > 2 else ""
-            raise ChildError(
-                rules.INVALID_ARTIFACT,
-                f"wrong shape: {'; '.join(wrong_shape[:2])}{more} (num_classes must match the classifier's "
-                "outputs; the architecture the name builds must be the one trained)",
-            )
-        state = {}
-        for key in sorted(found):
-            tensor = weights.get_tensor(key)
-            target = expected[key]
-            if tensor.is_floating_point() != target.is_floating_point():
-                raise ChildError(
-                    rules.INVALID_ARTIFACT,
-                    f"{_name(key)} is {str(tensor.dtype).removeprefix('torch.')}, {where} has "
-                    f"{str(target.dtype).removeprefix('torch.')} there (floats for weights, integers for counters)",
-                )
-            state[key] = tensor.to(target.dtype)
-    return state
+    return found
+
+
+def read_weights(path: str, expected: dict[str, Any], torch: Any, where: str,
+                 *, partial: bool = False) -> dict[str, Any]:
+    """The tensors of the .safetensors file at ``path``, checked against ``expected`` (the built
+    architecture's state dict) by :func:`check_fit`, floating ones cast to the architecture's
+    dtype (float32: exact from float16 / bfloat16). Raises ChildError INVALID_ARTIFACT naming the
+    names, shapes or dtypes, in one line."""
+    with _open(path) as weights:
+        found = check_fit(weights, expected, where, partial=partial)
+        return {key: weights.get_tensor(key).to(expected[key].dtype) for key in sorted(found)}
 
 
 def read_published(path: str, expected: dict[str, Any], torch: Any) -> dict[str, Any]:
@@ -170,10 +192,17 @@ def build(spec: dict[str, Any], weights_path: str, torch: Any, *, published: str
     mode on the CPU. Raises ChildError INVALID_ARTIFACT."""
     library, name = str(spec["architecture"]).split(":", 1)
     where = f"{library}:{name} (num_classes {spec['num_classes']})"
+    pretrained = bool(spec.get("pretrained"))
+    # The names and shapes first, from the architecture built on the meta device (no memory, no
+    # initialisation) and the file's header: a few bytes naming a 3-billion-parameter model are
+    # refused before anything is allocated. A model that cannot be built on meta is checked after.
+    skeleton = meta_state_dict(library, name, int(spec["num_classes"]), torch)
+    if skeleton is not None:
+        with _open(weights_path) as weights:
+            check_fit(weights, skeleton, where, partial=pretrained)
     net = construct(library, name, int(spec["num_classes"]))
     expected = net.state_dict()
     state: dict[str, Any] = {}
-    pretrained = bool(spec.get("pretrained"))
     if pretrained:
         if not published:
             raise ChildError(rules.INVALID_ARTIFACT, f"no published weights of {library}:{name} were staged")

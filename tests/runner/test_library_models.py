@@ -218,6 +218,28 @@ def test_hostile_tensor_names_are_shortened_and_made_printable_in_the_error(tmp_
     assert len(message) < 600 and "\x1b" not in message and "1 unexpected (?[31mxxx" in message
 
 
+def test_a_few_bytes_naming_a_billion_parameter_model_are_refused_before_it_is_built(tmp_path, monkeypatch):
+    """The names and shapes are checked on the architecture built on the meta device: a small file
+    naming timm's 1.8-billion-parameter ViT-g never makes the sandbox allocate and initialise it."""
+    from runner.sandboxed import library_models
+
+    built_for_real = []
+    construct = library_models.construct
+
+    def watching(library: str, name: str, num_classes: int):
+        if torch.get_default_device().type != "meta":
+            built_for_real.append(name)
+        return construct(library, name, num_classes)
+
+    monkeypatch.setattr(library_models, "construct", watching)
+    save_file({"head.weight": torch.zeros(10, 1408), "head.bias": torch.zeros(10)}, tmp_path / "w.safetensors")
+    message = _refusal(tmp_path / "w.safetensors", architecture="timm:vit_giant_patch14_224")
+    assert "timm:vit_giant_patch14_224 (num_classes 10), whose state dict has 488 tensors: 486 missing" in message
+    assert built_for_real == []
+    _load(save_both(tmp_path)[0])  # a file that fits is built for real, once
+    assert built_for_real == ["resnet18"]
+
+
 def test_the_wrong_architecture_for_the_weights_is_refused(tmp_path):
     weights, _ = save_both(tmp_path)
     message = _refusal(weights, architecture="torchvision:resnet34")
