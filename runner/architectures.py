@@ -141,6 +141,11 @@ def check_architecture_hparams(hparams: dict[str, Any], kind: str, fmt: str) -> 
     allowed = allowed_architectures()
     if library not in allowed:
         raise SpecError(f"architecture {_short(architecture)}: the library must be torchvision or timm")
+    if name not in allowed[library] and library == "timm" and name.split(".", 1)[0] in allowed[library]:
+        raise SpecError(
+            f"architecture {_short(architecture)}: name timm's architecture without its pretrained tag, "
+            f"\"timm:{name.split('.', 1)[0]}\" (add \"pretrained\": true to start from timm's published weights)"
+        )
     if name not in allowed[library]:
         raise SpecError(
             f"architecture {_short(architecture)}: {library} has no classifier of that name "

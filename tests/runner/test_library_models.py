@@ -82,6 +82,7 @@ def test_good_hyperparameters_give_the_architecture_the_model_server_builds():
     ({"architecture": "timm:resnet18,pretrained_cfg_overlay=dict(file='/etc/passwd')"}, "timm has no classifier"),
     ({"architecture": "timm:resnet18:num_classes=5"}, 'must be "torchvision:<name>" or "timm:<name>"'),
     ({"architecture": "timm:"}, "timm has no classifier"),
+    ({"architecture": "timm:resnet18.a1_in1k"}, 'without its pretrained tag, "timm:resnet18"'),
     ({"architecture": "os:system"}, "the library must be torchvision or timm"),
     ({"architecture": ["torchvision", "resnet18"]}, 'must be "torchvision:<name>"'),
     ({"architecture": "torchvision:fasterrcnn_resnet50_fpn"}, "has no classifier"),
