@@ -9,6 +9,11 @@ writes them; ``np.load(path, allow_pickle=False)`` reads it) of 1-D arrays of on
 ``index``, ``label``, ``pred`` (int64), ``top5_hit`` (bool), ``loss`` (nats, float64), ``el2n``
 (float64), and the task's group keys (:func:`task_group_keys`): ``corruption`` (str),
 ``severity`` (int64), ``region``, ``income_group``, ``part`` (str: numpy unicode, never objects).
+
+Optionally (issue 17 item 4, the failure explorer) a bounded sample of thumbnails, two arrays of
+their own length M ≤ :data:`MAX_THUMBS`: ``thumb_row`` (int64 [M], distinct rows of the arrays
+above, 0 ≤ row < N) and ``thumb`` (uint8 [M, S, S, 3], RGB, 1 ≤ S ≤ :data:`MAX_THUMB_SIDE`). Both
+or neither; runner/thumbnails.py makes them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ REQUIRED = {"index": "i", "label": "i", "pred": "i", "top5_hit": "b", "loss": "f
 # The group keys, and the tasks whose files carry them (no other task's file may).
 GROUP_KEYS = {"corruption": "U", "severity": "i", "region": "U", "income_group": "U", "part": "U"}
 _CORRUPTION_TASKS = ("cifar10-c", "cifar100-c", "imagenet-c")
+# The optional thumbnail sample (module docstring): its own length M, not N.
+THUMB_KEYS = {"thumb_row": "i", "thumb": "u"}
+MAX_THUMBS = 4096
+MAX_THUMB_SIDE = 32
 
 
 def task_group_keys(slug: str) -> tuple[str, ...]:
@@ -124,7 +133,7 @@ def read_per_image(
         keys = [n[: -len(".npy")] for n in names if n.endswith(".npy")]
         if len(keys) != len(names) or len(set(keys)) != len(keys):
             raise PerImageError(f"members must be distinct <name>.npy files, got {sorted(names)[:20]}")
-        allowed = {**REQUIRED, **GROUP_KEYS}
+        allowed = {**REQUIRED, **GROUP_KEYS, **THUMB_KEYS}
         unknown = sorted(set(keys) - set(allowed))
         if unknown:
             raise PerImageError(f"unknown arrays {unknown}; a per-image file holds {sorted(allowed)}")
@@ -132,8 +141,8 @@ def read_per_image(
         missing = sorted(wanted - set(keys))
         if missing:
             raise PerImageError(f"lacks the arrays {missing}")
-        if slug is not None and set(keys) != wanted:
-            raise PerImageError(f"{slug} files carry no {sorted(set(keys) - wanted)}")
+        if slug is not None and set(keys) - set(THUMB_KEYS) != wanted:
+            raise PerImageError(f"{slug} files carry no {sorted(set(keys) - wanted - set(THUMB_KEYS))}")
         arrays: dict[str, np.ndarray] = {}
         for key in keys:
             try:
@@ -154,6 +163,8 @@ def _checked(arrays: dict[str, np.ndarray], expected_n: int | None) -> dict[str,
     kinds = {**REQUIRED, **GROUP_KEYS}
     lengths = set()
     for key, array in arrays.items():
+        if key in THUMB_KEYS:
+            continue
         if array.ndim != 1:
             raise PerImageError(f"{key} must be 1-D, got shape {list(array.shape)}")
         kind = array.dtype.kind
@@ -175,4 +186,56 @@ def _checked(arrays: dict[str, np.ndarray], expected_n: int | None) -> dict[str,
     el2n = arrays["el2n"]
     if not (np.isfinite(el2n).all() and (el2n >= 0).all() and (el2n <= np.sqrt(2) + 1e-9).all()):
         raise PerImageError("el2n must lie in [0, √2]")
+    _check_thumbs(arrays, n)
     return arrays
+
+
+def _check_thumbs(arrays: dict[str, np.ndarray], n: int) -> None:
+    present = [k for k in THUMB_KEYS if k in arrays]
+    if not present:
+        return
+    if len(present) != len(THUMB_KEYS):
+        raise PerImageError("thumb_row and thumb come together; the file has only " + present[0])
+    rows, thumbs = arrays["thumb_row"], arrays["thumb"]
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise PerImageError(f"thumb_row must be 1-D integers, got {rows.dtype} of shape {list(rows.shape)}")
+    if thumbs.dtype != np.uint8 or thumbs.ndim != 4 or thumbs.shape[3] != 3 or thumbs.shape[1] != thumbs.shape[2]:
+        raise PerImageError(f"thumb must be uint8 [M, S, S, 3], got {thumbs.dtype} of shape {list(thumbs.shape)}")
+    if not 1 <= thumbs.shape[1] <= MAX_THUMB_SIDE:
+        raise PerImageError(f"thumbnails are at most {MAX_THUMB_SIDE}×{MAX_THUMB_SIDE}, got {thumbs.shape[1]}")
+    if len(rows) != len(thumbs):
+        raise PerImageError(f"{len(rows)} thumb_row entries for {len(thumbs)} thumbnails")
+    if len(rows) > MAX_THUMBS:
+        raise PerImageError(f"{len(rows)} thumbnails, more than the {MAX_THUMBS} allowed")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows)):
+        raise PerImageError(f"thumb_row must name distinct rows in 0–{n - 1}")
+
+
+def read_thumbnails(source: bytes | IO[bytes] | Path | str) -> np.ndarray | None:
+    """Only the ``thumb`` array of a per-image file (uint8 [M, S, S, 3]), checked as
+    :func:`read_per_image` checks it but without reading the other arrays (a thumbnail request
+    should not unpack ImageNet-C's half a gigabyte); None when the file has no thumbnails. Never
+    unpickles. Raises PerImageError for a file that is not a zip or a ``thumb`` of another shape."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PerImageError(f"not an .npz file (a zip archive): {exc}") from exc
+    with archive:
+        try:
+            info = archive.getinfo("thumb.npy")
+        except KeyError:
+            return None
+        side = MAX_THUMB_SIDE
+        if info.file_size > MAX_THUMBS * side * side * 3 + 4096:
+            raise PerImageError(f"thumb unpacks to {info.file_size:,} bytes, more than thumbnails may")
+        try:
+            with archive.open(info) as member:
+                thumbs = np.lib.format.read_array(member, allow_pickle=False)
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise PerImageError(f"thumb is not a readable .npy array: {exc}") from exc
+    if thumbs.dtype != np.uint8 or thumbs.ndim != 4 or thumbs.shape[3] != 3 or thumbs.shape[1] != thumbs.shape[2] \
+            or not 1 <= thumbs.shape[1] <= MAX_THUMB_SIDE or len(thumbs) > MAX_THUMBS:
+        raise PerImageError(f"thumb must be uint8 [M, S, S, 3], got {thumbs.dtype} of shape {list(thumbs.shape)}")
+    return thumbs

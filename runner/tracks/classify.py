@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from runner import contract_checks
+from runner import contract_checks, thumbnails
 from runner.catalogue import catalogue_task
 from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
@@ -354,6 +354,7 @@ def evaluate_classifier(
     if per_image_out is not None:
         written = time.perf_counter()
         arrays = per_image.per_image_arrays(slug, data, predictions, collected)
+        arrays = thumbnails.with_thumbnails(data, arrays)  # the failure explorer's sample (issue 17 item 4)
         result["files"] = {"per_image": per_image.write_per_image(per_image_out, arrays)}
         result["timing"]["per_image_write_s"] = round(time.perf_counter() - written, 4)
     return result

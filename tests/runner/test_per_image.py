@@ -45,7 +45,7 @@ def test_runner_run_on_digits_writes_a_per_image_file_whose_loss_and_el2n_equal_
                                          "n": 450, "bytes": len(payload)}
     with np.load(path, allow_pickle=False) as npz:
         got = {key: npz[key] for key in npz.files}
-    assert sorted(got) == ["el2n", "index", "label", "loss", "pred", "top5_hit"]
+    assert sorted(got) == ["el2n", "index", "label", "loss", "pred", "thumb", "thumb_row", "top5_hit"]  # thumbs: runner/thumbnails.py
 
     # The images, labels and load_digits() rows of the task's test split, from the dataset itself.
     images, labels = load_digits_arrays()
