@@ -177,6 +177,14 @@ def noise_copies(x: torch.Tensor, copies: int, sigma: float, seed: int) -> torch
     return x[None] + sigma * eps
 
 
+def _copy_groups(noisy: torch.Tensor, max_batch: int) -> list[torch.Tensor]:
+    """The noisy copies [copies, N, ...] in groups of k copies, k·N ≤ ``max_batch`` (at least one
+    copy): each group is one forward and backward pass of k·N images (in eval mode the images of a
+    batch do not interact, so this equals one pass per copy)."""
+    per_pass = max(1, max_batch // max(1, noisy.shape[1]))
+    return list(noisy.split(per_pass))
+
+
 def _cam(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """Σ_k w_k A_k per image: weights [N, K], activations [N, K, h, w] → [N, h, w]."""
     return torch.einsum("nk,nkhw->nhw", weights, activations)
@@ -240,12 +248,14 @@ def smooth_gradcampp(
     copies: int = SMOOTH_CAM_COPIES,
     sigma: float = SMOOTH_CAM_SIGMA,
     seed: int = 0,
+    max_batch: int = 64,
 ) -> Saliency:
     """Smooth Grad-CAM++ (Omeiza et al., arXiv 1908.01224, eq. 9–12; PROTOCOLS): g_i = ∂S_c/∂A at
     ``copies`` noisy inputs (:func:`noise_copies`: σ in the input's units, [0, 1]); D¹ = mean g_i,
     D² = mean g_i², D³ = mean g_i³; α = D² / (2D² + (Σ_ab A_ab)·D³ + 1e-6) with A from the clean
     input; w_k = Σ_ij α·ReLU(D¹); L = ReLU(Σ_k w_k A_k). c is the clean input's top-1 unless
-    given. Shapes and errors as :func:`gradcam`; ValueError for copies < 1 or σ < 0."""
+    given. Copies run ``max_batch`` images per pass. Shapes and errors as :func:`gradcam`;
+    ValueError for copies < 1 or σ < 0."""
     _check_method_args(copies, sigma)
     x = _check_input(x)
     name = layer or default_layer(model)
@@ -253,11 +263,13 @@ def smooth_gradcampp(
     a, _, c = _scores_and_grads(model, x, module, target)
     d1 = torch.zeros_like(a)
     d2, d3 = torch.zeros_like(a), torch.zeros_like(a)
-    for noisy in noise_copies(x, copies, sigma, seed):
-        _, g, _ = _scores_and_grads(model, noisy, module, c)
-        d1 += g
-        d2 += g**2
-        d3 += g**3
+    for group in _copy_groups(noise_copies(x, copies, sigma, seed), max_batch):
+        k = len(group)
+        _, g, _ = _scores_and_grads(model, group.flatten(0, 1), module, c.repeat(k))
+        g = g.unflatten(0, (k, len(x)))
+        d1 += g.sum(dim=0)
+        d2 += (g**2).sum(dim=0)
+        d3 += (g**3).sum(dim=0)
     weights = _gradcampp_weights(d1 / copies, d2 / copies, d3 / copies, a)
     maps = normalize(_cam(weights, a), (x.shape[2], x.shape[3]))
     return Saliency(
@@ -311,22 +323,25 @@ def smoothgrad(
     copies: int = SMOOTHGRAD_COPIES,
     sigma: float = SMOOTHGRAD_SIGMA,
     seed: int = 0,
+    max_batch: int = 64,
 ) -> Saliency:
     """SmoothGrad (Smilkov et al., arXiv 1706.03825, eq. 3; PROTOCOLS): M = max over channels of
     |mean_i ∇_x S_c(x + N(0, σ²))| over ``copies`` noisy inputs (:func:`noise_copies`), then
     post-processed (module docstring). Any differentiable ``model`` (a module, a TorchScript or
-    exported program's module); no layer. Shapes and errors as :func:`gradcam`."""
+    exported program's module); no layer; copies run ``max_batch`` images per pass. Shapes and
+    errors as :func:`gradcam`."""
     _check_method_args(copies, sigma)
     x = _check_input(x)
     with torch.no_grad():
         c = _targets(_logits_of(model(x), len(x)), target)
     total = torch.zeros_like(x)
-    for noisy in noise_copies(x, copies, sigma, seed):
+    for group in _copy_groups(noise_copies(x, copies, sigma, seed), max_batch):
+        k = len(group)
         with torch.enable_grad():
-            noisy = noisy.requires_grad_(True)
-            score = _logits_of(model(noisy), len(x)).gather(1, c[:, None]).sum()
+            noisy = group.flatten(0, 1).requires_grad_(True)
+            score = _logits_of(model(noisy), k * len(x)).gather(1, c.repeat(k)[:, None]).sum()
             (grad,) = torch.autograd.grad(score, noisy)
-        total += grad.float()
+        total += grad.float().unflatten(0, (k, len(x))).sum(dim=0)
     raw = (total / copies).abs().amax(dim=1)
     maps = normalize(raw, (x.shape[2], x.shape[3]))
     return Saliency(

@@ -103,7 +103,14 @@ def test_smooth_gradcampp_averages_the_gradient_powers_over_noisy_copies(images)
     net = PoolNet(A_W, B_W, V_W, square=True)  # g = 2·V_ck·A_k/(HW): depends on the noise
     copies, sigma, seed = 5, 0.15, 3
     out = saliency.smooth_gradcampp(
-        net, torch.from_numpy(images), layer="conv", target=[1, 0], copies=copies, sigma=sigma, seed=seed
+        net,
+        torch.from_numpy(images),
+        layer="conv",
+        target=[1, 0],
+        copies=copies,
+        sigma=sigma,
+        seed=seed,
+        max_batch=4,
     )
     eps = torch.randn((copies, *images.shape), generator=torch.Generator().manual_seed(seed)).numpy()
     clean = activations(images)
