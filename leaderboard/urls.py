@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from leaderboard import health
 from leaderboard.accounts import views as accounts
+from leaderboard.boards import difficulty_views
 from leaderboard.boards import views as boards
 from leaderboard.boards.weighted_views import weighted_ranking
 from leaderboard.runners import views as runners
@@ -27,6 +28,9 @@ urlpatterns = [
     path("b/<slug:slug>/weighted/", weighted_ranking, name="benchmark-weighted"),
     path("s/<int:pk>/export.<str:fmt>", boards.submission_export, name="submission-export"),
     path("s/<int:pk>/badge.svg", boards.badge, name="submission-badge"),
+    path("b/<slug:slug>/hardest/<slug:task>/", difficulty_views.hardest, name="task-hardest"),
+    path("s/<int:pk>/failures/<slug:task>/", difficulty_views.failures, name="submission-failures"),
+    path("s/<int:pk>/thumbs/<int:job_id>/<int:position>.png", difficulty_views.thumbnail, name="submission-thumb"),
     path("compare/", boards.compare, name="compare"),
     path("optimizers/profiles/", boards.optimizer_profiles, name="optimizer-profiles"),
     path("submit/", submissions.submit, name="submit"),
