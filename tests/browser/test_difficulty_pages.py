@@ -1,0 +1,42 @@
+"""The hardest-images page and the failure explorer in the browser (issue 17 items 3, 4): a
+visitor follows the board's link, sees the hardest images with thumbnails that load, the charts,
+the data-diet table, then opens a submission's failures with their thumbnails and labels."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.integration.boards.test_difficulty import scored
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _all_loaded(page, selector: str) -> int:
+    """How many images match ``selector``, after asserting that every one decoded (naturalWidth > 0)."""
+    page.wait_for_function(f"[...document.querySelectorAll({selector!r})].every(i => i.complete)")
+    widths = page.eval_on_selector_all(selector, "els => els.map(e => e.naturalWidth)")
+    assert widths and all(w > 0 for w in widths), widths
+    return len(widths)
+
+
+def test_a_visitor_reads_the_hardest_images_and_a_submissions_failures(page, live_server, alice):
+    subs = [scored(alice, f"net-{seed}", seed) for seed in (1, 2, 3, 4, 5)]
+    page.goto(f"{live_server.url}/b/digits/?task=digits")
+    page.click("#hardest-link")
+    expect(page).to_have_url(re.compile(r"/b/digits/hardest/digits/$"))
+    expect(page.locator("#k")).to_have_text("5")
+    expect(page.locator("#provisional")).to_have_count(0)
+    assert _all_loaded(page, "#hardest img.thumb") >= 5
+    expect(page.locator("#chart-difficulty-label .main-svg").first).to_be_visible()
+    expect(page.locator("#chart-data-diet .main-svg").first).to_be_visible()
+    expect(page.locator("#data-diet tbody tr")).to_have_count(5)
+
+    page.goto(f"{live_server.url}/s/{subs[0].pk}/")
+    page.click("#failure-links a")
+    expect(page).to_have_url(re.compile(rf"/s/{subs[0].pk}/failures/digits/$"))
+    expect(page.locator("section.failure-group")).to_have_count(10)
+    assert _all_loaded(page, "figure.failure img.thumb") >= 10
+    expect(page.locator("figure.failure figcaption").first).to_contain_text("true")
+    expect(page.locator("figure.failure figcaption").first).to_contain_text("difficulty")
