@@ -256,13 +256,15 @@ def main() -> None:
     runs = [("cache off", {"PAGE_CACHE_SECONDS": "0"}, False), ("cache off, writes", {"PAGE_CACHE_SECONDS": "0"}, True),
             (label_on, cache_on, False), (f"{label_on}, writes", cache_on, True)]
     results, changes = {}, {}
+    load_before = os.getloadavg()[0]  # the host's other work: every figure waits for a core behind it
     for label, extra, writes in runs:
         results[label], changes[label] = serve_and_measure(urls, args, extra, writes=writes, worker=shared
                                                            and extra["PAGE_CACHE_SECONDS"] != "0")
     print(f"\n{args.submissions} submissions, {args.clients} concurrent anonymous clients, gunicorn "
           f"{args.workers} workers × 2 threads, {os.cpu_count()} cores, {args.requests} requests per page kind; "
           f"'writes': a board changes every {args.change_every:g} s while clients read "
-          f"({', '.join(f'{changes[label]} changes in {label!r}' for label, _, w in runs if w)}); one run\n")
+          f"({', '.join(f'{changes[label]} changes in {label!r}' for label, _, w in runs if w)}); one run; "
+          f"host load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
     print(f"{'page':24} {'queries':>7}" + "".join(f" | {label:>26}: p50 / p95 ms, p95÷p50, req/s" for label, _, _ in runs))
     for name in urls:
         line = f"{name:24} {queries[name]:7d}"
