@@ -297,6 +297,8 @@ class TorchModel:
             "torch": torch.__version__,
             "cuda": torch.version.cuda if on_cuda else None,
             "threads": torch.get_num_threads(),
+            "parameters": _parameter_count(self.module),
+            "device_memory_bytes": int(torch.cuda.get_device_properties(self.device).total_memory) if on_cuda else None,
         }
 
     def _input_count(self) -> int:
@@ -831,8 +833,8 @@ class Server:
             "compute_s": time.perf_counter() - started,
         }
         notes = getattr(self.model, "notes", None)
+        reply["info"] = {**(notes or {}), **memory_peaks()}
         if notes:
-            reply["info"] = dict(notes)
             notes.clear()
         capacity = int(header.get("out_capacity", 0))
         if out.nbytes <= capacity and self.region is not None:
@@ -868,6 +870,27 @@ class Server:
             )
             return
         self.channel.send({"op": "bench", **result})
+
+
+def _parameter_count(module: Any) -> int | None:
+    """Elements of the module's parameters (buffers such as batch-norm statistics excluded)."""
+    try:
+        return int(sum(p.numel() for p in module.parameters()))
+    except Exception:  # noqa: BLE001 - a module without parameters() says nothing
+        return None
+
+
+def memory_peaks() -> dict[str, int]:
+    """This process's peak memory so far: ``peak_rss_bytes`` (getrusage ru_maxrss, KiB on Linux,
+    times 1024: the whole process, Python and torch included) and, once CUDA is in use,
+    ``peak_cuda_bytes`` (torch.cuda.max_memory_allocated: tensors only, not the context or cache)."""
+    import resource
+
+    peaks = {"peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peaks["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated())
+    return peaks
 
 
 def _free_device_memory() -> None:

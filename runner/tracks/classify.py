@@ -42,6 +42,7 @@ from runner.progress import Progress
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import ErrorKind, EvaluationError, JobSpec
 from runner.tracks.common import builtin_or_model_file, load_seconds, model_options, server_env
+from runner.tracks.footprint import footprint
 
 
 def input_shape(slug: str) -> tuple[int, int, int]:
@@ -318,6 +319,8 @@ def evaluate_classifier(
             oom_retries += stats.oom_retries
             final_batch = min(final_batch, stats.max_items)
         eval_s = time.perf_counter() - eval_started
+        costs = footprint(dict(server.info), device, server.memory_bytes, fmt=fmt,
+                          artifact=Path(artifact_path))  # before any other request
         info = dict(server.info)
         server_jobs = server.jobs + 1
     progress(0.97, "scoring")
@@ -326,6 +329,7 @@ def evaluate_classifier(
         "torch": info.get("torch") or _version("torch"),
         "batch_size": final_batch,
         "oom_retries": oom_retries,
+        **costs,  # parameters and the model server's peak memory (issue 19 item 4)
     }
     env["model_server"]["jobs_served"] = server_jobs
     env["contract_checks"] = probe.env()
