@@ -38,20 +38,22 @@ def sample_rows(arrays: Mapping[str, np.ndarray], *, seed: int = 0) -> np.ndarra
     if "part" in arrays:
         order = order[np.asarray(arrays["part"])[order] == "main"]
     wrong = (np.asarray(arrays["pred"]) != np.asarray(arrays["label"]))[order]
-    chosen: set[int] = set()
+    chosen: list[np.ndarray] = []
     for key in THUMB_KEY_ORDER:
         if key not in arrays:
             continue
         values = np.asarray(arrays[key])[order]
-        distinct = np.unique(values)
-        share = max(1, PER_KEY // max(1, len(distinct)))
+        # group by value in one stable sort (O(N log N) whatever the number of values), keeping
+        # the pseudo-random order within each group
+        by_value = np.argsort(values, kind="stable")
+        starts = np.flatnonzero(np.r_[True, values[by_value][1:] != values[by_value][:-1]])
+        share = max(1, PER_KEY // max(1, len(starts)))
         fail_quota = max(1, min(FAILURES, share * FAILURES // (FAILURES + SUCCESSES)))
         ok_quota = max(1, min(SUCCESSES, share - fail_quota)) if share > 1 else 0
-        for value in distinct:
-            here = values == value
-            chosen.update(order[here & wrong][:fail_quota].tolist())
-            chosen.update(order[here & ~wrong][:ok_quota].tolist())
-    rows = np.array(sorted(chosen), dtype=np.int64)
+        for members in np.split(by_value, starts[1:]):
+            chosen.append(order[members[wrong[members]][:fail_quota]])
+            chosen.append(order[members[~wrong[members]][:ok_quota]])
+    rows = np.unique(np.concatenate(chosen)).astype(np.int64) if chosen else np.empty(0, dtype=np.int64)
     return rows[:MAX_THUMBS]
 
 
