@@ -28,6 +28,16 @@ every part in the task's order: ``main``, then ``imagenet200`` for imagenet-r):
 ``part``        str        imagenet-r: "main" (renditions) or "imagenet200" (val images)
 ==============  =========  ===================================================================
 
+and, for the failure explorer (issue 17 item 4), a bounded sample of thumbnails with its own
+length M ≤ 4096 (runner/thumbnails.py chooses it: per region, income group, corruption and true
+class up to 16 failures and 4 successes, seeded; runner/per_image_file.py checks it):
+
+==============  =====================  ========================================================
+``thumb_row``   int64 [M]              distinct rows of the arrays above (0 ≤ row < N)
+``thumb``       uint8 [M, 32, 32, 3]   RGB: the model's input image, box-filtered down (or
+                                       nearest-neighbour up, digits' 8×8) to 32×32
+==============  =====================  ========================================================
+
 The scored logits z are the model's outputs over the task's classes, float64; for ImageNet-A/R
 the 200 subset columns (the masking of the metrics, PROTOCOLS "ImageNet validation, -A, -R").
 Strings are numpy unicode arrays, never objects: the site loads the file with
