@@ -179,8 +179,8 @@ def weighted_board(bench: Benchmark, query: Mapping[str, str], *, include_report
                 row.values[metric.key] = float(raw)
 
     claims = list(ReportedResult.objects.filter(task=lead).order_by("-value", "model_name"))
-    verified_by_name = {r.name.casefold(): r for r in rows}
-    reported = [{"claim": c, "verified": verified_by_name.get(c.model_name.casefold())} for c in claims]
+    verified_by_name = {r.name.lower(): r for r in rows}
+    reported = [{"claim": c, "verified": verified_by_name.get(c.model_name.lower())} for c in claims]
     for item in reported:
         verified = item["verified"]
         item["difference"] = verified.performance - item["claim"].value if verified else None

@@ -144,3 +144,15 @@ def test_a_file_that_is_not_json_says_so(catalogue, tmp_path):
     path.write_text("{not json")
     with pytest.raises(CommandError, match=r"claims\.json: not JSON"):
         call_command("import_reported", str(path))
+
+
+def test_the_board_lists_claims_under_its_ranking_with_the_difference(client, vector, tmp_path):
+    call_command("import_reported", _write(tmp_path, [CLAIM, {**CLAIM, "model": "paper-only-net",
+                                                              "metrics": {"top1": 99.0}}]))
+    html = client.get("/b/digits/").content.decode()
+    board, rest = html.split('id="board"', 1)[1].split("</table>", 1)
+    assert "reported" not in board and "paper-only-net" not in board  # the verified ranking alone
+    claims = rest.split('id="reported"', 1)[1].split("</table>", 1)[0]
+    assert claims.index("paper-only-net") < claims.index("Accurate-Net")  # best claim first
+    assert re.search(r'Accurate-Net.*?>90<.*?data-col="difference">−3.5<', claims, re.S)
+    assert 'href="/b/digits/weighted/"' in html and 'href="/b/digits/weighted/?reported=ranked"' in html
