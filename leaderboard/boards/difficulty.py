@@ -183,8 +183,8 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
     """What the pages show (plain data, cacheable): ``k`` models, ``provisional`` (k < MIN_MODELS),
     ``members``, ``notes``, ``hardest`` (rows: rank, image keys, class names, difficulty, its
     interval when not provisional, fraction of models wrong), ``groups`` {key: per-value stats},
-    ``diet`` (diet_ranking) and ``lookup`` (image keys → difficulty and fraction wrong, for the
-    failure explorer)."""
+    ``diet`` (diet_ranking), and for the failure explorer ``difficulty`` and ``wrong`` (float32
+    [N], in the images' key order) with ``keys_digest`` (:func:`keys_digest` of that order)."""
     k = fld.el2n.shape[0]
     difficulty = fld.el2n.mean(axis=0)
     wrong = 1.0 - fld.right.mean(axis=0)
@@ -206,15 +206,22 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
     groups = {key: _group_stats(fld.keys[key], difficulty, wrong) for key in GROUP_KEYS if key in fld.keys}
     for stat in groups.get("label", []):
         stat["name"] = class_name(task.slug, int(stat["value"]))
-    lookup = {_image_key(fld.keys, image_keys, i): (float(difficulty[i]), float(wrong[i]))
-              for i in range(len(difficulty))}
     return {"k": k, "provisional": k < MIN_MODELS, "n_images": int(difficulty.size),
             "members": fld.members, "notes": fld.notes, "hardest": rows, "groups": groups,
-            "diet": diet_ranking(fld.right, difficulty), "lookup": lookup, "image_keys": image_keys}
+            "diet": diet_ranking(fld.right, difficulty), "image_keys": image_keys,
+            "difficulty": difficulty.astype(np.float32), "wrong": wrong.astype(np.float32),
+            "keys_digest": keys_digest(fld.keys, image_keys)}
 
 
-def _image_key(keys: dict[str, np.ndarray], names: list[str], i: int) -> tuple:
-    return tuple(keys[name][i].item() for name in names)
+def keys_digest(columns: dict[str, np.ndarray], names: list[str]) -> str:
+    """sha256 of the image key columns ``names`` in their order: two files in canonical order
+    with the same digest hold the same images at the same positions."""
+    digest = hashlib.sha256()
+    for name in names:
+        column = np.ascontiguousarray(columns[name])
+        digest.update(f"{name}:{column.dtype.str}:{column.size};".encode())
+        digest.update(column.tobytes())
+    return digest.hexdigest()
 
 
 def task_difficulty(task: Task) -> dict[str, Any] | None:
@@ -255,32 +262,38 @@ def explorer(task: Task, arrays: dict[str, np.ndarray], summary: dict[str, Any] 
     if by not in GROUP_KEYS or by not in arrays:
         raise ValueError(f"this task's outcomes cannot be grouped by {by!r}")
     columns, rows = canonical(arrays)
-    names = summary["image_keys"] if summary else [k for k in paired.IMAGE_KEYS if k in columns]
-    lookup = summary["lookup"] if summary else {}
-    thumb_at = {int(r): t for t, r in enumerate(np.asarray(arrays.get("thumb_row", np.empty(0, np.int64))).tolist())}
+    # the field's arrays are in the same canonical order when the file holds the same images
+    same = summary is not None and bool(summary) and \
+        keys_digest(columns, summary["image_keys"]) == summary["keys_digest"]
+    field_difficulty = summary["difficulty"] if summary is not None and same else None
+    field_wrong = summary["wrong"] if summary is not None and same else None
+    # each thumbnail's position in the canonical order (rows of other parts have none)
+    position_of_row = np.full(len(arrays["index"]), -1, dtype=np.int64)
+    position_of_row[rows] = np.arange(len(rows))
+    thumb_rows = np.asarray(arrays.get("thumb_row", np.empty(0, dtype=np.int64)), dtype=np.int64)
+    thumb_at = {int(p): t for t, p in enumerate(position_of_row[thumb_rows].tolist()) if p >= 0}
     wrong = columns["pred"] != columns["label"]
+    values, inverse, sizes = np.unique(columns[by], return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    errors = np.bincount(inverse, weights=wrong, minlength=len(values)).astype(np.int64)
+    shown: list[dict[bool, list[dict[str, Any]]]] = [{True: [], False: []} for _ in values]
+    for i, t in thumb_at.items():  # at most MAX_THUMBS
+        label, pred = int(columns["label"][i]), int(columns["pred"][i])
+        shown[int(inverse[i])][bool(wrong[i])].append({
+            "thumb": t, "index": int(columns["index"][i]), "label": label, "pred": pred,
+            "label_name": class_name(task.slug, label), "pred_name": class_name(task.slug, pred),
+            "el2n": float(columns["el2n"][i]),
+            "difficulty": float(field_difficulty[i]) if field_difficulty is not None else None,
+            "field_wrong": float(field_wrong[i]) if field_wrong is not None else None,
+        })
     groups = []
-    for value in np.unique(columns[by]):
-        here = np.flatnonzero(columns[by] == value)
-        shown: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-        for i in here.tolist():
-            t = thumb_at.get(int(rows[i]))
-            if t is None:
-                continue
-            label, pred = int(columns["label"][i]), int(columns["pred"][i])
-            field_difficulty, field_wrong = lookup.get(_image_key(columns, names, i), (None, None))
-            shown[bool(wrong[i])].append({
-                "thumb": t, "index": int(columns["index"][i]), "label": label, "pred": pred,
-                "label_name": class_name(task.slug, label), "pred_name": class_name(task.slug, pred),
-                "el2n": float(columns["el2n"][i]), "difficulty": field_difficulty, "field_wrong": field_wrong,
-            })
-        for items in shown.values():
+    for g, value in enumerate(values):
+        for items in shown[g].values():
             items.sort(key=lambda item: -(item["difficulty"] if item["difficulty"] is not None else item["el2n"]))
-        errors = int(wrong[here].sum())
         groups.append({
             "value": value.item(), "name": class_name(task.slug, int(value)) if by == "label" else str(value.item()),
-            "n": int(here.size), "errors": errors, "error_rate": 100.0 * errors / here.size,
-            "failures": shown[True][:failures], "successes": shown[False][:successes],
+            "n": int(sizes[g]), "errors": int(errors[g]), "error_rate": 100.0 * int(errors[g]) / int(sizes[g]),
+            "failures": shown[g][True][:failures], "successes": shown[g][False][:successes],
         })
     groups.sort(key=lambda g: -g["error_rate"])
     return groups

@@ -198,3 +198,19 @@ def test_a_thumbnail_decodes_as_the_png_the_site_serves():
     png = difficulty.thumbnail_png({"thumb": thumb}, 2)
     np.testing.assert_array_equal(np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB")), thumb[2])
     assert difficulty.thumbnail_png({"thumb": thumb}, 3) is None and difficulty.thumbnail_png({}, 0) is None
+
+
+def test_a_file_of_other_images_gets_no_field_difficulty_in_the_explorer(client, alice):
+    scored(alice, "net-1", 1)
+    other = scored(alice, "net-2", 2, public=False)
+    job = other.jobs.get()
+    el2n, pred = model_outcomes(2)
+    with job.per_image.open("rb") as fh:
+        arrays = dict(np.load(io.BytesIO(fh.read())))
+    arrays["index"] = arrays["index"] + 1000  # not the images the field was scored on
+    job.per_image.save("other.npz", ContentFile(npz_bytes(arrays)))
+    client.force_login(alice)
+    groups = client.get(f"/s/{other.pk}/failures/digits/").context["groups"]
+    items = [item for g in groups for item in g["failures"] + g["successes"]]
+    assert items and all(item["difficulty"] is None and item["field_wrong"] is None for item in items)
+    assert [item["el2n"] for item in items] == pytest.approx([el2n[item["index"] - 1000] for item in items])
