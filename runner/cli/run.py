@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,6 +58,8 @@ def run(
     params: Annotated[str | None, typer.Option(help="task parameters that replace the catalogue's, a JSON object "
                                                "(say, a smaller training budget for a quick check; a site job "
                                                "carries the catalogue's)")] = None,
+    saliency: Annotated[bool, typer.Option(help="saliency maps for a sample of a classifier's images, in the "
+                                           "result under 'saliency' (--no-saliency: RUNNER_SALIENCY=off)")] = True,
 ) -> None:
     """Evaluate a file locally through the same path as a site job; print and save the result.
 
@@ -65,6 +68,8 @@ def run(
     A classifier task also writes its per-image outcomes beside its result: ``R.json`` gets
     ``R.per_image.npz`` (runner.metrics.per_image), named under the result's ``files.per_image``;
     with several tasks each ``result-<task>.json`` gets its own ``result-<task>.per_image.npz``."""
+    if not saliency:
+        os.environ["RUNNER_SALIENCY"] = "off"  # read by runner/saliency_sample.py
     from runner.evaluate import LocalRun, TaskParamsError, evaluate
     from runner.metrics.per_image import file_name
     from runner.spec import EvaluationError

@@ -1,6 +1,7 @@
 """`runner work`: consume evaluation jobs from the site (the work lives in runner/worker.py)."""
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -21,8 +22,12 @@ def work(
                                                help="cpu, cuda or cuda:N (default: cuda when serving a gpu pool); "
                                                "checked before the worker starts")] = None,
     loglevel: Annotated[str, typer.Option(help="worker log level")] = "INFO",
+    saliency: Annotated[bool, typer.Option(help="saliency maps for a sample of each classifier result (at most "
+                                           "about 10% more time; --no-saliency sets RUNNER_SALIENCY=off)")] = True,
 ) -> None:
     """Consume evaluation jobs from the site until stopped."""
+    if not saliency:
+        os.environ["RUNNER_SALIENCY"] = "off"  # read by runner/saliency_sample.py in every job
     from runner.sandbox import sandbox_available
     from runner.workdir import sweep_abandoned
     from runner.worker import WorkerSettings, default_broker_url, start_worker

@@ -14,6 +14,8 @@
   for ``optimizer_server.py`` and ``training.py``.
 - ``library_models.py``: builds a library architecture (torchvision, timm) and loads submitted
   .safetensors weights into it, checked name by name, for ``model_server.py``.
+- ``saliency_server.py``: the model server's saliency request (issue 17 item 5), with
+  runner/saliency.py (the methods; pure torch) bound beside it.
 - ``rules.py``: the error kinds a program may report, what counts as out of memory, the frame
   format; imported by the runner too.
 
@@ -31,10 +33,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # What each program imports from beside it: copied with it into the sandbox's input folder.
 BESIDE = {
-    "model_server.py": ("library_models.py", "rules.py"),
+    "model_server.py": ("library_models.py", "rules.py", "saliency_server.py", "saliency.py"),
     "optimizer_server.py": ("optimizer_loader.py", "rules.py"),
     "training.py": ("optimizer_loader.py", "rules.py"),
 }
+# Modules of the runner package (not this one) a program imports from beside it: pure numpy and
+# torch, importing no other runner module.
+FROM_RUNNER = {"saliency.py": HERE.parent / "saliency.py"}
 
 
 def stage(program: str, folder: Path | str) -> Path:
@@ -45,6 +50,6 @@ def stage(program: str, folder: Path | str) -> Path:
     folder = Path(folder)
     for name in (program, *BESIDE[program]):
         target = folder / name
-        shutil.copyfile(HERE / name, target)
+        shutil.copyfile(FROM_RUNNER.get(name, HERE / name), target)
         target.chmod(0o644)
     return folder / program

@@ -29,6 +29,9 @@ parent → child
                                                   uint8 inputs become float32 / scale on the device
   {"op": "bench", "shapes": [[N, C, H, W], ...], "iters": n, "warmup": w}
                                                   time the pure forward pass on resident random input
+  {"op": "saliency", "id": k, "inputs", "out_offset", "out_capacity", "method", ...}
+                                                  saliency maps of those images, answered with an
+                                                  "out" frame of uint8 maps (saliency_server.py)
   {"op": "exit"}
 child → parent
   {"op": "ready", "format", "device", "device_name", "precision", "memory_format", "inputs",
@@ -757,6 +760,8 @@ class Server:
                 self._run(header)
             elif op == "bench":
                 self._bench(header)
+            elif op == "saliency":  # issue 17 item 5: saliency_server.py, bound beside this file
+                _saliency_server().answer(self, header)
             else:
                 self.channel.send(
                     {
@@ -870,6 +875,15 @@ class Server:
             )
             return
         self.channel.send({"op": "bench", **result})
+
+
+def _saliency_server() -> Any:
+    """saliency_server.py, imported at its first request (a job that asks none never loads it)."""
+    if __package__:
+        from runner.sandboxed import saliency_server
+    else:
+        import saliency_server
+    return saliency_server
 
 
 def _parameter_count(module: Any) -> int | None:

@@ -403,6 +403,56 @@ class ModelServer:
             raise self._child_error(header, "timing the forward pass")
         return parse(BenchFrame, header, what="the model server's timing").items_per_s
 
+    def saliency(
+        self,
+        images: np.ndarray,
+        request: dict[str, Any],
+        *,
+        deadline: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Saliency maps of ``images`` (float32 [n, C, H, W] in [0, 1]) computed in the sandbox
+        (runner/sandboxed/saliency_server.py; ``request`` its method, layer, targets, fill and
+        side S): uint8 [n, S, S] and what the child says it ran (method, layer, params, targets,
+        compute_s; data, not trusted). Raises EvaluationError: the child's error, WRONG_OUTPUT
+        for maps of another shape or dtype, TIMEOUT past ``deadline``, LEASE_EXPIRED on ``cancel``."""
+        if not self.alive:
+            raise EvaluationError(ErrorKind.RUNNER_ERROR, "the model server is not running")
+        side = int(request.get("side") or 16)
+        need = images.nbytes + len(images) * side * side + 256
+        self._ensure_ring(need)
+        assert self._ring is not None
+        slot = self._ring.free_slot()
+        described = self._ring.fill(slot, [images])
+        slot.chunk = Chunk(None, 0, len(images), [images])  # the slot is busy until the answer
+        self._next_id += 1
+        try:
+            self._send(
+                {
+                    **request,
+                    "op": "saliency",
+                    "id": self._next_id,
+                    "inputs": described,
+                    "out_offset": slot.out_offset,
+                    "out_capacity": slot.out_capacity,
+                }
+            )
+            header, payload = self._receive(deadline, cancel, what="computing saliency maps")
+            if header.get("op") == "error":
+                raise self._child_error(header, "computing saliency maps")
+            frame = parse(OutFrame, header, what="the model server's saliency maps", log_tail=self.log_tail())
+            if frame.id != self._next_id or frame.dtype != "uint8" or frame.shape != [len(images), side, side]:
+                self.broken = True
+                raise EvaluationError(
+                    ErrorKind.WRONG_OUTPUT,
+                    f"the model server answered saliency maps {frame.dtype} {frame.shape} "
+                    f"for {len(images)} images of side {side}",
+                )
+            maps = self._output_view(frame, payload, slot)
+        finally:
+            slot.chunk = None
+        return maps, {**frame.info, "compute_s": frame.compute_s}
+
     def stream(
         self,
         batches: Iterable[tuple[Any, Any]],

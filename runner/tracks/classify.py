@@ -39,6 +39,7 @@ from runner.datasets import CLASSIFIER_TASKS, Reader, TaskData, open_task
 from runner.datasets.readers import ImageFileReader
 from runner.metrics import classification, per_image, results
 from runner.progress import Progress
+from runner.saliency_sample import explain_task as explain_saliency
 from runner.serve import POOL, ServerSettings, prefetch
 from runner.spec import ErrorKind, EvaluationError, JobSpec
 from runner.tracks.common import builtin_or_model_file, load_seconds, model_options, server_env
@@ -321,6 +322,9 @@ def evaluate_classifier(
         eval_s = time.perf_counter() - eval_started
         costs = footprint(dict(server.info), device, server.memory_bytes, fmt=fmt,
                           artifact=Path(artifact_path))  # before any other request
+        explained = explain_saliency(server, slug, data, per_image.per_image_arrays(
+            slug, data, predictions, collected), evaluation_s=time.perf_counter() - started, deadline=deadline,
+            cancel=cancel) if per_image_out is not None else None  # issue 17 item 5, bounded; RUNNER_SALIENCY
         info = dict(server.info)
         server_jobs = server.jobs + 1
     progress(0.97, "scoring")
@@ -361,4 +365,6 @@ def evaluate_classifier(
         arrays = thumbnails.with_thumbnails(data, arrays)  # the failure explorer's sample (issue 17 item 4)
         result["files"] = {"per_image": per_image.write_per_image(per_image_out, arrays)}
         result["timing"]["per_image_write_s"] = round(time.perf_counter() - written, 4)
+    if explained is not None:
+        result["saliency"] = explained
     return result

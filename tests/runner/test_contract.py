@@ -68,7 +68,10 @@ def test_a_job_spec_from_a_newer_site_is_refused():
 # named through runner/sandboxed/rules.py, and import nothing the sandbox does not hold.
 # --------------------------------------------------------------------------------------------
 SANDBOXED = Path(runner.sandboxed.__file__).parent
-PROGRAMS = sorted(p for p in SANDBOXED.glob("*.py") if p.name != "__init__.py")
+# ... and the runner modules bound beside them (runner.sandboxed.FROM_RUNNER: runner/saliency.py).
+PROGRAMS = sorted(p for p in SANDBOXED.glob("*.py") if p.name != "__init__.py") + sorted(
+    runner.sandboxed.FROM_RUNNER.values()
+)
 THIRD_PARTY = {"torch", "numpy", "onnxruntime", "safetensors", "torchvision", "timm"}  # what the sandbox's interpreter holds
 
 
@@ -151,7 +154,7 @@ def imports_of(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            companions = node.module == "runner.sandboxed"
+            companions = node.module in ("runner.sandboxed", "runner")  # runner: a FROM_RUNNER module
             imported |= {f"{node.module}.{alias.name}" for alias in node.names} if companions else {node.module}
     return imported
 
@@ -170,6 +173,8 @@ def test_each_sandboxed_file_imports_only_the_standard_library_torch_and_what_is
         top = module.split(".")[0]
         if module.startswith("runner.sandboxed."):
             needs.add(module.removeprefix("runner.sandboxed."))  # the runner's import of a companion
+        elif module.startswith("runner.") and f"{module.removeprefix('runner.')}.py" in runner.sandboxed.FROM_RUNNER:
+            needs.add(module.removeprefix("runner."))
         elif top in siblings:
             needs.add(top)
         elif top not in sys.stdlib_module_names and top not in THIRD_PARTY:

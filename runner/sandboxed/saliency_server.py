@@ -1,0 +1,141 @@
+"""The model server's ``saliency`` request (issue 17 item 5): saliency maps of a few images the
+runner chose, computed in the sandbox beside the submitted model (runner/saliency.py, bound beside
+this file; runner/sandboxed/__init__.py).
+
+parent → child
+  {"op": "saliency", "id": k, "inputs": [{"offset", "shape": [n, C, H, W], "dtype", "scale"}],
+   "out_offset": o, "out_capacity": c, "method": "auto"|name, "layer": name|null,
+   "targets": [n class indices]|null, "fill": [C floats]|null, "side": S}
+child → parent
+  {"op": "out", "id": k, "shape": [n, S, S], "dtype": "uint8", "where", "nbytes", "compute_s",
+   "info": {"saliency_method", "saliency_layer", "saliency_params" (JSON text), "saliency_targets"
+   (JSON text)}}: map value / 255 is the saliency in [0, 1] (runner.saliency.quantize)
+  or an ``error`` frame (runtime_error, out_of_memory) as for ``run``.
+
+``method`` "auto" picks by what the format exposes: an eager module (a .safetensors library
+architecture) → Grad-CAM++ on ``layer4`` or the last Conv2d (runner.saliency.default_layer); an
+ExportedProgram's or TorchScript module (no hookable layers here) → input-gradient SmoothGrad;
+ONNX (no gradients) → occlusion through the session. Gradients are taken in float32 whatever the
+evaluation's precision. Like every answer of this program, the maps are data to the parent: it
+checks their shape and dtype and trusts nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+if __package__:  # imported by the runner
+    from runner import saliency
+    from runner.sandboxed import rules
+else:  # in the sandbox, beside model_server.py
+    import rules  # type: ignore[no-redef,import-not-found]
+    import saliency  # type: ignore[no-redef,import-not-found]
+
+MAX_SIDE = 64
+
+
+def choose(model: Any, method: str, layer: str | None) -> tuple[str, str | None]:
+    """(method, layer) for ``model`` (model_server's TorchModel or OnnxModel): ``method`` as asked
+    unless "auto" (module docstring). Raises ValueError for a method the format cannot run."""
+    fmt = getattr(model, "format", "onnx")
+    if method == "auto":
+        if fmt == "onnx":
+            return "occlusion", None
+        if fmt == "safetensors":
+            try:
+                return "gradcam++", layer or saliency.default_layer(model.module)
+            except ValueError:
+                return "smoothgrad", None
+        return "smoothgrad", None
+    if method not in saliency.METHODS:
+        raise ValueError(f"unknown saliency method {method!r}")
+    if fmt == "onnx" and method != "occlusion":
+        raise ValueError(f"an ONNX model has no gradients: {method} cannot run, occlusion can")
+    if method in saliency.LAYER_METHODS and fmt != "safetensors":
+        raise ValueError(f"{method} needs hookable layers, which a {fmt} model does not expose here")
+    return method, layer
+
+
+def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> saliency.Saliency:
+    """The maps of the request's images (module docstring) on ``model``."""
+    method, layer = choose(model, str(header.get("method") or "auto"), header.get("layer"))
+    targets = header.get("targets")
+    if getattr(model, "format", "onnx") == "onnx":
+        import numpy as np
+
+        images = np.array(arrays[0], dtype=np.float32) / (scales[0] or 1.0)  # a copy: shm stays free
+        return saliency.occlusion(
+            lambda batch: model.predict([batch], [None]), images, fill=header.get("fill"), target=targets
+        )
+    torch = model.torch
+    x = model._to_tensor(arrays[0], scales[0], torch.float32).clone()
+    module = model.module
+    if method == "occlusion":
+        return saliency.occlusion(
+            lambda batch: module(torch.from_numpy(batch).to(x.device)).detach(),
+            x,
+            fill=header.get("fill"),
+            target=targets,
+        )
+    options: dict[str, Any] = {"target": targets}
+    if method in saliency.LAYER_METHODS:
+        options["layer"] = layer
+    return saliency.explain(method, module, x, **options)
+
+
+def answer(server: Any, header: dict[str, Any]) -> None:
+    """Answer one ``saliency`` frame on model_server's ``server`` (its channel, model and shared
+    memory): the maps as uint8 [n, S, S] at ``out_offset`` when they fit, else inline."""
+    np = server.np
+    ident = header.get("id")
+    started = time.perf_counter()
+    try:
+        side = int(header.get("side") or 16)
+        if not 1 <= side <= MAX_SIDE:
+            raise ValueError(f"side {side} must lie in 1–{MAX_SIDE}")
+        arrays, scales = server._inputs(header)
+        result = compute(server.model, arrays, scales, header)
+        del arrays
+        maps = np.ascontiguousarray(saliency.quantize(result.maps, side))
+    except BaseException as exc:  # noqa: BLE001 - the submitted model may raise anything
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        oom = rules.is_out_of_memory(exc)
+        server.channel.send(
+            {
+                "op": "error",
+                "id": ident,
+                "kind": rules.OUT_OF_MEMORY if oom else rules.RUNTIME_ERROR,
+                "retry": False,
+                "message": f"computing saliency maps failed: {type(exc).__name__}: {str(exc)[-600:]}",
+            }
+        )
+        return
+    reply = {
+        "op": "out",
+        "id": ident,
+        "shape": list(maps.shape),
+        "dtype": "uint8",
+        "nbytes": maps.nbytes,
+        "compute_s": time.perf_counter() - started,
+        "info": {
+            "saliency_method": result.method,
+            "saliency_layer": result.layer,
+            "saliency_params": json.dumps(result.params),
+            "saliency_targets": json.dumps([int(t) for t in result.target]),
+        },
+    }
+    capacity = int(header.get("out_capacity", 0))
+    if maps.nbytes <= capacity and server.region is not None:
+        target = np.ndarray(
+            maps.shape, dtype=maps.dtype, buffer=server.region, offset=int(header["out_offset"])
+        )
+        target[...] = maps
+        del target
+        reply["where"] = "shm"
+        server.channel.send(reply)
+    else:
+        reply["where"] = "inline"
+        server.channel.send(reply, maps.reshape(-1).data)

@@ -1,0 +1,173 @@
+"""Saliency through the sandboxed model server and a whole `runner run` (issue 17 item 5): the maps
+the child computes are the ones runner/saliency.py computes in-process, a model whose gradients
+fail leaves the result whole with the error recorded, the sample is the one documented, and the
+operator's switch turns it off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from runner import saliency, saliency_sample
+from runner.evaluate import file_sha256
+from runner.serve import ServerPool, ServerSettings
+
+from .classifier_models import DigitsConvNet, save_onnx, save_torchscript
+
+
+class NoGradients(torch.nn.Module):
+    """Logits computed without autograd: any gradient method fails on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.fc(x.flatten(1))
+
+
+@pytest.fixture
+def pool(request, monkeypatch, tmp_path):
+    request.getfixturevalue("bwrap")
+    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
+    made = ServerPool(idle_s=0.6)
+    yield made
+    made.close_idle()
+
+
+def digits_images(n: int) -> np.ndarray:
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+
+    return (load_digits().images[:n] / 16.0).astype(np.float32)[:, None]
+
+
+def test_the_sandbox_computes_the_maps_runner_saliency_computes_in_process(pool, tmp_path):
+    model = DigitsConvNet().eval()
+    x = digits_images(5)
+    request = {"method": "auto", "targets": None, "fill": None, "side": 16}
+    ts = save_torchscript(model, tmp_path / "digits.pt")
+    with pool.borrow(
+        ts, ServerSettings(sha256=file_sha256(ts), fmt="torchscript", device="cpu", threads=1)
+    ) as (
+        server,
+        _,
+    ):
+        maps, told = server.saliency(x, request)
+    expected = saliency.smoothgrad(torch.jit.load(str(ts)).eval(), torch.from_numpy(x))
+    assert maps.shape == (5, 16, 16) and maps.dtype == np.uint8
+    assert told["saliency_method"] == "smoothgrad" and json.loads(told["saliency_params"])["copies"] == 50
+    assert np.abs(maps.astype(int) - saliency.quantize(expected.maps).astype(int)).max() <= 1
+    assert json.loads(told["saliency_targets"]) == expected.target.tolist()
+
+    onnx = save_onnx(model, tmp_path / "digits.onnx", (1, 8, 8))
+    with pool.borrow(onnx, ServerSettings(sha256=file_sha256(onnx), fmt="onnx", device="cpu", threads=1)) as (
+        server,
+        _,
+    ):
+        maps, told = server.saliency(x, {**request, "fill": [0.3], "targets": [1, 2, 3, 4, 5]})
+    with torch.no_grad():
+        expected = saliency.occlusion(
+            lambda b: model(torch.from_numpy(b)), x, fill=[0.3], target=[1, 2, 3, 4, 5]
+        )
+    assert told["saliency_method"] == "occlusion"
+    assert json.loads(told["saliency_params"]) == {
+        "window": 2,
+        "stride": 1,
+        "fill": [0.3],
+        "score": "probability",
+    }
+    assert np.abs(maps.astype(int) - saliency.quantize(expected.maps).astype(int)).max() <= 2
+
+
+def test_a_model_without_gradients_keeps_its_result_and_records_why_it_has_no_maps(pool, tmp_path):
+    path = save_torchscript(NoGradients().eval(), tmp_path / "nograd.pt")
+    x = digits_images(40)
+    arrays = {"index": np.arange(40), "label": np.arange(40) % 10, "pred": np.zeros(40, dtype=np.int64)}
+    data = type("Data", (), {"parts": {"main": digits_reader(x)}})()
+    settings = ServerSettings(sha256=file_sha256(path), fmt="torchscript", device="cpu", threads=1)
+    with pool.borrow(path, settings) as (server, _):
+        entry = saliency_sample.explain_task(server, "digits", data, arrays, evaluation_s=100.0)
+    assert entry is not None and entry["rows"] == [] and entry["maps"] == ""
+    assert "computing saliency maps failed" in entry["error"] and "grad" in entry["error"]
+
+
+def digits_reader(x: np.ndarray) -> Any:
+    """An ArrayReader holding float images ``x`` [N, 1, 8, 8] as digits' 0–16 grey levels."""
+    from runner.datasets.base import Targets
+    from runner.datasets.readers import ArrayReader
+
+    images = np.rint(x[:, 0, :, :, None] * 16).astype(np.uint8)
+    return ArrayReader("digits", images, Targets(labels=np.zeros(len(x), dtype=np.int64)), {}, divisor=16.0)
+
+
+def test_the_sample_takes_failures_and_successes_per_group_within_the_cap():
+    rng = np.random.default_rng(3)
+    n = 2000
+    region = np.array(["Africa", "Americas", "Asia", "Europe"])[rng.integers(0, 4, n)]
+    label = rng.integers(0, 10, n)
+    pred = np.where(rng.random(n) < 0.3, (label + 1) % 10, label)
+    arrays = {"index": np.arange(n), "label": label, "pred": pred, "region": region}
+    rows = saliency_sample.sample_rows(arrays)
+    assert len(rows) == 64 and len(set(rows.tolist())) == 64  # 4 regions × (8 + 8)
+    for name in np.unique(region):
+        here = region[rows] == name
+        assert (pred[rows][here] != label[rows][here]).sum() == 8 and here.sum() == 16
+    assert np.array_equal(rows, saliency_sample.sample_rows(arrays))  # the same images each run
+    # Many groups: the cap holds and every group gets its turn before any gets a second image.
+    many = {**arrays, "region": np.array([f"r{i % 100}" for i in range(n)])}
+    assert len(np.unique(many["region"][saliency_sample.sample_rows(many)])) == 64
+
+
+def test_the_operator_switch_turns_saliency_off(monkeypatch):
+    monkeypatch.setenv("RUNNER_SALIENCY", "off")
+    arrays = {"index": np.arange(3), "label": np.zeros(3), "pred": np.zeros(3)}
+    assert saliency_sample.explain_task(object(), "digits", None, arrays, evaluation_s=1.0) is None
+    monkeypatch.setenv("RUNNER_SALIENCY", "on")
+    assert saliency_sample.enabled()
+
+
+def test_runner_run_on_digits_puts_bounded_maps_of_failures_and_successes_in_the_result(bwrap, tmp_path):
+    path = save_torchscript(DigitsConvNet().eval(), tmp_path / "digits.pt")
+    out = tmp_path / "R.json"
+    env = {**os.environ, "RUNNER_WORK_DIR": str(tmp_path)}
+    env.pop("RUNNER_SALIENCY", None)
+    command = [
+        sys.executable,
+        "-m",
+        "runner.cli",
+        "run",
+        "--task",
+        "digits",
+        "--artifact",
+        str(path),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    entry = result["saliency"]
+    per_image = np.load(tmp_path / "R.per_image.npz", allow_pickle=False)
+    rows = np.asarray(entry["rows"], dtype=np.int64)
+    assert 1 <= len(rows) <= entry["requested"] <= saliency_sample.MAX_ROWS
+    assert entry["method"] == "smoothgrad" and entry["side"] == 16 and "error" not in entry
+    maps = saliency_sample.decode_maps(entry)
+    assert maps.shape == (len(rows), 16, 16) and (maps.reshape(len(rows), -1).max(axis=1) >= 250).all()
+    assert entry["index"] == per_image["index"][rows].tolist()
+    assert entry["failure"] == (per_image["pred"][rows] != per_image["label"][rows]).tolist()
+    assert entry["target"] == per_image["pred"][rows].tolist()
+    # The bound: one first request of FIRST_CHUNK images may pass it, never by a further request.
+    assert len(rows) == saliency_sample.FIRST_CHUNK or entry["seconds"] <= entry["budget_s"] + 5
+
+    off = tmp_path / "off.json"
+    subprocess.run(
+        [*command[:-1], str(off), "--no-saliency"], check=True, env=env, capture_output=True, timeout=600
+    )
+    assert "saliency" not in json.loads(off.read_text())
