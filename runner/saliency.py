@@ -442,7 +442,8 @@ def occlusion(
 # --------------------------------------------------------------------------------------------
 def quantize(maps: np.ndarray, side: int = 16) -> np.ndarray:
     """Maps float32 [N, H, W] in [0, 1] → uint8 [N, side, side] (value/255 is the saliency): area
-    averaging (``adaptive_avg_pool2d``) to side×side when larger, bilinear when smaller, then
+    averaging (``adaptive_avg_pool2d``) to side×side when larger, nearest neighbour when smaller
+    (digits' 8×8 pixels become 2×2 blocks, as their thumbnails do), then
     round(255·v). What travels with a result (runner/sandboxed/saliency_server.py)."""
     t = torch.from_numpy(np.asarray(maps, dtype=np.float32))[:, None]
     if t.ndim != 4:
@@ -450,7 +451,7 @@ def quantize(maps: np.ndarray, side: int = 16) -> np.ndarray:
     if t.shape[-1] >= side and t.shape[-2] >= side:
         t = F.adaptive_avg_pool2d(t, side)
     else:
-        t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+        t = F.interpolate(t, size=(side, side), mode="nearest")
     return np.rint(t[:, 0].clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 

@@ -284,3 +284,5 @@ def test_quantize_averages_areas_into_16_by_16_bytes():
     q = saliency.quantize(maps)
     assert q.shape == (1, 16, 16) and q.dtype == np.uint8
     assert q[0, 0, 0] == 255 and q[0, 1, 0] == 64 and q.sum() == 255 + 64
+    small = saliency.quantize(np.array([[[0.0, 1.0], [0.5, 0.0]]], dtype=np.float32), side=4)
+    assert small[0].tolist() == [[0, 0, 255, 255], [0, 0, 255, 255], [128, 128, 0, 0], [128, 128, 0, 0]]
