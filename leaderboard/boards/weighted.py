@@ -130,7 +130,7 @@ def weighted_board(bench: Benchmark, query: Mapping[str, str], *, include_report
     if not tasks:
         raise ValueError("this benchmark has no tasks")
     lead = tasks[0]
-    entries = list(BoardEntry.objects.filter(benchmark=bench, is_public=True).select_related(None).only(
+    entries = list(BoardEntry.objects.filter(benchmark=bench, is_public=True).only(
         "task_id", "submission_id", "value", "metrics", "submission_name", "owner_name", "parameters",
         "throughput", "peak_memory_bytes", "memory_limit_bytes", "is_synthetic_data"))
     by_task: dict[int, dict[int, BoardEntry]] = {}
@@ -204,7 +204,8 @@ def weighted_board(bench: Benchmark, query: Mapping[str, str], *, include_report
     others = {m.key: [r.utilities[m.key] for r in rows] for m in kept if m.key != dynascore.PERFORMANCE}
     normalized = dynascore.normalize([r.performance for r in rows], others)
     labels = {m.key: m.label for m in kept}
-    dropped += [(labels[k], why) for k, why in normalized.dropped.items()]
+    if rows:  # an empty board has nothing to say about its metrics
+        dropped += [(labels[k], why) for k, why in normalized.dropped.items()]
     kept = [m for m in kept if m.key in normalized.points]
     for i, row in enumerate(rows):
         row.points = {m.key: normalized.points[m.key][i] for m in kept}

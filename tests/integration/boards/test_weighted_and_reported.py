@@ -19,17 +19,18 @@ GIB = 1024 ** 3
 
 
 def measured(owner, name: str, top1: float, *, throughput: float, peak_gib: float, parameters: int = 11_200_000,
-             limit_gib: float = 16, task_slug: str = "digits") -> Submission:
+             limit_gib: float = 16, task_slug: str = "digits", submission: Submission | None = None,
+             primary: str = "top1", **extra: float) -> Submission:
     """A public finished classifier whose result carries what the runner records (issue 19 item 4):
     timing.items_per_s, env.parameters and env.memory; on its board through the results' service."""
     task = Task.objects.select_related("benchmark").get(slug=task_slug)
-    sub = Submission.objects.create(
+    sub = submission or Submission.objects.create(
         owner=owner, benchmark=task.benchmark, name=name, artifact=f"x/{name}.pt2", artifact_name="m.pt2",
         artifact_sha256="0" * 64, artifact_size=1, status=Submission.Status.FINISHED,
         visibility=Submission.Visibility.PUBLIC)
     job = EvaluationJob.objects.create(
         submission=sub, task=task, state=EvaluationJob.State.SUCCEEDED, result_attempt=1,
-        result={"metrics": {"top1": top1}, "ci95": {"top1": [top1 - 1, top1 + 1]},
+        result={"metrics": {primary: top1, **extra}, "ci95": {primary: [top1 - 1, top1 + 1]},
                 "timing": {"items_per_s": throughput},
                 "env": {"parameters": parameters, "memory": {
                     "peak_bytes": int(peak_gib * GIB), "limit_bytes": int(limit_gib * GIB),
@@ -156,3 +157,34 @@ def test_the_board_lists_claims_under_its_ranking_with_the_difference(client, ve
     assert claims.index("paper-only-net") < claims.index("Accurate-Net")  # best claim first
     assert re.search(r'Accurate-Net.*?>90<.*?data-col="difference">−3.5<', claims, re.S)
     assert 'href="/b/digits/weighted/"' in html and 'href="/b/digits/weighted/?reported=ranked"' in html
+
+
+def test_an_empty_benchmark_says_so_without_notes_about_metrics(client, catalogue):
+    html = client.get("/b/cifar10/weighted/").content.decode()
+    assert "No public results yet." in html and 'id="dropped"' not in html
+
+
+def test_robustness_tasks_add_their_metrics_with_their_utilities(client, catalogue, alice, bob):
+    from leaderboard.boards import dynascore
+
+    perf, mce, worst, disparity = (76.0, 80.0), (50.0, 60.0), (40.0, 30.0), (20.0, 35.0)
+    for owner, name, i in ((alice, "robust-net", 0), (bob, "big-net", 1)):
+        sub = measured(owner, name, perf[i], throughput=100, peak_gib=2, task_slug="imagenet-val")
+        measured(owner, name, mce[i], throughput=100, peak_gib=2, task_slug="imagenet-c", submission=sub,
+                 primary="mce")
+        measured(owner, name, 70.0, throughput=100, peak_gib=2, task_slug="geode", submission=sub,
+                 worst_region_top1=worst[i], disparity=disparity[i])
+    html = client.get("/b/imagenet/weighted/?w_imagenet-c:mce=5").content.decode()
+    for label in ("mCE · ImageNet-C", "worst-region top-1 · GeoDE", "disparity · GeoDE"):
+        assert label in html
+    normalized = dynascore.normalize(list(perf), {"imagenet-c:mce": [100 - m for m in mce],
+                                                  "geode:worst_region_top1": list(worst),
+                                                  "geode:disparity": [100 - d for d in disparity]})
+    scores = dynascore.weighted(normalized, {"performance": 4, "imagenet-c:mce": 5, "geode:worst_region_top1": 1,
+                                             "geode:disparity": 1})
+    expected = sorted(zip(("robust-net", "big-net"), (f"{s:.2f}" for s in scores), strict=True),
+                      key=lambda pair: -float(pair[1]))
+    assert ranking(html) == expected
+    assert expected[0][0] == "robust-net"  # a heavy weight on mCE puts the robust model first
+    default = client.get("/b/imagenet/weighted/").content.decode()
+    assert [name for name, _ in ranking(default)] == ["big-net", "robust-net"]  # performance 4, others 1
