@@ -43,7 +43,7 @@ from .models import BoardEntry
 log = logging.getLogger(__name__)
 
 MIN_MODELS = 5  # PROTOCOLS: difficulty is a field's statistic only for K ≥ 5 models
-RESAMPLES = 1000
+RESAMPLES = 10_000  # as the paired bootstrap (PROTOCOLS); the K models are few, the cost is the [R, K] draw
 SEED = 0
 DIET_PERCENTS = tuple(range(0, 100, 10))
 HARDEST = 48  # images listed on the hardest-images page
@@ -81,11 +81,14 @@ def canonical(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.
 @dataclass
 class Field:
     """The public submissions' outcomes on one task, aligned: ``members`` (submission id, name,
-    board value) in board order, ``keys`` (per image: index, label and group keys), ``el2n`` and
+    board value) in board order, ``keys`` (per image: index, label and group keys), ``difficulty``
+    (float64 [N], the mean EL2N), ``el2n`` (float32 [K, N], for the intervals: half the memory on
+    ImageNet-C's 4.75 M images) and
     ``right`` [K, N], and ``notes`` on rows left out."""
 
     members: list[tuple[int, str, float]]
     keys: dict[str, np.ndarray]
+    difficulty: np.ndarray
     el2n: np.ndarray
     right: np.ndarray
     notes: list[str] = field(default_factory=list)
@@ -109,6 +112,7 @@ def load_field(task: Task, entries: list[BoardEntry], jobs: dict[int, Evaluation
     members, el2n, right, notes = [], [], [], []
     thumbs: dict[int, tuple[int, int, int]] = {}
     keys: dict[str, np.ndarray] | None = None
+    total: np.ndarray | None = None
     reference: dict[str, np.ndarray] | None = None
     for entry in entries:
         job = jobs.get(entry.submission_id)
@@ -133,11 +137,12 @@ def load_field(task: Task, entries: list[BoardEntry], jobs: dict[int, Evaluation
         if keys is None:
             keys = {k: v for k, v in columns.items() if k not in ("pred", "el2n")}
         members.append((entry.submission_id, entry.submission_name, entry.value))
-        el2n.append(columns["el2n"])
+        total = columns["el2n"].astype(np.float64) if total is None else total + columns["el2n"]
+        el2n.append(columns["el2n"].astype(np.float32))
         right.append(columns["pred"] == columns["label"])
-    if keys is None:
+    if keys is None or total is None:
         return None
-    return Field(members, keys, np.vstack(el2n), np.vstack(right), notes, thumbs)
+    return Field(members, keys, total / len(members), np.vstack(el2n), np.vstack(right), notes, thumbs)
 
 
 def bootstrap_mean(el2n: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -186,10 +191,10 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
     ``diet`` (diet_ranking), and for the failure explorer ``difficulty`` and ``wrong`` (float32
     [N], in the images' key order) with ``keys_digest`` (:func:`keys_digest` of that order)."""
     k = fld.el2n.shape[0]
-    difficulty = fld.el2n.mean(axis=0)
+    difficulty = fld.difficulty
     wrong = 1.0 - fld.right.mean(axis=0)
     order = np.argsort(-difficulty, kind="stable")[:hardest]
-    intervals = bootstrap_mean(fld.el2n[:, order]) if k >= MIN_MODELS else None
+    intervals = bootstrap_mean(fld.el2n[:, order].astype(np.float64)) if k >= MIN_MODELS else None
     image_keys = [key for key in paired.IMAGE_KEYS if key in fld.keys]
     rows = []
     for rank, i in enumerate(order.tolist()):
