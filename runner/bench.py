@@ -5,16 +5,18 @@ For a classifier task, on one device, in one run:
 1. pure forward — the model loaded in this process (trusted: bench only your own files) and
    timed on a random batch already on the device, warm-up excluded, the device synchronized around
    the timer;
-2. trusted evaluation — the track's loop (reader, prefetch thread, output checks, top-5) with the
-   model in this process;
-3. sandboxed evaluation — the same loop through the sandboxed model server, as site jobs run.
+2. trusted evaluation — the track's loop (reader, prefetch thread, output checks, top-5, each
+   image's loss and EL2N) with the model in this process;
+3. sandboxed evaluation — the same loop through the sandboxed model server, as site jobs run;
+4. trusted evaluation without the per-image outcomes, to price them.
 
 Evaluation timings start at the first answered batch (warm-up, model loading and the first
-decode excluded) and count the items answered after it. The four measurements run in interleaved
+decode excluded) and count the items answered after it. The five measurements run in interleaved
 rounds (``repeats``, default 3) and each figure is the best of its rounds. The ratios printed are
-``evaluation ÷ pure forward`` (the runner's overhead over the model itself) and
-``sandboxed ÷ trusted`` (what isolation costs). Small fake datasets are cycled to fill the
-batches asked for.
+``evaluation ÷ pure forward`` (the runner's overhead over the model itself),
+``sandboxed ÷ trusted`` (what isolation costs) and ``per_image_cost``, the trusted evaluation's
+time with the per-image outcomes ÷ without (issue 17's goal: at most 1.05). Small fake datasets
+are cycled to fill the batches asked for.
 
 For a denoising task the same three figures are taken over the task's noisy images, one image a
 call as the track sends them: pure forward is the model called on each image in turn (inputs
@@ -39,6 +41,7 @@ import numpy as np
 from runner.catalogue import UnknownTask, catalogue_task
 from runner.datasets import open_task
 from runner.evaluate import file_sha256
+from runner.metrics.per_image import PartOutcomes
 from runner.progress import ProgressLine
 from runner.sandboxed import model_server
 from runner.serve import ModelServer, ServerSettings, StreamStats, as_inputs, default_threads, prefetch
@@ -98,9 +101,12 @@ def steady_rate(stats: StreamStats) -> float:
 
 
 def _timed_loop(
-    predictor: Any, slug: str, reader: Any, *, batch_size: int, device: str, batches: int
+    predictor: Any, slug: str, reader: Any, *, batch_size: int, device: str, batches: int, per_image: bool = True
 ) -> StreamStats:
-    collect = TopK(slug, len(reader))
+    # As the track collects: the top-5 and each image's loss and EL2N (runner/metrics/per_image.py);
+    # ``per_image=False`` leaves the latter out, to price them.
+    outcomes = PartOutcomes(slug, reader.targets, len(reader)) if per_image else None
+    collect = TopK(slug, len(reader), outcomes=outcomes)
     stop = threading.Event()
     try:
         return predictor.stream(
@@ -151,7 +157,7 @@ def bench_classifier(
         threads=threads,
     )
     server = ModelServer(artifact, settings)
-    best = {"forward": 0.0, "forward_in_sandbox": 0.0, "trusted": 0.0, "sandboxed": 0.0}
+    best = {"forward": 0.0, "forward_in_sandbox": 0.0, "trusted": 0.0, "sandboxed": 0.0, "no_per_image": 0.0}
     try:
         server_info = server.start()
         # Rounds of all four measurements, interleaved, each figure the best of its rounds: a busy
@@ -165,6 +171,12 @@ def bench_classifier(
                 InProcessModel(model), task, reader, batch_size=size, device=device, batches=batches
             )
             best["trusted"] = max(best["trusted"], steady_rate(stats))
+            say(f"round {round_}/{repeats}: evaluation, trusted, without per-image outcomes")
+            stats = _timed_loop(
+                InProcessModel(model), task, reader, batch_size=size, device=device, batches=batches,
+                per_image=False,
+            )
+            best["no_per_image"] = max(best["no_per_image"], steady_rate(stats))
             say(f"round {round_}/{repeats}: evaluation, sandboxed (model server)")
             stats = _timed_loop(server, task, reader, batch_size=size, device=device, batches=batches)
             best["sandboxed"] = max(best["sandboxed"], steady_rate(stats))
@@ -196,6 +208,8 @@ def bench_classifier(
         "sandboxed_eval_items_per_s": sandboxed,
         "eval_over_forward": sandboxed / forward,
         "sandboxed_over_trusted": sandboxed / trusted,
+        "trusted_eval_without_per_image_items_per_s": best["no_per_image"],
+        "per_image_cost": best["no_per_image"] / trusted,
     }
 
 

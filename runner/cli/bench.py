@@ -78,6 +78,9 @@ def bench(
             out.print(f"{label:<40} {report[key]:>12.1f} {unit}", highlight=False)
     out.print(f"ratio evaluation ÷ pure forward: {report['eval_over_forward']:.3f}", highlight=False)
     out.print(f"ratio sandboxed ÷ trusted: {report['sandboxed_over_trusted']:.3f}", highlight=False)
+    if "per_image_cost" in report:
+        out.print(f"ratio per-image outcomes (evaluation time with ÷ without): {report['per_image_cost']:.3f}",
+                  highlight=False)
 
 
 def _bench_suite(name: str, *, device: str, quick: bool, output: Path | None, trust: bool) -> None:

@@ -108,8 +108,7 @@ def outcomes(
     if z.ndim != 2:
         raise ValueError(f"logits must be [N, C], got shape {list(z.shape)}")
     n, classes = z.shape
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    shifted = z - z.max(axis=1, keepdims=True)  # a new array: the caller's logits stay as they are
     rows = np.arange(n)
     if accepted is not None:
         table = np.asarray(accepted, dtype=np.int64)
@@ -119,7 +118,7 @@ def outcomes(
             raise ValueError(f"accepted indices must lie in 0–{classes - 1} (or be -1, padding)")
         if ((table < 0).all(axis=1)).any():
             raise ValueError("every image needs at least one accepted index")
-        gathered = np.where(table >= 0, log_p[rows[:, None], np.maximum(table, 0)], -np.inf)
+        gathered = np.where(table >= 0, shifted[rows[:, None], np.maximum(table, 0)], -np.inf)
         label = table[rows, gathered.argmax(axis=1)]
     else:
         if labels is None:
@@ -129,10 +128,14 @@ def outcomes(
             raise ValueError(f"{len(label)} labels for {n} rows of logits")
         if n and (label.min() < 0 or label.max() >= classes):
             raise ValueError(f"labels must lie in 0–{classes - 1}")
-    loss = -log_p[rows, label]
-    diff = np.exp(log_p)
-    diff[rows, label] -= 1.0
-    el2n = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    # One exp over the batch, in place: p = e^(z − max) / Σ e^(z − max), log p_y = (z_y − max) − log Σ.
+    label_shifted = shifted[rows, label]
+    p = np.exp(shifted, out=shifted)
+    total = p.sum(axis=1)
+    loss = np.log(total) - label_shifted
+    p /= total[:, None]
+    p[rows, label] -= 1.0
+    el2n = np.sqrt(np.einsum("ij,ij->i", p, p))
     return label, loss, el2n
 
 
