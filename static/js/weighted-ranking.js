@@ -61,5 +61,5 @@
   document.getElementById("rank-reported").addEventListener("change", () => {
     window.location.assign(address(weights()));
   });
-  document.getElementById("apply-weights").hidden = true;  // the sliders act at once
+  document.getElementById("apply-weights").style.display = "none";  // the sliders act at once
 })();

@@ -23,6 +23,7 @@ def test_moving_a_slider_reorders_and_the_address_reloads_to_the_same_order(page
     expect(page.locator(NAMES)).to_have_text(["accurate-net", "middle-net", "fast-net"])
     expect(page.locator('#weighted [data-col="score"]')).to_have_text(["66.11", "63.33", "59.44"])
     expect(page.locator("#dropped")).to_contain_text("parameters is not weighed")
+    expect(page.locator("#apply-weights")).to_be_hidden()  # the sliders act at once; the button is for no script
 
     page.locator('input[name="w_performance"]').fill("0")  # speed and memory alone: the light, fast model leads
     expect(page.locator(NAMES)).to_have_text(["fast-net", "middle-net", "accurate-net"])
