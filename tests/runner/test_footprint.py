@@ -45,6 +45,12 @@ def test_runner_run_records_parameters_memory_and_throughput(fmt, tmp_path):
     assert 30 * MIB < memory["peak_bytes"] < memory["limit_bytes"] == default_memory_bytes()
     assert memory["source"].startswith("ru_maxrss of the sandboxed model server process")
     assert result["timing"]["items_per_s"] > 0
+    # The site reads the very keys the runner wrote (leaderboard/boards/services.py, no database).
+    from leaderboard.boards.services import _footprint, _parameters
+
+    assert _parameters(result) == expected
+    assert _footprint(result) == {"throughput": result["timing"]["items_per_s"],
+                                  "peak_memory_bytes": memory["peak_bytes"], "memory_limit_bytes": memory["limit_bytes"]}
 
 
 def test_on_a_gpu_the_peak_is_the_devices_tensors_against_its_memory():
