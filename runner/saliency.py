@@ -31,35 +31,58 @@ submission outside the sandbox (runner/sandboxed/saliency_server.py does).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-EPS_NORMALIZE = 1e-7  # PROTOCOLS: (L − min)/(max − min + 1e-7)
+if __package__:  # imported as runner.saliency
+    from runner.saliency_maps import (
+        EPS_NORMALIZE,
+        LAYER_METHODS,
+        METHODS,
+        Saliency,
+        minmax,
+        occlusion,
+        occlusion_window,
+        quantize,
+    )
+else:  # in the sandbox, beside saliency_server.py
+    from saliency_maps import (  # type: ignore[no-redef,import-not-found]
+        EPS_NORMALIZE,
+        LAYER_METHODS,
+        METHODS,
+        Saliency,
+        minmax,
+        occlusion,
+        occlusion_window,
+        quantize,
+    )
+
+__all__ = [
+    "EPS_NORMALIZE",
+    "LAYER_METHODS",
+    "METHODS",
+    "Saliency",
+    "default_layer",
+    "explain",
+    "gradcam",
+    "gradcampp",
+    "minmax",
+    "noise_copies",
+    "normalize",
+    "normgrad",
+    "occlusion",
+    "occlusion_window",
+    "quantize",
+    "smooth_gradcampp",
+    "smoothgrad",
+]
+
 EPS_ALPHA = 1e-6  # pytorch-grad-cam's GradCAM++ denominator guard
 SMOOTH_CAM_COPIES, SMOOTH_CAM_SIGMA = 20, 0.15  # PROTOCOLS: Smooth Grad-CAM++ n 20, σ 0.15 on [0, 1]
 SMOOTHGRAD_COPIES, SMOOTHGRAD_SIGMA = 50, 0.15  # PROTOCOLS: SmoothGrad 50 copies, σ 0.15
-LAYER_METHODS = ("gradcam", "gradcam++", "smooth-gradcam++", "normgrad")
-METHODS = (*LAYER_METHODS, "smoothgrad", "occlusion")
-
-
-@dataclass
-class Saliency:
-    """Maps of one batch: ``maps`` float32 [N, H, W] in [0, 1]; ``target`` int64 [N], the class
-    explained per image; ``layer`` the dotted layer name(s) (None for input methods)."""
-
-    method: str
-    maps: np.ndarray
-    target: np.ndarray
-    layer: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        """What travels with the maps: method, layer, parameters (JSON-ready)."""
-        return {"method": self.method, "layer": self.layer, "params": dict(self.params)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,112 +372,9 @@ def smoothgrad(
     )
 
 
-def occlusion_window(height: int, width: int) -> tuple[int, int]:
-    """(k, s), the window side and stride in pixels for an input H×W: PROTOCOLS' CIFAR k 8, s 4
-    and 224-pixel k 32, s 16, i.e. k = min(32, max(1, min(H, W) // 4)), s = max(1, k // 2)
-    (digits, 8×8: k 2, s 1)."""
-    k = min(32, max(1, min(height, width) // 4))
-    return k, max(1, k // 2)
-
-
-def _starts(length: int, k: int, s: int) -> list[int]:
-    """Window starts 0, s, 2s, … plus length − k, so every pixel is covered by a window."""
-    starts = list(range(0, max(length - k, 0) + 1, s))
-    if starts[-1] + k < length:
-        starts.append(length - k)
-    return starts
-
-
-def occlusion(
-    predict: Callable[[np.ndarray], np.ndarray],
-    x: Any,
-    *,
-    fill: Sequence[float] | None = None,
-    window: int | None = None,
-    stride: int | None = None,
-    target: Sequence[int] | None = None,
-    score: str = "probability",
-    batch_size: int = 256,
-) -> Saliency:
-    """Occlusion (Zeiler & Fergus, arXiv 1311.2901, sec. 4.2; PROTOCOLS): each k×k window at
-    stride s (:func:`occlusion_window` by default; a last window flush with the far edge so every
-    pixel is covered) is filled with ``fill`` (one value per channel: the training set's mean in
-    [0, 1]; default the mean of the batch per channel); Δ_w = p_c(x) − p_c(x with w filled);
-    map(u) = mean Δ_w over the windows covering u; post-processed (module docstring; a window
-    whose filling raises p_c counts as 0 after the ReLU). ``score`` "probability" (softmax, the
-    protocol) or "logit" (S_c). Needs no gradients: ``predict`` maps float32 numpy
-    [n, C, H, W] to logits [n, classes] (numpy or torch), called with at most ``batch_size``
-    images. Raises ValueError for a bad batch, fill, window or target."""
-    xt = _check_input(x)
-    images = xt.cpu().numpy()
-    n, channels, height, width = images.shape
-    k0, s0 = occlusion_window(height, width)
-    k, s = window or k0, stride or s0
-    if not (1 <= k <= min(height, width)) or s < 1:
-        raise ValueError(f"window {k} and stride {s} must fit the {height}×{width} input")
-    if score not in ("probability", "logit"):
-        raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
-    values = images.mean(axis=(0, 2, 3)) if fill is None else np.asarray(fill, dtype=np.float32).reshape(-1)
-    if values.shape != (channels,):
-        raise ValueError(f"fill needs {channels} values (one per channel), got {values.shape[0]}")
-
-    def scores(batch: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        out: list[np.ndarray] = []
-        for lo in range(0, len(batch), batch_size):
-            logits = predict(np.ascontiguousarray(batch[lo : lo + batch_size]))
-            if hasattr(logits, "detach"):
-                logits = logits.detach().float().cpu().numpy()
-            out.append(np.asarray(logits, dtype=np.float64))
-        z = np.concatenate(out)
-        if z.ndim != 2 or len(z) != len(batch):
-            raise ValueError(f"predict must return logits [{len(batch)}, classes], got {list(z.shape)}")
-        if classes is None:
-            classes = _targets(torch.from_numpy(z), target).numpy()
-        if score == "probability":
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            z /= z.sum(axis=1, keepdims=True)
-        return z[np.arange(len(z)), np.resize(classes, len(z))], classes
-
-    clean, c = scores(images, None)
-    windows = [(i, j) for i in _starts(height, k, s) for j in _starts(width, k, s)]
-    occluded = np.repeat(images[None], len(windows), axis=0)  # [W, N, C, H, W]
-    for w, (i, j) in enumerate(windows):
-        occluded[w, :, :, i : i + k, j : j + k] = values[None, :, None, None]
-    dropped, _ = scores(occluded.reshape(-1, channels, height, width), np.tile(c, len(windows)))
-    delta = clean[None] - dropped.reshape(len(windows), n)
-    total = np.zeros((n, height, width))
-    count = np.zeros((height, width))
-    for w, (i, j) in enumerate(windows):
-        total[:, i : i + k, j : j + k] += delta[w, :, None, None]
-        count[i : i + k, j : j + k] += 1
-    maps = normalize(torch.from_numpy(total / count), (height, width))
-    return Saliency(
-        "occlusion",
-        maps,
-        c.astype(np.int64),
-        None,
-        {"window": k, "stride": s, "fill": [round(float(v), 4) for v in values], "score": score},
-    )
-
-
 # --------------------------------------------------------------------------------------------
-# Transport.
+# Dispatch.
 # --------------------------------------------------------------------------------------------
-def quantize(maps: np.ndarray, side: int = 16) -> np.ndarray:
-    """Maps float32 [N, H, W] in [0, 1] → uint8 [N, side, side] (value/255 is the saliency): area
-    averaging (``adaptive_avg_pool2d``) to side×side when larger, nearest neighbour when smaller
-    (digits' 8×8 pixels become 2×2 blocks, as their thumbnails do), then
-    round(255·v). What travels with a result (runner/sandboxed/saliency_server.py)."""
-    t = torch.from_numpy(np.asarray(maps, dtype=np.float32))[:, None]
-    if t.ndim != 4:
-        raise ValueError(f"maps must be [N, H, W], got shape {list(np.shape(maps))}")
-    if t.shape[-1] >= side and t.shape[-2] >= side:
-        t = F.adaptive_avg_pool2d(t, side)
-    else:
-        t = F.interpolate(t, size=(side, side), mode="nearest")
-    return np.rint(t[:, 0].clamp(0, 1).numpy() * 255).astype(np.uint8)
-
-
 def explain(method: str, model: Any, x: Any, **options: Any) -> Saliency:
     """Dispatch by name (:data:`METHODS`): ``model`` a module for the gradient methods, a numpy
     ``predict`` function for ``occlusion``. Raises ValueError for an unknown method."""

@@ -251,7 +251,7 @@ def explain_task(
 
 def _known_method(name: Any) -> str | None:
     """The child's method name, kept only when it is one of runner/saliency.py's."""
-    from runner.saliency import METHODS
+    from runner.saliency_maps import METHODS
 
     return name if isinstance(name, str) and name in METHODS else None
 

@@ -15,7 +15,8 @@
 - ``library_models.py``: builds a library architecture (torchvision, timm) and loads submitted
   .safetensors weights into it, checked name by name, for ``model_server.py``.
 - ``saliency_server.py``: the model server's saliency request (issue 17 item 5), with
-  runner/saliency.py (the methods; pure torch) bound beside it.
+  runner/saliency.py (the methods; torch) and runner/saliency_maps.py (occlusion and the
+  maps' transport; numpy) bound beside it.
 - ``rules.py``: the error kinds a program may report, what counts as out of memory, the frame
   format; imported by the runner too.
 
@@ -25,6 +26,7 @@ safetensors, torchvision and timm where named) besides, never another runner mod
 top-level modules when it runs in the sandbox and as ``runner.sandboxed.*`` when the runner imports
 it (for a model definition or a protocol constant).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,13 +35,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # What each program imports from beside it: copied with it into the sandbox's input folder.
 BESIDE = {
-    "model_server.py": ("library_models.py", "rules.py", "saliency_server.py", "saliency.py"),
+    "model_server.py": (
+        "library_models.py",
+        "rules.py",
+        "saliency_server.py",
+        "saliency.py",
+        "saliency_maps.py",
+    ),
     "optimizer_server.py": ("optimizer_loader.py", "rules.py"),
     "training.py": ("optimizer_loader.py", "rules.py"),
 }
 # Modules of the runner package (not this one) a program imports from beside it: pure numpy and
 # torch, importing no other runner module.
-FROM_RUNNER = {"saliency.py": HERE.parent / "saliency.py"}
+FROM_RUNNER = {name: HERE.parent / name for name in ("saliency.py", "saliency_maps.py")}
 
 
 def stage(program: str, folder: Path | str) -> Path:

@@ -1,6 +1,6 @@
 """The model server's ``saliency`` request (issue 17 item 5): saliency maps of a few images the
-runner chose, computed in the sandbox beside the submitted model (runner/saliency.py, bound beside
-this file; runner/sandboxed/__init__.py).
+runner chose, computed in the sandbox beside the submitted model (runner/saliency.py and its numpy half
+runner/saliency_maps.py, bound beside this file; runner/sandboxed/__init__.py).
 
 parent → child
   {"op": "saliency", "id": k, "inputs": [{"offset", "shape": [n, C, H, W], "dtype", "scale"}],
@@ -9,7 +9,7 @@ parent → child
 child → parent
   {"op": "out", "id": k, "shape": [n, S, S], "dtype": "uint8", "where", "nbytes", "compute_s",
    "info": {"saliency_method", "saliency_layer", "saliency_params" (JSON text), "saliency_targets"
-   (JSON text)}}: map value / 255 is the saliency in [0, 1] (runner.saliency.quantize)
+   (JSON text)}}: map value / 255 is the saliency in [0, 1] (runner.saliency_maps.quantize)
   or an ``error`` frame (runtime_error, out_of_memory) as for ``run``.
 
 ``method`` "auto" picks by what the format exposes: an eager module (a .safetensors library
@@ -27,11 +27,22 @@ import time
 from typing import Any
 
 if __package__:  # imported by the runner
-    from runner import saliency
+    from runner import saliency_maps
     from runner.sandboxed import rules
 else:  # in the sandbox, beside model_server.py
     import rules  # type: ignore[no-redef,import-not-found]
-    import saliency  # type: ignore[no-redef,import-not-found]
+    import saliency_maps  # type: ignore[no-redef,import-not-found]
+
+
+def _torch_methods() -> Any:
+    """runner/saliency.py, imported only for a torch model: an ONNX model's sandbox never imports
+    torch for its occlusion maps (saliency_maps.py is numpy)."""
+    if __package__:
+        from runner import saliency
+    else:
+        import saliency  # type: ignore[no-redef,import-not-found]
+    return saliency
+
 
 MAX_SIDE = 64
 
@@ -45,20 +56,20 @@ def choose(model: Any, method: str, layer: str | None) -> tuple[str, str | None]
             return "occlusion", None
         if fmt == "safetensors":
             try:
-                return "gradcam++", layer or saliency.default_layer(model.module)
+                return "gradcam++", layer or _torch_methods().default_layer(model.module)
             except ValueError:
                 return "smoothgrad", None
         return "smoothgrad", None
-    if method not in saliency.METHODS:
+    if method not in saliency_maps.METHODS:
         raise ValueError(f"unknown saliency method {method!r}")
     if fmt == "onnx" and method != "occlusion":
         raise ValueError(f"an ONNX model has no gradients: {method} cannot run, occlusion can")
-    if method in saliency.LAYER_METHODS and fmt != "safetensors":
+    if method in saliency_maps.LAYER_METHODS and fmt != "safetensors":
         raise ValueError(f"{method} needs hookable layers, which a {fmt} model does not expose here")
     return method, layer
 
 
-def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> saliency.Saliency:
+def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> saliency_maps.Saliency:
     """The maps of the request's images (module docstring) on ``model``."""
     method, layer = choose(model, str(header.get("method") or "auto"), header.get("layer"))
     targets = header.get("targets")
@@ -66,9 +77,10 @@ def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> s
         import numpy as np
 
         images = np.array(arrays[0], dtype=np.float32) / (scales[0] or 1.0)  # a copy: shm stays free
-        return saliency.occlusion(
+        return saliency_maps.occlusion(
             lambda batch: model.predict([batch], [None]), images, fill=header.get("fill"), target=targets
         )
+    saliency = _torch_methods()
     torch = model.torch
     x = model._to_tensor(arrays[0], scales[0], torch.float32).clone()
     module = model.module
@@ -98,7 +110,7 @@ def answer(server: Any, header: dict[str, Any]) -> None:
         arrays, scales = server._inputs(header)
         result = compute(server.model, arrays, scales, header)
         del arrays
-        maps = np.ascontiguousarray(saliency.quantize(result.maps, side))
+        maps = np.ascontiguousarray(saliency_maps.quantize(result.maps, side))
     except BaseException as exc:  # noqa: BLE001 - the submitted model may raise anything
         if isinstance(exc, KeyboardInterrupt):
             raise
