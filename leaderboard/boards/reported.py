@@ -96,7 +96,11 @@ def parse_claims(path: Path) -> list[Claim]:
         metrics = item.get("metrics")
         if not isinstance(metrics, dict) or not metrics:
             raise BadReportedFile(f"{where}.metrics: an object of metric name → number is required")
+        if len(metrics) > 100:
+            raise BadReportedFile(f"{where}.metrics: {len(metrics)} metrics; at most 100 a claim")
         for name, value in metrics.items():
+            if not name or len(name) > 50:
+                raise BadReportedFile(f"{where}.metrics: a metric name must have 1 to 50 characters, not {name[:60]!r}")
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise BadReportedFile(f"{where}.metrics.{name}: a finite number is required, got "
                                       f"{json.dumps(value)[:60]}")

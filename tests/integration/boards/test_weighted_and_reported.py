@@ -133,6 +133,7 @@ def test_importing_again_updates_the_claim(vector, tmp_path):
     ({**CLAIM, "benchmark": "mnist"}, r"results\[1\]\.benchmark: no benchmark 'mnist'"),
     ({**CLAIM, "task": "cifar10"}, r"results\[1\]\.task: benchmark 'digits' has no task 'cifar10'"),
     ({**CLAIM, "venue": "CVPR"}, r"results\[1\]: unknown field 'venue'"),
+    ({**CLAIM, "metrics": {"top1": 93.5, "x" * 51: 1.0}}, r"results\[1\]\.metrics: a metric name must have 1 to 50"),
 ])
 def test_a_bad_file_names_the_claim_and_the_field(catalogue, tmp_path, claim, message):
     with pytest.raises(CommandError, match=message):
