@@ -37,6 +37,8 @@ def test_a_visitor_reads_the_hardest_images_and_a_submissions_failures(page, liv
     page.click("#failure-links a")
     expect(page).to_have_url(re.compile(rf"/s/{subs[0].pk}/failures/digits/$"))
     expect(page.locator("section.failure-group")).to_have_count(10)
+    for group in page.locator("section.failure-group").all():  # every class shows failures with thumbnails
+        expect(group.locator("figure.failure img.thumb").first).to_be_visible()
     assert _all_loaded(page, "figure.failure img.thumb") >= 10
     expect(page.locator("figure.failure figcaption").first).to_contain_text("true")
     expect(page.locator("figure.failure figcaption").first).to_contain_text("difficulty")

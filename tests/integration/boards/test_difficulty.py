@@ -21,6 +21,7 @@ from runner.per_image_file import npz_bytes
 pytestmark = pytest.mark.django_db
 N = 450  # the digits task's test split
 LABEL = np.arange(N, dtype=np.int64) % 10
+THUMB_EVERY = 3  # every 3rd image has a thumbnail: all ten classes get some
 
 
 def model_outcomes(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,14 +34,14 @@ def model_outcomes(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def outcomes_file(el2n: np.ndarray, pred: np.ndarray, *, shuffle: int | None = None, thumbs: bool = True) -> bytes:
     """A per-image .npz as the runner writes it, its rows optionally shuffled, with a thumbnail for
-    every 5th image (each thumbnail a flat colour that encodes its image index)."""
+    every THUMB_EVERY-th image (each thumbnail a flat colour that encodes its image index)."""
     arrays = {"index": np.arange(N, dtype=np.int64), "label": LABEL, "pred": pred.astype(np.int64),
               "top5_hit": np.ones(N, dtype=bool), "loss": np.full(N, 0.1), "el2n": el2n}
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(N)
         arrays = {k: v[order] for k, v in arrays.items()}
     if thumbs:
-        rows = np.flatnonzero(arrays["index"] % 5 == 0)
+        rows = np.flatnonzero(arrays["index"] % THUMB_EVERY == 0)
         arrays["thumb_row"] = rows.astype(np.int64)
         colour = np.stack([arrays["index"][rows] % 256, arrays["index"][rows] // 256, np.full(rows.size, 7)], 1)
         arrays["thumb"] = np.broadcast_to(colour[:, None, None, :], (rows.size, 8, 8, 3)).astype(np.uint8).copy()
@@ -103,7 +104,7 @@ def test_the_hardest_images_are_the_mean_el2n_over_public_models_computed_indepe
         assert by_class[c]["wrong"] == pytest.approx(wrong[LABEL == c].mean())
     # each listed image's thumbnail comes from a public member's file and is that very image
     for row in summary["hardest"]:
-        if row["keys"]["index"] % 5 == 0:
+        if row["keys"]["index"] % THUMB_EVERY == 0:
             sid, job_id, position = row["thumb"]
             assert Submission.objects.get(pk=sid).visibility == "public"
             job = EvaluationJob.objects.get(pk=job_id)
@@ -171,10 +172,10 @@ def test_the_failure_explorer_groups_by_class_with_labels_and_field_difficulty(c
         here = LABEL == group["value"]
         assert group["n"] == here.sum() and group["errors"] == (pred[here] != LABEL[here]).sum()
         shown = group["failures"] + group["successes"]
-        sampled_wrong = [i for i in np.flatnonzero(here & (pred != LABEL)) if i % 5 == 0]
+        sampled_wrong = [i for i in np.flatnonzero(here & (pred != LABEL)) if i % THUMB_EVERY == 0]
         assert len(group["failures"]) == min(16, len(sampled_wrong))
         for item in shown:
-            assert item["index"] % 5 == 0 and item["label"] == LABEL[item["index"]] == int(item["label_name"])
+            assert item["index"] % THUMB_EVERY == 0 and item["label"] == LABEL[item["index"]] == int(item["label_name"])
             assert item["pred"] == pred[item["index"]]
             assert item["difficulty"] == pytest.approx(mean[item["index"]])
             assert item["el2n"] == pytest.approx(el2n[item["index"]])
@@ -221,3 +222,12 @@ def test_a_file_of_other_images_gets_no_field_difficulty_in_the_explorer(client,
     items = [item for g in groups for item in g["failures"] + g["successes"]]
     assert items and all(item["difficulty"] is None and item["field_wrong"] is None for item in items)
     assert [item["el2n"] for item in items] == pytest.approx([el2n[item["index"] - 1000] for item in items])
+
+
+def test_the_hardest_page_is_for_classifier_tasks_and_says_when_no_outcomes_exist(client, alice):
+    assert client.get("/b/opt-synthetic/hardest/opt-f1/").status_code == 404
+    assert client.get("/b/digits/hardest/no-such-task/").status_code == 404
+    scored(alice, "no-file", 1, outcomes=False)
+    html = client.get("/b/digits/hardest/digits/").content.decode()
+    assert 'id="no-outcomes"' in html
+    assert "/b/digits/hardest/digits/" in client.get("/b/digits/?task=digits").content.decode()
