@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from runner import serve, thumbnails
@@ -104,3 +105,38 @@ def test_a_pickled_thumbnail_array_is_refused_without_unpickling():
     with pytest.raises(PerImageError):
         read_thumbnails(buffer.getvalue())
 
+
+
+def test_thumbnails_of_corruption_arrays_and_image_files_are_those_images_reduced(tmp_path):
+    """-C arrays (memory-mapped blocks) and image files (decoded and cropped as for the model)
+    across two parts: each thumbnail is its own image, box-filtered to 32×32."""
+    from runner.datasets import TaskData
+    from runner.datasets.base import Targets
+    from runner.datasets.images import CENTER_CROP, load_file
+    from runner.datasets.readers import ArrayBlock, CorruptionArrayReader, ImageFileReader, ImageSet
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "fog.npy", pixels)
+    blocks = [ArrayBlock(tmp_path / "fog.npy", 0, 6, {"corruption": "fog", "severity": 1}),
+              ArrayBlock(tmp_path / "fog.npy", 6, 12, {"corruption": "fog", "severity": 2})]
+    arrays_reader = CorruptionArrayReader("c", blocks, Targets(labels=np.arange(12) % 3), {})
+    names = []
+    for i in range(4):
+        name = f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, size=(240, 260, 3), dtype=np.uint8)).save(tmp_path / name)
+        names.append(name)
+    files_reader = ImageFileReader("f", [ImageSet(tmp_path, names)], CENTER_CROP, Targets(labels=np.arange(4)), {})
+    data = TaskData("cifar10-c", {"main": arrays_reader, "imagenet200": files_reader})
+    a = arrays(16, 3)
+    a["label"][12:], a["pred"][12:] = np.arange(4), (np.arange(4) + 1) % 3
+    got = thumbnails.with_thumbnails(data, a)
+    assert len(got["thumb_row"]) > 0 and got["thumb"].shape[1:] == (32, 32, 3)
+    for position, row in enumerate(got["thumb_row"].tolist()):
+        if row < 12:
+            expected = pixels[row]  # already 32×32: the box filter keeps it
+        else:
+            crop = load_file(str(tmp_path / names[row - 12]), CENTER_CROP)
+            expected = np.asarray(Image.fromarray(crop).resize((32, 32), Image.Resampling.BOX))
+        np.testing.assert_array_equal(got["thumb"][position], expected, err_msg=f"row {row}")
+    assert (got["thumb_row"] >= 12).any()  # both parts were sampled (no 'part' key: every row counts)
