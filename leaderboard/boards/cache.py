@@ -40,7 +40,7 @@ from django.utils.http import http_date, quote_etag
 
 from leaderboard.benchmarks.models import Benchmark, board_version_time
 
-KEPT_HEADERS = ("Content-Disposition", "Allow")
+KEPT_HEADERS = ("Content-Disposition", "Allow", "Vary")  # Vary: the API varies on Accept
 # The query parameters the cached views read; any other is left out of the key.
 QUERY_KEYS = ("task", "sort", "dir", "baselines", "family", "since", "offset", "limit")
 # Pages visitors read recently, per benchmark ("*": pages of every benchmark), re-rendered by the

@@ -151,6 +151,7 @@ def test_token_users_api_reads_are_never_cached_and_anonymous_ones_never_hold_pr
     url = "/api/v1/benchmarks/opt-synthetic/leaderboard/"
     anonymous = client.get(url)
     assert anonymous["X-Page-Cache"] == "hit" and "secret-opt" not in anonymous.content.decode()
+    assert {"Accept", "Cookie", "Authorization"} <= {v.strip() for v in anonymous["Vary"].split(",")}
     token = ApiToken.issue(user=alice, name="reader")[1]
     mine = client.get(url, HTTP_AUTHORIZATION=f"Token {token}")
     assert "X-Page-Cache" not in mine and "private" in mine["Cache-Control"]
