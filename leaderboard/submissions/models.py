@@ -4,7 +4,9 @@ import re
 from pathlib import PurePath
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -171,3 +173,11 @@ class EvaluationJob(models.Model):
             return ""
         return self.error_message[len(self.SKIPPED_PREFIX):]
 
+
+@receiver(post_delete, sender=EvaluationJob)
+def _remove_per_image_file(sender: type[EvaluationJob], instance: EvaluationJob, **kwargs: object) -> None:
+    """A deleted job takes its per-image file along once the deletion commits (a maintainer's
+    re-run deletes every job of the submission; the new jobs get files of their own)."""
+    if instance.per_image:
+        name, storage = instance.per_image.name, instance.per_image.storage
+        transaction.on_commit(lambda: storage.delete(name))

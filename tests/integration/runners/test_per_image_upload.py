@@ -140,3 +140,23 @@ def test_an_oversized_file_is_refused_before_it_is_read(runner_api, alice, make_
     assert response.status_code == 413 and "at most 1,000 bytes" in response.json()["detail"]
     job.refresh_from_db()
     assert not job.per_image
+
+
+def test_a_rerun_deletes_the_jobs_per_image_files_with_them(runner_api, alice, make_submission,
+                                                            django_capture_on_commit_callbacks):
+    from django.core.files.storage import default_storage
+
+    from leaderboard.submissions.services import submission_rerun
+
+    job = classifier_job(make_submission, alice)
+    payload = npz_bytes(arrays())
+    succeed(runner_api, job, payload)
+    assert upload(runner_api, job.pk, payload).status_code == 200
+    job.refresh_from_db()
+    name = job.per_image.name
+    assert default_storage.exists(name)
+    with django_capture_on_commit_callbacks(execute=True):
+        submission_rerun(submission_id=job.submission_id)
+    assert not default_storage.exists(name)
+    fresh = job.submission.jobs.get()
+    assert fresh.pk != job.pk and not fresh.per_image
