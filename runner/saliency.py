@@ -65,8 +65,11 @@ __all__ = [
     "LAYER_METHODS",
     "METHODS",
     "Saliency",
+    "GraphTap",
     "default_layer",
     "explain",
+    "explain_graph",
+    "graph_layer",
     "gradcam",
     "gradcampp",
     "minmax",
@@ -370,6 +373,75 @@ def smoothgrad(
     return Saliency(
         "smoothgrad", maps, c.cpu().numpy(), None, {"copies": copies, "sigma": sigma, "seed": seed}
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Layers of an ExportedProgram's graph.
+# --------------------------------------------------------------------------------------------
+class GraphTap(torch.nn.Module):
+    """An FX GraphModule (``ExportedProgram.module()``, whose calls are inlined: no submodule runs,
+    so no hook fires) run node by node through ``torch.fx.Interpreter``, the output of node
+    ``node`` passed through ``self.tap`` (an identity) so that the layer methods can hook it as
+    layer ``"tap"``. Same outputs as the graph module."""
+
+    def __init__(self, graph_module: torch.nn.Module, node: str):
+        super().__init__()
+        self.graph_module = graph_module
+        self.node = node
+        self.tap = torch.nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        tap, name = self.tap, self.node
+
+        class Tapped(torch.fx.Interpreter):
+            def run_node(self, n: torch.fx.Node) -> Any:
+                out = super().run_node(n)
+                return tap(out) if n.name == name else out
+
+        return Tapped(self.graph_module).run(x)
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def graph_layer(graph_module: torch.nn.Module, layer: str | None = None) -> tuple[str, str]:
+    """(node name, layer name) of the activation the CAM methods use in an FX graph: the last 4-D
+    node inside module ``layer`` (its dotted path in the exported model; default ``layer4`` where
+    the graph has one, as :func:`default_layer`), else the last convolution's output. Raises
+    ValueError when there is none."""
+    graph = getattr(graph_module, "graph", None)
+    if graph is None:
+        raise ValueError("not a graph module: the model exposes no graph")
+    four_d = [
+        n for n in graph.nodes if n.op == "call_function" and getattr(n.meta.get("val"), "ndim", None) == 4
+    ]
+    wanted = layer or ("layer4" if any(_module_path(n).startswith("layer4") for n in four_d) else None)
+    if wanted:
+        inside = [n for n in four_d if _module_path(n) == wanted or _module_path(n).startswith(wanted + ".")]
+        if not inside:
+            raise ValueError(f"the graph has no 4-D activation inside {wanted!r}")
+        return inside[-1].name, wanted
+    convs = [n for n in four_d if "convolution" in str(n.target) or "conv2d" in str(n.target)]
+    if not convs:
+        raise ValueError("the graph has no convolution: use smoothgrad or occlusion")
+    return convs[-1].name, _module_path(convs[-1]) or convs[-1].name
+
+
+def explain_graph(
+    method: str, graph_module: torch.nn.Module, x: Any, *, layer: str | None = None, **options: Any
+) -> Saliency:
+    """A layer method (:data:`LAYER_METHODS`) on an ExportedProgram's module: :func:`graph_layer`
+    picks the activation, :class:`GraphTap` exposes it; the record names the layer as the exported
+    model's module path. Raises ValueError as :func:`graph_layer` and the method do."""
+    if method not in LAYER_METHODS:
+        raise ValueError(f"{method} is not a layer method")
+    node, name = graph_layer(graph_module, layer)
+    result = explain(method, GraphTap(graph_module, node), x, layer="tap", **options)
+    result.layer = name
+    result.params = {**result.params, "graph_node": node}
+    return result
 
 
 # --------------------------------------------------------------------------------------------

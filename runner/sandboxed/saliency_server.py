@@ -14,7 +14,8 @@ child → parent
 
 ``method`` "auto" picks by what the format exposes: an eager module (a .safetensors library
 architecture) → Grad-CAM++ on ``layer4`` or the last Conv2d (runner.saliency.default_layer); an
-ExportedProgram's or TorchScript module (no hookable layers here) → input-gradient SmoothGrad;
+ExportedProgram → Grad-CAM++ on the same layer found in its graph (runner.saliency.graph_layer);
+a TorchScript module (no hookable layers once scripted) → input-gradient SmoothGrad;
 ONNX (no gradients) → occlusion through the session. Gradients are taken in float32 whatever the
 evaluation's precision. Like every answer of this program, the maps are data to the parent: it
 checks their shape and dtype and trusts nothing else.
@@ -59,12 +60,18 @@ def choose(model: Any, method: str, layer: str | None) -> tuple[str, str | None]
                 return "gradcam++", layer or _torch_methods().default_layer(model.module)
             except ValueError:
                 return "smoothgrad", None
+        if fmt == "pt2":
+            try:
+                _torch_methods().graph_layer(model.module, layer)
+                return "gradcam++", layer
+            except ValueError:
+                return "smoothgrad", None
         return "smoothgrad", None
     if method not in saliency_maps.METHODS:
         raise ValueError(f"unknown saliency method {method!r}")
     if fmt == "onnx" and method != "occlusion":
         raise ValueError(f"an ONNX model has no gradients: {method} cannot run, occlusion can")
-    if method in saliency_maps.LAYER_METHODS and fmt != "safetensors":
+    if method in saliency_maps.LAYER_METHODS and fmt not in ("safetensors", "pt2"):
         raise ValueError(f"{method} needs hookable layers, which a {fmt} model does not expose here")
     return method, layer
 
@@ -92,6 +99,8 @@ def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> s
             target=targets,
         )
     options: dict[str, Any] = {"target": targets}
+    if method in saliency.LAYER_METHODS and model.format == "pt2":
+        return saliency.explain_graph(method, module, x, layer=layer, **options)
     if method in saliency.LAYER_METHODS:
         options["layer"] = layer
     return saliency.explain(method, module, x, **options)

@@ -286,3 +286,18 @@ def test_quantize_averages_areas_into_16_by_16_bytes():
     assert q[0, 0, 0] == 255 and q[0, 1, 0] == 64 and q.sum() == 255 + 64
     small = saliency.quantize(np.array([[[0.0, 1.0], [0.5, 0.0]]], dtype=np.float32), side=4)
     assert small[0].tolist() == [[0, 0, 255, 255], [0, 0, 255, 255], [128, 128, 0, 0], [128, 128, 0, 0]]
+
+
+def test_an_exported_programs_graph_gives_the_eager_modules_cam_on_the_same_layer(images):
+    net = PoolNet(A_W, B_W, V_W)
+    x = torch.from_numpy(images)
+    graph = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    out = saliency.explain_graph("gradcam++", graph, x, layer="conv", target=[0, 1])
+    np.testing.assert_allclose(
+        out.maps, saliency.gradcampp(net, x, layer="conv", target=[0, 1]).maps, atol=1e-5
+    )
+    assert out.layer == "conv" and out.params == {"graph_node": "conv2d"}
+    two = torch.export.export(TwoConvNet(), (x,)).module()
+    assert saliency.graph_layer(two) == ("conv2d_1", "conv2")  # default: the last convolution
+    with pytest.raises(ValueError, match="no 4-D activation inside 'layer9'"):
+        saliency.graph_layer(two, "layer9")

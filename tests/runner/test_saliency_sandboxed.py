@@ -19,7 +19,7 @@ from runner import saliency, saliency_sample
 from runner.evaluate import file_sha256
 from runner.serve import ServerPool, ServerSettings
 
-from .classifier_models import DigitsConvNet, save_onnx, save_torchscript
+from .classifier_models import DigitsConvNet, save_onnx, save_pt2, save_torchscript
 
 
 class NoGradients(torch.nn.Module):
@@ -85,6 +85,18 @@ def test_the_sandbox_computes_the_maps_runner_saliency_computes_in_process(pool,
         "score": "probability",
     }
     assert np.abs(maps.astype(int) - saliency.quantize(expected.maps).astype(int)).max() <= 2
+
+
+def test_an_exported_program_gets_gradcampp_on_its_last_convolution_in_the_sandbox(pool, tmp_path):
+    model = DigitsConvNet().eval()
+    x = digits_images(4)
+    path = save_pt2(model, tmp_path / "digits.pt2", (1, 8, 8))
+    settings = ServerSettings(sha256=file_sha256(path), fmt="pt2", device="cpu", threads=1)
+    with pool.borrow(path, settings) as (server, _):
+        maps, told = server.saliency(x, {"method": "auto", "targets": None, "fill": None, "side": 16})
+    expected = saliency.gradcampp(model, torch.from_numpy(x), layer="conv")
+    assert (told["saliency_method"], told["saliency_layer"]) == ("gradcam++", "conv")
+    assert np.abs(maps.astype(int) - saliency.quantize(expected.maps).astype(int)).max() <= 1
 
 
 def test_a_model_without_gradients_keeps_its_result_and_records_why_it_has_no_maps(pool, tmp_path):
