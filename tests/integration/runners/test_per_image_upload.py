@@ -160,3 +160,17 @@ def test_a_rerun_deletes_the_jobs_per_image_files_with_them(runner_api, alice, m
     assert not default_storage.exists(name)
     fresh = job.submission.jobs.get()
     assert fresh.pk != job.pk and not fresh.per_image
+
+
+def test_files_above_djangos_in_memory_body_limit_are_streamed_not_refused(runner_api, alice, make_submission,
+                                                                          settings):
+    """ImageNet-C's file is some 100 MB: the view streams the body to a spooled file, so Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE (a limit on bodies read whole) never applies to it."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    job = classifier_job(make_submission, alice)
+    payload = npz_bytes(arrays(500))
+    assert len(payload) > 1000
+    succeed(runner_api, job, payload, n=500)
+    assert upload(runner_api, job.pk, payload).status_code == 200
+    job.refresh_from_db()
+    assert len(load_per_image(job)["el2n"]) == 500
