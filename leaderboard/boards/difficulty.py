@@ -92,6 +92,7 @@ class Field:
     el2n: np.ndarray
     right: np.ndarray
     notes: list[str] = field(default_factory=list)
+    synthetic: list[int] = field(default_factory=list)  # members scored on a fake (synthetic) dataset
     thumbs: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # image → (submission, job, position)
 
 
@@ -111,6 +112,7 @@ def load_field(task: Task, entries: list[BoardEntry], jobs: dict[int, Evaluation
     has per-image outcomes. A file that does not read or holds other images is left out (a note)."""
     members, el2n, right, notes = [], [], [], []
     thumbs: dict[int, tuple[int, int, int]] = {}
+    synthetic: list[int] = []
     keys: dict[str, np.ndarray] | None = None
     total: np.ndarray | None = None
     reference: dict[str, np.ndarray] | None = None
@@ -137,12 +139,14 @@ def load_field(task: Task, entries: list[BoardEntry], jobs: dict[int, Evaluation
         if keys is None:
             keys = {k: v for k, v in columns.items() if k not in ("pred", "el2n")}
         members.append((entry.submission_id, entry.submission_name, entry.value))
+        if entry.is_synthetic_data:
+            synthetic.append(entry.submission_id)
         total = columns["el2n"].astype(np.float64) if total is None else total + columns["el2n"]
         el2n.append(columns["el2n"].astype(np.float32))
         right.append(columns["pred"] == columns["label"])
     if keys is None or total is None:
         return None
-    return Field(members, keys, total / len(members), np.vstack(el2n), np.vstack(right), notes, thumbs)
+    return Field(members, keys, total / len(members), np.vstack(el2n), np.vstack(right), notes, synthetic, thumbs)
 
 
 def bootstrap_mean(el2n: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -186,7 +190,7 @@ def _group_stats(values: np.ndarray, difficulty: np.ndarray, wrong: np.ndarray) 
 
 def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, Any]:
     """What the pages show (plain data, cacheable): ``k`` models, ``provisional`` (k < MIN_MODELS),
-    ``members``, ``notes``, ``hardest`` (rows: rank, image keys, class names, difficulty, its
+    ``members``, ``synthetic`` (ids of members scored on synthetic data), ``notes``, ``hardest`` (rows: rank, image keys, class names, difficulty, its
     interval when not provisional, fraction of models wrong), ``groups`` {key: per-value stats},
     ``diet`` (diet_ranking), and for the failure explorer ``difficulty`` and ``wrong`` (float32
     [N], in the images' key order) with ``keys_digest`` (:func:`keys_digest` of that order)."""
@@ -212,7 +216,7 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
     for stat in groups.get("label", []):
         stat["name"] = class_name(task.slug, int(stat["value"]))
     return {"k": k, "provisional": k < MIN_MODELS, "n_images": int(difficulty.size),
-            "members": fld.members, "notes": fld.notes, "hardest": rows, "groups": groups,
+            "members": fld.members, "synthetic": fld.synthetic, "notes": fld.notes, "hardest": rows, "groups": groups,
             "diet": diet_ranking(fld.right, difficulty), "image_keys": image_keys,
             "difficulty": difficulty.astype(np.float32), "wrong": wrong.astype(np.float32),
             "keys_digest": keys_digest(fld.keys, image_keys)}

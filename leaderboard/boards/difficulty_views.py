@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from leaderboard.benchmarks.models import Task
-from leaderboard.submissions.models import EvaluationJob
+from leaderboard.submissions.models import EvaluationJob, result_is_synthetic
 from leaderboard.submissions.per_image import PerImageError, load_per_image
 from leaderboard.submissions.views import visible_submission
 from runner.per_image_file import read_thumbnails
@@ -90,6 +90,7 @@ def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
         "submission": submission, "job": job, "task": job.task, "groups": groups, "by": by,
         "keys": [(k, GROUP_TITLES[k]) for k in keys], "has_outcomes": arrays is not None,
         "has_thumbs": arrays is not None and "thumb" in arrays, "summary": summary,
+        "synthetic": result_is_synthetic(job.result),
     })
 
 

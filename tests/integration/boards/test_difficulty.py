@@ -49,7 +49,7 @@ def outcomes_file(el2n: np.ndarray, pred: np.ndarray, *, shuffle: int | None = N
 
 
 def scored(owner, name: str, seed: int, *, public: bool = True, shuffle: int | None = None,
-           outcomes: bool = True) -> Submission:
+           outcomes: bool = True, synthetic: bool = False) -> Submission:
     """A finished digits submission on the board, its top-1 from the made-up model's predictions."""
     task = Task.objects.select_related("benchmark").get(slug="digits")
     el2n, pred = model_outcomes(seed)
@@ -61,7 +61,8 @@ def scored(owner, name: str, seed: int, *, public: bool = True, shuffle: int | N
     job = EvaluationJob.objects.create(submission=sub, task=task, state=EvaluationJob.State.SUCCEEDED,
                                        result_attempt=1,
                                        result={"metrics": {"top1": top1}, "ci95": {"top1": [top1 - 2, top1 + 2]},
-                                               "files": {"per_image": {"n": N}} if outcomes else {}})
+                                               "files": {"per_image": {"n": N}} if outcomes else {},
+                                               **({"env": {"synthetic_data": True}} if synthetic else {})})
     if outcomes:
         job.per_image.save("outcomes.npz", ContentFile(outcomes_file(el2n, pred, shuffle=shuffle)))
     board_entry_upsert(job=job, submission=sub)
@@ -231,3 +232,12 @@ def test_the_hardest_page_is_for_classifier_tasks_and_says_when_no_outcomes_exis
     html = client.get("/b/digits/hardest/digits/").content.decode()
     assert 'id="no-outcomes"' in html
     assert "/b/digits/hardest/digits/" in client.get("/b/digits/?task=digits").content.decode()
+
+
+def test_results_on_synthetic_data_are_labelled_on_both_pages(client, alice):
+    real = scored(alice, "real", 1)
+    fake = scored(alice, "fake", 2, synthetic=True)
+    assert 'id="synthetic"' not in client.get(f"/s/{real.pk}/failures/digits/").content.decode()
+    assert 'id="synthetic"' in client.get(f"/s/{fake.pk}/failures/digits/").content.decode()
+    html = client.get("/b/digits/hardest/digits/").content.decode()
+    assert 'id="synthetic"' in html and html.count("synthetic data</span>") == 1
