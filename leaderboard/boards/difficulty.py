@@ -49,6 +49,7 @@ DIET_PERCENTS = tuple(range(0, 100, 10))
 HARDEST = 48  # images listed on the hardest-images page
 GROUP_KEYS = ("region", "income_group", "corruption", "label")
 CACHE_SECONDS = 24 * 3600
+SUMMARY_FORMAT = 3  # part of the cache key: bump when summarize() changes what it returns
 # Class names where the task's classes have public names (scikit-learn digits; CIFAR-10's
 # batches.meta); other tasks show the class index.
 CLASS_NAMES = {
@@ -241,7 +242,7 @@ def task_difficulty(task: Task) -> dict[str, Any] | None:
     jobs = _jobs(task, entries)
     names = ",".join(f"{sid}:{jobs[sid].pk}:{jobs[sid].per_image.name}" for sid in sorted(jobs))
     digest = hashlib.sha256(f"{version}|{names}".encode()).hexdigest()[:24]
-    key = f"difficulty:{task.pk}:{digest}"
+    key = f"difficulty:{SUMMARY_FORMAT}:{task.pk}:{digest}"
     try:
         found = default_cache.get(key)
     except Exception:  # noqa: BLE001 - the cache failing costs speed, never the page
