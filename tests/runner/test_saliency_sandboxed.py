@@ -183,3 +183,17 @@ def test_runner_run_on_digits_puts_bounded_maps_of_failures_and_successes_in_the
         [*command[:-1], str(off), "--no-saliency"], check=True, env=env, capture_output=True, timeout=600
     )
     assert "saliency" not in json.loads(off.read_text())
+
+
+@pytest.mark.parametrize("slug", ["cifar10-c", "dollarstreet"])
+def test_the_images_sent_are_exactly_what_evaluation_fed_the_model(slug, tmp_path):
+    from runner import datasets
+    from runner.catalogue import catalogue_task
+
+    datasets.get(catalogue_task(slug).dataset).fake(tmp_path)
+    reader = datasets.open_task(slug, tmp_path).main
+    fed = np.concatenate([np.asarray(b.inputs) for b in reader.batches(7, device="cpu")])
+    positions = np.array([len(reader) - 1, 0, len(reader) // 2])
+    sent = saliency_sample.inputs_at(reader, positions)
+    assert sent is not None and sent.dtype == np.float32
+    assert np.array_equal(sent, fed[positions])
