@@ -78,6 +78,14 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("breakdown", "per_seed", "*", "train_s"),
     ("curves", "*", "seconds"),
     ("files", "per_image", "name"),  # the per-image file's name follows --out; its sha256 must agree
+    # Saliency is bounded by wall-clock time: how many maps fit varies; method, layer and sample do not.
+    ("saliency", "seconds"),
+    ("saliency", "budget_s"),
+    ("saliency", "rows"),
+    ("saliency", "index"),
+    ("saliency", "target"),
+    ("saliency", "failure"),
+    ("saliency", "maps"),
 )
 
 
