@@ -190,6 +190,8 @@ class Command(BaseCommand):
             lines.append("  the runner fills the boards in this order (minutes from now, measured on two busy cores):")
             width = max(len(title) for title, _, _ in FILL_ORDER)
             lines += [f"    {title:<{width}}  {url}/b/{slug}/  ({when})" for title, slug, when in FILL_ORDER]
+            lines.append(f"  hardest images and data diet of the digits classifiers: {url}/b/digits/hardest/digits/ "
+                         "(each classifier's submission page links its failure explorer)")
             lines.append("  CIFAR and ImageNet run on small fake copies written into var/data and on models "
                          "trained there on synthetic images: every such result is labelled \"synthetic data\".")
         lines.append("  Ctrl-C stops everything.\n")
