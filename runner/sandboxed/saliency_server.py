@@ -46,6 +46,7 @@ def _torch_methods() -> Any:
 
 
 MAX_SIDE = 64
+PIXELS_PER_PASS = 64 * 32 * 32  # noisy copies' pixels per forward and backward pass
 
 
 def choose(model: Any, method: str, layer: str | None) -> tuple[str, str | None]:
@@ -99,6 +100,10 @@ def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> s
             target=targets,
         )
     options: dict[str, Any] = {"target": targets}
+    if method in ("smoothgrad", "smooth-gradcam++"):
+        # Noisy copies per pass: 64 CIFAR-sized images, 2 at 224 (a ResNet-50's activations for 64
+        # images at 224 would be gigabytes on the CPU, past the sandbox's memory).
+        options["max_batch"] = max(2, PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))
     if method in saliency.LAYER_METHODS and model.format == "pt2":
         return saliency.explain_graph(method, module, x, layer=layer, **options)
     if method in saliency.LAYER_METHODS:
