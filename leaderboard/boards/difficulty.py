@@ -48,6 +48,7 @@ SEED = 0
 DIET_PERCENTS = tuple(range(0, 100, 10))
 HARDEST = 48  # images listed on the hardest-images page
 GROUP_KEYS = ("region", "income_group", "corruption", "label")
+SHOWN_KEYS = ("region", "income_group", "corruption", "severity")  # the hardest table's columns besides class
 CACHE_SECONDS = 24 * 3600
 SUMMARY_FORMAT = 3  # part of the cache key: bump when summarize() changes what it returns
 # Class names where the task's classes have public names (scikit-learn digits; CIFAR-10's
@@ -207,7 +208,7 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
         rows.append({
             "rank": rank + 1,
             "keys": {key: fld.keys[key][i].item() for key in image_keys},
-            "groups": {key: fld.keys[key][i].item() for key in GROUP_KEYS if key in fld.keys and key != "label"},
+            "groups": {key: fld.keys[key][i].item() for key in SHOWN_KEYS if key in fld.keys},
             "label": label, "label_name": class_name(task.slug, label),
             "difficulty": float(difficulty[i]), "wrong": float(wrong[i]),
             "ci": intervals[rank].tolist() if intervals is not None else None,

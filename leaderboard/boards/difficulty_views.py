@@ -17,7 +17,8 @@ from runner.per_image_file import read_thumbnails
 from . import difficulty
 from .charts import PALETTE, Figure, _figure
 
-GROUP_TITLES = {"region": "region", "income_group": "income group", "corruption": "corruption", "label": "class"}
+GROUP_TITLES = {"region": "region", "income_group": "income group", "corruption": "corruption", "label": "class",
+                "severity": "severity"}
 
 
 def _classifier_task(benchmark_slug: str, task_slug: str) -> Task:

@@ -32,11 +32,12 @@ def model_outcomes(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return el2n, pred
 
 
-def outcomes_file(el2n: np.ndarray, pred: np.ndarray, *, shuffle: int | None = None, thumbs: bool = True) -> bytes:
+def outcomes_file(el2n: np.ndarray, pred: np.ndarray, *, shuffle: int | None = None, thumbs: bool = True,
+                  **groups: np.ndarray) -> bytes:
     """A per-image .npz as the runner writes it, its rows optionally shuffled, with a thumbnail for
     every THUMB_EVERY-th image (each thumbnail a flat colour that encodes its image index)."""
     arrays = {"index": np.arange(N, dtype=np.int64), "label": LABEL, "pred": pred.astype(np.int64),
-              "top5_hit": np.ones(N, dtype=bool), "loss": np.full(N, 0.1), "el2n": el2n}
+              "top5_hit": np.ones(N, dtype=bool), "loss": np.full(N, 0.1), "el2n": el2n, **groups}
     if shuffle is not None:
         order = np.random.default_rng(shuffle).permutation(N)
         arrays = {k: v[order] for k, v in arrays.items()}
@@ -49,9 +50,10 @@ def outcomes_file(el2n: np.ndarray, pred: np.ndarray, *, shuffle: int | None = N
 
 
 def scored(owner, name: str, seed: int, *, public: bool = True, shuffle: int | None = None,
-           outcomes: bool = True, synthetic: bool = False) -> Submission:
+           outcomes: bool = True, synthetic: bool = False, task_slug: str = "digits",
+           groups: dict[str, np.ndarray] | None = None) -> Submission:
     """A finished digits submission on the board, its top-1 from the made-up model's predictions."""
-    task = Task.objects.select_related("benchmark").get(slug="digits")
+    task = Task.objects.select_related("benchmark").get(slug=task_slug)
     el2n, pred = model_outcomes(seed)
     sub = Submission.objects.create(
         owner=owner, benchmark=task.benchmark, name=name, artifact=f"x/{name}.pt2", artifact_name="m.pt2",
@@ -64,7 +66,7 @@ def scored(owner, name: str, seed: int, *, public: bool = True, shuffle: int | N
                                                "files": {"per_image": {"n": N}} if outcomes else {},
                                                **({"env": {"synthetic_data": True}} if synthetic else {})})
     if outcomes:
-        job.per_image.save("outcomes.npz", ContentFile(outcomes_file(el2n, pred, shuffle=shuffle)))
+        job.per_image.save("outcomes.npz", ContentFile(outcomes_file(el2n, pred, shuffle=shuffle, **(groups or {}))))
     board_entry_upsert(job=job, submission=sub)
     return sub
 
@@ -241,3 +243,29 @@ def test_results_on_synthetic_data_are_labelled_on_both_pages(client, alice):
     assert 'id="synthetic"' in client.get(f"/s/{fake.pk}/failures/digits/").content.decode()
     html = client.get("/b/digits/hardest/digits/").content.decode()
     assert 'id="synthetic"' in html and html.count("synthetic data</span>") == 1
+
+
+def test_a_corruption_task_is_ranked_by_image_and_cell_and_grouped_by_corruption(client, alice):
+    """On a -C task an image is its (corruption, severity, index): the same index under two
+    corruptions is two images, and the explorer offers the corruption grouping."""
+    corruption = np.array(["fog", "snow", "blur"])[np.arange(N) % 3]
+    severity = (np.arange(N) // 3) % 5 + 1
+    groups = {"corruption": corruption, "severity": severity.astype(np.int64)}
+    for seed in (1, 2):
+        scored(alice, f"net-{seed}", seed, task_slug="cifar10-c", groups=groups, shuffle=seed)
+    summary = difficulty.task_difficulty(Task.objects.get(slug="cifar10-c"))
+    mean = np.stack([model_outcomes(s)[0] for s in (1, 2)]).mean(axis=0)
+    top = summary["hardest"][0]
+    i = int(np.argmax(mean))
+    assert top["keys"] == {"corruption": corruption[i], "severity": int(severity[i]), "index": i}
+    assert top["groups"] == {"corruption": corruption[i], "severity": int(severity[i])}
+    by_corruption = {s["value"]: s["mean"] for s in summary["groups"]["corruption"]}
+    assert by_corruption == pytest.approx({c: mean[corruption == c].mean() for c in ("fog", "snow", "blur")})
+    sub = Submission.objects.get(name="net-1")
+    html = client.get("/b/cifar10/hardest/cifar10-c/").content.decode()
+    assert "<th>severity</th>" in html and "<th>corruption</th>" in html
+    page = client.get(f"/s/{sub.pk}/failures/cifar10-c/?by=corruption")
+    assert [g["value"] for g in page.context["groups"]] and {g["value"] for g in page.context["groups"]} == {
+        "fog", "snow", "blur"}
+    assert all(item["label_name"] in difficulty.CLASS_NAMES["cifar10"] for g in page.context["groups"]
+               for item in g["failures"])
