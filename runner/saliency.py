@@ -26,6 +26,10 @@ The layer methods need a ``torch.nn.Module`` whose layer is reachable by a dotte
 ``torch.export.unflatten``. The model must already be in ``eval()`` mode: batch norm in training
 mode would mix the images of a batch. Pure torch; the trusted runner never runs these on a
 submission outside the sandbox (runner/sandboxed/saliency_server.py does).
+
+One piece past 450 lines: the layer methods share the hook, the noisy copies and the
+post-processing, and the sandbox binds this file beside its server as one module (its numpy half,
+runner/saliency_maps.py, is split off only so an ONNX model's sandbox need not import torch).
 """
 
 from __future__ import annotations
