@@ -10,7 +10,10 @@ What runs, on small fake copies of every dataset (`runner data fake`'s writers):
   decoder's pool, the path that once failed only inside the worker;
 - one denoising task (denoise-skimage-gray-gauss25, the identity baseline: the quickest);
 - the optimizer tracks: opt-f1 and opt-digits with plain SGD; opt-text-transformer with Adam on a
-  budget of a few steps (the same task params through `runner run --params` and the site's spec).
+  budget of a few steps (the same task params through `runner run --params` and the site's spec);
+  two seed methods that talk to the runner's loop through its hooks, on a two-epoch opt-digits:
+  TrAct + SGD (``first_layer_stats`` every step) and the EL2N data diet (``el2n_scores``, then
+  training on the selected half).
 
 `runner run` evaluates each file once, with all of its tasks in one call (one model load, as a
 worker keeps one warm server per submission). One `runner work` process serves every job.
@@ -20,7 +23,8 @@ comparison (IGNORED below): the wall clock (``timing``; the denoiser's speed,
 ``metrics.seconds_per_megapixel``; opt-digits' ``seconds_to_target`` figures, wall-clock time to
 the target accuracy, its seeds' ``train_s`` and its curves' ``seconds``) and the warm model server's
 bookkeeping (``env.model_server``: whether this job found the server warm, how many jobs it has
-served, how long the load took) and the per-image file's name (``R.per_image.npz`` follows
+served, how long the load took; ``env.memory.peak_bytes``, its resident peak so far) and the
+per-image file's name (``R.per_image.npz`` follows
 `runner run --out`; its sha256, bytes and image count are compared, so every classifier task's
 per-image arrays agree to the byte). Everything else — metrics, intervals, breakdowns, curves, the
 rest of env — must be equal, number for number.
@@ -56,6 +60,7 @@ pytestmark = [pytest.mark.e2e]
 
 RUNNER_BIN = Path(sys.executable).parent / "runner"
 REPO = Path(__file__).resolve().parents[2]
+BASELINE_OPTIMIZERS = REPO / "runner" / "baselines" / "optimizers"
 SGD = b'''
 import torch
 
@@ -64,6 +69,7 @@ def make_optimizer(params, lr=0.05):
     return torch.optim.SGD(params, lr=lr)
 '''
 DENOISE_TASK = "denoise-skimage-gray-gauss25"
+SEED_METHODS = {"tract-sgd": ["first_layer_stats"], "el2n-diet": ["el2n_scores"]}  # and the hooks each asks for
 
 # Paths into a result document that may differ between `runner run` and `runner work`: wall
 # clock and the warm server's bookkeeping. A path (fnmatch patterns, one per key) names a key
@@ -78,6 +84,9 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("breakdown", "per_seed", "*", "train_s"),
     ("curves", "*", "seconds"),
     ("files", "per_image", "name"),  # the per-image file's name follows --out; its sha256 must agree
+    # The model server's peak resident memory: a warm server's earlier jobs and the allocator's
+    # timing move it by a few hundred kB (its limit and source must agree).
+    ("env", "memory", "peak_bytes"),
     # Saliency is bounded by wall-clock time: how many maps fit varies; method, layer and sample do not.
     ("saliency", "seconds"),
     ("saliency", "budget_s"),
@@ -178,8 +187,12 @@ def submissions(tmp_path_factory) -> list[Submission]:
                    {"clean_top1": 76.1}),
         Submission("identity", REPO / "runner" / "baselines" / "denoisers" / "identity.pt", (DENOISE_TASK,)),
         Submission("sgd", folder / "sgd.py", ("opt-f1", "opt-digits"), {"lr": 0.05}),
-        Submission("adam", REPO / "runner" / "baselines" / "optimizers" / "adam.py", ("opt-text-transformer",),
+        Submission("adam", BASELINE_OPTIMIZERS / "adam.py", ("opt-text-transformer",),
                    {"lr": 1e-2}, {"steps": 4, "batch_size": 4, "warmup_steps": 2, "eval_every": 4, "seeds": 2}),
+        Submission("tract-sgd", BASELINE_OPTIMIZERS / "tract_sgd.py", ("opt-digits",), {"lr": 0.01, "lam": 0.1},
+                   {"epochs": 2, "seeds": 2}),
+        Submission("el2n-diet", BASELINE_OPTIMIZERS / "el2n_diet.py", ("opt-digits",),
+                   {"lr": 0.05, "score_after": 10, "keep": 0.5}, {"epochs": 2, "seeds": 2}),
     ]
     covered = {t for s in made for t in s.tasks}
     assert set(CLASSIFIER_TASKS) <= covered, "every classifier task is driven through both paths"
@@ -191,18 +204,19 @@ def runner_env(**extra: str) -> dict[str, str]:
     return {**env, "COLUMNS": "160", **extra}
 
 
-def run_locally(submission: Submission, data_root: Path, out: Path) -> dict[str, dict]:
-    """`runner run` on one file with all its tasks; the result documents by task."""
+def run_locally(submission: Submission, data_root: Path, out: Path) -> dict[tuple[str, str], dict]:
+    """`runner run` on one file with all its tasks; the result documents by (submission, task)."""
     args = [str(RUNNER_BIN), "run", "--artifact", str(submission.artifact), "--data-root", str(data_root),
             "--out", str(out), "--hparams", json.dumps(submission.hparams), "--params", json.dumps(submission.params)]
     for task in submission.tasks:
         args += ["--task", task]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=out.parent,
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=out.parent,
                           env=runner_env(RUNNER_WORK_DIR=str(out.parent)))
     assert done.returncode == 0, f"runner run {submission.name}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     if len(submission.tasks) == 1:
-        return {submission.tasks[0]: json.loads(out.read_text())}
-    return {task: json.loads((out / f"result-{task}.json").read_text()) for task in submission.tasks}
+        return {(submission.name, submission.tasks[0]): json.loads(out.read_text())}
+    return {(submission.name, task): json.loads((out / f"result-{task}.json").read_text())
+            for task in submission.tasks}
 
 
 @dataclass
@@ -287,7 +301,7 @@ def test_every_task_kind_gives_the_same_result_document_through_runner_work_as_t
 
     # `runner run` meanwhile, one call per file: the worker serves one job at a time, so the two
     # paths share the two cores.
-    local: dict[str, dict] = {}
+    local: dict[tuple[str, str], dict] = {}
     errors: list[BaseException] = []
     times: dict[str, float] = {}
 
@@ -302,7 +316,7 @@ def test_every_task_kind_gives_the_same_result_document_through_runner_work_as_t
     started = time.monotonic()
     runs = threading.Thread(target=run_all, name="runner-run")
     runs.start()
-    deadline = started + 600
+    deadline = started + 1200  # a safety net: about 5 minutes on a quiet 2-core host
     while time.monotonic() < deadline and not all(j.results or j.failures for _, j in jobs.values()):
         if worker.proc.poll() is not None:
             pytest.fail(f"runner work exited with {worker.proc.returncode}:\n{worker.tail()}")
@@ -313,26 +327,33 @@ def test_every_task_kind_gives_the_same_result_document_through_runner_work_as_t
     assert not runs.is_alive(), "runner run did not finish in time"
     runs_done = times["runs"]
 
-    failures = {j.task: j.failures[0] for _, j in jobs.values() if j.failures}
+    failures = {(s.name, j.task): j.failures[0] for s, j in jobs.values() if j.failures}
     assert not failures, f"jobs failed in runner work: {failures}\n{worker.tail()}"
-    unfinished = [j.task for _, j in jobs.values() if not j.results]
+    unfinished = [(s.name, j.task) for s, j in jobs.values() if not j.results]
     assert not unfinished, f"runner work never finished {unfinished}:\n{worker.tail()}"
 
-    assert sorted(local) == sorted(j.task for _, j in jobs.values())
+    assert sorted(local) == sorted((s.name, j.task) for s, j in jobs.values())
     mismatches = {}
-    for _, job in jobs.values():
-        assert len(job.results) == 1, f"{job.task}: {len(job.results)} results posted"
-        found = differences(local[job.task], job.results[0]["result"])
+    for submission, job in jobs.values():
+        assert len(job.results) == 1, f"{submission.name} {job.task}: {len(job.results)} results posted"
+        found = differences(local[submission.name, job.task], job.results[0]["result"])
         if found:
-            mismatches[job.task] = found
+            mismatches[f"{submission.name} {job.task}"] = found
     assert not mismatches, json.dumps(mismatches, indent=1)
 
-    by_task = {j.task: j.results[0]["result"] for _, j in jobs.values()}
+    by_task = {j.task: j.results[0]["result"] for s, j in jobs.values() if s.name not in SEED_METHODS}
     # The decoder's pool really ran inside the Celery prefork child (ImageNet-C's 190 files).
     assert "thread" in by_task["imagenet-c"]["env"]["decode"], by_task["imagenet-c"]["env"]["decode"]
     assert by_task["imagenet-c"]["metrics"].get("relative_mce") is not None
     for task in CLASSIFIER_TASKS:
         assert by_task[task]["env"]["sandbox"].startswith("bwrap"), task
         assert by_task[task]["env"]["synthetic_data"] is (task != "digits"), task
+    # The seed methods really used their hooks in the worker: TrAct's first-layer statistics on the
+    # fixed loop, the diet's one scoring of every training example on the sample loop.
+    seeds = {s.name: j.results[0]["result"] for s, j in jobs.values() if s.name in SEED_METHODS}
+    for name, result in seeds.items():
+        assert result["env"]["hooks"] == SEED_METHODS[name], (name, result["env"]["hooks"])
+    assert "samples" not in seeds["tract-sgd"]["env"]
+    assert [s["scored"] for s in seeds["el2n-diet"]["env"]["samples"]] == [1347, 1347]  # n_train, each seed
     print(f"\ncross-path: {len(jobs)} jobs through runner work in {worker_done - started:.1f} s, runner run's "
           f"{len(submissions)} calls beside them in {runs_done - started:.1f} s")
