@@ -104,19 +104,26 @@ def baselines_claims(
     = None,
     table_only: Annotated[bool, typer.Option("--table-only", help="print the table from the results already there")]
     = False,
+    task: Annotated[list[str] | None, typer.Option(help="only the claims measured on this task (repeatable), "
+                                                   "e.g. opt-text-transformer")] = None,
 ) -> None:
     """Measure the seed papers' claims on this platform's workloads (runner/baselines/claims.py):
     each method and its comparator through `runner run`, then the table of docs/benchmarks.md."""
     from runner.baselines import claims
 
+    chosen = tuple(c for c in claims.CLAIMS if not task or c.task in task)
+    if not chosen:
+        tasks = sorted({c.task for c in claims.CLAIMS})
+        raise typer.BadParameter(f"no claim is measured on {', '.join(task or [])}; the claims' tasks: "
+                                 f"{', '.join(tasks)}", param_hint="--task")
     if not table_only:
         try:
-            claims.measure(output, data_root=data_root, say=lambda line: err.print(line, highlight=False))
+            claims.measure(output, chosen, data_root=data_root, say=lambda line: err.print(line, highlight=False))
         except RuntimeError as exc:
             err.print(f"[red]a measurement failed[/red]: {exc}", highlight=False)
             raise typer.Exit(1) from exc
     try:
-        found = claims.verdicts(output)
+        found = claims.verdicts(output, chosen)
     except FileNotFoundError as exc:
         err.print(f"[red]missing result[/red] {exc.filename}: run without --table-only", highlight=False)
         raise typer.Exit(1) from exc

@@ -178,8 +178,11 @@ class ByteTransformer(nn.Module):
     transformer on 2 CPU cores"): token and learned position embeddings (vocabulary 256 bytes,
     context 128, d 128), 4 pre-LN decoder blocks of 4 heads, a final LayerNorm and an untied
     linear head with bias; no dropout; 875,520 parameters. Input: int64 bytes [B, T ≤ 128];
-    output: logits [B, T, 256], position t predicting byte t + 1. Initialization as GPT-2's
-    (normal, std 0.02; biases 0; the residual projections' std divided by √(2 · layers)).
+    output: logits [B, T, 256], position t predicting byte t + 1. Initialization: PyTorch's own
+    for each layer (nn.Embedding N(0, 1); nn.Linear Kaiming-uniform weights and uniform biases;
+    LayerNorm 1 and 0), the initialization PROTOCOLS' measured figures were taken with. GPT-2's
+    (normal, std 0.02) was tried here and left: it starves SGD of signal — at step 300 of 800,
+    SGD with clipping (lr 10) stood at 5.0 bits per byte against 3.2 with these defaults.
     ``num_classes`` is the vocabulary; ``channels`` is ignored (bytes have none)."""
 
     def __init__(self, num_classes: int = 256, channels: int = 0, *, d_model: int = 128, layers: int = 4,
@@ -191,15 +194,6 @@ class ByteTransformer(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(d_model, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
-        for name, param in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(param)
-            elif ".ln" in name or name.startswith("ln."):
-                nn.init.ones_(param)
-            elif name.endswith(("proj.weight", "out.weight")):
-                nn.init.normal_(param, std=0.02 / (2 * layers) ** 0.5)
-            else:
-                nn.init.normal_(param, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]

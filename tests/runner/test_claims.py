@@ -86,3 +86,15 @@ def test_runner_baselines_claims_measures_through_runner_run_and_prints_the_tabl
     done = real_run([RUNNER, "baselines", "claims", "--out", str(tmp_path), "--table-only"], capture_output=True,
                     text=True, env={**os.environ, "COLUMNS": "400"})
     assert done.returncode == 1 and "missing result" in done.stderr  # the full CLAIMS need other files
+
+
+def test_the_claims_cli_measures_only_the_tasks_asked_for_and_names_the_claims_tasks_for_an_unknown_one(tmp_path):
+    env = {**os.environ, "COLUMNS": "400"}
+    done = subprocess.run([RUNNER, "baselines", "claims", "--out", str(tmp_path), "--task", "opt-f9"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "no claim is measured on opt-f9; the claims' tasks: opt-digits, " \
+                                    "opt-text-transformer" in done.stderr, done.stderr
+    # --table-only on one task asks only for that task's files (here the first transformer run's)
+    done = subprocess.run([RUNNER, "baselines", "claims", "--out", str(tmp_path), "--task", "opt-text-transformer",
+                           "--table-only"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "opt-text-transformer--" in done.stderr and "opt-digits" not in done.stderr

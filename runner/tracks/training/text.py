@@ -363,7 +363,7 @@ def text_env(spec: JobSpec, budget: TextBudget, data_env: dict[str, Any], traine
         "closure": trainer.closure, "evaluations": trainer.evaluations, "hparams": spec.submission.hparams,
         "model": MODEL, "parameters": sum(p.numel() for p in text_model(0).parameters()),
         "model_description": "pre-LN decoder: d 128, 4 layers, 4 heads, MLP 4× GELU, learned positions, "
-                             "context 128, untied head, no dropout; GPT-2 initialization",
+                             "context 128, untied head, no dropout; PyTorch's default initialization of each layer",
         "budget": {**asdict(budget), "tokens_per_seed": budget.steps * budget.batch_size * budget.context},
         "lr_schedule": {"warmup_steps": budget.warmup_steps, "decay": "cosine to 0 at the last step",
                         "formula": "lr_k = lr · k / warmup for k ≤ warmup, else lr · ½(1 + cos(π (k − warmup) / "
