@@ -103,6 +103,14 @@ class PerImageError(ValueError):
     """A per-image file that is not what this module writes; the message says what is wrong."""
 
 
+def _open_zip(source: bytes | IO[bytes] | Path | str) -> zipfile.ZipFile:
+    """The per-image file as a zip archive (an .npz is one); raises PerImageError for another file."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PerImageError(f"not an .npz file (a zip archive): {exc}") from exc
+
+
 def read_per_image(
     source: bytes | IO[bytes] | Path | str,
     *,
@@ -118,12 +126,7 @@ def read_per_image(
     task's files do not, holds an object (pickled) array, an array that is not 1-D, of the wrong
     kind of dtype, of another length than the others or than ``expected_n``, a loss that is not
     finite and ≥ 0 or an EL2N outside [0, √2]."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise PerImageError(f"not an .npz file (a zip archive): {exc}") from exc
+    archive = _open_zip(source)
     with archive:
         infos = archive.infolist()
         unpacked = sum(info.file_size for info in infos)
@@ -216,12 +219,7 @@ def read_thumbnails(source: bytes | IO[bytes] | Path | str) -> np.ndarray | None
     :func:`read_per_image` checks it but without reading the other arrays (a thumbnail request
     should not unpack ImageNet-C's half a gigabyte); None when the file has no thumbnails. Never
     unpickles. Raises PerImageError for a file that is not a zip or a ``thumb`` of another shape."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise PerImageError(f"not an .npz file (a zip archive): {exc}") from exc
+    archive = _open_zip(source)
     with archive:
         try:
             info = archive.getinfo("thumb.npy")
