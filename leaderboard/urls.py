@@ -31,6 +31,8 @@ urlpatterns = [
     path("b/<slug:slug>/hardest/<slug:task>/", difficulty_views.hardest, name="task-hardest"),
     path("s/<int:pk>/failures/<slug:task>/", difficulty_views.failures, name="submission-failures"),
     path("s/<int:pk>/thumbs/<int:job_id>/<int:position>.png", difficulty_views.thumbnail, name="submission-thumb"),
+    path("s/<int:pk>/saliency/<int:job_id>/<int:position>.png", difficulty_views.saliency_overlay,
+         name="submission-saliency"),
     path("compare/", boards.compare, name="compare"),
     path("optimizers/profiles/", boards.optimizer_profiles, name="optimizer-profiles"),
     path("submit/", submissions.submit, name="submit"),

@@ -291,7 +291,7 @@ def explorer(task: Task, arrays: dict[str, np.ndarray], summary: dict[str, Any] 
     for i, t in thumb_at.items():  # at most MAX_THUMBS
         label, pred = int(columns["label"][i]), int(columns["pred"][i])
         shown[int(inverse[i])][bool(wrong[i])].append({
-            "thumb": t, "index": int(columns["index"][i]), "label": label, "pred": pred,
+            "thumb": t, "row": int(rows[i]), "index": int(columns["index"][i]), "label": label, "pred": pred,
             "label_name": class_name(task.slug, label), "pred_name": class_name(task.slug, pred),
             "el2n": float(columns["el2n"][i]),
             "difficulty": float(field_difficulty[i]) if field_difficulty is not None else None,
@@ -312,17 +312,26 @@ def explorer(task: Task, arrays: dict[str, np.ndarray], summary: dict[str, Any] 
 
 def thumbnail_png(arrays: dict[str, np.ndarray], position: int) -> bytes | None:
     """The PNG bytes of thumbnail ``position`` of a per-image file (uint8 [S, S, 3] RGB), or None
-    when it has no such one. Encoded with the standard library (the site has no Pillow): PNG 1.2
-    (ISO/IEC 15948), 8-bit truecolour, filter 0 on every scanline, one zlib IDAT chunk."""
+    when it has no such one (:func:`png_bytes`)."""
     thumbs = arrays.get("thumb")
     if thumbs is None or not 0 <= position < len(thumbs):
         return None
-    pixels = np.ascontiguousarray(thumbs[position], dtype=np.uint8)
+    return png_bytes(thumbs[position])
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """The PNG bytes of uint8 [H, W, 3] (RGB) or [H, W, 4] (RGBA) pixels. Encoded with the
+    standard library (the site has no Pillow): PNG 1.2 (ISO/IEC 15948), 8-bit truecolour (colour
+    type 2, or 6 with alpha), filter 0 on every scanline, one zlib IDAT chunk. Raises ValueError
+    for another shape."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"PNG pixels must be [H, W, 3 or 4], not {list(pixels.shape)}")
     height, width = pixels.shape[:2]
     raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if pixels.shape[2] == 3 else 6, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")

@@ -1,8 +1,9 @@
-"""Pages of issue 17 items 3 and 4: a classifier task's hardest images and data-diet view, a
-submission's failure explorer, and the explorer's thumbnails (leaderboard/boards/difficulty.py
-computes what they show)."""
+"""Pages of issue 17 items 3, 4 and 5: a classifier task's hardest images and data-diet view, a
+submission's failure explorer, and the explorer's thumbnails and saliency overlays
+(leaderboard/boards/difficulty.py computes what they show, saliency_overlays.py reads the maps)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
@@ -14,9 +15,10 @@ from leaderboard.submissions.per_image import PerImageError, load_per_image
 from leaderboard.submissions.views import visible_submission
 from runner.per_image_file import read_thumbnails
 
-from . import difficulty
+from . import difficulty, saliency_overlays
 from .charts import PALETTE, Figure, _figure
 
+log = logging.getLogger(__name__)
 GROUP_TITLES = {"region": "region", "income_group": "income group", "corruption": "corruption", "label": "class",
                 "severity": "severity"}
 
@@ -87,12 +89,29 @@ def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
         raise Http404(f"This task's outcomes are not grouped by {by!r}.")
     summary = difficulty.task_difficulty(job.task)
     groups = difficulty.explorer(job.task, arrays, summary, by) if arrays is not None else []
+    overlays, saliency_problem = _overlays(job.result)
+    overlaid = 0
+    for group in groups:
+        for item in (*group["failures"], *group["successes"]):
+            item["overlay"] = overlays.position(item["row"], item["index"]) if overlays is not None else None
+            overlaid += item["overlay"] is not None
     return render(request, "boards/failures.html", {
         "submission": submission, "job": job, "task": job.task, "groups": groups, "by": by,
         "keys": [(k, GROUP_TITLES[k]) for k in keys], "has_outcomes": arrays is not None,
         "has_thumbs": arrays is not None and "thumb" in arrays, "summary": summary,
-        "synthetic": result_is_synthetic(job.result),
+        "synthetic": result_is_synthetic(job.result), "saliency": overlays,
+        "saliency_problem": saliency_problem, "overlaid": overlaid,
     })
+
+
+def _overlays(result: Any) -> tuple[saliency_overlays.Overlays | None, str | None]:
+    """The result's saliency maps, or (None, why not) when its entry is malformed (logged: the
+    runner wrote it, so a malformed one is the runner's bug, not the visitor's)."""
+    try:
+        return saliency_overlays.read(result), None
+    except saliency_overlays.SaliencyError as exc:
+        log.warning("unreadable saliency entry: %s", exc)
+        return None, str(exc)
 
 
 def thumbnail(request: HttpRequest, pk: int, job_id: int, position: int) -> HttpResponse:
@@ -112,5 +131,20 @@ def thumbnail(request: HttpRequest, pk: int, job_id: int, position: int) -> Http
         raise Http404("No such thumbnail.")
     response = HttpResponse(data, content_type="image/png")
     # private: a shared cache must not keep serving it after its submission is made private
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def saliency_overlay(request: HttpRequest, pk: int, job_id: int, position: int) -> HttpResponse:
+    """Saliency map ``position`` of a job's result as a PNG to lay over its image's thumbnail
+    (saliency_overlays.overlay_png: RGBA, the 16×16 map upsampled to 64×64). Private to whoever
+    may see the submission (404 otherwise) and never kept by a shared cache, like the thumbnails;
+    404 too when the result has no such map or its entry is malformed."""
+    submission = visible_submission(request, pk)
+    job = get_object_or_404(submission.jobs.all(), pk=job_id, state="succeeded")
+    overlays, _ = _overlays(job.result)
+    if overlays is None or not 0 <= position < len(overlays.maps):
+        raise Http404("No such saliency map.")
+    response = HttpResponse(saliency_overlays.overlay_png(overlays.maps[position]), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -1,6 +1,7 @@
-"""The hardest-images page and the failure explorer in the browser (issue 17 items 3, 4): a
+"""The hardest-images page and the failure explorer in the browser (issue 17 items 3, 4, 5): a
 visitor follows the board's link, sees the hardest images with thumbnails that load, the charts,
-the data-diet table, then opens a submission's failures with their thumbnails and labels."""
+the data-diet table, then opens a submission's failures with their thumbnails, labels and
+saliency overlays, which the toggle hides and shows."""
 from __future__ import annotations
 
 import re
@@ -9,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.integration.boards.test_difficulty import scored
+from tests.integration.boards.test_saliency_overlays import mapped_rows, saliency_entry, with_saliency
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,6 +25,7 @@ def _all_loaded(page, selector: str) -> int:
 
 def test_a_visitor_reads_the_hardest_images_and_a_submissions_failures(page, live_server, alice):
     subs = [scored(alice, f"net-{seed}", seed) for seed in (1, 2, 3, 4, 5)]
+    with_saliency(subs[0], saliency_entry(mapped_rows(), method="gradcam++", layer="features.3")[0])
     page.goto(f"{live_server.url}/b/digits/?task=digits")
     page.click("#hardest-link")
     expect(page).to_have_url(re.compile(r"/b/digits/hardest/digits/$"))
@@ -42,3 +45,15 @@ def test_a_visitor_reads_the_hardest_images_and_a_submissions_failures(page, liv
     assert _all_loaded(page, "figure.failure img.thumb") >= 10
     expect(page.locator("figure.failure figcaption").first).to_contain_text("true")
     expect(page.locator("figure.failure figcaption").first).to_contain_text("difficulty")
+    # saliency overlays (issue 17 item 5): laid over the thumbnails, decoded, captioned, toggled
+    assert _all_loaded(page, "figure.thumb-card img.overlay") >= 10
+    expect(page.locator("#saliency-caption")).to_contain_text("Grad-CAM++")
+    expect(page.locator("#saliency-caption")).to_contain_text("features.3")
+    overlay = page.locator("figure.thumb-card img.overlay").first
+    expect(overlay).to_be_visible()
+    thumb_box = overlay.locator("xpath=preceding-sibling::img[1]").bounding_box()
+    assert overlay.bounding_box() == thumb_box  # exactly over its thumbnail
+    page.uncheck("#saliency-toggle")
+    expect(overlay).to_be_hidden()
+    page.check("#saliency-toggle")
+    expect(overlay).to_be_visible()
