@@ -39,6 +39,7 @@ def submit_digits_cnn(owner):
 
 
 def test_runner_work_posts_saliency_maps_that_the_site_keeps_with_the_result(
+    client,
     alice,
     redis_url,
     runners,
@@ -67,6 +68,23 @@ def test_runner_work_posts_saliency_maps_that_the_site_keeps_with_the_result(
     assert stored is not None
     assert entry["index"] == stored["index"][rows].tolist()
     assert entry["failure"] == (stored["pred"][rows] != stored["label"][rows]).tolist()
+    # the failure explorer reads the same maps and lays each over its image's thumbnail
+    import io
+
+    from PIL import Image
+
+    from leaderboard.boards import saliency_overlays
+
+    np.testing.assert_array_equal(saliency_overlays.read(job.result).maps, maps)
+    client.force_login(alice)
+    page = client.get(f"/s/{job.submission_id}/failures/digits/")
+    assert page.status_code == 200 and b'id="saliency-caption"' in page.content
+    shown = [item for group in page.context["groups"] for item in (*group["failures"], *group["successes"])
+             if item["overlay"] is not None]
+    assert shown and all(rows[item["overlay"]] == item["row"] for item in shown)
+    png = client.get(f"/s/{job.submission_id}/saliency/{job.pk}/{shown[0]['overlay']}.png")
+    pixels = np.asarray(Image.open(io.BytesIO(png.content)))
+    np.testing.assert_array_equal(255 - pixels[..., 1], np.kron(maps[shown[0]["overlay"]], np.ones((4, 4), np.uint8)))
 
 
 def test_a_runner_started_with_no_saliency_posts_results_without_maps(
