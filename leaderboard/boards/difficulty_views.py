@@ -72,7 +72,8 @@ def hardest(request: HttpRequest, slug: str, task: str) -> HttpResponse:
 
 def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
     """A submission's failures on one task, grouped (``?by=`` region, income_group, corruption or
-    label), with thumbnails and each image's difficulty across the field."""
+    label), with thumbnails, each image's difficulty across the field, and the result's saliency
+    map laid over the thumbnail where the runner computed one (a malformed entry: none, and a note)."""
     submission = visible_submission(request, pk)
     job = (EvaluationJob.objects.filter(submission=submission, task__slug=task,
                                         state=EvaluationJob.State.SUCCEEDED, task__benchmark__kind="classifier")
