@@ -73,3 +73,16 @@ def write_submission(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def pool(request, monkeypatch, tmp_path):
+    """A pool of sandboxed model servers (runner.serve.ServerPool) working under ``tmp_path``; a
+    server closes after ``POOL_IDLE_S`` idle seconds (a test module's constant; 0.6 without one)."""
+    from runner.serve import ServerPool
+
+    request.getfixturevalue("bwrap")
+    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
+    made = ServerPool(idle_s=getattr(request.module, "POOL_IDLE_S", 0.6))
+    yield made
+    made.close_idle()

@@ -277,13 +277,7 @@ def test_a_timm_architecture_is_built_by_timm(tmp_path):
         assert np.array_equal(model.predict([x], [None]), net(torch.from_numpy(x)).numpy())
 
 
-@pytest.fixture
-def pool(request, monkeypatch, tmp_path):
-    request.getfixturevalue("bwrap")
-    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
-    made = ServerPool(idle_s=0)
-    yield made
-    made.close_idle()
+POOL_IDLE_S = 0  # the `pool` fixture's (tests/runner/conftest.py): servers close at once
 
 
 def _settings(path: Path, fmt: str, hparams: dict | None = None) -> ServerSettings:

@@ -17,7 +17,7 @@ import torch
 
 from runner import saliency, saliency_sample
 from runner.evaluate import file_sha256
-from runner.serve import ServerPool, ServerSettings
+from runner.serve import ServerSettings
 
 from .classifier_models import DigitsConvNet, save_onnx, save_pt2, save_torchscript
 
@@ -33,14 +33,6 @@ class NoGradients(torch.nn.Module):
         with torch.no_grad():
             return self.fc(x.flatten(1))
 
-
-@pytest.fixture
-def pool(request, monkeypatch, tmp_path):
-    request.getfixturevalue("bwrap")
-    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
-    made = ServerPool(idle_s=0.6)
-    yield made
-    made.close_idle()
 
 
 def digits_images(n: int) -> np.ndarray:

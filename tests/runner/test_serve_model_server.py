@@ -13,7 +13,7 @@ import torch
 
 from runner.evaluate import file_sha256
 from runner.sandboxed import model_server
-from runner.serve import ServerPool, ServerSettings
+from runner.serve import ServerSettings
 
 from .classifier_models import save_onnx, save_torchscript
 
@@ -35,14 +35,6 @@ class ScaledByNoise(torch.nn.Module):
     def forward(self, noisy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return noisy * noise[:, 1].view(-1, 1, 1, 1)
 
-
-@pytest.fixture
-def pool(request, monkeypatch, tmp_path):
-    request.getfixturevalue("bwrap")
-    monkeypatch.setenv("RUNNER_WORK_DIR", str(tmp_path))
-    made = ServerPool(idle_s=0.6)
-    yield made
-    made.close_idle()
 
 
 def settings_for(path, fmt: str) -> ServerSettings:
