@@ -9,11 +9,14 @@ The file is JSON: a list of claims, or ``{"results": [claims]}``; each claim is 
 
 ``task`` defaults to the benchmark's lead task; ``metrics`` must hold the task's primary metric,
 every value a finite number. A claim for the same (task, model, paper) replaces the earlier one.
+Text holds no control characters (PostgreSQL cannot store NUL) and an object names each key once
+(JSON lets the last of two ``"top1"`` win silently; here that is an error).
 """
 from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,24 +47,67 @@ class Claim:
     metrics: dict[str, float]
 
 
+def _printable_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored and shown as text (a control character such as NUL, which
+    PostgreSQL refuses, or a lone surrogate, which UTF-8 cannot encode), or None."""
+    for i, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"character {i} is {ascii(char)}, a control character or lone surrogate"
+    return None
+
+
 def _text(claim: dict[str, Any], name: str, where: str, limit: int) -> str:
     value = claim.get(name)
     if not isinstance(value, str) or not value.strip():
         raise BadReportedFile(f"{where}.{name}: a non-empty string is required, got {json.dumps(value)[:60]}")
     if len(value) > limit:
         raise BadReportedFile(f"{where}.{name}: at most {limit} characters, got {len(value)}")
+    problem = _printable_problem(value)
+    if problem:
+        raise BadReportedFile(f"{where}.{name}: {problem}")
     return value.strip()
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: an object naming a key twice is refused (not last-one-wins)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(f"the key {key[:50]!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (booleans, strings, infinities, NaN, and integers too
+    large for a float, which ``math.isfinite`` would raise OverflowError on)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_claims(path: Path) -> list[Claim]:
     """The claims in the JSON file at ``path``, checked against the catalogue in the database.
     Raises BadReportedFile naming the file, the claim (``results[i]``) and the field at fault."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark some editors write is not a reason to refuse the file
+        document = json.loads(Path(path).read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
     except OSError as exc:
         raise BadReportedFile(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadReportedFile(f"{path}: not JSON: {exc}") from None
+    except _DuplicateKey as exc:
+        raise BadReportedFile(f"{path}: {exc}") from None
+    except RecursionError:
+        raise BadReportedFile(f"{path}: not JSON this command reads: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise BadReportedFile(f"{path}: not JSON: {str(exc)[:200]}") from None
     items = document.get("results") if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise BadReportedFile(f"{path}: expected a list of claims or {{\"results\": [...]}}")
@@ -94,20 +140,24 @@ def parse_claims(path: Path) -> list[Claim]:
             raise BadReportedFile(f"{where}.paper: not an http(s) URL: {paper[:80]!r}") from None
         source = _text(item, "source", where, 300)
         metrics = item.get("metrics")
+        numbers: dict[str, float] = {}
         if not isinstance(metrics, dict) or not metrics:
             raise BadReportedFile(f"{where}.metrics: an object of metric name → number is required")
         if len(metrics) > 100:
             raise BadReportedFile(f"{where}.metrics: {len(metrics)} metrics; at most 100 a claim")
         for name, value in metrics.items():
-            if not name or len(name) > 50:
-                raise BadReportedFile(f"{where}.metrics: a metric name must have 1 to 50 characters, not {name[:60]!r}")
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not name or len(name) > 50 or _printable_problem(name):
+                raise BadReportedFile(f"{where}.metrics: a metric name must have 1 to 50 printable characters, "
+                                      f"not {ascii(name[:60])}")
+            number = _number(value)
+            if number is None:
                 raise BadReportedFile(f"{where}.metrics.{name}: a finite number is required, got "
                                       f"{json.dumps(value)[:60]}")
+            numbers[name] = number
         if task.primary_metric not in metrics:
             raise BadReportedFile(f"{where}.metrics: task {task.slug!r} is ranked by {task.primary_metric!r}, "
                                   f"which the claim lacks (it has {', '.join(sorted(metrics))})")
-        claims.append(Claim(task, model, paper, source, {k: float(v) for k, v in metrics.items()}))
+        claims.append(Claim(task, model, paper, source, numbers))
     return claims
 
 

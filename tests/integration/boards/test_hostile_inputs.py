@@ -1,0 +1,71 @@
+"""Hostile and mistaken input against the pages and commands of issues 17 and 19: a maintainer's
+claims file written by a careless script or copied from an untrusted source, and query strings
+a visitor edits by hand. Each answers a clear error naming the input (a 400 or 404 on a page,
+a CommandError naming the file, claim and field), never a traceback, and never shows anyone's
+private results."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from leaderboard.boards.models import ReportedResult
+
+from .test_weighted_and_reported import CLAIM, measured
+
+pytestmark = pytest.mark.django_db
+
+
+def _claims_file(tmp_path, text: str) -> str:
+    path = tmp_path / "claims.json"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _one(**fields) -> str:
+    return json.dumps([{**CLAIM, **fields}])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # an integer too large for a float (math.isfinite raised OverflowError on it)
+    (_one(metrics={"top1": 10 ** 400}), r"results\[0\]\.metrics\.top1: a finite number is required"),
+    # over Python's 4300-digit limit for int(): json raises a plain ValueError
+    ('[{"metrics": {"top1": ' + "9" * 5000 + "}}]", r"claims\.json: not JSON: Exceeds the limit"),
+    ("[" * 100_000 + "]" * 100_000, r"claims\.json: not JSON this command reads: nested too deeply"),
+    # PostgreSQL cannot store NUL in text or jsonb (DataError at the insert before)
+    (_one(model="Net\u0000"), r"results\[0\]\.model: character 3 is '\\x00'"),
+    (_one(source="\u0000Table 2"), r"results\[0\]\.source: character 0 is '\\x00'"),
+    (_one(metrics={"top1": 90.0, "x\u0000": 1.0}), r"results\[0\]\.metrics: a metric name must have 1 to 50 printable"),
+    # a lone surrogate cannot be encoded as UTF-8 (UnicodeEncodeError at the insert before)
+    (_one(model="\ud800"), r"results\[0\]\.model: character 0 is '\\ud800'"),
+    # two values for one metric: json.loads kept the last silently
+    ('[{"benchmark": "digits", "model": "M", "paper": "https://a.org/", "source": "s", '
+     '"metrics": {"top1": 99.0, "top1": 1.0}}]', r"claims\.json: the key 'top1' appears twice in one object"),
+    (_one(metrics={"top1": float("nan")}), r"results\[0\]\.metrics\.top1: a finite number is required, got NaN"),
+    (_one(metrics={"top1": float("inf")}), r"results\[0\]\.metrics\.top1: a finite number is required, got Infinity"),
+])
+def test_a_hostile_claims_file_is_refused_naming_what_is_wrong(catalogue, tmp_path, text, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("import_reported", _claims_file(tmp_path, text))
+    assert not ReportedResult.objects.exists()
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(catalogue, tmp_path):
+    call_command("import_reported", _claims_file(tmp_path, "\ufeff" + json.dumps([CLAIM])))
+    assert ReportedResult.objects.get().model_name == CLAIM["model"]
+
+
+def test_markup_in_a_claims_names_is_shown_as_text_on_the_board_and_the_weighted_page(client, alice, tmp_path):
+    measured(alice, "verified-net", 80, throughput=100, peak_gib=2)
+    name = "</script><script>alert(1)</script><b>Net</b>"
+    call_command("import_reported", _claims_file(tmp_path, _one(model=name)))
+    for url in ("/b/digits/", "/b/digits/weighted/", "/b/digits/weighted/?reported=ranked"):
+        html = client.get(url).content.decode()
+        assert "<script>alert(1)" not in html and "<b>Net" not in html, url
+        assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;Net&lt;/b&gt;" in html, url
+    # the weighted page's embedded data (json_script) escapes < so the name cannot close the element
+    ranked = client.get("/b/digits/weighted/?reported=ranked").content.decode()
+    data = re.search(r'<script id="weighted-data" type="application/json">(.*?)</script>', ranked, re.S)
+    assert data is not None and name in json.dumps(json.loads(data.group(1)), ensure_ascii=False)
