@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner.spec import SpecError
+from runner.spec import SpecError, finite_float
 
 ARCHITECTURES_FILE = Path(__file__).parent / "data_files" / "architectures.json"
 LIBRARIES = ("torchvision", "timm")
@@ -100,7 +100,7 @@ def _three_floats(hparams: dict[str, Any], key: str, *, positive: bool) -> tuple
     if (
         not isinstance(value, list)
         or len(value) != 3
-        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value)
+        or any(finite_float(v) is None for v in value)
     ):
         raise SpecError(f"{key} must be 3 numbers, one per RGB channel (got {_short(value)})")
     if positive and any(v <= 0 for v in value):
@@ -198,7 +198,11 @@ def read_safetensors_header(fh: BinaryIO, size: int) -> dict[str, tuple[str, lis
         raise SpecError(f"the .safetensors header is not JSON: {_short(str(exc), 120)}") from exc
     if not isinstance(header, dict):
         raise SpecError("the .safetensors header must be a JSON object")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):  # the spec's metadata is a map of strings to strings; safetensors refuses the file otherwise
+        raise SpecError("the .safetensors header's __metadata__ must be an object of strings")
     if len(header) > MAX_TENSORS:
         raise SpecError(f"the .safetensors file holds {len(header):,} tensors; at most {MAX_TENSORS:,}")
     data_len = size - 8 - header_len
@@ -209,7 +213,7 @@ def read_safetensors_header(fh: BinaryIO, size: int) -> dict[str, tuple[str, lis
         if not isinstance(entry, dict):
             raise SpecError(f"{where}: its header entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in DTYPE_BYTES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:  # a list or object is unhashable
             raise SpecError(
                 f"{where} is {_short(dtype)}; weights must be floating point (F32, F16, BF16, F64) or "
                 "integer buffers (I64, I32)"

@@ -230,7 +230,8 @@ def sniff_model_format(head: bytes, data: bytes | BinaryIO | None = None) -> str
     # which names a producer or graph soon after.
     if head[:1] == b"\x08" and (b"\x12" in head[:16] or b"\x3a" in head[:64]):
         return "onnx"
-    raise SpecError("unrecognised file: upload TorchScript (.pt), an ExportedProgram (.pt2) or ONNX (.onnx)")
+    raise SpecError("unrecognised file: upload TorchScript (.pt), an ExportedProgram (.pt2), ONNX (.onnx) or "
+                    "classifier weights as .safetensors (with their architecture in the hyperparameters)")
 
 
 def read_builtin_baseline(data: bytes, kind: str) -> str:
@@ -315,12 +316,27 @@ class JobSpec:
 # Result documents (shared/PROTOCOLS.md "Result keys"); the keys each task requires are the
 # catalogue's (runner/catalogue.py).
 # --------------------------------------------------------------------------------------------
+def finite_float(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number (an int or float, not a bool), else
+    None. An integer too large for a float (JSON allows ``1`` followed by 400 zeros) is None where
+    ``math.isfinite`` would raise OverflowError; every reader of numbers from the wire uses this."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _finite_number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(f"{where} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise SpecError(f"{where} is {value}, not a finite number")
-    return float(value)
+    number = finite_float(value)
+    if number is None:
+        shown = value if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
+        raise SpecError(f"{where} is {shown}, not a finite number")
+    return number
 
 
 def _check_interval(value: Any, where: str) -> None:

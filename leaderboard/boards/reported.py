@@ -15,7 +15,6 @@ Text holds no control characters (PostgreSQL cannot store NUL) and an object nam
 from __future__ import annotations
 
 import json
-import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 
 from leaderboard.benchmarks.models import Benchmark, Task
+from runner.spec import finite_float
 
 from .models import ReportedResult
 from .versions import bump
@@ -80,18 +80,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKey(f"the key {key[:50]!r} appears twice in one object")
         found[key] = value
     return found
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None (booleans, strings, infinities, NaN, and integers too
-    large for a float, which ``math.isfinite`` would raise OverflowError on)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def parse_claims(path: Path) -> list[Claim]:
@@ -149,7 +137,7 @@ def parse_claims(path: Path) -> list[Claim]:
             if not name or len(name) > 50 or _printable_problem(name):
                 raise BadReportedFile(f"{where}.metrics: a metric name must have 1 to 50 printable characters, "
                                       f"not {ascii(name[:60])}")
-            number = _number(value)
+            number = finite_float(value)
             if number is None:
                 raise BadReportedFile(f"{where}.metrics.{name}: a finite number is required, got "
                                       f"{json.dumps(value)[:60]}")

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from runner.spec import finite_float
 
 from .difficulty import png_bytes
 
@@ -88,9 +89,10 @@ def _int_list(value: Any, name: str, count: int | None = None) -> list[int]:
 def _number(value: Any, name: str) -> float | None:
     if value is None:
         return None
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+    number = finite_float(value)
+    if number is None or number < 0:
         raise SaliencyError(f"saliency.{name} is not a non-negative number")
-    return float(value)
+    return number
 
 
 def _text(value: Any, name: str, limit: int) -> str | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leaderboard.benchmarks.models import Benchmark
+from runner.spec import finite_float
 
 from . import dynascore
 from .models import BoardEntry, ReportedResult
@@ -155,8 +156,8 @@ def weighted_board(bench: Benchmark, query: Mapping[str, str], *, include_report
             for row in rows:
                 e = task_rows.get(row.submission_id or -1)
                 value = (e.value if source == task.primary_metric else e.metrics.get(source)) if e else None
-                if isinstance(value, int | float) and math.isfinite(value):
-                    row.values[metric.key] = float(value)
+                if (number := finite_float(value)) is not None:
+                    row.values[metric.key] = number
 
     lead_rows = by_task.get(lead.pk, {})
     limits = [e.memory_limit_bytes for e in lead_rows.values() if e.memory_limit_bytes]

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from typing import Any
 
 from leaderboard.runners.selectors import WaitReason, job_wait_reasons
 from runner.catalogue import track_of
+from runner.spec import finite_float
 
 from .models import EvaluationJob, Submission, result_is_synthetic, result_loop_in_sandbox
 from .outcomes import error_summary, failures_text, job_outcome
@@ -134,8 +134,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    return finite_float(value)
 
 
 def denoising_samples(*, jobs: list[EvaluationJob]) -> list[dict[str, Any]]:

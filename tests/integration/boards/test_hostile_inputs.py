@@ -13,6 +13,8 @@ from django.core.management import CommandError, call_command
 
 from leaderboard.boards.models import ReportedResult
 
+from .test_difficulty import scored
+from .test_saliency_overlays import mapped_rows, saliency_entry, with_saliency
 from .test_weighted_and_reported import CLAIM, measured
 
 pytestmark = pytest.mark.django_db
@@ -69,3 +71,14 @@ def test_markup_in_a_claims_names_is_shown_as_text_on_the_board_and_the_weighted
     ranked = client.get("/b/digits/weighted/?reported=ranked").content.decode()
     data = re.search(r'<script id="weighted-data" type="application/json">(.*?)</script>', ranked, re.S)
     assert data is not None and name in json.dumps(json.loads(data.group(1)), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("damage", [{"seconds": 10 ** 400}, {"budget_s": 10 ** 400}, {"rows": [10 ** 400]}])
+def test_a_saliency_entry_with_an_integer_too_large_for_a_float_shows_no_maps_not_an_error(client, alice, damage):
+    sub = scored(alice, "net-1", 1)
+    entry, _ = saliency_entry(mapped_rows())
+    with_saliency(sub, {**entry, **damage})
+    response = client.get(f"/s/{sub.pk}/failures/digits/")
+    assert response.status_code == 200
+    assert 'id="no-saliency"' in response.content.decode()
+    assert client.get(f"/s/{sub.pk}/saliency/{sub.jobs.get().pk}/0.png").status_code == 404
