@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date
 from typing import Any
 
@@ -173,21 +174,30 @@ def badge(request, pk: int):
 def compare(request):
     """Two to four submissions side by side: every task's metrics and the paired differences
     against the first one."""
-    try:
-        ids = [int(x) for x in request.GET.get("ids", "").replace(" ", "").split(",") if x]
-    except ValueError:
-        ids = []
-    ids = list(dict.fromkeys(ids))
-    if not 2 <= len(ids) <= 4:
-        error = "Choose two to four submissions to compare (e.g. ?ids=3,7)."
-        return render(request, "boards/compare.html", {"error": error, "ids": ids})
+    ids_text = ",".join(request.GET.getlist("ids"))  # ?ids=3,7 and ?ids=3&ids=7 alike
+    form = {"ids_text": ids_text[:200]}
+    parts = [x for x in ids_text.replace(" ", "").split(",") if x]
+    choose = "Choose two to four submissions to compare (e.g. ?ids=3,7)."
+    if not parts:  # the empty form: nothing was asked yet
+        return render(request, "boards/compare.html", {"error": choose, **form})
+    error = None
+    not_number = next((x for x in parts if not re.fullmatch(r"[0-9]{1,18}", x)), None)
+    if not_number is not None:
+        error = f"{not_number[:40]!r} is not a submission number. {choose}"
+    elif not 2 <= len(parts) <= 4:
+        error = f"{len(parts)} submissions given. {choose}"
+    elif len(set(map(int, parts))) != len(parts):
+        error = f"A submission is listed twice ({ids_text[:80]}). {choose}"
+    if error is not None:  # a mistaken address: 400, saying what is wrong, with the form to fix it
+        return render(request, "boards/compare.html", {"error": error, **form}, status=400)
+    ids = [int(x) for x in parts]
     subs = {s.pk: s for s in Submission.objects.select_related("benchmark", "owner").filter(pk__in=ids)}
     subs_ordered = [subs[i] for i in ids if i in subs and subs[i].visible_to(request.user)]
     if len(subs_ordered) != len(ids):
         raise Http404("One of these submissions does not exist or is private.")
     if len({s.benchmark_id for s in subs_ordered}) != 1:
         error = "These submissions belong to different benchmarks; compare submissions of one benchmark."
-        return render(request, "boards/compare.html", {"error": error, "ids": ids})
+        return render(request, "boards/compare.html", {"error": error, **form}, status=400)
     table = submission_selectors.comparison(submissions=subs_ordered)
     figures = []
     for task in table["tasks"]:
@@ -197,7 +207,7 @@ def compare(request):
             figures.append((f"trajectory-{task['slug']}",
                             charts.trajectory_figure(function=task["title"], runs=runs)))
     return render(request, "boards/compare.html", {
-        "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids,
+        "submissions": subs_ordered, "table": table, "charts": figures, "ids": ids, **form,
         "ids_json": json.dumps(ids), "paired": paired_tests(submissions=subs_ordered),
     })
 

@@ -82,3 +82,32 @@ def test_a_saliency_entry_with_an_integer_too_large_for_a_float_shows_no_maps_no
     assert response.status_code == 200
     assert 'id="no-saliency"' in response.content.decode()
     assert client.get(f"/s/{sub.pk}/saliency/{sub.jobs.get().pk}/0.png").status_code == 404
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("ids=a,b", "&#x27;a&#x27; is not a submission number"),
+    ("ids={a},%EF%BC%97", "&#x27;７&#x27; is not a submission number"),  # a fullwidth 7: int() took it
+    ("ids={a},-1", "&#x27;-1&#x27; is not a submission number"),
+    ("ids={a},{a}", "A submission is listed twice"),
+    ("ids=" + ",".join(str(i) for i in range(1, 5001)), "5000 submissions given"),
+    ("ids={a}," + "9" * 5000, "is not a submission number"),
+    ("ids={a},{other}", "different benchmarks"),
+])
+def test_a_mistaken_compare_address_is_a_400_saying_what_is_wrong(client, alice, query, message):
+    a = scored(alice, "net-1", 1)
+    other = measured(alice, "other", 50, throughput=1, peak_gib=1, task_slug="cifar10")
+    response = client.get("/compare/?" + query.format(a=a.pk, other=other.pk))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert message in html
+    assert 'name="ids" value="' in html  # the form is there to correct it
+
+
+def test_compare_takes_repeated_ids_and_shows_no_private_submission_of_another(client, alice, bob):
+    a, b = scored(alice, "net-a", 1), scored(alice, "net-b", 2)
+    hidden = scored(bob, "bobs-secret", 3, public=False)
+    assert client.get("/compare/").status_code == 200  # the empty form
+    html = client.get(f"/compare/?ids={a.pk}&ids={b.pk}").content.decode()
+    assert "net-a" in html and "net-b" in html
+    response = client.get(f"/compare/?ids={a.pk},{hidden.pk}")
+    assert response.status_code == 404 and "bobs-secret" not in response.content.decode()
