@@ -19,6 +19,7 @@ The offsets move every row's score by the same amount and never change the order
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,10 @@ def _task_metrics(task_slug: str, title: str, entry_metrics: Mapping[str, Any], 
     return found
 
 
+WEIGHT_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{0,6})?|\.[0-9]{1,6}", re.ASCII)
+UNKNOWN_WEIGHTS_SHOWN = 5
+
+
 def parse_weights(query: Mapping[str, str], keys: list[str]) -> dict[str, float]:
     """The weights ``w_<metric>=<0..5>`` a URL carries for ``keys``; a metric without one takes
     its default (performance 4, others 1). Raises BadWeights naming the parameter."""
@@ -109,10 +114,8 @@ def parse_weights(query: Mapping[str, str], keys: list[str]) -> dict[str, float]
         raw = query.get(f"w_{key}")
         if raw is None or raw == "":
             continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
+        # plain decimals only: float() also takes "1_0", " 3 ", "1e0" and fullwidth digits
+        value = float(raw) if WEIGHT_TEXT.fullmatch(raw) else math.nan
         if not (dynascore.WEIGHT_MIN <= value <= dynascore.WEIGHT_MAX):
             raise BadWeights(f"w_{key} must be a number from {dynascore.WEIGHT_MIN} to {dynascore.WEIGHT_MAX}, "
                              f"not {raw[:40]!r}")
@@ -213,6 +216,10 @@ def weighted_board(bench: Benchmark, query: Mapping[str, str], *, include_report
 
     keys = [m.key for m in kept]
     weights = parse_weights(query, keys)
+    known = {m.key for m in candidates}  # a dropped metric's weight is already explained above
+    unknown = sorted(k for k in query if k.startswith("w_") and k[2:] not in known)
+    dropped += [(k[:40], f"this ranking has no such metric (its weights: {', '.join('w_' + m for m in keys)})")
+                for k in unknown[:UNKNOWN_WEIGHTS_SHOWN]]  # a typo in a hand-edited address says so
     scores = dynascore.weighted(normalized, weights)
     for i, row in enumerate(rows):
         row.score = scores[i] if scores is not None else None

@@ -111,3 +111,29 @@ def test_compare_takes_repeated_ids_and_shows_no_private_submission_of_another(c
     assert "net-a" in html and "net-b" in html
     response = client.get(f"/compare/?ids={a.pk},{hidden.pk}")
     assert response.status_code == 404 and "bobs-secret" not in response.content.decode()
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e309", "1e0", "-1", "5.5", "1_0", " 3", "%EF%BC%91", "0x1",
+                                 "%00", "1" * 5000, "", "2.5"])
+def test_a_weight_is_a_plain_decimal_from_0_to_5_or_a_400_naming_it(client, alice, raw):
+    measured(alice, "net-a", 70, throughput=300, peak_gib=2)
+    measured(alice, "net-b", 80, throughput=100, peak_gib=4)
+    response = client.get(f"/b/digits/weighted/?w_throughput={raw}")
+    if raw in ("", "2.5"):  # empty: the default
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400, raw
+    # a NUL is refused before any view, by the site's middleware, naming the parameter too
+    assert ("w_throughput must be a number from 0 to 5" if raw != "%00" else "w_throughput") in (
+        response.content.decode())
+
+
+def test_a_weight_for_no_metric_of_the_ranking_is_named_not_ignored(client, alice):
+    measured(alice, "net-a", 70, throughput=300, peak_gib=2)
+    measured(alice, "net-b", 80, throughput=100, peak_gib=4)
+    html = client.get("/b/digits/weighted/?w_troughput=5&w_performance=4").content.decode()
+    notes = html.split('id="dropped"', 1)[1].split("</ul>", 1)[0]
+    assert "w_troughput is not weighed: this ranking has no such metric (its weights: w_performance, " in notes
+    assert "w_performance is not" not in notes
+    many = "&".join(f"w_x{i}=1" for i in range(900))
+    assert client.get(f"/b/digits/weighted/?{many}").content.decode().count("has no such metric") == 5
