@@ -172,7 +172,7 @@ class Client:
                            "(leaderboard login --server https://…)", response.status_code)
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # json raises RecursionError for deep nesting
             raise ApiError(f"{what}: {self.server} answered HTTP {response.status_code} but not in JSON "
                            "(is the server URL right?)", response.status_code) from exc
 
@@ -191,7 +191,15 @@ class Client:
         return self.get(f"benchmarks/{quote(benchmark, safe='')}/leaderboard/", params)
 
     def submission(self, submission_id: int) -> dict[str, Any]:
-        return self.get(f"submissions/{submission_id}/")
+        """Submission ``submission_id`` as the API returns it; ApiError 404 names the number (it
+        was deleted, is private to another account, or never existed)."""
+        try:
+            return self.get(f"submissions/{submission_id}/")
+        except ApiError as exc:
+            if exc.status_code == 404:
+                raise ApiError(f"submission #{submission_id}: {exc} (deleted, private to another account, "
+                               f"or not a submission of {self.server})", 404) from exc
+            raise
 
     def my_submissions(self) -> list[dict[str, Any]]:
         """The token's owner's latest submissions (at most 100); refused without a valid token,

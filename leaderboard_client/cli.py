@@ -2,7 +2,8 @@
 
 Commands are thin: they read the saved login (config.py), call the API (api.py) and print
 (render.py). Tables and results go to stdout, progress and errors to stderr. Exit status: 0 on
-success; 1 when the API refused (its own message is printed) or, for ``submit --wait``, when the
+success; 1 when the API refused (its own message is printed), answered what this client cannot
+read (JSON of another shape: one line names what was missing), or, for ``submit --wait``, when the
 submission failed or was rejected; 2 for a usage error (a bad option, unreadable --hparams);
 3 when ``--wait`` ran out of ``--timeout`` with the submission still running; 130 when Ctrl-C
 stopped ``--wait`` (the submission goes on)."""
@@ -17,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from leaderboard_client import render
+from leaderboard_client import __version__, render
 from leaderboard_client.api import ApiError, Client
 from leaderboard_client.config import (
     SERVER_ENV,
@@ -248,5 +249,19 @@ def benchmarks(
               end="")
 
 
+# What reading an answer of another shape raises (a JSON list where an object belongs, a key
+# missing): a server of another version or not this site at all, not a bug of the user's.
+UNEXPECTED_ANSWER = (KeyError, TypeError, IndexError, AttributeError)
+
+
 def main() -> None:
-    app()
+    """The ``leaderboard`` command. An answer this client cannot read exits 1 with one line naming
+    what was missing instead of a traceback."""
+    try:
+        app()
+    except UNEXPECTED_ANSWER as exc:
+        err.print(f"error: the site's answer is not what leaderboard-client {__version__} reads "
+                  f"({type(exc).__name__}: {str(exc)[:120]}); is the server a leaderboard site of a "
+                  "matching version? `leaderboard status N --json` prints an answer as it came",
+                  markup=False, highlight=False)
+        raise SystemExit(EXIT_REFUSED) from None

@@ -179,7 +179,9 @@ def test_a_private_submission_is_read_by_its_owner_and_is_no_submission_to_a_vis
     assert logged_in("status", sub_id).exit_code == 0
     visitor = logged_in("status", sub_id, env={"XDG_CONFIG_HOME": str(tmp_path / "nobody"),
                                                "LEADERBOARD_SERVER": live_server.url})
-    assert visitor.exit_code == 1 and visitor.stderr.strip() == "error: No such submission."
+    assert visitor.exit_code == 1 and visitor.stderr.strip() == (
+        f"error: submission #{sub_id}: No such submission. (deleted, private to another account, or not a "
+        f"submission of {live_server.url})")
 
 
 class Throttling(BaseHTTPRequestHandler):
