@@ -8,7 +8,8 @@ The file is JSON: a list of claims, or ``{"results": [claims]}``; each claim is 
      "metrics": {"top1": 93.03}}
 
 ``task`` defaults to the benchmark's lead task; ``metrics`` must hold the task's primary metric,
-every value a finite number. A claim for the same (task, model, paper) replaces the earlier one.
+every value a finite number; accuracies (PERCENT_METRICS) are percentages from 0 to 100, and a
+claim whose accuracies are all at most 1 is refused as fractions. A claim for the same (task, model, paper) replaces the earlier one.
 Text holds no control characters (PostgreSQL cannot store NUL) and an object names each key once
 (JSON lets the last of two ``"top1"`` win silently; here that is an error).
 """
@@ -31,6 +32,9 @@ from .models import ReportedResult
 from .versions import bump
 
 FIELDS = {"benchmark", "task", "model", "paper", "source", "metrics"}
+# Accuracies are percentages (PROTOCOLS "Result keys"); a claim copied as a fraction (0.935 for
+# 93.5 %) would otherwise sit 92.6 points below its verified row, so these are checked for scale
+PERCENT_METRICS = frozenset({"top1", "top5", "worst_region_top1", "imagenet200_top1", "corruption_error"})
 MAX_CLAIMS = 10_000
 
 
@@ -141,7 +145,14 @@ def parse_claims(path: Path) -> list[Claim]:
             if number is None:
                 raise BadReportedFile(f"{where}.metrics.{name}: a finite number is required, got "
                                       f"{json.dumps(value)[:60]}")
+            if name in PERCENT_METRICS and not 0 <= number <= 100:
+                raise BadReportedFile(f"{where}.metrics.{name}: {number:g} is not a percentage from 0 to 100")
             numbers[name] = number
+        fractions = [k for k in numbers if k in PERCENT_METRICS and 0 < numbers[k] <= 1]
+        if fractions and all(numbers[k] <= 1 for k in numbers if k in PERCENT_METRICS):
+            name = fractions[0]
+            raise BadReportedFile(f"{where}.metrics.{name}: {numbers[name]:g} looks like a fraction; accuracies "
+                                  f"are percentages here ({100 * numbers[name]:g} for {numbers[name]:g})")
         if task.primary_metric not in metrics:
             raise BadReportedFile(f"{where}.metrics: task {task.slug!r} is ranked by {task.primary_metric!r}, "
                                   f"which the claim lacks (it has {', '.join(sorted(metrics))})")

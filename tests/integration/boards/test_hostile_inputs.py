@@ -47,6 +47,11 @@ def _one(**fields) -> str:
      '"metrics": {"top1": 99.0, "top1": 1.0}}]', r"claims\.json: the key 'top1' appears twice in one object"),
     (_one(metrics={"top1": float("nan")}), r"results\[0\]\.metrics\.top1: a finite number is required, got NaN"),
     (_one(metrics={"top1": float("inf")}), r"results\[0\]\.metrics\.top1: a finite number is required, got Infinity"),
+    (_one(metrics={"top1": 1e308}), r"results\[0\]\.metrics\.top1: 1e\+308 is not a percentage from 0 to 100"),
+    (_one(metrics={"top1": -3}), r"results\[0\]\.metrics\.top1: -3 is not a percentage"),
+    # a tired copy from a paper's table of fractions
+    (_one(metrics={"top1": 0.935, "top5": 0.99}), r"results\[0\]\.metrics\.top1: 0\.935 looks like a fraction; "
+                                                   r"accuracies are percentages here \(93\.5 for 0\.935\)"),
 ])
 def test_a_hostile_claims_file_is_refused_naming_what_is_wrong(catalogue, tmp_path, text, message):
     with pytest.raises(CommandError, match=message):
