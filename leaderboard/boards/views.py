@@ -34,9 +34,13 @@ def home(request):
     return render(request, "boards/home.html", {"kinds": [(label, cs) for label, cs in kinds if cs]})
 
 
+MAX_OFFSET = 10 ** 9  # past any board's rows; an offset past PostgreSQL's bigint answered 500
+
+
 def _int(value, default: int) -> int:
+    """``value`` as a non-negative int at most MAX_OFFSET, ``default`` when it is no integer."""
     try:
-        return max(0, int(value))
+        return min(max(0, int(value)), MAX_OFFSET)
     except (TypeError, ValueError):
         return default
 

@@ -142,3 +142,11 @@ def test_a_weight_for_no_metric_of_the_ranking_is_named_not_ignored(client, alic
     assert "w_performance is not" not in notes
     many = "&".join(f"w_x{i}=1" for i in range(900))
     assert client.get(f"/b/digits/weighted/?{many}").content.decode().count("has no such metric") == 5
+
+
+@pytest.mark.parametrize("offset", ["9" * 30, "9223372036854775808", "-5", "x"])
+def test_a_board_offset_past_any_integer_the_database_holds_is_an_empty_page_not_an_error(client, alice, offset):
+    measured(alice, "net-a", 70, throughput=300, peak_gib=2)
+    response = client.get(f"/b/digits/?offset={offset}")
+    assert response.status_code == 200  # it answered 500 (PostgreSQL: bigint out of range)
+    assert ("net-a" in response.content.decode()) == (offset in ("-5", "x"))  # those read as the first page
