@@ -107,6 +107,7 @@ def parse_claims(path: Path) -> list[Claim]:
         raise BadReportedFile(f"{path}: {len(items)} claims; at most {MAX_CLAIMS} a file")
     validate_url = URLValidator(schemes=["http", "https"])
     claims = []
+    seen: dict[tuple[int, str, str], int] = {}  # (task, model, paper) → the claim's position
     for i, item in enumerate(items):
         where = f"{path}: results[{i}]"
         if not isinstance(item, dict):
@@ -156,6 +157,10 @@ def parse_claims(path: Path) -> list[Claim]:
         if task.primary_metric not in metrics:
             raise BadReportedFile(f"{where}.metrics: task {task.slug!r} is ranked by {task.primary_metric!r}, "
                                   f"which the claim lacks (it has {', '.join(sorted(metrics))})")
+        first = seen.setdefault((task.pk, model, paper), i)
+        if first != i:  # the later would replace the earlier without a word
+            raise BadReportedFile(f"{where}: repeats results[{first}] (the same task, model and paper); "
+                                  "keep one claim for each")
         claims.append(Claim(task, model, paper, source, numbers))
     return claims
 

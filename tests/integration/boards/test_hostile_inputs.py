@@ -59,6 +59,13 @@ def test_a_hostile_claims_file_is_refused_naming_what_is_wrong(catalogue, tmp_pa
     assert not ReportedResult.objects.exists()
 
 
+def test_the_same_claim_twice_in_one_file_is_refused_naming_both(catalogue, tmp_path):
+    text = json.dumps([CLAIM, {**CLAIM, "model": "other"}, {**CLAIM, "metrics": {"top1": 12.0}}])
+    with pytest.raises(CommandError, match=r"results\[2\]: repeats results\[0\] \(the same task, model and paper\)"):
+        call_command("import_reported", _claims_file(tmp_path, text))
+    assert not ReportedResult.objects.exists()
+
+
 def test_a_file_saved_with_a_byte_order_mark_is_read(catalogue, tmp_path):
     call_command("import_reported", _claims_file(tmp_path, "\ufeff" + json.dumps([CLAIM])))
     assert ReportedResult.objects.get().model_name == CLAIM["model"]
