@@ -205,6 +205,8 @@ def per_image(request, job_id: int):
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
+        declared = -1
+    if declared < 0:  # a negative length read as an empty body, refused for its sha256 instead
         return _error(400, "Content-Length must be a number of bytes")
     if declared > cap:
         return _error(413, f"a per-image file may have at most {cap:,} bytes; this one has {declared:,}")
