@@ -223,7 +223,7 @@ def explain_task(
                 done_rows.append(here)
                 at += len(images)
     except _OverBudget:
-        pass
+        pass  # the budget ran out: keep the maps made so far (the entry records the budget it had)
     except EvaluationError as exc:
         if exc.kind == ErrorKind.LEASE_EXPIRED:
             raise

@@ -73,7 +73,7 @@ def _text(claim: dict[str, Any], name: str, where: str, limit: int) -> str:
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object of the claims file names one key twice (json.loads would keep the last)."""
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 (the site worker runs it: boards/tasks.py, sent after the commit by boards/versions.py)."""
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -45,8 +46,7 @@ def page_render(path: str) -> str | None:
     if hasattr(response, "render") and callable(response.render):
         response.render()
     if response.streaming:
-        for _ in response.streaming_content:  # the cache keeps it as it streams
-            pass
+        collections.deque(response.streaming_content, maxlen=0)  # drained: the cache keeps it as it streams
     # not response.close(): it sends request_finished, which closes the worker's database connection
     return response.get("X-Page-Cache")
 
