@@ -841,6 +841,13 @@ class Server:
         reply["info"] = {**(notes or {}), **memory_peaks()}
         if notes:
             notes.clear()
+        self.send_array(reply, out, header)
+
+    def send_array(self, reply: dict[str, Any], out: Any, header: dict[str, Any]) -> None:
+        """Send ``reply`` with the array ``out`` (numpy): into the shared output region when the
+        request's ``out_capacity`` holds it (``where: "shm"`` at ``out_offset``), else inline after
+        the frame (``where: "inline"``, its bytes)."""
+        np = self.np
         capacity = int(header.get("out_capacity", 0))
         if out.nbytes <= capacity and self.region is not None:
             target = np.ndarray(

@@ -153,15 +153,4 @@ def answer(server: Any, header: dict[str, Any]) -> None:
             "saliency_targets": json.dumps([int(t) for t in result.target]),
         },
     }
-    capacity = int(header.get("out_capacity", 0))
-    if maps.nbytes <= capacity and server.region is not None:
-        target = np.ndarray(
-            maps.shape, dtype=maps.dtype, buffer=server.region, offset=int(header["out_offset"])
-        )
-        target[...] = maps
-        del target
-        reply["where"] = "shm"
-        server.channel.send(reply)
-    else:
-        reply["where"] = "inline"
-        server.channel.send(reply, maps.reshape(-1).data)
+    server.send_array(reply, maps, header)
