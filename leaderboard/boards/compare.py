@@ -3,15 +3,12 @@ classifiers"): every submission after the first is tested against the first, tas
 images both were scored on, from the per-image outcomes the runner stored with each result."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from leaderboard.submissions.models import EvaluationJob, Submission
-from leaderboard.submissions.per_image import load_per_image
+from leaderboard.submissions.models import EvaluationJob, OutcomeVectors, Submission
+from leaderboard.submissions.per_image import outcome_vectors, right, same_images, set_codes
 
 from . import paired
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,39 +34,35 @@ def paired_tests(*, submissions: list[Submission]) -> dict[str, list[PairedLine]
     which any of ``submissions`` has a succeeded result. Δ and its interval are in points of
     top-1 accuracy, the other submission minus the reference.
 
-    1. One query reads the succeeded classifier jobs; each stored per-image file is read once.
-    2. Per task and pair, the two files are aligned image by image (paired.align) and tested
-       (paired.paired_test: McNemar, b, c, the paired bootstrap interval).
+    1. One query reads the succeeded classifier jobs, one their compact outcome vectors
+       (per_image.outcome_vectors: a job's file is read only the first time, and never again).
+    2. Per task and pair, the two jobs' vectors are checked to hold the same images
+       (per_image.same_images) and tested (paired.paired_test: McNemar, b, c, the paired
+       bootstrap interval, resampling within the reference's sets).
     3. Per pair, Holm's correction runs over the tasks on which it was tested.
     A task where either side lacks per-image outcomes (an older result, a file not uploaded yet,
     a file that no longer reads) or the two files hold different images gets a line saying so."""
     if len(submissions) < 2:
         return {}
     reference, others = submissions[0], submissions[1:]
-    jobs = (EvaluationJob.objects.filter(submission_id__in=[s.pk for s in submissions],
-                                         state=EvaluationJob.State.SUCCEEDED,
-                                         task__benchmark__kind="classifier")
-            .select_related("task").order_by("task__position", "task__slug"))
+    jobs = list(EvaluationJob.objects.filter(submission_id__in=[s.pk for s in submissions],
+                                             state=EvaluationJob.State.SUCCEEDED,
+                                             task__benchmark__kind="classifier")
+                .select_related("task").order_by("task__position", "task__slug"))
     by_task: dict[str, dict[int, EvaluationJob]] = {}
     for job in jobs:
         by_task.setdefault(job.task.slug, {})[job.submission_id] = job
-    outcomes: dict[int, dict | str] = {}  # job id → arrays, or why there are none
+    found, problems = outcome_vectors(jobs, fields=("hits", "sets"))
 
-    def load(job: EvaluationJob | None, name: str) -> dict | str:
+    def load(job: EvaluationJob | None, name: str) -> OutcomeVectors | str:
+        """The job's vectors, or why there are none."""
         if job is None:
             return f"{name} has no result on this task"
-        if job.pk not in outcomes:
-            try:
-                arrays = load_per_image(job)
-            except (ValueError, OSError) as exc:
-                log.warning("per-image outcomes of job %s unreadable: %s", job.pk, exc)
-                arrays = None
-                outcomes[job.pk] = f"{name}'s per-image outcomes could not be read ({exc})"
-            else:
-                outcomes[job.pk] = arrays if arrays is not None else (
-                    f"{name} has no per-image outcomes on this task (a result from before the runner "
-                    "recorded them, or the file is not uploaded yet)")
-        return outcomes[job.pk]
+        if job.pk in problems:
+            return f"{name}'s per-image outcomes could not be read ({problems[job.pk]})"
+        return found.get(job.pk) or (
+            f"{name} has no per-image outcomes on this task (a result from before the runner "
+            "recorded them, or the file is not uploaded yet)")
 
     lines: dict[str, list[PairedLine]] = {}
     for slug, task_jobs in by_task.items():
@@ -84,12 +77,12 @@ def paired_tests(*, submissions: list[Submission]) -> dict[str, list[PairedLine]
                 row.append(PairedLine(other.pk, other.name, missing=mine))
                 continue
             try:
-                pair = paired.align(mine, ref)
+                same_images(mine, ref)
             except ValueError as exc:
                 row.append(PairedLine(other.pk, other.name, missing=f"not comparable: {exc}"))
                 continue
-            row.append(PairedLine(other.pk, other.name, test=paired.paired_test(pair.right_a, pair.right_b,
-                                                                               sets=pair.sets)))
+            row.append(PairedLine(other.pk, other.name, test=paired.paired_test(right(mine), right(ref),
+                                                                               sets=set_codes(ref))))
         lines[slug] = row
     for position in range(len(others)):
         tested = [(slug, row[position]) for slug, row in lines.items() if row[position].test is not None]

@@ -16,8 +16,9 @@ is left out with a note. Data diet: dropping the easiest X% of images (lowest di
 kept in key order), each submission's top-1 on the images kept, ranked; X = 0 is top-1 on every
 image, the board's order on a task ranked by top-1.
 
-Cost: three queries (the board's version, its public rows, their jobs) and, on a cache miss, one
-read of each file; the summary is cached (Django's default cache) under the task, the board's
+Cost: three queries (the board's version, its public rows, their jobs) and, on a cache miss, two
+more for the jobs' compact outcome vectors (submissions/per_image.py; a file is read only when
+its vectors are not built yet, once per file); the summary is cached (Django's default cache) under the task, the board's
 version (boards/cache.py) and the files' names, so a new result or upload recomputes it.
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ import numpy as np
 from django.core.cache import cache as default_cache
 
 from leaderboard.benchmarks.models import Task
-from leaderboard.submissions.models import EvaluationJob
-from leaderboard.submissions.per_image import load_per_image
+from leaderboard.submissions import per_image
+from leaderboard.submissions.models import EvaluationJob, OutcomeVectors
 
 from . import cache as page_cache
 from . import paired
@@ -50,7 +51,7 @@ HARDEST = 48  # images listed on the hardest-images page
 GROUP_KEYS = ("region", "income_group", "corruption", "label")
 SHOWN_KEYS = ("region", "income_group", "corruption", "severity")  # the hardest table's columns besides class
 CACHE_SECONDS = 24 * 3600
-SUMMARY_FORMAT = 3  # part of the cache key: bump when summarize() changes what it returns
+SUMMARY_FORMAT = 4  # part of the cache key: bump when summarize() changes what it returns
 # Class names where the task's classes have public names (scikit-learn digits; CIFAR-10's
 # batches.meta); other tasks show the class index.
 CLASS_NAMES = {
@@ -110,44 +111,48 @@ def _jobs(task: Task, entries: list[BoardEntry]) -> dict[int, EvaluationJob]:
 
 
 def load_field(task: Task, entries: list[BoardEntry], jobs: dict[int, EvaluationJob]) -> Field | None:
-    """Read and align the files of ``entries`` (a board's public rows, best first); None when none
-    has per-image outcomes. A file that does not read or holds other images is left out (a note)."""
+    """Align the outcomes of ``entries`` (a board's public rows, best first) from their jobs'
+    compact vectors (per_image.outcome_vectors: hits, EL2N and thumbnail positions of every
+    member, the image keys and labels of the first alone; a file is read only when its vectors
+    are not built yet); None when none has per-image outcomes. A file that does not read or
+    holds other images than the first member's is left out (a note)."""
     members, el2n, right, notes = [], [], [], []
     thumbs: dict[int, tuple[int, int, int]] = {}
     synthetic: list[int] = []
-    keys: dict[str, np.ndarray] | None = None
     total: np.ndarray | None = None
-    reference: dict[str, np.ndarray] | None = None
+    reference: OutcomeVectors | None = None
+    found, problems = per_image.outcome_vectors(jobs.values(), fields=("hits", "el2n", "thumbs"))
     for entry in entries:
         job = jobs.get(entry.submission_id)
         if job is None:
             continue
+        if job.pk in problems:
+            notes.append(f"{entry.submission_name}: left out ({problems[job.pk]})")
+            continue
+        vectors = found.get(job.pk)
+        if vectors is None:
+            continue
         try:
-            arrays = load_per_image(job)
-            if arrays is None:
-                continue
             if reference is not None:
-                paired.align(arrays, reference)  # raises ValueError naming the difference
-        except (ValueError, OSError) as exc:
+                per_image.same_images(vectors, reference)  # raises ValueError naming the difference
+        except ValueError as exc:
             notes.append(f"{entry.submission_name}: left out ({exc})")
             continue
-        reference = arrays if reference is None else reference
-        columns, rows = canonical(arrays)
-        if "thumb_row" in arrays:
-            at = {int(r): t for t, r in enumerate(arrays["thumb_row"].tolist())}
-            for i, row in enumerate(rows.tolist()):
-                if row in at and i not in thumbs:
-                    thumbs[i] = (entry.submission_id, job.pk, at[row])
-        if keys is None:
-            keys = {k: v for k, v in columns.items() if k not in ("pred", "el2n")}
+        reference = vectors if reference is None else reference
+        for t, i in enumerate(per_image.thumb_positions(vectors).tolist()):
+            if i >= 0 and i not in thumbs:
+                thumbs[i] = (entry.submission_id, job.pk, t)
         members.append((entry.submission_id, entry.submission_name, entry.value))
         if entry.is_synthetic_data:
             synthetic.append(entry.submission_id)
-        total = columns["el2n"].astype(np.float64) if total is None else total + columns["el2n"]
-        el2n.append(columns["el2n"].astype(np.float32))
-        right.append(columns["pred"] == columns["label"])
-    if keys is None or total is None:
+        values = per_image.el2n(vectors)
+        total = values.astype(np.float64) if total is None else total + values
+        el2n.append(values)
+        right.append(per_image.right(vectors))
+    if reference is None or total is None:
         return None
+    columns = per_image.columns(reference)
+    keys = {k: v for k, v in columns.items() if k in (*paired.IMAGE_KEYS, "label", "income_group")}
     return Field(members, keys, total / len(members), np.vstack(el2n), np.vstack(right), notes, synthetic, thumbs)
 
 
@@ -225,14 +230,10 @@ def summarize(task: Task, fld: Field, *, hardest: int = HARDEST) -> dict[str, An
 
 
 def keys_digest(columns: dict[str, np.ndarray], names: list[str]) -> str:
-    """sha256 of the image key columns ``names`` in their order: two files in canonical order
-    with the same digest hold the same images at the same positions."""
-    digest = hashlib.sha256()
-    for name in names:
-        column = np.ascontiguousarray(columns[name])
-        digest.update(f"{name}:{column.dtype.str}:{column.size};".encode())
-        digest.update(column.tobytes())
-    return digest.hexdigest()
+    """sha256 of the image key columns ``names`` in their order (per_image.keys_digest: integers as
+    int64, strings by value): two files in canonical order with the same digest hold the same
+    images at the same positions."""
+    return per_image.keys_digest(columns, names)
 
 
 def task_difficulty(task: Task) -> dict[str, Any] | None:

@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from leaderboard.benchmarks.models import Benchmark, Task
 from leaderboard.submissions.models import (
     EvaluationJob,
+    OutcomeVectors,
     Submission,
     result_is_synthetic,
     result_loop_in_sandbox,
 )
-from leaderboard.submissions.per_image import load_per_image
+from leaderboard.submissions.per_image import outcome_vectors, right, same_images, set_codes
 
 from . import paired
 from .models import BoardEntry
@@ -21,6 +24,7 @@ from .selectors import lead_task_top
 from .versions import bump
 
 log = logging.getLogger(__name__)
+_pending_ties = threading.local()
 
 
 def benchmark_leaders_refresh(*, task: Task) -> None:
@@ -61,6 +65,9 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
     if task.primary_metric not in metrics:
         return None
     ci = result.get("ci95", {}).get(task.primary_metric) or [None, None]
+    # before the row's save: its bump's warm is then sent after the ties, and a site worker that
+    # takes them in order renders the board once, with the new ties
+    board_ties_refresh_later(task=task)
     entry, _ = BoardEntry.objects.update_or_create(
         task=task,
         submission=submission,
@@ -84,7 +91,6 @@ def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEn
         },
     )
     benchmark_leaders_refresh(task=task)
-    board_ties_refresh(task=task)
     return entry
 
 
@@ -93,13 +99,14 @@ def _outcomes_stored(sender: type[EvaluationJob], instance: EvaluationJob,
                      update_fields: frozenset[str] | None = None, **kwargs: object) -> None:
     """The runner uploads a result's per-image file after the result, so the row is often on its
     board before the file exists: storing the file (a save naming ``per_image`` in
-    ``update_fields``, as the upload does) re-runs the task's tie rule when the job's row is on the
-    public board. A signal rather than a call in the upload view, so every path that stores the
-    file keeps the board's ties right."""
-    if (update_fields and "per_image" in update_fields and instance.per_image
-            and BoardEntry.objects.filter(task_id=instance.task_id, submission_id=instance.submission_id,
-                                          is_public=True).exists()):
-        board_ties_refresh(task=Task.objects.select_related("benchmark").get(pk=instance.task_id))
+    ``update_fields``, as the upload does) drops the compact vectors of any earlier file and asks
+    the site worker to refresh the task's ties (which compacts the new file once). A signal
+    rather than a call in the upload view, so every path that stores the file keeps the board's
+    ties right."""
+    if update_fields and "per_image" in update_fields:
+        OutcomeVectors.objects.filter(job_id=instance.pk).exclude(source=instance.per_image.name or "").delete()
+        if instance.per_image:
+            board_ties_refresh_later(task=Task.objects.select_related("benchmark").get(pk=instance.task_id))
 
 
 @receiver(post_delete, sender=BoardEntry)
@@ -109,7 +116,7 @@ def _entry_deleted(sender: type[BoardEntry], instance: BoardEntry, **kwargs: obj
     if instance.tie_rank is not None:
         task = Task.objects.select_related("benchmark").filter(pk=instance.task_id).first()
         if task is not None:
-            board_ties_refresh(task=task)
+            board_ties_refresh_later(task=task)
 
 
 def uses_paired_ties(task: Task) -> bool:
@@ -118,23 +125,61 @@ def uses_paired_ties(task: Task) -> bool:
     return task.benchmark.kind == Benchmark.Kind.CLASSIFIER and task.primary_metric == "top1"
 
 
+def board_ties_refresh_later(*, task: Task) -> None:
+    """Have the site worker recompute ``task``'s paired ties (board_ties_refresh) once the current
+    transaction commits: the transaction that saves a result or stores a file opens no per-image
+    file and waits for no tie rule. One message per commit, however many tasks it touched (the
+    first on_commit callback takes them all). A task the paired rule does not apply to only loses
+    stale marks, here and now (one query, no file). Sending never fails the commit: with the
+    broker down the ties wait for the next change of the task or ``manage.py refresh_ties``."""
+    if not uses_paired_ties(task):
+        if BoardEntry.objects.filter(task=task).exclude(tie_rank=None).update(tie_rank=None, paired={}):
+            bump([task.benchmark_id])
+        return
+    _pending_ties.__dict__.setdefault("ids", set()).add(task.pk)
+    transaction.on_commit(_send_ties_refresh)
+
+
+def _send_ties_refresh() -> None:
+    from .tasks import refresh_ties  # tasks → warming → views: imported when first sent
+
+    ids = sorted(_pending_ties.__dict__.pop("ids", set()))
+    if not ids:
+        return
+    try:
+        refresh_ties.delay(ids)
+    except Exception:  # noqa: BLE001 - a broker down (or, run inline, the refresh failing) never fails the commit
+        log.warning("ties of tasks %s not refreshed; `manage.py refresh_ties` recomputes them", ids, exc_info=True)
+
+
 def board_ties_refresh(*, task: Task) -> int:
     """Recompute a task's "statistically tied" marks under the paired tie rule (paired.tie_groups)
     and store them on its rows (``tie_rank``, ``paired``), so pages read them without opening a
-    file. Returns the number of rows the rule covered.
+    file. Returns the number of rows the rule covered. Runs on the site worker
+    (tasks.refresh_ties, sent by board_ties_refresh_later) or from ``manage.py refresh_ties``.
 
-    1. The task's public rows, best first, whose succeeded job has per-image outcomes that read
-       and hold the same images as the best such row's (paired.align) take part; a row without
-       them (or on a task not ranked by top-1, see uses_paired_ties) is left to the interval
-       rule pages apply (selectors.mark_ties).
-    2. paired.tie_groups groups them; each row stores its shared rank and its test against its
+    1. The task's row is locked (select_for_update) for the whole refresh: two refreshes of one
+       task (two results arriving together) run one after the other, and the second reads every
+       row the first could not see, so no result's tie is lost. Idempotent.
+    2. The task's public rows, best first, whose succeeded job has per-image outcomes (their
+       compact vectors, per_image.outcome_vectors: built from the file once, then read from the
+       database) holding the same images as the best such row's take part; a row without them
+       (or on a task not ranked by top-1, see uses_paired_ties) is left to the interval rule
+       pages apply (selectors.mark_ties).
+    3. paired.tie_groups groups them; each row stores its shared rank and its test against its
        group's leader (Δ, interval, b, c, p, Holm p̃ and m).
-    3. Private rows lose any marks (they are not on the public board the rule ranked). Rows whose
-       marks changed are written and the board's version is bumped, so cached pages render
-       afresh. A task the rule does not apply to only loses stale marks.
-    Cost: one query for the rows, one for the jobs, one file read per public row with outcomes.
-    Call it whenever the public rows or their outcomes change (a result, a per-image upload, a
-    visibility edit)."""
+    4. Private rows lose any marks (they are not on the public board the rule ranked). Rows whose
+       marks changed are written and the board's version is bumped, so after the commit the
+       warmer renders the board with them. A task the rule does not apply to only loses stale
+       marks.
+    Cost: four queries (lock, rows, jobs, vectors) plus one for the reference's set codes on a
+    multi-set task; a file read only for a job whose vectors are not built yet."""
+    with transaction.atomic():
+        list(Task.objects.select_for_update().filter(pk=task.pk).values_list("pk", flat=True))
+        return _ties_compute(task)
+
+
+def _ties_compute(task: Task) -> int:
     if not uses_paired_ties(task):
         if BoardEntry.objects.filter(task=task).exclude(tie_rank=None).update(tie_rank=None, paired={}):
             bump([task.benchmark_id])
@@ -144,28 +189,31 @@ def board_ties_refresh(*, task: Task) -> int:
     before = {entry.pk: (entry.tie_rank, entry.paired) for entry in entries}
     members: list[BoardEntry] = []
     rights = []
-    sets = None
+    reference = None
     if entries:
         jobs = {job.submission_id: job for job in EvaluationJob.objects.filter(
             task=task, state=EvaluationJob.State.SUCCEEDED, submission_id__in=[e.submission_id for e in entries],
         ).exclude(per_image="").exclude(per_image__isnull=True).select_related("task")}
-        reference = None
+        found, problems = outcome_vectors(jobs.values(), fields=("hits",))
         for entry in entries:
             job = jobs.get(entry.submission_id)
+            vectors = found.get(job.pk) if job is not None else None
+            if vectors is None:
+                if job is not None and job.pk in problems:
+                    log.warning("board ties of %s: row of submission %s left to the interval rule: %s",
+                                task.slug, entry.submission_id, problems[job.pk])
+                continue
             try:
-                arrays = load_per_image(job) if job is not None else None
-                if arrays is None:
-                    continue
-                reference = arrays if reference is None else reference
-                pair = paired.align(arrays, reference)
-            except (ValueError, OSError) as exc:
+                if reference is not None:
+                    same_images(vectors, reference)
+            except ValueError as exc:
                 log.warning("board ties of %s: row of submission %s left to the interval rule: %s",
                             task.slug, entry.submission_id, exc)
                 continue
+            reference = vectors if reference is None else reference
             members.append(entry)
-            rights.append(pair.right_a)
-            sets = pair.sets
-    marks = paired.tie_groups(rights, sets=sets) if rights else []
+            rights.append(right(vectors))
+    marks = paired.tie_groups(rights, sets=set_codes(reference)) if reference is not None else []
     covered = {entry.pk for entry in members}
     for entry, mark in zip(members, marks, strict=True):
         entry.tie_rank = mark.shared_rank
@@ -186,6 +234,14 @@ def board_ties_refresh(*, task: Task) -> int:
     return len(members)
 
 
+def benchmark_ties_refresh(*, benchmark: Benchmark) -> dict[str, int]:
+    """Recompute the paired ties of every task of ``benchmark`` now (board_ties_refresh, one
+    transaction per task): {task slug: rows the rule covered}. For ``manage.py refresh_ties``
+    after a broker outage lost refresh messages, or after a change to the tie rule."""
+    return {task.slug: board_ties_refresh(task=task)
+            for task in Task.objects.filter(benchmark=benchmark).select_related("benchmark").order_by("position")}
+
+
 def board_entries_refresh_submission(*, submission: Submission) -> None:
     """Carry a submission's name, visibility or baseline flag into its rows after an edit."""
     BoardEntry.objects.filter(submission=submission).update(
@@ -196,5 +252,5 @@ def board_entries_refresh_submission(*, submission: Submission) -> None:
     )
     for task in Task.objects.filter(board_entries__submission=submission).select_related("benchmark"):
         benchmark_leaders_refresh(task=task)
-        board_ties_refresh(task=task)
+        board_ties_refresh_later(task=task)
     bump(BoardEntry.objects.filter(submission=submission).values_list("benchmark_id", flat=True))

@@ -181,3 +181,29 @@ def _remove_per_image_file(sender: type[EvaluationJob], instance: EvaluationJob,
     if instance.per_image:
         name, storage = instance.per_image.name, instance.per_image.storage
         transaction.on_commit(lambda: storage.delete(name))
+
+
+class OutcomeVectors(models.Model):
+    """A job's per-image outcomes in the compact form every page and the tie refresh read
+    (leaderboard/submissions/per_image.py builds and reads it; its docstring says why the
+    database), written once from the job's ``.npz`` and valid while ``source`` and ``sha256``
+    name the job's current file and ``form`` is the builder's. Every array is in the canonical
+    image order (the primary part's images sorted by their keys, as paired.align orders them)."""
+
+    job = models.OneToOneField(EvaluationJob, on_delete=models.CASCADE, primary_key=True,
+                               related_name="outcome_vectors")
+    source = models.CharField(max_length=300, help_text="Storage name of the per-image file these come from.")
+    sha256 = models.CharField(max_length=64, help_text="sha256 of that file's bytes.")
+    form = models.PositiveSmallIntegerField(help_text="Version of the compact form (per_image.FORM).")
+    n_images = models.PositiveIntegerField()
+    key_names = models.CharField(max_length=100, help_text="The image keys, comma-separated, in sort order.")
+    keys_digest = models.CharField(max_length=64, help_text="sha256 of the key columns in canonical order.")
+    hits = models.BinaryField(help_text="Top-1 hits, numpy.packbits of bool [n_images].")
+    sets = models.BinaryField(help_text=".npy of the set code per image (multi-set tasks), empty otherwise.")
+    el2n = models.BinaryField(help_text="EL2N per image, little-endian float32 [n_images].")
+    thumbs = models.BinaryField(help_text="Each thumbnail's canonical position, little-endian int32 [M] (-1: none).")
+    detail = models.BinaryField(help_text="Compressed .npz: label, pred, top5 bits, loss, file rows, key columns.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"outcome vectors of job {self.job_id}"
