@@ -158,9 +158,10 @@ def board_ties_refresh(*, task: Task) -> int:
     file. Returns the number of rows the rule covered. Runs on the site worker
     (tasks.refresh_ties, sent by board_ties_refresh_later) or from ``manage.py refresh_ties``.
 
-    1. The task's row is locked (select_for_update) for the whole refresh: two refreshes of one
-       task (two results arriving together) run one after the other, and the second reads every
-       row the first could not see, so no result's tie is lost. Idempotent.
+    1. The task's row is locked (select_for_update, no key) for the whole refresh: two refreshes
+       of one task (two results arriving together) run one after the other, and the second reads
+       every row the first could not see, so no result's tie is lost; a result's own transaction
+       never waits for a refresh. Idempotent.
     2. The task's public rows, best first, whose succeeded job has per-image outcomes (their
        compact vectors, per_image.outcome_vectors: built from the file once, then read from the
        database) holding the same images as the best such row's take part; a row without them
@@ -175,7 +176,10 @@ def board_ties_refresh(*, task: Task) -> int:
     Cost: four queries (lock, rows, jobs, vectors) plus one for the reference's set codes on a
     multi-set task; a file read only for a job whose vectors are not built yet."""
     with transaction.atomic():
-        list(Task.objects.select_for_update().filter(pk=task.pk).values_list("pk", flat=True))
+        # FOR NO KEY UPDATE: refreshes of the task wait for each other, but a result's transaction
+        # inserting a row or job that references the task (FOR KEY SHARE) never waits for one
+        # (no ordering: Task's default one joins the benchmark, whose row every bump updates)
+        list(Task.objects.select_for_update(no_key=True).filter(pk=task.pk).order_by().values_list("pk", flat=True))
         return _ties_compute(task)
 
 
