@@ -67,20 +67,6 @@ def class_name(slug: str, label: int) -> str:
     return names[label] if names is not None and 0 <= label < len(names) else f"#{label}"
 
 
-def canonical(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The scored rows of a per-image file in paired.align's image order: (columns, rows), the
-    columns being the image keys (paired.IMAGE_KEYS present, less ``part``) plus ``label``,
-    ``pred`` and ``el2n``, and ``rows`` each one's row in the file (for its thumbnail)."""
-    rows = np.arange(len(arrays["index"]))
-    if "part" in arrays:
-        rows = rows[np.asarray(arrays["part"]) == "main"]
-    keys = [k for k in paired.IMAGE_KEYS if k in arrays and k != "part"]
-    columns = {k: np.asarray(arrays[k])[rows] for k in (*keys, "label", "pred", "el2n", "income_group")
-               if k in arrays}
-    order = np.lexsort([columns[k] for k in reversed(keys)])  # as paired._sorted: stable
-    return {k: v[order] for k, v in columns.items()}, rows[order]
-
-
 @dataclass
 class Field:
     """The public submissions' outcomes on one task, aligned: ``members`` (submission id, name,
@@ -263,27 +249,45 @@ def task_difficulty(task: Task) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 # The failure explorer: one submission's outcomes on one task.
 # --------------------------------------------------------------------------------------------
-def explorer(task: Task, arrays: dict[str, np.ndarray], summary: dict[str, Any] | None, by: str,
+def job_outcomes(job: EvaluationJob) -> dict[str, np.ndarray] | None:
+    """A job's outcomes for the failure explorer, from its compact vectors (per_image.columns: a
+    file is read only when they are not built yet): the canonical columns ``label``, ``pred``,
+    ``top5_hit``, ``loss``, ``row`` (the image's row in the file), the image keys and
+    ``income_group`` present, ``el2n`` (float32), and, when the file has thumbnails, ``thumb``
+    (int32 [M]: thumbnail t's canonical position, -1 for an image of another part). None when the
+    job has no per-image file. Raises PerImageError when its file does not read."""
+    found, problems = per_image.outcome_vectors([job], fields=per_image.ARRAY_FIELDS)
+    if job.pk in problems:
+        raise per_image.PerImageError(problems[job.pk])
+    vectors = found.get(job.pk)
+    if vectors is None:
+        return None
+    outcomes = {**per_image.columns(vectors), "el2n": per_image.el2n(vectors)}
+    positions = per_image.thumb_positions(vectors)
+    if positions.size:
+        outcomes["thumb"] = positions
+    return outcomes
+
+
+def explorer(task: Task, outcomes: dict[str, np.ndarray], summary: dict[str, Any] | None, by: str,
              *, failures: int = 16, successes: int = 4) -> list[dict[str, Any]]:
-    """One submission's images on ``task`` grouped by ``by`` (a key of GROUP_KEYS the file has):
-    per group its value (and class name), ``n``, ``errors``, ``error_rate`` (percent), and up to
-    ``failures`` failures and ``successes`` successes among the file's thumbnails (``thumbs``:
-    position in the thumbnail arrays, true and predicted label and names, this model's EL2N, the
-    field's difficulty and fraction of models wrong when known), the hardest for the field first.
-    Raises ValueError for a key the file does not have."""
-    if by not in GROUP_KEYS or by not in arrays:
+    """One submission's images on ``task`` (``outcomes`` as :func:`job_outcomes` gives them)
+    grouped by ``by`` (a key of GROUP_KEYS the file has): per group its value (and class name),
+    ``n``, ``errors``, ``error_rate`` (percent), and up to ``failures`` failures and ``successes``
+    successes among the file's thumbnails (``thumbs``: position in the thumbnail arrays, true and
+    predicted label and names, this model's EL2N, the field's difficulty and fraction of models
+    wrong when known), the hardest for the field first. Raises ValueError for a key the file does
+    not have."""
+    if by not in GROUP_KEYS or by not in outcomes:
         raise ValueError(f"this task's outcomes cannot be grouped by {by!r}")
-    columns, rows = canonical(arrays)
+    columns, rows = outcomes, outcomes["row"]
     # the field's arrays are in the same canonical order when the file holds the same images
     same = summary is not None and bool(summary) and \
         keys_digest(columns, summary["image_keys"]) == summary["keys_digest"]
     field_difficulty = summary["difficulty"] if summary is not None and same else None
     field_wrong = summary["wrong"] if summary is not None and same else None
-    # each thumbnail's position in the canonical order (rows of other parts have none)
-    position_of_row = np.full(len(arrays["index"]), -1, dtype=np.int64)
-    position_of_row[rows] = np.arange(len(rows))
-    thumb_rows = np.asarray(arrays.get("thumb_row", np.empty(0, dtype=np.int64)), dtype=np.int64)
-    thumb_at = {int(p): t for t, p in enumerate(position_of_row[thumb_rows].tolist()) if p >= 0}
+    positions = outcomes.get("thumb", np.empty(0, dtype=np.int64)).tolist()
+    thumb_at = {int(p): t for t, p in enumerate(positions) if p >= 0}  # canonical position → thumbnail
     wrong = columns["pred"] != columns["label"]
     values, inverse, sizes = np.unique(columns[by], return_inverse=True, return_counts=True)
     inverse = inverse.ravel()

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 
 from leaderboard.benchmarks.models import Task
 from leaderboard.submissions.models import EvaluationJob, result_is_synthetic
-from leaderboard.submissions.per_image import PerImageError, load_per_image
+from leaderboard.submissions.per_image import PerImageError
 from leaderboard.submissions.views import visible_submission
 from runner.per_image_file import read_thumbnails
 
@@ -81,7 +81,7 @@ def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
     if job is None:
         raise Http404("No classifier result on this task.")
     try:
-        arrays = load_per_image(job)
+        arrays = difficulty.job_outcomes(job)  # compact vectors: the file is read once, ever
     except (PerImageError, OSError):
         arrays = None
     keys = [k for k in difficulty.GROUP_KEYS if arrays is not None and k in arrays]

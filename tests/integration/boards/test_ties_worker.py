@@ -251,6 +251,9 @@ def test_the_compare_and_hardest_pages_read_no_file_on_a_second_request(
     client.logout()
     response = client.get("/b/digits/hardest/digits/")
     assert response.status_code == 200 and response.context["summary"]["k"] == 5
+    failures = client.get(f"/s/{subs[4].pk}/failures/digits/")  # the explorer: its vectors were built too
+    assert failures.status_code == 200 and failures.context["groups"]
+    assert sum(group["errors"] for group in failures.context["groups"]) == 28  # net-4 misses images 4-31
     assert npz_opens == []
 
 
