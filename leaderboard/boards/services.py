@@ -58,39 +58,42 @@ def _footprint(result: dict) -> dict[str, float | int | None]:
 
 
 def board_entry_upsert(*, job: EvaluationJob, submission: Submission) -> BoardEntry | None:
-    """Write (or refresh) the row a succeeded job puts on its task's board."""
+    """Write (or refresh) the row a succeeded job puts on its task's board; once it commits, the
+    site worker recomputes the task's paired ties (board_ties_refresh_later)."""
     result = job.result or {}
     metrics = result.get("metrics", {})
     task = job.task
     if task.primary_metric not in metrics:
         return None
     ci = result.get("ci95", {}).get(task.primary_metric) or [None, None]
-    # before the row's save: its bump's warm is then sent after the ties, and a site worker that
-    # takes them in order renders the board once, with the new ties
-    board_ties_refresh_later(task=task)
-    entry, _ = BoardEntry.objects.update_or_create(
-        task=task,
-        submission=submission,
-        defaults={
-            "benchmark_id": task.benchmark_id,
-            "value": float(metrics[task.primary_metric]),
-            "ci_low": ci[0],
-            "ci_high": ci[1],
-            "metrics": metrics,
-            "ci95": result.get("ci95", {}),
-            "submission_name": submission.name,
-            "owner_name": submission.owner.get_username(),
-            "model_family": submission.model_family,
-            "is_baseline": submission.is_baseline,
-            "is_public": submission.visibility == Submission.Visibility.PUBLIC,
-            "is_synthetic_data": result_is_synthetic(result),
-            "loop_in_sandbox": result_loop_in_sandbox(result),
-            "parameters": _parameters(result),
-            **_footprint(result),
-            "submitted_at": submission.created_at,
-        },
-    )
-    benchmark_leaders_refresh(task=task)
+    # One transaction even when the caller has none: the refresh is sent after the row commits.
+    with transaction.atomic():
+        # before the row's save: its bump's warm is then sent after the ties, and a site worker that
+        # takes them in order renders the board once, with the new ties
+        board_ties_refresh_later(task=task)
+        entry, _ = BoardEntry.objects.update_or_create(
+            task=task,
+            submission=submission,
+            defaults={
+                "benchmark_id": task.benchmark_id,
+                "value": float(metrics[task.primary_metric]),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "metrics": metrics,
+                "ci95": result.get("ci95", {}),
+                "submission_name": submission.name,
+                "owner_name": submission.owner.get_username(),
+                "model_family": submission.model_family,
+                "is_baseline": submission.is_baseline,
+                "is_public": submission.visibility == Submission.Visibility.PUBLIC,
+                "is_synthetic_data": result_is_synthetic(result),
+                "loop_in_sandbox": result_loop_in_sandbox(result),
+                "parameters": _parameters(result),
+                **_footprint(result),
+                "submitted_at": submission.created_at,
+            },
+        )
+        benchmark_leaders_refresh(task=task)
     return entry
 
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leaderboard.boards.models import BoardEntry
 from leaderboard.submissions.baselines import baselines_seed
 from leaderboard.submissions.models import EvaluationJob, Submission
 from leaderboard.submissions.per_image import load_per_image
 from tests.e2e.test_worker_end_to_end import lifecycle_settings, redis_url, runners, wait_for  # noqa: F401
+from tests.integration.boards.test_paired_ties import ranks
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -25,6 +27,14 @@ def test_the_seeded_digits_classifiers_fill_the_hardest_images_and_failure_pages
     jobs = EvaluationJob.objects.filter(submission__benchmark__slug="digits")
     wait_for(lambda: jobs.count() == 2 and all(j.per_image for j in jobs.all()), 300, reap=True,
              what="both digits baselines' per-image files", runners=[node])
+    # Storing each file asked the site worker to refresh the task's paired ties (run inline here,
+    # after the upload's commit): the two exports of one CNN predict alike, so the test ties them.
+    entries = BoardEntry.objects.filter(task__slug="digits")
+    wait_for(lambda: entries.count() == 2 and all(e.tie_rank == 1 for e in entries.all()), 60,
+             what="the paired ties of both digits baselines", runners=[node])
+    assert sorted(e.paired.get("group_size") for e in entries) == [2, 2]
+    assert [e.paired["p_holm"] >= 0.05 for e in entries if "p_holm" in e.paired] == [True]  # the non-leader
+    assert sorted(ranks(client).values()) == ["=1", "=1"]  # the board, as a reader sees it
 
     html = client.get("/b/digits/?task=digits").content.decode()
     assert "/b/digits/hardest/digits/" in html
