@@ -73,7 +73,8 @@ def hardest(request: HttpRequest, slug: str, task: str) -> HttpResponse:
 def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
     """A submission's failures on one task, grouped (``?by=`` region, income_group, corruption or
     label), with thumbnails, each image's difficulty across the field, and the result's saliency
-    map laid over the thumbnail where the runner computed one (a malformed entry: none, and a note)."""
+    maps laid over the thumbnail where the runner computed them, one per method with a selector
+    (a malformed entry: none, and a note)."""
     submission = visible_submission(request, pk)
     job = (EvaluationJob.objects.filter(submission=submission, task__slug=task,
                                         state=EvaluationJob.State.SUCCEEDED, task__benchmark__kind="classifier")
@@ -94,8 +95,8 @@ def failures(request: HttpRequest, pk: int, task: str) -> HttpResponse:
     overlaid = 0
     for group in groups:
         for item in (*group["failures"], *group["successes"]):
-            item["overlay"] = overlays.position(item["row"], item["index"]) if overlays is not None else None
-            overlaid += item["overlay"] is not None
+            item["overlays"] = overlays.positions(item["row"], item["index"]) if overlays is not None else []
+            overlaid += bool(item["overlays"])
     return render(request, "boards/failures.html", {
         "submission": submission, "job": job, "task": job.task, "groups": groups, "by": by,
         "keys": [(k, GROUP_TITLES[k]) for k in keys], "has_outcomes": arrays is not None,

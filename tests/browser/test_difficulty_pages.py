@@ -1,21 +1,29 @@
 """The hardest-images page and the failure explorer in the browser (issue 17 items 3, 4, 5): a
 visitor follows the board's link, sees the hardest images with thumbnails that load, the charts,
 the data-diet table, then opens a submission's failures with their thumbnails, labels and
-saliency overlays, which the toggle hides and shows."""
+saliency overlays: one per method the runner computed, a selector choosing which shows (or none)."""
+
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.integration.boards.test_difficulty import scored
-from tests.integration.boards.test_saliency_overlays import mapped_rows, saliency_entry, with_saliency
+from tests.integration.boards.test_saliency_overlays import (
+    mapped_rows,
+    saliency_entry,
+    saliency_entry_v2,
+    three_methods,
+    with_saliency,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _all_loaded(page, selector: str) -> int:
+def _all_loaded(page: Any, selector: str) -> int:
     """How many images match ``selector``, after asserting that every one decoded (naturalWidth > 0)."""
     page.wait_for_function(f"[...document.querySelectorAll({selector!r})].every(i => i.complete)")
     widths = page.eval_on_selector_all(selector, "els => els.map(e => e.naturalWidth)")
@@ -51,9 +59,37 @@ def test_a_visitor_reads_the_hardest_images_and_a_submissions_failures(page, liv
     expect(page.locator("#saliency-caption")).to_contain_text("features.3")
     overlay = page.locator("figure.thumb-card img.overlay").first
     expect(overlay).to_be_visible()
-    thumb_box = overlay.locator("xpath=preceding-sibling::img[1]").bounding_box()
+    thumb_box = overlay.locator("xpath=preceding-sibling::img[@class='thumb']").bounding_box()
     assert overlay.bounding_box() == thumb_box  # exactly over its thumbnail
-    page.uncheck("#saliency-toggle")
+    page.check("#saliency-show-none")
     expect(overlay).to_be_hidden()
-    page.check("#saliency-toggle")
+    page.check("#saliency-show-0")
     expect(overlay).to_be_visible()
+
+
+def test_a_visitor_switches_the_explorers_overlay_between_the_methods_of_a_result(page, live_server, alice):
+    sub = scored(alice, "net-1", 1)
+    rows = mapped_rows()
+    with_saliency(sub, saliency_entry_v2(rows, three_methods(rows))[0])
+    page.goto(f"{live_server.url}/s/{sub.pk}/failures/digits/?by=label")
+    for name in ("Grad-CAM++", "NormGrad", "Smooth Grad-CAM++", "not run: occlusion was not asked"):
+        expect(page.locator("#saliency-methods")).to_contain_text(name)
+    for slot in (0, 1, 2):
+        assert _all_loaded(page, f"figure.thumb-card img.overlay.slot-{slot}") >= 5
+    # the first image with a map has one overlay per method, all over its thumbnail; one shows at a time
+    stack = page.locator("span.thumb-stack", has=page.locator("img.overlay.slot-2")).first
+    thumb = stack.locator("img.thumb").bounding_box()
+    overlays = [stack.locator(f"img.overlay.slot-{slot}") for slot in (0, 1, 2)]
+    for chosen in (0, 1, 2):
+        page.check(f"#saliency-show-{chosen}")
+        for slot, overlay in enumerate(overlays):
+            if slot == chosen:
+                expect(overlay).to_be_visible()
+                assert overlay.bounding_box() == thumb
+            else:
+                expect(overlay).to_be_hidden()
+        expect(page.locator(f"label[for=saliency-show-{chosen}]")).to_have_text(
+            ["Grad-CAM++", "NormGrad", "Smooth Grad-CAM++"][chosen]
+        )
+    page.check("#saliency-show-none")
+    expect(page.locator("figure.thumb-card img.overlay:visible")).to_have_count(0)
