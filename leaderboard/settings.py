@@ -76,12 +76,15 @@ MIDDLEWARE = [
     "leaderboard.text.RefuseNulMiddleware",  # before any view can hand a NUL to the database
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Common and frame options above the page cache's early answer, so that answer gets their
+    # headers (Content-Length, X-Frame-Options) as the view's does; neither reads the session.
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "leaderboard.boards.middleware.PageCacheMiddleware",  # cached pages for anonymous GETs, answered here
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "leaderboard.urls"
@@ -242,7 +245,7 @@ CELERY_TASK_ROUTES = {"leaderboard.*": {"queue": "site"}}
 # keyed by the boards' version in the database), only less effective.
 CACHE_URL = env("CACHE_URL")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+    "default": {"BACKEND": "leaderboard.redis_cache.RedisCache", "LOCATION": CACHE_URL,
                 "KEY_PREFIX": env("CACHE_KEY_PREFIX", "leaderboard")}
     if CACHE_URL.startswith(("redis://", "rediss://"))
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "leaderboard-pages",

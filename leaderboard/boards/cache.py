@@ -21,6 +21,7 @@ pages carry their name and a CSRF token), requests with a session, pending messa
 (an API token), and anything but a plain 200 response are never cached; their responses say
 ``Cache-Control: private``. Every response of a cached view varies on Cookie and Authorization.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
@@ -54,7 +55,9 @@ def board_version(slug: str | None) -> str | None:
     id and version, so adding or removing one changes it too); None for an unknown benchmark (the
     view answers 404 itself)."""
     if slug is None:
-        return ",".join(f"{pk}:{v}" for pk, v in Benchmark.objects.order_by("pk").values_list("pk", "board_version"))
+        return ",".join(
+            f"{pk}:{v}" for pk, v in Benchmark.objects.order_by("pk").values_list("pk", "board_version")
+        )
     version = Benchmark.objects.filter(slug=slug).values_list("board_version", flat=True).first()
     return None if version is None else str(version)
 
@@ -73,19 +76,26 @@ def version_time(version: str) -> float | None:
     return max(known) if known else None
 
 
-def _anonymous(request: HttpRequest) -> bool:
+def _without_credentials(request: HttpRequest) -> bool:
+    """No session or messages cookie and no Authorization: nothing that could make a page private
+    (a user is logged in only through the session; an API token comes in Authorization)."""
     return (
         settings.SESSION_COOKIE_NAME not in request.COOKIES
         and "messages" not in request.COOKIES
         and "HTTP_AUTHORIZATION" not in request.META
-        and not request.user.is_authenticated
     )
+
+
+def _anonymous(request: HttpRequest) -> bool:
+    return _without_credentials(request) and not request.user.is_authenticated
 
 
 def _wants_json(request: HttpRequest) -> bool:
     """An API request that gets JSON: no ``format`` but json, and no browser asking for HTML (the
     browsable API, which carries a login form and CSRF token, is never cached)."""
-    return request.GET.get("format", "json") == "json" and "text/html" not in request.META.get("HTTP_ACCEPT", "")
+    return request.GET.get("format", "json") == "json" and "text/html" not in request.META.get(
+        "HTTP_ACCEPT", ""
+    )
 
 
 @functools.cache
@@ -95,7 +105,8 @@ def release() -> str:
     if settings.RELEASE:
         return settings.RELEASE
     digest = hashlib.sha256()
-    for folder in settings.TEMPLATES[0]["DIRS"]:
+    folders = cast(list[str], settings.TEMPLATES[0]["DIRS"])
+    for folder in folders:
         for path in sorted(Path(folder).rglob("*.html")):
             digest.update(f"{path}:{path.stat().st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
@@ -213,9 +224,12 @@ def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str]
     return slug or "*", version
 
 
-def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, json_only: bool = False,
-                        scope: Callable[[HttpRequest, dict[str, Any]], tuple[str, str] | None] = board_scope
-                        ) -> Any:
+def cached_for_visitors(
+    view: Callable[..., HttpResponseBase] | None = None,
+    *,
+    json_only: bool = False,
+    scope: Callable[[HttpRequest, dict[str, Any]], tuple[str, str] | None] = board_scope,
+) -> Any:
     """Serve ``view``'s anonymous GETs from the page cache and answer conditional requests.
     ``scope`` gives the page's scope and version (default :func:`board_scope`: the benchmark of
     the view's ``slug`` argument, or every benchmark without one), or None to leave the request
@@ -223,6 +237,8 @@ def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, 
     ``X-Page-Cache`` says what happened: hit, stale (the previous render, at most
     ``PAGE_CACHE_STALE_SECONDS`` after a change, while the site worker renders the new one) or
     miss (rendered for this visitor). The cache failing (Redis down) costs speed, never a page.
+    Hits and 304s are answered earlier, before the session, CSRF and authentication middleware,
+    by :func:`cached_answer` (boards/middleware.py), with the same bytes and headers.
 
     A request with the attribute ``page_cache_refresh`` (the warmer's) renders and stores the page
     unless the entry already holds the current version."""
@@ -238,25 +254,94 @@ def cached_for_visitors(view: Callable[..., HttpResponseBase] | None = None, *, 
             patch_vary_headers(response, ("Cookie", "Authorization"))
             patch_cache_control(response, private=True)
             return response
-        if settings.PAGE_CACHE_SECONDS <= 0 or (json_only and not _wants_json(request)):
+        page = _page(request, kwargs, json_only=json_only, scope=scope)
+        if page is None:
             return view(request, *args, **kwargs)
-        scoped = scope(request, kwargs)
-        if scoped is None:
-            return view(request, *args, **kwargs)
-        name, version = scoped
-        key = page_key(request, name)
-        etag = _etag(key, version)
-        modified = version_time(version)
-        not_modified = get_conditional_response(request, etag=etag,
-                                                last_modified=int(modified) if modified is not None else None)
+        key, name, version, etag = page
+        not_modified = _not_modified(request, etag, version)
         if not_modified is not None:
-            _validators(not_modified, etag, version)
             return _finish(not_modified)
-        response = _cached_or_rendered(view, request, args, kwargs, key=key, scope=name, version=version,
-                                       etag=etag)
+        response = _cached_or_rendered(
+            view, request, args, kwargs, key=key, scope=name, version=version, etag=etag
+        )
         return _finish(response)
 
+    # Read by cached_answer; it holds the wrapper itself, so a decorator around this one (whose
+    # functools.wraps copies the attribute) is never skipped by the early answer.
+    wrapper.page_cache = (wrapper, json_only, scope)  # type: ignore[attr-defined]
     return wrapper
+
+
+def _page(
+    request: HttpRequest,
+    kwargs: dict[str, Any],
+    *,
+    json_only: bool,
+    scope: Callable[[HttpRequest, dict[str, Any]], tuple[str, str] | None],
+) -> tuple[str, str, str, str] | None:
+    """The page's cache key, scope, version and ETag; None when it is not cached (the cache off,
+    an API request that does not get JSON, a scope that leaves it to the view). Worked out once
+    per request: the early answer's work is reused by the view's wrapper when it falls through."""
+    if hasattr(request, "page_cache_page"):
+        known: tuple[str, str, str, str] | None = request.page_cache_page
+        return known
+    page = None
+    if settings.PAGE_CACHE_SECONDS > 0 and not (json_only and not _wants_json(request)):
+        scoped = scope(request, kwargs)
+        if scoped is not None:
+            name, version = scoped
+            key = page_key(request, name)
+            page = (key, name, version, _etag(key, version))
+    request.page_cache_page = page  # type: ignore[attr-defined]
+    return page
+
+
+def _not_modified(request: HttpRequest, etag: str, version: str) -> HttpResponseBase | None:
+    modified = version_time(version)
+    response = get_conditional_response(
+        request, etag=etag, last_modified=int(modified) if modified is not None else None
+    )
+    if response is not None:
+        _validators(response, etag, version)
+    return response
+
+
+def cached_answer(
+    request: HttpRequest, view: Callable[..., Any], kwargs: dict[str, Any]
+) -> HttpResponseBase | None:
+    """The answer ``view`` (a :func:`cached_for_visitors` view, as URL resolution found it) would
+    give this request when it can come straight from the cache: a 304 or a hit, for an anonymous
+    GET or HEAD (no session or messages cookie, no Authorization: nothing that could make the page
+    private). None for everything else (another view, a miss, a stale entry, a visitor who may be
+    logged in, the cache failing), which the view's wrapper then answers as it always did."""
+    marked = getattr(view, "page_cache", None)
+    if (
+        marked is None
+        or marked[0] is not view
+        or request.method not in ("GET", "HEAD")
+        or not _without_credentials(request)
+    ):
+        return None
+    _, json_only, scope = marked
+    page = _page(request, kwargs, json_only=json_only, scope=scope)
+    if page is None:
+        return None
+    key, _, version, etag = page
+    not_modified = _not_modified(request, etag, version)
+    if not_modified is not None:
+        return _finish(not_modified)
+    prefetched = getattr(request, "page_cache_entry", None)  # read with the version (board_scope)
+    try:
+        entry = (
+            prefetched[1]
+            if prefetched is not None and prefetched[0] == key
+            else caches[settings.PAGE_CACHE_ALIAS].get(key)
+        )
+    except Exception:  # noqa: BLE001 - any cache backend failure: the view's wrapper renders
+        return None
+    if entry is None or entry["version"] != version:
+        return None
+    return _finish(_from_entry(entry, "hit"))
 
 
 def _finish(response: HttpResponseBase) -> HttpResponseBase:
@@ -267,9 +352,17 @@ def _finish(response: HttpResponseBase) -> HttpResponseBase:
     return response
 
 
-def _cached_or_rendered(view: Callable[..., HttpResponseBase], request: HttpRequest, args: tuple,
-                        kwargs: dict[str, Any], *, key: str, scope: str, version: str,
-                        etag: str) -> HttpResponseBase:
+def _cached_or_rendered(
+    view: Callable[..., HttpResponseBase],
+    request: HttpRequest,
+    args: tuple,
+    kwargs: dict[str, Any],
+    *,
+    key: str,
+    scope: str,
+    version: str,
+    etag: str,
+) -> HttpResponseBase:
     cache = caches[settings.PAGE_CACHE_ALIAS]
     refresh = getattr(request, "page_cache_refresh", False)
     prefetched = getattr(request, "page_cache_entry", None)  # read with the version (board_scope)
@@ -298,8 +391,16 @@ def _cached_or_rendered(view: Callable[..., HttpResponseBase], request: HttpRequ
 
     def store(content: bytes) -> None:
         try:
-            cache.set(key, {"version": version, "content": content, "content_type": response["Content-Type"],
-                            "headers": headers}, settings.PAGE_CACHE_SECONDS)
+            cache.set(
+                key,
+                {
+                    "version": version,
+                    "content": content,
+                    "content_type": response["Content-Type"],
+                    "headers": headers,
+                },
+                settings.PAGE_CACHE_SECONDS,
+            )
             if not refresh:
                 _remember(cache, scope, path)
         except Exception:  # noqa: BLE001 - any cache backend failure

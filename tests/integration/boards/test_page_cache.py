@@ -92,7 +92,7 @@ def test_web_processes_share_the_page_cache_through_redis(client, settings, cata
     from django.core.cache import caches
 
     url = os.environ.get("TEST_CACHE_URL", "redis://127.0.0.1:6379/14")
-    settings.CACHES = {**settings.CACHES, "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+    settings.CACHES = {**settings.CACHES, "shared": {"BACKEND": "leaderboard.redis_cache.RedisCache",
                                                      "LOCATION": url}}
     settings.PAGE_CACHE_ALIAS = "shared"
     caches["shared"].clear()
@@ -101,6 +101,8 @@ def test_web_processes_share_the_page_cache_through_redis(client, settings, cata
 
     assert redis.Redis.from_url(url).keys(":1:page:*"), "the rendered page is stored in Redis"
     assert client.get("/b/digits/")["X-Page-Cache"] == "hit"
+    backend = caches["shared"]._cache  # the site's backend makes its redis client once, not per call
+    assert backend.get_client() is backend.get_client(write=True)
     Benchmark.objects.get(slug="digits").save()
     assert client.get("/b/digits/")["X-Page-Cache"] == "miss"
     caches["shared"].clear()
