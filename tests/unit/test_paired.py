@@ -32,6 +32,22 @@ def test_mcnemar_equals_scipys_exact_binomial_test(b, c):
     assert paired.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
+@pytest.mark.parametrize("b,c", [(1001, 1100), (8000, 8300), (400_000, 401_500), (2_500_000, 2_503_000)])
+def test_mcnemar_beyond_the_exact_range_still_equals_scipy(b, c):
+    """Above EXACT_MAX_N the tail is summed in floating point: ImageNet-C's pairs differ on up
+    to millions of images, where the exact integers would take hours."""
+    assert b + c > paired.EXACT_MAX_N
+    expected = binomtest(min(b, c), b + c, 0.5).pvalue
+    assert paired.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9 if b + c <= 1_000_000 else 3e-8)
+
+
+@pytest.mark.parametrize("k", [0, 1, 700, 990, 1000])
+def test_mcnemar_s_floating_tail_agrees_with_exact_integers_just_past_the_switch(k):
+    n = paired.EXACT_MAX_N + 1
+    exact = min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2**n)
+    assert paired.mcnemar_exact(k, n - k) == pytest.approx(exact, rel=1e-11, abs=1e-300)
+
+
 def test_mcnemar_refuses_negative_counts():
     with pytest.raises(ValueError, match="non-negative"):
         paired.mcnemar_exact(-1, 3)
