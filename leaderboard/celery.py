@@ -1,8 +1,9 @@
-"""The site's Celery app. Queue "site" carries two tasks: validating an upload
-(leaderboard.validate_submission, submissions/tasks.py) and the reaper (leaderboard.reap_jobs,
-jobs/tasks.py, sent by beat every REAPER_INTERVAL_SECONDS). No task does board work: a
-submission's board rows are written when it is aggregated (jobs/transitions.py), in the process
-that ended its last job. Runner jobs are sent by name (runner.spec.EVALUATE_TASK_NAME) to
+"""The site's Celery app. Queue "site" carries validating an upload
+(leaderboard.validate_submission, submissions/tasks.py), the reaper (leaderboard.reap_jobs,
+jobs/tasks.py, sent by beat every REAPER_INTERVAL_SECONDS), and two board tasks sent after a
+board's commit (boards/tasks.py): warming its pages (leaderboard.warm_boards) and refreshing a
+task's paired ties (leaderboard.refresh_ties). A submission's board rows themselves are written
+when it is aggregated (jobs/transitions.py), in the process that ended its last job. Runner jobs are sent by name (runner.spec.EVALUATE_TASK_NAME) to
 "runner.<pool>" queues that runner nodes consume."""
 from __future__ import annotations
 
