@@ -10,33 +10,57 @@ Dollar Street, ``corruption`` for the -C sets, else one group: the whole task) u
 pseudo-random order (seed 0, the order runner/thumbnails.py draws its sample in, so a map's image
 usually has a thumbnail), at most :data:`MAX_ROWS` per task; imagenet-r takes its renditions only.
 
-The bound (:func:`explain_task`): at most :data:`BUDGET_FRACTION` (10%) of the task's evaluation
-time so far (model load, contract checks and every prediction) is spent on saliency, measured on
-the runner's clock. The first request holds :data:`FIRST_CHUNK` images; the seconds per image it
-took size the next requests to what the budget has left; a request that runs past the budget by
-more than :data:`GRACE_S` is stopped (the server is then discarded, the result is kept). An
-operator turns saliency off with ``RUNNER_SALIENCY=off`` (``runner work --no-saliency``,
-docs/operations.md).
+The methods (:func:`plan`): every method the format allows, on the same images. ``auto`` (the
+default) is Grad-CAM++, NormGrad and Smooth Grad-CAM++ for an ExportedProgram (.pt2, on its
+graph's layers) and a library architecture with .safetensors weights; input-gradient SmoothGrad
+for TorchScript (a loaded ScriptModule's submodules refuse forward hooks in torch 2.14 —
+``register_forward_hook is not supported on ScriptModules`` — and calling a submodule alone
+needs the composition its compiled forward hides); occlusion for ONNX (no gradients). A layer
+format whose model has no convolution (every layer method refused by the sandbox) gets SmoothGrad
+instead. The operator names methods with ``RUNNER_SALIENCY_METHODS`` (``--saliency-methods`` of
+``runner work`` and ``runner run``: a comma list of runner/saliency.py names, or ``auto``;
+:func:`parse_methods`); a named method the format cannot run is recorded as skipped, not run.
 
-What the result document holds under ``saliency`` (JSON, about 23 kB for 64 maps: 16 KiB of maps
-in base64):
+The bound (:func:`explain_task`): at most :data:`BUDGET_FRACTION` (10%) of the task's evaluation
+time so far (model load, contract checks and every prediction) is spent on saliency, all methods
+together, measured on the runner's clock. Methods run one after the other over the whole sample,
+cheapest first; each method's first request holds :data:`FIRST_CHUNK` images (at least the
+model's fixed batch); the first method's always runs, a later method's only when it is predicted
+to fit what is left (the method before it's seconds scaled by :data:`PASSES`); the seconds per
+image it took size that method's next requests to what the budget has left; a request that runs past the budget by
+more than :data:`GRACE_S` is stopped (the server is then discarded, the result is kept). A model
+exported with a fixed batch size gets the maps too: the sandbox feeds it exactly the sizes it
+accepts (saliency_server.py). An operator turns saliency off with ``RUNNER_SALIENCY=off``
+(``runner work --no-saliency``, docs/operations.md).
+
+What the result document holds under ``saliency`` (JSON, about 23 kB per method for 64 maps):
 
 ==================  ============================================================================
-``format``          1
+``format``          2 (format 1, written before, held one method's fields at the top level:
+                    ``method``, ``layer``, ``params``, ``maps`` with ``rows`` the sample's rows
+                    that have a map; the site still reads it)
 ``side``            S (16): each map is S×S, the model input's H×W averaged down by area
-``maps``            base64 of uint8 [M, S, S], row-major; value/255 is the saliency in [0, 1]
-                    (0 the least salient pixel of that image, ≈1 the most: per-map min-max)
-``rows``            [M] rows of the per-image file (``files.per_image``) the maps belong to
+``rows``            [M] rows of the per-image file (``files.per_image``) that some method mapped
 ``index``           [M] the images' ``index`` there (canonical position in the dataset)
 ``target``          [M] the class explained: the model's top-1 (the model's output index)
 ``failure``         [M] true where the top-1 is wrong
 ``group_key``       the key grouping the sample ("region", "corruption") or null
-``method``          "gradcam++", "smoothgrad", "occlusion", ... (runner/saliency.py names)
-``layer``           the dotted layer for the CAM methods, else null
-``params``          the method's parameters (copies, sigma, seed; window, stride, fill, score)
-``seconds``         saliency time on the runner's clock; ``budget_s`` its bound
-``requested``       rows in the sample; M < requested when the budget ran out
-``error``           present when the model server could not compute them (M may be 0)
+``asked``           the operator's setting: "auto" or the list of method names
+``methods``         one object per method, in the order run:
+  ``method``        a runner/saliency.py name ("gradcam++", "normgrad", "smooth-gradcam++",
+                    "smoothgrad", "occlusion", "gradcam")
+  ``layer``         the dotted layer for the CAM methods, else null
+  ``params``        the method's parameters (copies, sigma, seed; window, stride, fill, score;
+                    graph_node; selective)
+  ``rows``          [m] rows of the per-image file this method mapped (a subset of ``rows``)
+  ``maps``          base64 of uint8 [m, S, S], row-major, aligned with this method's ``rows``;
+                    value/255 the saliency in [0, 1] (per-map min-max: 0 least, ≈1 most salient)
+  ``seconds``       this method's time on the runner's clock
+  ``skipped``       present when it did not run: why (the format cannot, or the budget was spent)
+  ``error``         present when the model server could not compute it (m may be 0)
+``seconds``         saliency time on the runner's clock, all methods; ``budget_s`` its bound
+``requested``       rows in the sample; a method's m < requested when the budget ran out
+``error``           present when the operator's method list could not be read (no methods run)
 ==================  ============================================================================
 The whole key is absent when saliency is off; the result never fails because of saliency.
 """
@@ -60,6 +84,8 @@ from runner.untrusted import printable
 log = logging.getLogger(__name__)
 
 SWITCH_ENV = "RUNNER_SALIENCY"
+METHODS_ENV = "RUNNER_SALIENCY_METHODS"
+FORMAT = 2
 FAILURES, SUCCESSES = 8, 8
 MAX_ROWS = 64
 SIDE = 16
@@ -68,6 +94,20 @@ FIRST_CHUNK = 2
 MAX_CHUNK = 16
 GRACE_S = 30.0
 GROUP_KEYS = ("region", "corruption")
+# "auto" per format, cheapest first: Grad-CAM++ and NormGrad take one pass per image, Smooth
+# Grad-CAM++ 21, so a tight budget still gives every image of the sample Grad-CAM++.
+LAYER_AUTO = ("gradcam++", "normgrad", "smooth-gradcam++")
+AUTO = {"pt2": LAYER_AUTO, "safetensors": LAYER_AUTO, "torchscript": ("smoothgrad",), "onnx": ("occlusion",)}
+FALLBACK = "smoothgrad"  # auto, when every layer method was refused (a model without convolutions)
+# Forward-and-backward passes per image (runner/saliency.py's defaults): what a later method's first
+# request is predicted to cost from the method before it, so it starts only when it fits.
+PASSES = {"gradcam": 1.0, "gradcam++": 1.0, "normgrad": 1.0, "smooth-gradcam++": 21.0, "smoothgrad": 51.0}
+LAYER_FORMATS = ("pt2", "safetensors")
+CANNOT = {
+    "torchscript": "a TorchScript module exposes no hookable layers (torch refuses forward hooks on a "
+    "ScriptModule's submodules)",
+    "onnx": "an ONNX model has no gradients; occlusion is its method",
+}
 # Occlusion's fill, the per-channel training mean in [0, 1] (PROTOCOLS): CIFAR-10/100 as
 # torchvision's references publish them, ImageNet's for every ImageNet-sized task; digits (and
 # anything else) the mean of the images sent.
@@ -81,6 +121,51 @@ TRAINING_MEAN = {
 def enabled() -> bool:
     """False when the operator set RUNNER_SALIENCY to off, 0, false or no (read at each call)."""
     return os.environ.get(SWITCH_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def parse_methods(text: str | None) -> tuple[str, ...] | None:
+    """The operator's ``RUNNER_SALIENCY_METHODS`` / ``--saliency-methods``: None for ``auto`` (also
+    unset or blank), else the named runner/saliency.py methods in the order given. Names are exact
+    (lower case, spaces around a comma allowed). Raises ValueError naming the known methods for an
+    unknown name, an empty item (``",,"``), a name given twice or ``auto`` mixed with names."""
+    from runner.saliency_maps import METHODS
+
+    if text is None or not text.strip() or text.strip() == "auto":
+        return None
+    known = f"known: auto or a comma list of {', '.join(METHODS)}"
+    names = [part.strip() for part in text.split(",")]
+    if any(not name for name in names):
+        raise ValueError(f"saliency methods {printable(text)[:80]!r} has an empty item; {known}")
+    for name in names:
+        if name == "auto":
+            raise ValueError(f"saliency methods: 'auto' cannot be combined with names; {known}")
+        if name not in METHODS:
+            hint = f" (did you mean {name.lower()!r}?)" if name.lower() in METHODS else ""
+            raise ValueError(f"unknown saliency method {printable(name)[:40]!r}{hint}; {known}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"saliency methods {printable(text)[:80]!r} names a method twice; {known}")
+    return tuple(names)
+
+
+def plan(fmt: str | None, asked: tuple[str, ...] | None) -> tuple[list[str], dict[str, str]]:
+    """(methods to run in order, {method: why skipped}) for a model of format ``fmt`` (pt2,
+    safetensors, torchscript, onnx) and the operator's ``asked`` (None: auto, module docstring).
+    A layer method needs a layer format; every method but occlusion needs gradients (not ONNX)."""
+    if asked is None:
+        return list(AUTO.get(fmt or "", ("smoothgrad",))), {}
+    from runner.saliency_maps import LAYER_METHODS
+
+    run, skipped = [], {}
+    for method in asked:
+        if fmt == "onnx" and method != "occlusion":
+            skipped[method] = f"{method} cannot run here: {CANNOT['onnx']}"
+        elif method in LAYER_METHODS and fmt not in LAYER_FORMATS:
+            skipped[method] = (
+                f"{method} cannot run here: {CANNOT.get(fmt or '', 'the format exposes no layers')}"
+            )
+        else:
+            run.append(method)
+    return run, skipped
 
 
 def training_mean(slug: str) -> list[float] | None:
@@ -178,9 +263,10 @@ def explain_task(
     cancel: threading.Event | None = None,
 ) -> dict[str, Any] | None:
     """The ``saliency`` entry of a classifier result (module docstring), computed on ``server``
-    (a ModelServer) for ``data`` (the task's TaskData) whose per-image ``arrays`` are known;
-    ``evaluation_s`` the task's evaluation time so far (the budget's base). None when saliency
-    is off or the sample is empty. Raises EvaluationError only for LEASE_EXPIRED (``cancel``)."""
+    (a ModelServer, whose ``settings.fmt`` is the format) for ``data`` (the task's TaskData)
+    whose per-image ``arrays`` are known; ``evaluation_s`` the task's evaluation time so far (the
+    budget's base). None when saliency is off or the sample is empty. Raises EvaluationError
+    only for LEASE_EXPIRED (``cancel``)."""
     if not enabled():
         return None
     rows = sample_rows(arrays)
@@ -190,64 +276,206 @@ def explain_task(
     budget = BUDGET_FRACTION * max(evaluation_s, 0.0)
     subset = task_subset(slug)
     pred = np.asarray(arrays["pred"], dtype=np.int64)
-    entry: dict[str, Any] = {"format": 1, "side": SIDE, "budget_s": round(budget, 3), "requested": len(rows)}
-    done_rows: list[np.ndarray] = []
-    maps: list[np.ndarray] = []
-    told: dict[str, Any] = {}
-    per_image_s: float | None = None
+    entry: dict[str, Any] = {
+        "format": FORMAT,
+        "side": SIDE,
+        "budget_s": round(budget, 3),
+        "requested": len(rows),
+    }
+    fmt = getattr(getattr(server, "settings", None), "fmt", None)
+    methods: list[dict[str, Any]] = []
+    order: list[str] = []
+    skipped: dict[str, str] = {}
+    asked: tuple[str, ...] | None = None
     try:
-        for reader, positions, part_rows in _rows_by_part(data, rows):
-            at = 0
-            while at < len(positions):
-                spent = time.perf_counter() - started
-                if per_image_s is None:
-                    size = FIRST_CHUNK
-                else:
-                    size = min(MAX_CHUNK, int((budget - spent) / max(per_image_s, 1e-6)))
-                if size < 1:
-                    raise _OverBudget
-                images = inputs_at(reader, positions[at : at + size])
-                if images is None:
-                    entry["error"] = "this dataset's images cannot be read by position"
-                    raise _OverBudget
-                here = part_rows[at : at + len(images)]
-                targets = [int(subset[p]) if subset is not None else int(p) for p in pred[here]]
-                request = {"method": "auto", "targets": targets, "fill": training_mean(slug), "side": SIDE}
-                call_started = time.perf_counter()
-                call_deadline = call_started + max(budget - spent, 0.0) + GRACE_S
-                if deadline is not None:
-                    call_deadline = min(call_deadline, deadline)
-                got, told = server.saliency(images, request, deadline=call_deadline, cancel=cancel)
-                per_image_s = (time.perf_counter() - call_started) / len(images)
-                maps.append(np.asarray(got, dtype=np.uint8))
-                done_rows.append(here)
-                at += len(images)
-    except _OverBudget:
-        pass  # the budget ran out: keep the maps made so far (the entry records the budget it had)
-    except EvaluationError as exc:
-        if exc.kind == ErrorKind.LEASE_EXPIRED:
-            raise
-        entry["error"] = exc.message[:600]
-        log.warning("saliency maps stopped: %s", exc.message[:300])
-    done = np.concatenate(done_rows) if done_rows else np.zeros(0, dtype=np.int64)
-    stacked = np.concatenate(maps) if maps else np.zeros((0, SIDE, SIDE), dtype=np.uint8)
-    entry.update(
-        {
-            "method": _known_method(told.get("saliency_method")),
-            "layer": printable(told["saliency_layer"], keep_newlines=False)[:200]
-            if isinstance(told.get("saliency_layer"), str)
-            else None,
-            "params": _json_object(told.get("saliency_params")),
-            "rows": done.tolist(),
-            "index": np.asarray(arrays["index"])[done].tolist(),
-            "target": [int(subset[p]) if subset is not None else int(p) for p in pred[done]],
-            "failure": (pred[done] != np.asarray(arrays["label"])[done]).tolist(),
-            "group_key": next((k for k in GROUP_KEYS if k in arrays), None),
-            "maps": base64.b64encode(np.ascontiguousarray(stacked).tobytes()).decode("ascii"),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-    )
+        asked = parse_methods(os.environ.get(METHODS_ENV))
+    except ValueError as exc:  # refused at start-up by the CLI; an environment changed since
+        entry["error"] = str(exc)[:600]
+    else:
+        order, skipped = plan(fmt, asked)
+        entry["asked"] = "auto" if asked is None else list(asked)
+    job = _Job(server, slug, data, rows, pred, subset, started, budget, deadline, cancel)
+    try:
+        for method in order:
+            methods.append(job.run(method, first=not methods))
+        if (
+            asked is None
+            and fmt in LAYER_FORMATS
+            and methods
+            and all(not m["rows"] and "error" in m for m in methods)
+        ):
+            methods.append(job.run(FALLBACK, first=False))  # no layer to hook: input gradients
+    finally:
+        methods += [_skipped(method, why) for method, why in skipped.items()]
+        done = np.array(sorted({r for m in methods for r in m["rows"]}), dtype=np.int64)
+        entry.update(
+            {
+                "rows": done.tolist(),
+                "index": np.asarray(arrays["index"])[done].tolist(),
+                "target": [int(subset[p]) if subset is not None else int(p) for p in pred[done]],
+                "failure": (pred[done] != np.asarray(arrays["label"])[done]).tolist(),
+                "group_key": next((k for k in GROUP_KEYS if k in arrays), None),
+                "methods": methods,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
     return entry
+
+
+def _passes(method: str, size: tuple[int, ...]) -> float:
+    """Relative cost per image of ``method`` on images of ``size`` (H, W): :data:`PASSES`, or for
+    occlusion one forward pass (about a third of a forward and backward pass) per window."""
+    if method != "occlusion":
+        return PASSES.get(method, 1.0)
+    from runner.saliency_maps import occlusion_window
+
+    height, width = (int(v) for v in size[-2:])
+    k, stride = occlusion_window(height, width)
+    windows = (-(-max(height - k, 0) // stride) + 1) * (-(-max(width - k, 0) // stride) + 1)
+    return (windows + 1) / 3.0
+
+
+def _skipped(method: str, why: str) -> dict[str, Any]:
+    return {
+        "method": method,
+        "layer": None,
+        "params": {},
+        "rows": [],
+        "maps": "",
+        "seconds": 0.0,
+        "skipped": why,
+    }
+
+
+class _Job:
+    """One task's saliency requests: the sample, the clock and the budget all methods share."""
+
+    def __init__(
+        self,
+        server: Any,
+        slug: str,
+        data: Any,
+        rows: np.ndarray,
+        pred: np.ndarray,
+        subset: Any,
+        started: float,
+        budget: float,
+        deadline: float | None,
+        cancel: threading.Event | None,
+    ):
+        self.server, self.slug, self.parts = server, slug, _rows_by_part(data, rows)
+        self.pred, self.subset = pred, subset
+        self.started, self.budget, self.deadline, self.cancel = started, budget, deadline, cancel
+        self.stopped: str | None = None  # why no further request can be made
+        # The images one request holds at least: a model of a fixed batch computes that many
+        # (padded) whatever it is sent, so fewer would waste its passes.
+        info = getattr(server, "info", None) or {}
+        batch_min = info.get("batch_min") if isinstance(info, dict) else None
+        self.floor = min(int(batch_min), MAX_ROWS) if type(batch_min) is int and batch_min > 1 else 1
+        self.last: tuple[str, float, int, tuple[int, ...]] | None = None  # method, seconds, images, (H, W)
+
+    def _predicted(self, method: str) -> float:
+        """Seconds the first request of ``method`` is predicted to take: the last request's,
+        scaled by passes per image (occlusion: its windows' forward passes, a third of a pass each)
+        and by the images it will hold (a fixed batch: one padded batch either way)."""
+        if self.last is None:
+            return 0.0
+        before, seconds, images, size = self.last
+        ratio = _passes(method, size) / _passes(before, size)
+        return seconds * ratio if self.floor > 1 else seconds / images * FIRST_CHUNK * ratio
+
+    def run(self, method: str, *, first: bool) -> dict[str, Any]:
+        """One method's part of the entry (module docstring): its maps for as many of the sample's
+        images as the budget allows, the first request of ``first`` one always made; a later
+        method starts only when its first request is predicted to fit what is left (from the
+        seconds per pass the method before it took: :data:`PASSES`)."""
+        began = time.perf_counter()
+        out: dict[str, Any] = {"method": method, "layer": None, "params": {}}
+        if self.stopped is not None:
+            return _skipped(method, self.stopped)
+        left = self.budget - (time.perf_counter() - self.started)
+        if not first:
+            predicted = self._predicted(method)
+            if left <= 0 or predicted > left:
+                return _skipped(
+                    method,
+                    f"the saliency budget was spent by the methods before it ({max(left, 0.0):.2f} s left, "
+                    f"its first request predicted to take {predicted:.2f} s)",
+                )
+        done_rows: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
+        told: dict[str, Any] = {}
+        per_image_s: float | None = None
+        try:
+            for reader, positions, part_rows in self.parts:
+                at = 0
+                while at < len(positions):
+                    spent = time.perf_counter() - self.started
+                    if per_image_s is None:
+                        size = max(FIRST_CHUNK, self.floor)
+                    else:
+                        size = min(
+                            max(MAX_CHUNK, self.floor), int((self.budget - spent) / max(per_image_s, 1e-6))
+                        )
+                    if size < 1:
+                        raise _OverBudget
+                    size = max(size, self.floor)  # a fixed batch computes this many at the cost of one
+                    images = inputs_at(reader, positions[at : at + size])
+                    if images is None:
+                        out["error"] = "this dataset's images cannot be read by position"
+                        self.stopped = out["error"]
+                        raise _OverBudget
+                    here = part_rows[at : at + len(images)]
+                    targets = [
+                        int(self.subset[p]) if self.subset is not None else int(p) for p in self.pred[here]
+                    ]
+                    request = {
+                        "method": method,
+                        "targets": targets,
+                        "fill": training_mean(self.slug),
+                        "side": SIDE,
+                    }
+                    call_started = time.perf_counter()
+                    call_deadline = call_started + max(self.budget - spent, 0.0) + GRACE_S
+                    if self.deadline is not None:
+                        call_deadline = min(call_deadline, self.deadline)
+                    got, told = self.server.saliency(
+                        images, request, deadline=call_deadline, cancel=self.cancel
+                    )
+                    per_image_s = (time.perf_counter() - call_started) / len(images)
+                    self.last = (method, time.perf_counter() - call_started, len(images), images.shape[2:])
+                    maps.append(np.asarray(got, dtype=np.uint8))
+                    done_rows.append(here)
+                    at += len(images)
+        except _OverBudget:
+            log.debug("saliency %s: budget spent after %d images", method, sum(len(r) for r in done_rows))
+        except EvaluationError as exc:
+            if exc.kind == ErrorKind.LEASE_EXPIRED:
+                raise
+            out["error"] = exc.message[:600]
+            if not getattr(self.server, "alive", True):
+                self.stopped = f"the model server stopped after {method}'s error"
+            log.warning("saliency maps (%s) stopped: %s", method, exc.message[:300])
+        done = np.concatenate(done_rows) if done_rows else np.zeros(0, dtype=np.int64)
+        stacked = np.concatenate(maps) if maps else np.zeros((0, SIDE, SIDE), dtype=np.uint8)
+        if told:
+            if _known_method(told.get("saliency_method")) != method:
+                out["error"] = (
+                    f"the model server answered {printable(str(told.get('saliency_method')))[:40]!r}"
+                )
+                done, stacked = done[:0], stacked[:0]
+            else:
+                layer = told.get("saliency_layer")
+                out["layer"] = printable(layer, keep_newlines=False)[:200] if isinstance(layer, str) else None
+                out["params"] = _json_object(told.get("saliency_params"))
+        out.update(
+            {
+                "rows": done.tolist(),
+                "maps": base64.b64encode(np.ascontiguousarray(stacked).tobytes()).decode("ascii"),
+                "seconds": round(time.perf_counter() - began, 3),
+            }
+        )
+        return out
 
 
 def _known_method(name: Any) -> str | None:
@@ -274,13 +502,25 @@ def _json_object(text: Any) -> dict[str, Any]:
 
 
 def decode_maps(entry: Mapping[str, Any]) -> np.ndarray:
-    """uint8 [M, S, S] from a result's ``saliency`` entry (what the site and H7's explorer read).
-    Raises ValueError when the bytes do not match ``rows`` and ``side``."""
+    """uint8 [m, S, S] of one method of a result's ``saliency`` entry (``entry["methods"][i]``
+    with ``side`` given beside it: ``{**method, "side": S}``; or a format-1 entry). Raises
+    ValueError when the bytes do not match ``rows`` and ``side``."""
     side, count = int(entry["side"]), len(entry["rows"])
     raw = np.frombuffer(base64.b64decode(entry["maps"]), dtype=np.uint8)
     if raw.size != count * side * side:
         raise ValueError(f"saliency maps hold {raw.size} bytes, not {count}×{side}×{side}")
     return raw.reshape(count, side, side)
+
+
+def method_maps(entry: Mapping[str, Any]) -> dict[str, tuple[list[int], np.ndarray]]:
+    """{method: (rows, uint8 [m, S, S])} of a format-2 entry (the maps of each method that has
+    any). Raises ValueError as :func:`decode_maps`."""
+    side = int(entry["side"])
+    return {
+        m["method"]: (list(m["rows"]), decode_maps({**m, "side": side}))
+        for m in entry["methods"]
+        if m["rows"]
+    }
 
 
 class _OverBudget(Exception):

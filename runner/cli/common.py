@@ -24,6 +24,25 @@ Trust = Annotated[bool, typer.Option("--trust", envvar="RUNNER_TRUST",
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "leaderboard-data"
 
 
+def _saliency_methods(value: str | None) -> str:
+    """``--saliency-methods`` read by runner.saliency_sample.parse_methods and spelled as it reads
+    it ("auto" or the names joined by commas); an unknown name exits 2 naming the known ones."""
+    from runner.saliency_sample import parse_methods
+
+    try:
+        methods = parse_methods(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return "auto" if methods is None else ",".join(methods)
+
+
+SaliencyMethods = Annotated[str, typer.Option(
+    "--saliency-methods", envvar="RUNNER_SALIENCY_METHODS", callback=_saliency_methods,
+    help="saliency methods for each classifier result: auto (every method the model's format allows) or a comma "
+    "list of gradcam, gradcam++, smooth-gradcam++, normgrad, smoothgrad, occlusion (one the format cannot run "
+    "is recorded as skipped)")]
+
+
 def pools_of(values: list[str]) -> list[str]:
     """The pools named by repeated or comma-separated ``--pool`` values; ["cpu"] when none."""
     pools = [p for value in values for p in value.replace(",", " ").split() if p]

@@ -13,6 +13,7 @@ from rich.text import Text
 from runner.cli.common import (
     DEFAULT_DATA_ROOT,
     DataRoot,
+    SaliencyMethods,
     Trust,
     err,
     failure_line,
@@ -60,6 +61,7 @@ def run(
                                                "carries the catalogue's)")] = None,
     saliency: Annotated[bool, typer.Option(help="saliency maps for a sample of a classifier's images, in the "
                                            "result under 'saliency' (--no-saliency: RUNNER_SALIENCY=off)")] = True,
+    saliency_methods: SaliencyMethods = "auto",
 ) -> None:
     """Evaluate a file locally through the same path as a site job; print and save the result.
 
@@ -70,6 +72,7 @@ def run(
     with several tasks each ``result-<task>.json`` gets its own ``result-<task>.per_image.npz``."""
     if not saliency:
         os.environ["RUNNER_SALIENCY"] = "off"  # read by runner/saliency_sample.py
+    os.environ["RUNNER_SALIENCY_METHODS"] = saliency_methods  # checked by the option's callback
     from runner.evaluate import LocalRun, TaskParamsError, evaluate
     from runner.metrics.per_image import file_name
     from runner.spec import EvaluationError

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from runner.cli.common import DEFAULT_DATA_ROOT, DataRoot, Trust, err, pools_of, usable_device
+from runner.cli.common import (
+    DEFAULT_DATA_ROOT,
+    DataRoot,
+    SaliencyMethods,
+    Trust,
+    err,
+    pools_of,
+    usable_device,
+)
 
 
 def work(
@@ -24,10 +32,12 @@ def work(
     loglevel: Annotated[str, typer.Option(help="worker log level")] = "INFO",
     saliency: Annotated[bool, typer.Option(help="saliency maps for a sample of each classifier result (at most "
                                            "about 10% more time; --no-saliency sets RUNNER_SALIENCY=off)")] = True,
+    saliency_methods: SaliencyMethods = "auto",
 ) -> None:
     """Consume evaluation jobs from the site until stopped."""
     if not saliency:
         os.environ["RUNNER_SALIENCY"] = "off"  # read by runner/saliency_sample.py in every job
+    os.environ["RUNNER_SALIENCY_METHODS"] = saliency_methods  # checked by the option's callback; read per job
     from runner.sandbox import sandbox_available
     from runner.workdir import sweep_abandoned
     from runner.worker import WorkerSettings, default_broker_url, start_worker

@@ -376,11 +376,16 @@ class TorchModel:
             return reference
         return _single_output(self._call(tensors, self.memory_format == "channels_last"))
 
+    def pieces(self, n: int) -> list[tuple[int, int, int]]:
+        """``(start, stop, pad)`` pieces of ``n`` items in the batch sizes the model accepts
+        (batch_pieces; the saliency request splits its images the same way)."""
+        return batch_pieces(n, self.batch_min, self.batch_max)
+
     def run_batch(self, tensors: list):
         """The model on any number of items: split and padded to the batch sizes it accepts (the
         padding dropped again); a dtype this device cannot run is one line saying so."""
         torch = self.torch
-        pieces = batch_pieces(len(tensors[0]), self.batch_min, self.batch_max)
+        pieces = self.pieces(len(tensors[0]))
         outputs = []
         for start, stop, pad in pieces:
             piece = [_pad(t[start:stop], pad) for t in tensors]

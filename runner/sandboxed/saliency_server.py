@@ -15,10 +15,22 @@ child → parent
 ``method`` "auto" picks by what the format exposes: an eager module (a .safetensors library
 architecture) → Grad-CAM++ on ``layer4`` or the last Conv2d (runner.saliency.default_layer); an
 ExportedProgram → Grad-CAM++ on the same layer found in its graph (runner.saliency.graph_layer);
-a TorchScript module (no hookable layers once scripted) → input-gradient SmoothGrad;
-ONNX (no gradients) → occlusion through the session. Gradients are taken in float32 whatever the
-evaluation's precision. Like every answer of this program, the maps are data to the parent: it
-checks their shape and dtype and trusts nothing else.
+a TorchScript module → input-gradient SmoothGrad; ONNX (no gradients) → occlusion through the
+session. The runner names each method (runner/saliency_sample.py runs every method the format
+allows, one request per method and chunk); "auto" is kept for one-off requests.
+
+TorchScript has no layer methods: a loaded RecursiveScriptModule's submodules refuse forward hooks
+(torch 2.14: "register_forward_hook is not supported on ScriptModules"), and calling a submodule
+alone gives its activation only when the rest of the forward is known, which the compiled module
+does not say in a form this server can replay.
+
+A model exported with a fixed batch size (or a bounded range: the model's ``pieces``, the split
+evaluation uses) gets exactly the sizes it accepts: the images are split into pieces of at most
+its largest batch, each padded with repeats of its last image (and target) up to its smallest,
+the noisy copies run that many images per pass, and the padding's maps are dropped. Gradients are
+taken in float32 whatever the evaluation's precision. Maps that are not finite (a model whose
+gradients are NaN) are refused as an error of this request. Like every answer of this program,
+the maps are data to the parent: it checks their shape and dtype and trusts nothing else.
 """
 
 from __future__ import annotations
@@ -78,37 +90,93 @@ def choose(model: Any, method: str, layer: str | None) -> tuple[str, str | None]
 
 
 def compute(model: Any, arrays: list, scales: list, header: dict[str, Any]) -> saliency_maps.Saliency:
-    """The maps of the request's images (module docstring) on ``model``."""
+    """The maps of the request's images (module docstring) on ``model``. Raises ValueError for a
+    method the model cannot run and for maps that are not finite."""
     method, layer = choose(model, str(header.get("method") or "auto"), header.get("layer"))
     targets = header.get("targets")
     if getattr(model, "format", "onnx") == "onnx":
         import numpy as np
 
         images = np.array(arrays[0], dtype=np.float32) / (scales[0] or 1.0)  # a copy: shm stays free
-        return saliency_maps.occlusion(
+        result = saliency_maps.occlusion(
             lambda batch: model.predict([batch], [None]), images, fill=header.get("fill"), target=targets
         )
-    saliency = _torch_methods()
+        return _finite(result)
     torch = model.torch
     x = model._to_tensor(arrays[0], scales[0], torch.float32).clone()
+    if targets is not None and len(targets) != len(x):
+        raise ValueError(f"{len(targets)} targets for {len(x)} images")
+    pieces = model.pieces(len(x)) if hasattr(model, "pieces") else [(0, len(x), 0)]
+    results = []
+    for start, stop, pad in pieces:
+        chunk = x[start:stop]
+        chunk_targets = None if targets is None else list(targets[start:stop])
+        if pad:
+            chunk = torch.cat([chunk, chunk[-1:].expand(pad, *chunk.shape[1:])])
+            if chunk_targets is not None:
+                chunk_targets += [chunk_targets[-1]] * pad
+        one = _one_method(model, method, layer, chunk, chunk_targets, header, pieces)
+        one.maps, one.target = one.maps[: stop - start], one.target[: stop - start]
+        results.append(one)
+    first = results[0]
+    if len(results) > 1:
+        import numpy as np
+
+        first.maps = np.concatenate([r.maps for r in results])
+        first.target = np.concatenate([r.target for r in results])
+    return _finite(first)
+
+
+def _one_method(
+    model: Any, method: str, layer: str | None, x: Any, targets: Any, header: dict[str, Any], pieces: list
+) -> saliency_maps.Saliency:
+    """``method`` on one batch ``x`` of a size the model accepts (a piece of :func:`compute`)."""
+    saliency = _torch_methods()
+    torch = model.torch
     module = model.module
+    fixed = len(pieces) > 1 or pieces[0][2] > 0 or getattr(model, "batch_max", None) is not None
     if method == "occlusion":
-        return saliency.occlusion(
-            lambda batch: module(torch.from_numpy(batch).to(x.device)).detach(),
-            x,
-            fill=header.get("fill"),
-            target=targets,
-        )
+        n = len(x)
+
+        def predict(batch: Any) -> Any:  # a fixed batch: the occluded copies n images at a time
+            batch = torch.from_numpy(batch).to(x.device)
+            if not fixed:
+                return module(batch).detach()
+            outs = []
+            for lo in range(0, len(batch), n):
+                part = batch[lo : lo + n]
+                real = len(part)
+                if real < n:
+                    part = torch.cat([part, part[-1:].expand(n - real, *part.shape[1:])])
+                outs.append(module(part).detach()[:real])
+            return torch.cat(outs)
+
+        return saliency.occlusion(predict, x, fill=header.get("fill"), target=targets)
     options: dict[str, Any] = {"target": targets}
     if method in ("smoothgrad", "smooth-gradcam++"):
         # Noisy copies per pass: 64 CIFAR-sized images, 2 at 224 (a ResNet-50's activations for 64
-        # images at 224 would be gigabytes on the CPU, past the sandbox's memory).
-        options["max_batch"] = max(2, PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))
+        # images at 224 would be gigabytes on the CPU, past the sandbox's memory); never more
+        # than the model's largest batch, never fewer than this piece's images (its smallest).
+        per_pass = max(2, PIXELS_PER_PASS // (x.shape[2] * x.shape[3]))
+        high = getattr(model, "batch_max", None)
+        options["max_batch"] = max(len(x), min(per_pass, high) if high else per_pass)
     if method in saliency.LAYER_METHODS and model.format == "pt2":
         return saliency.explain_graph(method, module, x, layer=layer, **options)
     if method in saliency.LAYER_METHODS:
         options["layer"] = layer
     return saliency.explain(method, module, x, **options)
+
+
+def _finite(result: saliency_maps.Saliency) -> saliency_maps.Saliency:
+    """``result`` when its maps are finite; ValueError otherwise (NaN or infinite gradients or
+    scores: no map can be drawn from them)."""
+    import numpy as np
+
+    if not np.isfinite(result.maps).all():
+        raise ValueError(
+            f"the model's {result.method} maps are not finite (NaN or infinite gradients or scores)"
+        )
+    return result
 
 
 def answer(server: Any, header: dict[str, Any]) -> None:

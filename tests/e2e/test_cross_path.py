@@ -95,6 +95,10 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("saliency", "target"),
     ("saliency", "failure"),
     ("saliency", "maps"),
+    ("saliency", "methods", "*", "seconds"),  # format 2: each method's maps, as many as fitted
+    ("saliency", "methods", "*", "rows"),
+    ("saliency", "methods", "*", "maps"),
+    ("saliency", "methods", "*", "skipped"),  # "the budget was spent": also the clock's
 )
 
 

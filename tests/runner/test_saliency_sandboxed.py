@@ -19,7 +19,14 @@ from runner import saliency, saliency_sample
 from runner.evaluate import file_sha256
 from runner.serve import ServerSettings
 
-from .classifier_models import DigitsConvNet, save_onnx, save_pt2, save_torchscript
+from .classifier_models import (
+    DigitsConvNet,
+    save_onnx,
+    save_onnx_as_exported,
+    save_pt2,
+    save_pt2_as_exported,
+    save_torchscript,
+)
 
 
 class NoGradients(torch.nn.Module):
@@ -33,6 +40,49 @@ class NoGradients(torch.nn.Module):
         with torch.no_grad():
             return self.fc(x.flatten(1))
 
+
+class NaNGradients(torch.nn.Module):
+    """Finite logits whose gradients are NaN: 0·Σ√(a − a) adds 0 to them, but √'s derivative at 0
+    is infinite and 0·∞ is NaN, at the convolution's output and at the input alike."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        return self.fc(a.relu().flatten(1)) + 0 * torch.sqrt(a - a).sum()
+
+
+class NoConvolution(torch.nn.Module):
+    """A linear classifier of digits: no layer for the CAM methods to look at."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def explained(pool: Any, path: Any, fmt: str, n: int = 12) -> dict[str, Any]:
+    """explain_task's entry for the model at ``path`` on the first ``n`` digits images, a
+    sandboxed server of format ``fmt`` (half the images counted as failures)."""
+    x = digits_images(n)
+    arrays = {
+        "index": np.arange(n),
+        "label": np.arange(n) % 10,
+        "pred": np.arange(n) % 10 * (np.arange(n) % 2),
+    }
+    data = type("Data", (), {"parts": {"main": digits_reader(x)}})()
+    settings = ServerSettings(sha256=file_sha256(path), fmt=fmt, device="cpu", threads=1)
+    with pool.borrow(path, settings) as (server, _):
+        entry = saliency_sample.explain_task(server, "digits", data, arrays, evaluation_s=1000.0)
+    assert entry is not None and entry["format"] == 2
+    return entry
 
 
 def digits_images(n: int) -> np.ndarray:
@@ -99,8 +149,14 @@ def test_a_model_without_gradients_keeps_its_result_and_records_why_it_has_no_ma
     settings = ServerSettings(sha256=file_sha256(path), fmt="torchscript", device="cpu", threads=1)
     with pool.borrow(path, settings) as (server, _):
         entry = saliency_sample.explain_task(server, "digits", data, arrays, evaluation_s=100.0)
-    assert entry is not None and entry["rows"] == [] and entry["maps"] == ""
-    assert "computing saliency maps failed" in entry["error"] and "grad" in entry["error"]
+    assert (
+        entry is not None
+        and entry["rows"] == []
+        and [m["method"] for m in entry["methods"]] == ["smoothgrad"]
+    )
+    (method,) = entry["methods"]
+    assert method["rows"] == [] and method["maps"] == ""
+    assert "computing saliency maps failed" in method["error"] and "grad" in method["error"]
 
 
 def digits_reader(x: np.ndarray) -> Any:
@@ -161,8 +217,10 @@ def test_runner_run_on_digits_puts_bounded_maps_of_failures_and_successes_in_the
     per_image = np.load(tmp_path / "R.per_image.npz", allow_pickle=False)
     rows = np.asarray(entry["rows"], dtype=np.int64)
     assert 1 <= len(rows) <= entry["requested"] <= saliency_sample.MAX_ROWS
-    assert entry["method"] == "smoothgrad" and entry["side"] == 16 and "error" not in entry
-    maps = saliency_sample.decode_maps(entry)
+    assert entry["side"] == 16 and "error" not in entry and entry["asked"] == "auto"
+    (method,) = entry["methods"]
+    assert method["method"] == "smoothgrad" and "error" not in method and method["rows"] == entry["rows"]
+    maps = saliency_sample.decode_maps({**method, "side": 16})
     assert maps.shape == (len(rows), 16, 16) and (maps.reshape(len(rows), -1).max(axis=1) >= 250).all()
     assert entry["index"] == per_image["index"][rows].tolist()
     assert entry["failure"] == (per_image["pred"][rows] != per_image["label"][rows]).tolist()
@@ -189,3 +247,144 @@ def test_the_images_sent_are_exactly_what_evaluation_fed_the_model(slug, tmp_pat
     sent = saliency_sample.inputs_at(reader, positions)
     assert sent is not None and sent.dtype == np.float32
     assert np.array_equal(sent, fed[positions])
+
+
+def test_an_exported_program_carries_every_layer_method_on_the_same_images(pool, tmp_path):
+    model = DigitsConvNet().eval()
+    entry = explained(pool, save_pt2(model, tmp_path / "digits.pt2", (1, 8, 8)), "pt2")
+    assert entry["asked"] == "auto" and "error" not in entry
+    methods = {m["method"]: m for m in entry["methods"]}
+    assert list(methods) == ["gradcam++", "normgrad", "smooth-gradcam++"]  # cheapest first
+    x = torch.from_numpy(digits_images(12))
+    targets = (np.arange(12) % 10 * (np.arange(12) % 2)).tolist()
+    expected = {
+        "gradcam++": saliency.gradcampp(model, x, layer="conv", target=targets),
+        "normgrad": saliency.normgrad(model, x, layer="conv", target=targets),
+    }
+    # the noise is drawn per request: the first request's 2 images, then the other 10
+    smooth = [
+        saliency.smooth_gradcampp(model, x[lo:hi], layer="conv", target=targets[lo:hi])
+        for lo, hi in ((0, 2), (2, 12))
+    ]
+    expected["smooth-gradcam++"] = saliency.Saliency(
+        "smooth-gradcam++",
+        np.concatenate([r.maps for r in smooth]),
+        np.concatenate([r.target for r in smooth]),
+    )
+    for name, method in methods.items():
+        assert "error" not in method and "skipped" not in method, method
+        assert method["rows"] == entry["rows"] == list(range(12)) and method["layer"] == "conv"
+        maps = saliency_sample.decode_maps({**method, "side": entry["side"]})
+        want = saliency.quantize(expected[name].maps).astype(int)
+        assert np.abs(maps.astype(int) - want).max() <= 1, name
+    assert methods["smooth-gradcam++"]["params"]["copies"] == 20
+    assert methods["normgrad"]["params"]["selective"] is True
+    assert set(saliency_sample.method_maps(entry)) == set(methods)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_a_model_exported_with_a_fixed_batch_gets_maps_fed_exactly_its_batch(pool, tmp_path, fmt):
+    """5 images for a batch of 4: one full piece and one padded with repeats, the padding's
+    maps dropped; the maps are those of the unexported model on the same pieces."""
+    model = DigitsConvNet().eval()
+    save = save_onnx_as_exported if fmt == "onnx" else save_pt2_as_exported
+    path = save(model, tmp_path / f"fixed.{fmt}", (4, 1, 8, 8))
+    x = digits_images(5)
+    targets = [3, 1, 4, 1, 5]
+    settings = ServerSettings(sha256=file_sha256(path), fmt=fmt, device="cpu", threads=1)
+    names = (
+        ["occlusion"]
+        if fmt == "onnx"
+        else ["gradcam++", "normgrad", "smooth-gradcam++", "smoothgrad", "occlusion"]
+    )
+    got = {}
+    with pool.borrow(path, settings) as (server, _):
+        for name in names:
+            request = {"method": name, "targets": targets, "fill": [0.3], "side": 16}
+            got[name] = server.saliency(x, request)[0]
+    padded = torch.from_numpy(np.concatenate([x[4:], x[4:], x[4:], x[4:]]))
+    pieces = [(torch.from_numpy(x[:4]), targets[:4]), (padded, [5] * 4)]
+    for name in names:
+        if name == "occlusion":
+            with torch.no_grad():
+                one = [
+                    saliency.occlusion(lambda b: model(torch.from_numpy(b)), p, fill=[0.3], target=t)
+                    for p, t in pieces
+                ]
+        else:
+            layer = {} if name == "smoothgrad" else {"layer": "conv"}
+            copies = {"max_batch": 4} if name in ("smoothgrad", "smooth-gradcam++") else {}
+            one = [saliency.explain(name, model, p, target=t, **layer, **copies) for p, t in pieces]
+        want = saliency.quantize(np.concatenate([one[0].maps, one[1].maps[:1]])).astype(int)
+        assert got[name].shape == (5, 16, 16)
+        assert np.abs(got[name].astype(int) - want).max() <= 2, name
+
+
+def test_nan_gradients_give_each_method_an_error_and_leave_the_result_whole(pool, tmp_path):
+    entry = explained(pool, save_pt2(NaNGradients().eval(), tmp_path / "nan.pt2", (1, 8, 8)), "pt2")
+    names = [m["method"] for m in entry["methods"]]
+    assert names == ["gradcam++", "normgrad", "smooth-gradcam++", "smoothgrad"]  # the last: auto's fallback
+    for method in entry["methods"]:
+        assert method["rows"] == [] and "not finite" in method["error"], method
+    assert entry["rows"] == [] and entry["requested"] == 12
+
+
+def test_a_model_without_convolutions_falls_back_to_input_gradients_under_auto(pool, tmp_path):
+    entry = explained(pool, save_pt2(NoConvolution().eval(), tmp_path / "linear.pt2", (1, 8, 8)), "pt2")
+    names = [m["method"] for m in entry["methods"]]
+    assert names == ["gradcam++", "normgrad", "smooth-gradcam++", "smoothgrad"]
+    for refused in entry["methods"][:3]:
+        assert refused["rows"] == [] and "convolution" in refused["error"], refused
+    assert (
+        entry["methods"][3]["rows"] == entry["rows"] == list(range(12)) and "error" not in entry["methods"][3]
+    )
+
+
+def test_the_operators_list_runs_what_the_format_can_and_records_the_rest_as_skipped(
+    pool, tmp_path, monkeypatch
+):
+    model = DigitsConvNet().eval()
+    monkeypatch.setenv("RUNNER_SALIENCY_METHODS", "gradcam++,occlusion")
+    entry = explained(pool, save_onnx(model, tmp_path / "digits.onnx", (1, 8, 8)), "onnx")
+    assert entry["asked"] == ["gradcam++", "occlusion"]
+    occlusion, gradcampp = entry["methods"]
+    assert occlusion["method"] == "occlusion" and occlusion["rows"] == list(range(12))
+    assert (
+        gradcampp["method"] == "gradcam++"
+        and gradcampp["rows"] == []
+        and "no gradients" in gradcampp["skipped"]
+    )
+    monkeypatch.setenv("RUNNER_SALIENCY_METHODS", "gradcam++")
+    entry = explained(pool, save_pt2(model, tmp_path / "digits.pt2", (1, 8, 8)), "pt2")
+    assert [m["method"] for m in entry["methods"]] == ["gradcam++"] and len(entry["methods"][0]["rows"]) == 12
+
+
+def test_a_spent_budget_stops_after_the_first_request_of_the_cheapest_method(pool, tmp_path):
+    model = DigitsConvNet().eval()
+    path = save_pt2(model, tmp_path / "digits.pt2", (1, 8, 8))
+    x = digits_images(40)
+    arrays = {"index": np.arange(40), "label": np.arange(40) % 10, "pred": np.arange(40) % 10}
+    data = type("Data", (), {"parts": {"main": digits_reader(x)}})()
+    settings = ServerSettings(sha256=file_sha256(path), fmt="pt2", device="cpu", threads=1)
+    with pool.borrow(path, settings) as (server, _):
+        entry = saliency_sample.explain_task(server, "digits", data, arrays, evaluation_s=0.0)
+    assert entry is not None
+    first, *rest = entry["methods"]
+    assert first["method"] == "gradcam++" and len(first["rows"]) == saliency_sample.FIRST_CHUNK
+    assert all(m["rows"] == [] and "budget" in m["skipped"] for m in rest), rest
+
+
+def test_a_fixed_batch_export_gets_every_layer_method_for_the_whole_sample(pool, tmp_path):
+    """explain_task on a .pt2 exported for batches of exactly 4: every method maps all 12 images
+    (requests of at least 4 images, padded by the sandbox), Grad-CAM++ as the unexported model's."""
+    model = DigitsConvNet().eval()
+    entry = explained(pool, save_pt2_as_exported(model, tmp_path / "fixed.pt2", (4, 1, 8, 8)), "pt2")
+    methods = {m["method"]: m for m in entry["methods"]}
+    assert list(methods) == ["gradcam++", "normgrad", "smooth-gradcam++"]
+    for method in methods.values():
+        assert "error" not in method and method["rows"] == list(range(12)), method
+    x = torch.from_numpy(digits_images(12))
+    targets = (np.arange(12) % 10 * (np.arange(12) % 2)).tolist()
+    want = saliency.quantize(saliency.gradcampp(model, x, layer="conv", target=targets).maps).astype(int)
+    got = saliency_sample.decode_maps({**methods["gradcam++"], "side": 16}).astype(int)
+    assert np.abs(got - want).max() <= 1
