@@ -197,31 +197,45 @@ def _from_entry(entry: dict, state: str) -> HttpResponse:
 def board_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str] | None:
     """A board page's scope and version: the benchmark of its ``slug`` argument ("*" and every
     benchmark's version without one); None for an unknown benchmark (the view answers 404).
-
-    The version is read from the cache, where the commit that changed it put it and every bump
-    deleted it (boards/versions.py); when absent it is read from the database and kept for
-    ``PAGE_CACHE_STALE_SECONDS``, which bounds how long a version can lag the database when a
-    process dies between its commit and its on_commit callbacks, or web processes keep their own
-    caches. So a cached page costs no query."""
+    The version comes from the cache (:func:`kept_version`), where the commit that changed it put
+    it and every bump deleted it (boards/versions.py)."""
     slug = kwargs.get("slug")
+    version = kept_version(request, slug or "*", f"version:{slug or '*'}", lambda: board_version(slug))
+    return None if version is None else (slug or "*", version)
+
+
+def submission_version_key(pk: int) -> str:
+    """Where the version of submission ``pk``'s page is kept (submissions/views.py reads it,
+    boards/versions.py forgets it)."""
+    return f"submission-version:{pk}"
+
+
+def kept_version(request: HttpRequest, scope: str, key: str, read: Callable[[], str | None]) -> str | None:
+    """The version of the page ``scope`` this request asks for, kept in the cache under ``key``
+    and read with the page itself in one round trip (the entry is left on the request for the
+    wrapper). When the cache lacks it, ``read()`` gets it from the database (None: not a cached
+    page, and nothing is kept) and it is kept for ``PAGE_CACHE_STALE_SECONDS``, which bounds how
+    long a version can lag the database when a change does not delete it (a process dying between
+    its commit and its on_commit callbacks, web processes with their own caches, an UPDATE no
+    signal sees). So a cached page costs no query."""
     cache = caches[settings.PAGE_CACHE_ALIAS]
-    key, page = f"version:{slug or '*'}", page_key(request, slug or "*")
+    page = page_key(request, scope)
     try:
-        found = cache.get_many([key, page])  # one round trip for the version and the page
+        found = cache.get_many([key, page])
     except Exception:  # noqa: BLE001 - any cache backend failure: the database answers
         found = {}
     else:
         request.page_cache_entry = (page, found.get(page))  # type: ignore[attr-defined]
     version = found.get(key)
     if version is None:
-        version = board_version(slug)
+        version = read()
         if version is None:
             return None
         try:
             cache.set(key, version, settings.PAGE_CACHE_STALE_SECONDS)
         except Exception:  # noqa: BLE001
-            log.warning("page cache unavailable; version of %s not kept", slug, exc_info=True)
-    return slug or "*", version
+            log.warning("page cache unavailable; version %s not kept", key, exc_info=True)
+    return version
 
 
 def cached_for_visitors(

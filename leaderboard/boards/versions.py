@@ -16,8 +16,9 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from leaderboard.benchmarks.models import Benchmark, Task, new_board_version
+from leaderboard.submissions.models import EvaluationJob, Submission
 
-from .cache import board_version
+from .cache import board_version, submission_version_key
 from .models import BoardEntry
 from .tasks import warm_boards
 
@@ -96,3 +97,31 @@ def _task_changed(sender, instance: Task, **kwargs) -> None:
 @receiver(post_save, sender=Benchmark)
 def _benchmark_changed(sender, instance: Benchmark, **kwargs) -> None:
     bump([instance.pk])
+
+
+def forget_submission_pages(submission_ids: Iterable[int]) -> None:
+    """The pages of these submissions changed: forget their kept versions now and again after the
+    commit (a visitor between the two reads the database before the commit and keeps what it read),
+    so the next visitor reads the new version. A change no signal sees (a conditional UPDATE: a
+    claim, a requeue, a cancel) shows once the kept version expires, within
+    ``PAGE_CACHE_STALE_SECONDS``; the page's live status is polled anyway."""
+    keys = [submission_version_key(pk) for pk in set(submission_ids)]
+
+    def forget() -> None:
+        try:
+            caches[settings.PAGE_CACHE_ALIAS].delete_many(keys)
+        except Exception:  # noqa: BLE001 - any cache backend failure: the versions expire on their own
+            log.warning("page cache unavailable; submission page versions %s not forgotten", keys, exc_info=True)
+
+    forget()
+    transaction.on_commit(forget)
+
+
+@receiver([post_save, post_delete], sender=Submission)
+def _submission_changed(sender: type[Submission], instance: Submission, **kwargs: object) -> None:
+    forget_submission_pages([instance.pk])
+
+
+@receiver([post_save, post_delete], sender=EvaluationJob)
+def _job_changed(sender: type[EvaluationJob], instance: EvaluationJob, **kwargs: object) -> None:
+    forget_submission_pages([instance.submission_id])

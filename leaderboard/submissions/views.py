@@ -6,11 +6,11 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from leaderboard.boards.cache import cached_for_visitors
+from leaderboard.boards.cache import cached_for_visitors, kept_version, submission_version_key
 
 from . import selectors, services
 from .forms import SubmissionForm
@@ -67,14 +67,23 @@ def visible_submission(request, pk: int) -> Submission:
     return submission
 
 
-def submission_page_scope(request, kwargs: dict[str, Any]) -> tuple[str, str] | None:
-    """The page cache's scope and version of a submission page (leaderboard/boards/cache.py): the
-    digest of everything the page shows besides its live status (the submission's row, owner and
-    benchmark; its jobs' states, attempts and results' attempts), so a new result, a rerun, a
-    rename or a change of visibility gives a new version. The permalink carries the host, so the
-    host is part of the scope. None (the view answers) for a submission the visitor may not see.
-    Two queries."""
+def submission_page_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """The page cache's scope and version of a submission page (leaderboard/boards/cache.py). The
+    permalink carries the host, so the host is part of the scope. The version is kept in the cache
+    (no query on a hit), forgotten whenever the submission or one of its jobs is saved
+    (boards/versions.py), and otherwise read again after ``PAGE_CACHE_STALE_SECONDS``. None (the
+    view answers) for a submission the visitor may not see."""
     pk = kwargs["pk"]
+    scope = f"s{pk}@{request.get_host()}"
+    version = kept_version(request, scope, submission_version_key(pk), lambda: submission_page_version(pk))
+    return None if version is None else (scope, version)
+
+
+def submission_page_version(pk: int) -> str | None:
+    """The digest of everything a public submission's page shows besides its live status (the
+    submission's row, owner and benchmark; its jobs' states, attempts and results' attempts), so a
+    new result, a rerun, a rename or a change of visibility gives a new version; None when it is
+    not public. Two queries."""
     row = (Submission.objects.filter(pk=pk)
            .values("visibility", "updated_at", "status", "name", "description", "paper_url", "code_url",
                    "model_family", "is_baseline", "hparams", "error_message", "finished_at",
@@ -84,7 +93,7 @@ def submission_page_scope(request, kwargs: dict[str, Any]) -> tuple[str, str] | 
     jobs = list(EvaluationJob.objects.filter(submission_id=pk).order_by("pk")
                 .values_list("pk", "state", "attempt", "result_attempt", "error_kind", "finished_at"))
     digest = hashlib.sha256(repr((sorted(row.items()), jobs)).encode()).hexdigest()[:32]
-    return f"s{pk}@{request.get_host()}", "s" + digest  # "s": never read as a board version's time
+    return "s" + digest  # "s": never read as a board version's time
 
 
 @cached_for_visitors(scope=submission_page_scope)

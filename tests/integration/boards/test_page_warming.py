@@ -169,7 +169,7 @@ def test_the_submission_page_is_cached_until_it_changes_and_its_live_part_is_pol
     assert client.get(page)["X-Page-Cache"] == "miss"
     cached = client.get(page)
     assert cached["X-Page-Cache"] == "hit" and f'data-url="/s/{sub.pk}/status.json"' in cached.content.decode()
-    with django_assert_num_queries(2):  # the submission's row and its jobs' states, no rendering
+    with django_assert_num_queries(0):  # its version is kept in the cache with the page
         assert client.get(page)["X-Page-Cache"] == "hit"
     assert client.get(page, HTTP_IF_NONE_MATCH=cached["ETag"]).status_code == 304
     finish(runner_api, finish_job, sub, 0.2)  # results and a new status: a new version
@@ -185,6 +185,39 @@ def test_the_submission_page_is_cached_until_it_changes_and_its_live_part_is_pol
     client.force_login(alice)
     mine = client.get(page)
     assert "X-Page-Cache" not in mine and "private" in mine["Cache-Control"] and b"renamed-opt" in mine.content
+
+
+def test_a_submission_page_shows_a_status_change_at_once_and_a_claim_within_the_stale_seconds(
+        client, alice, make_submission, runner_api, settings, django_capture_on_commit_callbacks):
+    """A job or submission saved (a result, a failure, a rename) forgets the page's kept version at
+    once; a runner's claim, a conditional UPDATE no signal sees, shows once the kept version
+    expires (PAGE_CACHE_STALE_SECONDS), and never later."""
+    import time
+
+    from django.core.cache import caches
+
+    from leaderboard.boards.cache import submission_version_key
+    from leaderboard.submissions.models import EvaluationJob
+
+    settings.PAGE_CACHE_STALE_SECONDS = 1
+    sub = make_submission(alice, name="claimed-opt")
+    page = f"/s/{sub.pk}/"
+    client.get(page)
+    before = client.get(page)
+    assert before["X-Page-Cache"] == "hit"
+    job = sub.jobs.order_by("pk").first()
+    spec = runner_api.claim(job.pk).json()["spec"]
+    assert EvaluationJob.objects.get(pk=job.pk).state != "pending"
+    time.sleep(1.1)
+    after = client.get(page)
+    assert after["X-Page-Cache"] == "miss" and after["ETag"] != before["ETag"]
+    settings.PAGE_CACHE_STALE_SECONDS = 300  # from here on, only the signals can make it show
+    caches[settings.PAGE_CACHE_ALIAS].delete(submission_version_key(sub.pk))  # kept again, for 300 s
+    assert client.get(page)["X-Page-Cache"] == "hit"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runner_api.fail(job.pk, spec["attempt"], "runtime_error", "division by zero").status_code == 200
+    failed = client.get(page)
+    assert failed["X-Page-Cache"] == "miss" and b"division by zero" in failed.content
 
 
 def test_a_commit_that_changes_many_rows_sends_one_warm_and_a_broker_down_fails_no_result(
