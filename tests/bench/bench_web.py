@@ -3,18 +3,31 @@ across the catalogue (with their jobs, results and board rows), serves the site 
 measures p50/p95 latency and requests/s of every anonymous page kind (home, boards, submission,
 exports, API leaderboard) under concurrent clients, with the page cache off and on, each twice:
 calm, and while results keep arriving (a board changes every second, through the same signal,
-commit and site-worker warm a real result takes). It also counts the queries each page makes.
+commit and site-worker warm a real result takes). It also counts the queries each page makes, and
+the CPU each request costs the server (gunicorn's processes, from /proc) and the clients: figures
+that other work on the host disturbs far less than latency, and that give the server's capacity.
+gunicorn runs deploy/gunicorn.conf.py, as production does; the clients are separate processes with
+one keep-alive connection each (http.client: a fraction of httpx's CPU per request), so the load
+generator takes as little of the cores the server shares with it as it can.
 
 Usage: python tests/bench/bench_web.py [--submissions 10000] [--clients 8] [--requests 200] [--change-every 1]
+       [--workers N] [--threads N]
 Needs PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/leaderboard_bench). The
 cache is shared through Redis (BENCH_CACHE_URL) with a site worker on BENCH_BROKER_URL warming it,
 when that Redis answers; otherwise each web process keeps its own (correct, never warmed).
 """
+
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import http.client
+import multiprocessing
+import multiprocessing.pool
 import os
 import random
+import resource
+import runpy
 import socket
 import statistics
 import subprocess
@@ -22,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -30,6 +44,21 @@ DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:543
 CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 # The site worker's broker (it warms the shared cache after each board change).
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"  # what production runs
+
+
+@dataclasses.dataclass
+class Measured:
+    """One page kind in one run: latency in ms, requests/s, X-Page-Cache counts, and CPU ms per
+    request of the server (gunicorn's processes, from /proc) and of the clients. CPU per request
+    hardly depends on what else the host runs; cores ÷ server CPU per request is the capacity."""
+
+    p50: float
+    p95: float
+    rps: float
+    outcomes: dict[str, int]
+    server_cpu_ms: float
+    client_cpu_ms: float
 
 
 def ensure_database(url: str) -> None:
@@ -74,7 +103,9 @@ def fill(n: int) -> None:
         print(f"database already holds {have} submissions")
         return
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE boards_boardentry, submissions_evaluationjob, submissions_submission CASCADE")
+        cursor.execute(
+            "TRUNCATE boards_boardentry, submissions_evaluationjob, submissions_submission CASCADE"
+        )
     users = [get_user_model().objects.get_or_create(username=f"researcher{i}")[0] for i in range(50)]
     benches = list(Benchmark.objects.prefetch_related("tasks"))
     rng = random.Random(0)
@@ -85,29 +116,72 @@ def fill(n: int) -> None:
         subs = []
         for i in range(start, min(n, start + batch)):
             bench = benches[i % len(benches)]
-            subs.append(Submission(
-                owner=users[i % len(users)], benchmark=bench, name=f"model-{i}", artifact=f"artifacts/x/{i}.pt",
-                artifact_name=f"{i}.pt", artifact_format="torchscript", artifact_sha256=f"{i:064x}",
-                artifact_size=1000 + i, status=Submission.Status.FINISHED, is_baseline=i % 97 == 0,
-                model_family=rng.choice(["ResNet", "ViT", "ConvNeXt", "Adam-like", "SGD-like"]),
-                created_at=now, finished_at=now))
+            subs.append(
+                Submission(
+                    owner=users[i % len(users)],
+                    benchmark=bench,
+                    name=f"model-{i}",
+                    artifact=f"artifacts/x/{i}.pt",
+                    artifact_name=f"{i}.pt",
+                    artifact_format="torchscript",
+                    artifact_sha256=f"{i:064x}",
+                    artifact_size=1000 + i,
+                    status=Submission.Status.FINISHED,
+                    is_baseline=i % 97 == 0,
+                    model_family=rng.choice(["ResNet", "ViT", "ConvNeXt", "Adam-like", "SGD-like"]),
+                    created_at=now,
+                    finished_at=now,
+                )
+            )
         subs = Submission.objects.bulk_create(subs)
         jobs, entries = [], []
         for sub in subs:
             bench = next(b for b in benches if b.pk == sub.benchmark_id)
             for task in bench.tasks.all():
                 metrics = {k: rng.uniform(10, 90) for k in required_metrics(task.slug)}
-                ci = {task.primary_metric: [metrics[task.primary_metric] - 1, metrics[task.primary_metric] + 1]} \
-                    if task.primary_metric in metrics else {}
+                ci = (
+                    {
+                        task.primary_metric: [
+                            metrics[task.primary_metric] - 1,
+                            metrics[task.primary_metric] + 1,
+                        ]
+                    }
+                    if task.primary_metric in metrics
+                    else {}
+                )
                 result = make_result(task.slug, metrics, ci95=ci, env={"bench": True}, timing={"wall_s": 1.0})
-                jobs.append(EvaluationJob(submission=sub, task=task, state="succeeded", attempt=1, result=result,
-                                          result_attempt=1, progress=1.0, claimed_at=now, finished_at=now))
+                jobs.append(
+                    EvaluationJob(
+                        submission=sub,
+                        task=task,
+                        state="succeeded",
+                        attempt=1,
+                        result=result,
+                        result_attempt=1,
+                        progress=1.0,
+                        claimed_at=now,
+                        finished_at=now,
+                    )
+                )
                 if task.primary_metric in metrics:
                     v = metrics[task.primary_metric]
-                    entries.append(BoardEntry(
-                        task=task, benchmark=bench, submission=sub, value=v, ci_low=v - 1, ci_high=v + 1,
-                        metrics=metrics, ci95=ci, submission_name=sub.name, owner_name=sub.owner.username,
-                        model_family=sub.model_family, is_baseline=sub.is_baseline, submitted_at=now))
+                    entries.append(
+                        BoardEntry(
+                            task=task,
+                            benchmark=bench,
+                            submission=sub,
+                            value=v,
+                            ci_low=v - 1,
+                            ci_high=v + 1,
+                            metrics=metrics,
+                            ci95=ci,
+                            submission_name=sub.name,
+                            owner_name=sub.owner.username,
+                            model_family=sub.model_family,
+                            is_baseline=sub.is_baseline,
+                            submitted_at=now,
+                        )
+                    )
         EvaluationJob.objects.bulk_create(jobs)
         BoardEntry.objects.bulk_create(entries)
     from leaderboard.boards.services import benchmark_leaders_refresh
@@ -116,8 +190,10 @@ def fill(n: int) -> None:
         benchmark_leaders_refresh(task=bench.tasks.all()[0])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    print(f"filled {n} submissions, {EvaluationJob.objects.count()} jobs, {BoardEntry.objects.count()} board rows "
-          f"in {time.time() - t0:.1f} s")
+    print(
+        f"filled {n} submissions, {EvaluationJob.objects.count()} jobs, {BoardEntry.objects.count()} board rows "
+        f"in {time.time() - t0:.1f} s"
+    )
 
 
 def pages() -> dict[str, list[str]]:
@@ -153,8 +229,7 @@ def queries_per_page(urls: dict[str, list[str]]) -> dict[str, int]:
             for path in paths[:5]:
                 with CaptureQueriesContext(connection) as ctx:
                     response = client.get(path)
-                    if response.streaming:
-                        b"".join(response.streaming_content)
+                    response.getvalue()  # a streamed export makes its queries as it streams
                 assert response.status_code == 200, (path, response.status_code)
                 counts.add(len(ctx.captured_queries))
             out[name] = max(counts)
@@ -169,34 +244,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(base: str, paths: list[str], clients: int, requests: int) -> tuple[list[float], dict[str, int]]:
-    """``requests`` GETs of ``paths`` from ``clients`` threads: their latencies in ms and how the
-    page cache answered them (X-Page-Cache: hit, stale, miss; "-" when the cache was not asked)."""
-    import httpx
-
+def _client(job: tuple[str, int, list[str], int, int]) -> tuple[list[float], dict[str, int], float]:
+    """One client (run in its own process): ``count`` GETs over one keep-alive connection, as a
+    browser reads pages. Returns its latencies in ms, how the page cache answered (X-Page-Cache;
+    "-" when the cache was not asked) and the CPU seconds it spent."""
+    host, port, paths, k, count = job
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
-    lock = threading.Lock()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        for j in range(count):
+            path = paths[(k * 7 + j) % len(paths)]
+            t = time.perf_counter()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            latencies.append((time.perf_counter() - t) * 1000)
+            if response.status != 200:
+                raise AssertionError(f"{path} answered {response.status}")
+            state = response.getheader("X-Page-Cache", "-")
+            outcomes[state] = outcomes.get(state, 0) + 1
+    finally:
+        connection.close()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return latencies, outcomes, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
-    def worker(k: int) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            for j in range(requests // clients):
-                path = paths[(k * 7 + j) % len(paths)]
-                t = time.perf_counter()
-                response = client.get(path)
-                elapsed = time.perf_counter() - t
-                assert response.status_code == 200, (path, response.status_code)
-                with lock:
-                    latencies.append(elapsed * 1000)
-                    state = response.headers.get("X-Page-Cache", "-")
-                    outcomes[state] = outcomes.get(state, 0) + 1
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, outcomes
+def measure(
+    pool: multiprocessing.pool.Pool, base: str, paths: list[str], clients: int, requests: int
+) -> tuple[list[float], dict[str, int], float]:
+    """``requests`` GETs of ``paths`` from ``clients`` client processes (one keep-alive connection
+    each; processes, not threads, so the load generator's own Python does not serialise the clients
+    on one GIL): their latencies in ms, how the page cache answered them and the clients' CPU seconds."""
+    url = urlsplit(base)
+    jobs = [
+        (url.hostname or "127.0.0.1", url.port or 80, paths, k, requests // clients) for k in range(clients)
+    ]
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    cpu = 0.0
+    for lat, states, seconds in pool.map(_client, jobs, chunksize=1):
+        latencies += lat
+        cpu += seconds
+        for state, n in states.items():
+            outcomes[state] = outcomes.get(state, 0) + n
+    return latencies, outcomes, cpu
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its living descendants, from /proc."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            pending += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+    return total
 
 
 class BoardWriter(threading.Thread):
@@ -231,15 +339,22 @@ class BoardWriter(threading.Thread):
             connection.close()
 
 
-def main() -> None:
-    import logging
+def gunicorn_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """Workers and threads gunicorn runs: deploy/gunicorn.conf.py's (it reads the same environment),
+    unless --workers or --threads say otherwise."""
+    config = runpy.run_path(str(GUNICORN_CONFIG))
+    return args.workers or config["workers"], args.threads or config["threads"]
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submissions", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="per page kind")
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="gunicorn workers (default: deploy/gunicorn.conf.py's)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker (default: the config's)")
     parser.add_argument("--change-every", type=float, default=1.0, help="seconds between board changes")
     args = parser.parse_args()
 
@@ -250,33 +365,71 @@ def main() -> None:
     urls = pages()
     queries = queries_per_page(urls)
 
-    cache_on = ({"PAGE_CACHE_SECONDS": "300", "CACHE_URL": CACHE_URL, "CELERY_BROKER_URL": BROKER_URL}
-                if shared else {"PAGE_CACHE_SECONDS": "300"})
+    cache_on = (
+        {"PAGE_CACHE_SECONDS": "300", "CACHE_URL": CACHE_URL, "CELERY_BROKER_URL": BROKER_URL}
+        if shared
+        else {"PAGE_CACHE_SECONDS": "300"}
+    )
     label_on = "shared cache" if shared else "per-process cache"
-    runs = [("cache off", {"PAGE_CACHE_SECONDS": "0"}, False), ("cache off, writes", {"PAGE_CACHE_SECONDS": "0"}, True),
-            (label_on, cache_on, False), (f"{label_on}, writes", cache_on, True)]
-    results, changes = {}, {}
+    runs = [
+        ("cache off", {"PAGE_CACHE_SECONDS": "0"}, False),
+        ("cache off, writes", {"PAGE_CACHE_SECONDS": "0"}, True),
+        (label_on, cache_on, False),
+        (f"{label_on}, writes", cache_on, True),
+    ]
+    results: dict[str, dict[str, Measured]] = {}
+    changes: dict[str, int] = {}
     load_before = os.getloadavg()[0]  # the host's other work: every figure waits for a core behind it
-    for label, extra, writes in runs:
-        results[label], changes[label] = serve_and_measure(urls, args, extra, writes=writes, worker=shared
-                                                           and extra["PAGE_CACHE_SECONDS"] != "0")
-    print(f"\n{args.submissions} submissions, {args.clients} concurrent anonymous clients, gunicorn "
-          f"{args.workers} workers × 2 threads, {os.cpu_count()} cores, {args.requests} requests per page kind; "
-          f"'writes': a board changes every {args.change_every:g} s while clients read "
-          f"({', '.join(f'{changes[label]} changes in {label!r}' for label, _, w in runs if w)}); one run; "
-          f"host load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-    print(f"{'page':24} {'queries':>7}" + "".join(f" | {label:>26}: p50 / p95 ms, p95÷p50, req/s" for label, _, _ in runs))
+    # The clients: processes started afresh (spawn: no copy of this process's threads and connections).
+    with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
+        for label, extra, writes in runs:
+            results[label], changes[label] = serve_and_measure(
+                urls, args, extra, pool, writes=writes, worker=shared and extra["PAGE_CACHE_SECONDS"] != "0"
+            )
+    workers, threads = gunicorn_shape(args)
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"\n{args.submissions} submissions, {args.clients} concurrent anonymous clients (one process and one "
+        f"keep-alive connection each), gunicorn {workers} workers × {threads} threads (deploy/gunicorn.conf.py), "
+        f"{cores} cores, {args.requests} requests per page kind; "
+        f"'writes': a board changes every {args.change_every:g} s while clients read "
+        f"({', '.join(f'{changes[label]} changes in {label!r}' for label, _, w in runs if w)}); one run; "
+        f"host load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
+    )
+    print(
+        f"{'page':24} {'queries':>7}"
+        + "".join(f" | {label:>26}: p50 / p95 ms, p95÷p50, req/s" for label, _, _ in runs)
+    )
     for name in urls:
         line = f"{name:24} {queries[name]:7d}"
         for label, _, _ in runs:
-            p50, p95, rps, _ = results[label][name]
-            line += f" | {p50:33.1f} {p95:6.1f} {p95 / p50:7.1f} {rps:6.0f}"
+            m = results[label][name]
+            line += f" | {m.p50:33.1f} {m.p95:6.1f} {m.p95 / m.p50:7.1f} {m.rps:6.0f}"
         print(line)
-    print("\nHow the cache answered (X-Page-Cache: hit, stale = the previous render while the worker renders, "
-          "miss = rendered for the visitor):")
+    print(
+        f"\nCPU ms per request, server (gunicorn's processes) / clients, and the server's capacity on {cores} "
+        "cores (cores ÷ server CPU per request, req/s): load-independent, unlike the latencies above"
+    )
+    print(f"{'page':24}" + "".join(f" | {label:>26}: server / client, capacity" for label, _, _ in runs))
     for name in urls:
-        print(f"{name:24} " + " | ".join(f"{label}: {results[label][name][3]}" for label, _, _ in runs
-                                         if label not in ("cache off", "cache off, writes")))
+        line = f"{name:24}"
+        for label, _, _ in runs:
+            m = results[label][name]
+            line += f" | {m.server_cpu_ms:35.2f} {m.client_cpu_ms:6.2f} {cores * 1000 / max(m.server_cpu_ms, 1e-3):9.0f}"
+        print(line)
+    print(
+        "\nHow the cache answered (X-Page-Cache: hit, stale = the previous render while the worker renders, "
+        "miss = rendered for the visitor):"
+    )
+    for name in urls:
+        print(
+            f"{name:24} "
+            + " | ".join(
+                f"{label}: {results[label][name].outcomes}"
+                for label, _, _ in runs
+                if label not in ("cache off", "cache off, writes")
+            )
+        )
 
 
 def redis_reachable(url: str) -> bool:
@@ -292,9 +445,27 @@ def start_site_worker(env: dict[str, str]) -> subprocess.Popen:
     """The site's Celery worker (queue "site"), as `make demo` starts it; waits until it answers a ping."""
     from leaderboard.celery import app
 
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "leaderboard", "worker", "-Q", "site", "-c", "1",
-                               "--loglevel", "WARNING", "-n", f"bench-web-{os.getpid()}@%h"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL)  # its banner; warnings and errors still show
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "leaderboard",
+            "worker",
+            "-Q",
+            "site",
+            "-c",
+            "1",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            f"bench-web-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )  # its banner; warnings and errors still show
     for _ in range(60):
         if app.control.ping(timeout=0.5):
             return worker
@@ -303,21 +474,45 @@ def start_site_worker(env: dict[str, str]) -> subprocess.Popen:
     raise SystemExit("the site worker did not answer within 30 s")
 
 
-def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extra_env: dict[str, str], *,
-                      writes: bool, worker: bool) -> tuple[dict[str, tuple[float, float, float, dict]], int]:
-    """Start gunicorn with ``extra_env`` (and the site worker when ``worker``), read every page once,
-    then measure every page kind, with a board changing every ``--change-every`` s when ``writes``:
-    ({name: (p50 ms, p95 ms, req/s, cache outcomes)}, board changes made)."""
-    import httpx
+def serve_and_measure(
+    urls: dict[str, list[str]],
+    args: argparse.Namespace,
+    extra_env: dict[str, str],
+    pool: multiprocessing.pool.Pool,
+    *,
+    writes: bool,
+    worker: bool,
+) -> tuple[dict[str, Measured], int]:
+    """Start gunicorn with production's configuration and ``extra_env`` (and the site worker when
+    ``worker``), read every page once, then measure every page kind, with a board changing every
+    ``--change-every`` s when ``writes``: ({name: Measured}, board changes made)."""
     from django.conf import settings
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": DB_URL, "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1",
-           "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING", **extra_env}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "leaderboard.wsgi:application", "-b", f"127.0.0.1:{port}",
-         "-w", str(args.workers), "--threads", "2", "-k", "gthread", "--log-level", "warning"],
-        cwd=ROOT, env=env)
+    env = {
+        **os.environ,
+        "DATABASE_URL": DB_URL,
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DB_CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "leaderboard.wsgi:application",
+        "-c",
+        str(GUNICORN_CONFIG),
+        "-b",
+        f"127.0.0.1:{port}",
+    ]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # stdout: the access log
     site_worker = start_site_worker(env) if worker else None
     settings.PAGE_CACHE_SECONDS = int(extra_env["PAGE_CACHE_SECONDS"])  # the writer's warm requests follow it
     base = f"http://127.0.0.1:{port}"
@@ -326,20 +521,32 @@ def serve_and_measure(urls: dict[str, list[str]], args: argparse.Namespace, extr
     try:
         for _ in range(100):
             try:
-                httpx.get(base + "/", timeout=2)
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", "/")
+                connection.getresponse().read()
+                connection.close()
                 break
-            except httpx.HTTPError:
+            except OSError:
                 time.sleep(0.2)
         for paths in urls.values():  # warm-up, not timed: every page read once, as on a site in use
-            measure(base, paths, 1, len(paths))
+            measure(pool, base, paths, 1, len(paths))
         if writes:
             writer.start()
         for name, paths in urls.items():
-            measure(base, paths, args.clients, args.clients * 2)  # warm-up, not timed
+            measure(pool, base, paths, args.clients, args.clients * 2)  # warm-up, not timed
+            server_cpu = process_tree_cpu(server.pid)
             t = time.perf_counter()
-            lat, outcomes = measure(base, paths, args.clients, args.requests)
+            lat, outcomes, client_cpu = measure(pool, base, paths, args.clients, args.requests)
             wall = time.perf_counter() - t
-            out[name] = (statistics.median(lat), statistics.quantiles(lat, n=20)[18], len(lat) / wall, outcomes)
+            server_cpu = process_tree_cpu(server.pid) - server_cpu
+            out[name] = Measured(
+                p50=statistics.median(lat),
+                p95=statistics.quantiles(lat, n=20)[18],
+                rps=len(lat) / wall,
+                outcomes=outcomes,
+                server_cpu_ms=server_cpu * 1000 / len(lat),
+                client_cpu_ms=client_cpu * 1000 / len(lat),
+            )
     finally:
         writer.stop.set()
         if writer.is_alive():
