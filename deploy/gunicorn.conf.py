@@ -19,7 +19,7 @@ import os
 
 def _cores() -> int:
     try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (a container's share)
+        return len(os.sched_getaffinity(0))  # the cores it may run on (a cpuset; a CPU quota is not seen)
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
