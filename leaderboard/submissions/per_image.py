@@ -140,7 +140,7 @@ def vectors_from_arrays(arrays: dict[str, np.ndarray]) -> OutcomeVectors:
        thumbnail's position, and ``detail``: label and pred in the smallest integer type, top-5
        bits, loss (float32), the file row of each image and the key columns (strings as codes
        into a sorted vocabulary), plus ``income_group`` where the file has it.
-    Raises PerImageError naming a missing array."""
+    Raises PerImageError naming a missing array, or when no image is of the primary part."""
     try:
         n_rows = len(arrays["index"])
         label, pred = np.asarray(arrays["label"]), np.asarray(arrays["pred"])
@@ -150,6 +150,8 @@ def vectors_from_arrays(arrays: dict[str, np.ndarray]) -> OutcomeVectors:
     rows = np.arange(n_rows)
     if "part" in arrays:
         rows = rows[np.asarray(arrays["part"]) == "main"]
+    if not rows.size:
+        raise PerImageError("the file has no images of the primary part ('main'), the only one scored")
     names = [k for k in IMAGE_KEYS if k in arrays]
     coded = {k: _coded(np.asarray(arrays[k])[rows]) for k in (*names, "income_group") if k in arrays}
     order = np.lexsort([coded[k][1] for k in reversed(names)])

@@ -307,5 +307,7 @@ def test_the_vectors_pair_images_exactly_as_paired_align_does_on_the_files():
     fewer = {k: v[:-1] for k, v in a.items()}
     with pytest.raises(ValueError, match="different numbers of images"):
         per_image.same_images(per_image.vectors_from_arrays(fewer), va)
+    with pytest.raises(per_image.PerImageError, match="no images of the primary part"):
+        per_image.vectors_from_arrays(dict(a, part=np.full(n, "extra")))
     with pytest.raises(per_image.PerImageError, match="lack the array 'pred'"):
         per_image.vectors_from_arrays({k: v for k, v in a.items() if k != "pred"})
