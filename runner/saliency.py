@@ -153,17 +153,39 @@ def _layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
         raise ValueError(f"the model has no layer {name!r}; its conv layers: {convs[-8:]}") from None
 
 
-def default_layer(model: torch.nn.Module) -> str:
+def default_layer(model: torch.nn.Module, x: torch.Tensor | None = None) -> str:
     """The layer the CAM methods use when none is named: ``layer4`` where the model has one
-    (torchvision and CIFAR ResNets; its output is ``layer4[-1]``'s), else the last ``Conv2d`` in
-    module order. Raises ValueError for a model without convolutions."""
+    (torchvision and CIFAR ResNets; its output is ``layer4[-1]``'s), also under a wrapper
+    (``net.layer4`` of the library architectures, which normalize their input first: the
+    shallowest), else the last ``Conv2d`` in module order. Given the batch ``x``, a ``layer4``
+    whose output is 1×1 there (an ImageNet ResNet on 32×32 CIFAR images: one cell, no map) gives
+    way to its ``layer3`` (2×2 there; PROTOCOLS offers layer3 for CIFAR), found by one forward
+    pass of one image. Raises ValueError for a model without convolutions."""
     names = dict(model.named_modules())
-    if "layer4" in names:
-        return "layer4"
+    layer4 = sorted((n for n in names if n.split(".")[-1] == "layer4"), key=lambda n: n.count("."))
+    if layer4:
+        name = layer4[0]
+        layer3 = name[: -len("layer4")] + "layer3"
+        if x is not None and layer3 in names and _spatial(model, names[name], x) == 1:
+            return layer3
+        return name
     convs = [n for n, m in names.items() if isinstance(m, torch.nn.Conv2d)]
     if not convs:
         raise ValueError("the model has no Conv2d layer: use smoothgrad or occlusion")
     return convs[-1]
+
+
+def _spatial(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor) -> int | None:
+    """h·w of ``layer``'s output for the first image of ``x`` (None when it is not 4-D)."""
+    seen: list[Any] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            model(x[:1].detach().float())
+    finally:
+        handle.remove()
+    out = seen[-1] if seen else None
+    return int(out.shape[-1] * out.shape[-2]) if isinstance(out, torch.Tensor) and out.ndim == 4 else None
 
 
 def _scores_and_grads(
@@ -238,7 +260,7 @@ def gradcam(
     ``layer`` a dotted module name (default :func:`default_layer`). Raises ValueError for a bad
     batch, target or layer."""
     x = _check_input(x)
-    name = layer or default_layer(model)
+    name = layer or default_layer(model, x)
     a, g, c = _scores_and_grads(model, x, _layer(model, name), target)
     maps = normalize(_cam(g.mean(dim=(2, 3)), a), (x.shape[2], x.shape[3]))
     return Saliency("gradcam", maps, c.cpu().numpy(), name, {})
@@ -262,7 +284,7 @@ def gradcampp(
     (exp(S_c) cancels in the normalization). As jacobgil/pytorch-grad-cam (084273b). Shapes and
     errors as :func:`gradcam`."""
     x = _check_input(x)
-    name = layer or default_layer(model)
+    name = layer or default_layer(model, x)
     a, g, c = _scores_and_grads(model, x, _layer(model, name), target)
     weights = _gradcampp_weights(g, g**2, g**3, a)
     maps = normalize(_cam(weights, a), (x.shape[2], x.shape[3]))
@@ -288,7 +310,7 @@ def smooth_gradcampp(
     ValueError for copies < 1 or σ < 0."""
     _check_method_args(copies, sigma)
     x = _check_input(x)
-    name = layer or default_layer(model)
+    name = layer or default_layer(model, x)
     module = _layer(model, name)
     a, _, c = _scores_and_grads(model, x, module, target)
     d1 = torch.zeros_like(a)
@@ -323,7 +345,7 @@ def normgrad(
     normalized, then multiplied, and the product normalized again). Shapes and errors as
     :func:`gradcam`."""
     x = _check_input(x)
-    names = [layer] if isinstance(layer, str) else list(layer) if layer else [default_layer(model)]
+    names = [layer] if isinstance(layer, str) else list(layer) if layer else [default_layer(model, x)]
     size = (x.shape[2], x.shape[3])
     product: np.ndarray | None = None
     classes: torch.Tensor | None = None
@@ -410,18 +432,44 @@ def _module_path(node: torch.fx.Node) -> str:
     return str(list(stack.values())[-1][0]) if stack else ""
 
 
+def _layer4(four_d: list[torch.fx.Node]) -> str | None:
+    """The dotted path of the exported model's ``layer4`` (a ResNet's, also inside a wrapper:
+    ``net.layer4`` of a model that normalizes its input first), or its ``layer3`` when layer4's
+    output is 1×1 at the exported size (as :func:`default_layer`); None when it has no layer4."""
+    for node in four_d:
+        parts = _module_path(node).split(".")
+        if "layer4" in parts:
+            name = ".".join(parts[: parts.index("layer4") + 1])
+            inside = [n for n in four_d if _module_path(n) == name or _module_path(n).startswith(name + ".")]
+            layer3 = name[: -len("layer4")] + "layer3"
+            has3 = any(_module_path(n) == layer3 or _module_path(n).startswith(layer3 + ".") for n in four_d)
+            if has3 and _cells(inside[-1]) == 1:
+                return layer3
+            return name
+    return None
+
+
+def _cells(node: torch.fx.Node) -> int | None:
+    """h·w of a 4-D node's value as exported (None when symbolic)."""
+    shape = getattr(node.meta.get("val"), "shape", None)
+    try:
+        return int(shape[-1]) * int(shape[-2]) if shape is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def graph_layer(graph_module: torch.nn.Module, layer: str | None = None) -> tuple[str, str]:
     """(node name, layer name) of the activation the CAM methods use in an FX graph: the last 4-D
     node inside module ``layer`` (its dotted path in the exported model; default ``layer4`` where
-    the graph has one, as :func:`default_layer`), else the last convolution's output. Raises
-    ValueError when there is none."""
+    the graph has one, as :func:`default_layer`, also under a wrapper: ``net.layer4``), else the
+    last convolution's output. Raises ValueError when there is none."""
     graph = getattr(graph_module, "graph", None)
     if graph is None:
         raise ValueError("not a graph module: the model exposes no graph")
     four_d = [
         n for n in graph.nodes if n.op == "call_function" and getattr(n.meta.get("val"), "ndim", None) == 4
     ]
-    wanted = layer or ("layer4" if any(_module_path(n).startswith("layer4") for n in four_d) else None)
+    wanted = layer or _layer4(four_d)
     if wanted:
         inside = [n for n in four_d if _module_path(n) == wanted or _module_path(n).startswith(wanted + ".")]
         if not inside:

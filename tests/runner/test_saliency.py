@@ -275,6 +275,63 @@ def test_default_layer_is_a_resnets_layer4_else_the_last_conv():
     resnet.layer4 = nn.Sequential(nn.Conv2d(1, 1, 1))
     resnet.head = nn.Conv2d(1, 1, 1)
     assert saliency.default_layer(resnet) == "layer4"
+    # behind a wrapper that normalizes first (the library architectures, most .pt2 exports):
+    # its layer4, not the last convolution inside it
+    wrapped = nn.Module()
+    wrapped.net = resnet
+    assert saliency.default_layer(wrapped) == "net.layer4"
+
+
+class _Body(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer4 = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(x)
+
+
+class _Wrapped(nn.Module):
+    """A network behind its own preprocessing: its layer4 is ``net.layer4``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _Body()
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x - 0.5).mean(dim=(2, 3)))
+
+
+def test_an_exported_wrappers_layer4_is_found_in_its_graph():
+    x = torch.rand(2, 1, 4, 4)
+    graph = torch.export.export(_Wrapped().eval(), (x,)).module()
+    node, name = saliency.graph_layer(graph)
+    assert name == "net.layer4" and node == "relu_1"  # layer4's output, after its last convolution
+
+
+class _Shrinking(nn.Module):
+    """layer3 halves 4×4 to 2×2, layer4 to 1×1: an ImageNet ResNet's shape on small images."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer3 = nn.Sequential(nn.Conv2d(1, 2, 2, stride=2), nn.ReLU())
+        self.layer4 = nn.Sequential(nn.Conv2d(2, 2, 2, stride=2), nn.ReLU())
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer4(self.layer3(x)).mean(dim=(2, 3)))
+
+
+def test_a_layer4_of_one_cell_gives_way_to_layer3_in_the_module_and_the_graph():
+    x = torch.rand(2, 1, 4, 4)
+    net = _Shrinking().eval()
+    assert saliency.default_layer(net) == "layer4"  # without images the shape is unknown
+    assert saliency.default_layer(net, x) == "layer3"
+    assert saliency.default_layer(net, torch.rand(1, 1, 8, 8)) == "layer4"  # 2×2 at 8×8
+    assert saliency.gradcampp(net, x).layer == "layer3"
+    graph = torch.export.export(net, (x,)).module()
+    assert saliency.graph_layer(graph)[1] == "layer3"
 
 
 def test_quantize_averages_areas_into_16_by_16_bytes():

@@ -388,3 +388,34 @@ def test_a_fixed_batch_export_gets_every_layer_method_for_the_whole_sample(pool,
     want = saliency.quantize(saliency.gradcampp(model, x, layer="conv", target=targets).maps).astype(int)
     got = saliency_sample.decode_maps({**methods["gradcam++"], "side": 16}).astype(int)
     assert np.abs(got - want).max() <= 1
+
+
+def test_library_weights_and_their_pt2_export_give_the_same_maps_at_the_same_layer(pool, tmp_path):
+    """A torchvision ResNet-18 as .safetensors (an eager module behind the library's normalizing
+    wrapper) and as its .pt2 export behind the researcher's: on CIFAR's 32×32 images its layer4 is
+    1×1, so each layer method looks at ``net.layer3`` (2×2; not the last convolution, not one
+    cell) in both, and gives the same maps from both."""
+    from runner.architectures import check_architecture_hparams
+
+    from .resnet_files import HPARAMS, save_both
+
+    weights, exported = save_both(tmp_path)
+    spec = check_architecture_hparams(HPARAMS, "classifier", "safetensors")
+    assert spec is not None
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    got: dict[str, dict[str, Any]] = {}
+    for path, fmt, architecture in ((weights, "safetensors", spec.to_json()), (exported, "pt2", "")):
+        settings = ServerSettings(
+            sha256=file_sha256(path), fmt=fmt, device="cpu", threads=1, architecture=architecture
+        )
+        with pool.borrow(path, settings) as (server, _):
+            for name in ("gradcam++", "normgrad", "smooth-gradcam++"):
+                request = {"method": name, "targets": [1, 2, 3], "fill": None, "side": 16}
+                got.setdefault(name, {})[fmt] = server.saliency(x, request)
+    for name, by_format in got.items():
+        (eager, eager_told), (graph, graph_told) = by_format["safetensors"], by_format["pt2"]
+        assert (eager_told["saliency_layer"], graph_told["saliency_layer"]) == ("net.layer3", "net.layer3"), (
+            name
+        )
+        assert eager.shape == (3, 16, 16) and np.abs(eager.astype(int) - graph.astype(int)).max() <= 2, name
+        assert (eager.reshape(3, -1).max(axis=1) >= 250).all(), name  # a map with a peak, not float noise
