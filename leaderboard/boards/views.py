@@ -5,6 +5,7 @@ import math
 import re
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -17,7 +18,7 @@ from leaderboard.submissions.models import Submission
 from leaderboard.submissions.views import visible_submission
 
 from . import algoperf, charts, selectors
-from .cache import cached_for_visitors
+from .cache import QUERY_KEYS, cached_for_visitors
 from .compare import paired_tests
 from .page_charts import board_figures, with_notes
 
@@ -76,14 +77,15 @@ def benchmark(request, slug: str):
     times = (selectors.board_time_to_target(task=task, submission_ids=[r.submission_id for r in page.rows])
              if selectors.is_training_task(task) else None)
     figures = board_figures(task=task, tasks=tasks, records=records, user=request.user, times=times)
-    query = request.GET.copy()
-    query.pop("offset", None)
+    # Links carry only what the page cache's key holds (the parameters the board reads, the last
+    # of each, sorted): a visitor's other parameters must not reach the page every visitor gets.
+    query = urlencode(sorted((k, v) for k, v in request.GET.items() if k in QUERY_KEYS and k != "offset"))
     return render(request, "boards/benchmark.html", {
         "benchmark": bench, "tasks": tasks, "task": task, "page": page,
         "baselines": request.GET.get("baselines", ""), "family": request.GET.get("family", ""),
         "since": request.GET.get("since", ""),
         "charts": figures, "times": times,
-        "query": query.urlencode(),
+        "query": query,
         "next_offset": page.offset + page.limit if page.offset + page.limit < page.total else None,
         "prev_offset": max(0, page.offset - page.limit) if page.offset else None,
     })
