@@ -92,10 +92,10 @@ def _anonymous(request: HttpRequest) -> bool:
 
 def _wants_json(request: HttpRequest) -> bool:
     """An API request that gets JSON: no ``format`` but json, and no browser asking for HTML (the
-    browsable API, which carries a login form and CSRF token, is never cached)."""
-    return request.GET.get("format", "json") == "json" and "text/html" not in request.META.get(
-        "HTTP_ACCEPT", ""
-    )
+    browsable API, which carries a login form and CSRF token, is never cached). Media types are
+    case-insensitive and ``text/*`` or ``*/html`` select the browsable API as ``text/html`` does."""
+    accept = request.META.get("HTTP_ACCEPT", "").lower()
+    return request.GET.get("format", "json") == "json" and not ("html" in accept or "text/*" in accept)
 
 
 @functools.cache
@@ -398,7 +398,9 @@ def _cached_or_rendered(
     response = view(request, *args, **kwargs)
     if hasattr(response, "render") and callable(response.render):
         response.render()  # a DRF Response: its content is made here, once, as the handler would
-    if response.status_code != 200 or response.cookies:
+    # A page that used a CSRF token is one visitor's: the CSRF middleware sets its cookie only
+    # after this returns, so response.cookies alone does not show it.
+    if response.status_code != 200 or response.cookies or request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
         return response
     _validators(response, etag, version)
     headers = {h: response[h] for h in (*KEPT_HEADERS, "ETag", "Last-Modified") if response.has_header(h)}
