@@ -223,9 +223,11 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 
 def noise_copies(x: torch.Tensor, copies: int, sigma: float, seed: int) -> torch.Tensor:
     """The ``copies`` noisy inputs of SmoothGrad and Smooth Grad-CAM++: [copies, N, C, H, W], x +
-    σ·ε with ε ~ N(0, 1) drawn at once from a generator seeded with ``seed`` on x's device (the
-    unit tests redraw them)."""
-    eps = torch.randn((copies, *x.shape), generator=_generator(seed, x.device), device=x.device)
+    σ·ε with ε ~ N(0, 1) [copies, 1, C, H, W] drawn at once from a generator seeded with ``seed``
+    on x's device and added to every image alike, so that an image's map does not depend on the
+    batch it came in (its position, its neighbours, a fixed batch's padding; the unit tests
+    redraw them)."""
+    eps = torch.randn((copies, 1, *x.shape[1:]), generator=_generator(seed, x.device), device=x.device)
     return x[None] + sigma * eps
 
 

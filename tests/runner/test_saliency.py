@@ -112,7 +112,8 @@ def test_smooth_gradcampp_averages_the_gradient_powers_over_noisy_copies(images)
         seed=seed,
         max_batch=4,
     )
-    eps = torch.randn((copies, *images.shape), generator=torch.Generator().manual_seed(seed)).numpy()
+    # one noise draw per copy, the same for every image: a map does not depend on its batch
+    eps = torch.randn((copies, 1, *images.shape[1:]), generator=torch.Generator().manual_seed(seed)).numpy()
     clean = activations(images)
     expected = []
     for n, c in enumerate([1, 0]):
@@ -120,6 +121,23 @@ def test_smooth_gradcampp_averages_the_gradient_powers_over_noisy_copies(images)
         expected.append(gradcampp_by_hand(gs.mean(0), (gs**2).mean(0), (gs**3).mean(0), clean[n]))
     np.testing.assert_allclose(out.maps, np.stack(expected), atol=1e-5)
     assert out.params == {"copies": 5, "sigma": 0.15, "seed": 3}
+
+
+def test_an_images_smooth_maps_do_not_depend_on_the_batch_it_came_in(images):
+    net = PoolNet(A_W, B_W, V_W, square=True)
+    x = torch.from_numpy(images)
+    for method in ("smooth-gradcam++", "smoothgrad"):
+        together = saliency.explain(method, net, x, target=[1, 0], copies=6, max_batch=4, **_layer(method))
+        alone = saliency.explain(method, net, x[1:], target=[0], copies=6, **_layer(method))
+        padded = saliency.explain(
+            method, net, torch.cat([x[1:]] * 3), target=[0] * 3, copies=6, **_layer(method)
+        )
+        np.testing.assert_allclose(together.maps[1], alone.maps[0], atol=1e-5)
+        np.testing.assert_allclose(padded.maps[0], alone.maps[0], atol=1e-5)
+
+
+def _layer(method: str) -> dict:
+    return {"layer": "conv"} if method in saliency.LAYER_METHODS else {}
 
 
 def test_smooth_gradcampp_equals_gradcampp_where_the_gradient_ignores_the_input(images):
