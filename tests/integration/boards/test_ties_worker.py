@@ -142,7 +142,7 @@ def test_a_refresh_that_fails_or_a_broker_down_never_loses_the_result(client, al
 
 @pytest.mark.django_db(transaction=True)
 def test_two_refreshes_of_one_task_run_one_after_the_other_and_the_last_sees_every_row(
-    alice, bob, monkeypatch
+    alice, bob, monkeypatch, catalogue
 ):
     """Two results of one task arriving together: the second refresh waits for the first's lock,
     then reads every committed row, so the result the first could not see still gets its tie."""
