@@ -38,6 +38,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, quote_etag
+from django.utils.text import compress_string
 
 from leaderboard.benchmarks.models import Benchmark, board_version_time
 
@@ -128,7 +129,9 @@ def page_key(request: HttpRequest, scope: str) -> str:
 
 
 def _etag(key: str, version: str) -> str:
-    return quote_etag(hashlib.sha256(f"{key}|{version}".encode()).hexdigest()[:32])
+    """Weak: the gzipped and the plain answer of one version are the same page in other bytes, and
+    a client holding either may revalidate it (If-None-Match compares weakly)."""
+    return "W/" + quote_etag(hashlib.sha256(f"{key}|{version}".encode()).hexdigest()[:32])
 
 
 def _validators(response: HttpResponseBase, etag: str, version: str) -> None:
@@ -186,8 +189,30 @@ def _warming(cache: BaseCache, scope: str, version: str) -> bool:
     return cache.get(f"warming:{scope}") == version
 
 
-def _from_entry(entry: dict, state: str) -> HttpResponse:
+def accepts_gzip(request: HttpRequest) -> bool:
+    """Whether the request's Accept-Encoding takes gzip (named, or ``*``, without ``q=0``)."""
+    for part in request.META.get("HTTP_ACCEPT_ENCODING", "").split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower().removeprefix("q=").strip()
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def _entry_key(request: HttpRequest, key: str) -> str:
+    """Where the copy of page ``key`` this request gets is stored: the gzipped copy for a request
+    that accepts gzip (browsers, httpx, curl --compressed), the plain one otherwise. Separate
+    entries, so a hit reads from Redis only the bytes it sends (a JSON export: 42 kB, not 431)."""
+    return f"{key}|gzip" if accepts_gzip(request) else key
+
+
+def _from_entry(entry: dict, state: str, request: HttpRequest) -> HttpResponse:
     response = HttpResponse(entry["content"], content_type=entry["content_type"])
+    if entry.get("encoding"):
+        response["Content-Encoding"] = entry["encoding"]
     for name, value in entry["headers"].items():
         response[name] = value
     response["X-Page-Cache"] = state
@@ -219,7 +244,7 @@ def kept_version(request: HttpRequest, scope: str, key: str, read: Callable[[], 
     its commit and its on_commit callbacks, web processes with their own caches, an UPDATE no
     signal sees). So a cached page costs no query."""
     cache = caches[settings.PAGE_CACHE_ALIAS]
-    page = page_key(request, scope)
+    page = _entry_key(request, page_key(request, scope))
     try:
         found = cache.get_many([key, page])
     except Exception:  # noqa: BLE001 - any cache backend failure: the database answers
@@ -348,20 +373,21 @@ def cached_answer(
     try:
         entry = (
             prefetched[1]
-            if prefetched is not None and prefetched[0] == key
-            else caches[settings.PAGE_CACHE_ALIAS].get(key)
+            if prefetched is not None and prefetched[0] == _entry_key(request, key)
+            else caches[settings.PAGE_CACHE_ALIAS].get(_entry_key(request, key))
         )
     except Exception:  # noqa: BLE001 - any cache backend failure: the view's wrapper renders
         return None
     if entry is None or entry["version"] != version:
         return None
-    return _finish(_from_entry(entry, "hit"))
+    return _finish(_from_entry(entry, "hit", request))
 
 
 def _finish(response: HttpResponseBase) -> HttpResponseBase:
     """Headers every anonymous answer carries: browsers and proxies may keep it but must ask again
-    (a 304 is cheap), and it differs for a visitor with a session or a token."""
-    patch_vary_headers(response, ("Cookie", "Authorization"))
+    (a 304 is cheap), and it differs for a visitor with a session or a token, and with the
+    encodings the request accepts (a hit may be gzipped)."""
+    patch_vary_headers(response, ("Cookie", "Authorization", "Accept-Encoding"))
     patch_cache_control(response, no_cache=True)
     return response
 
@@ -381,18 +407,19 @@ def _cached_or_rendered(
     refresh = getattr(request, "page_cache_refresh", False)
     prefetched = getattr(request, "page_cache_entry", None)  # read with the version (board_scope)
     try:
-        entry = prefetched[1] if prefetched is not None and prefetched[0] == key else cache.get(key)
+        stored = _entry_key(request, key)
+        entry = prefetched[1] if prefetched is not None and prefetched[0] == stored else cache.get(stored)
     except Exception:  # noqa: BLE001 - any cache backend failure
         log.warning("page cache unavailable; rendering %s", request.path, exc_info=True)
         return view(request, *args, **kwargs)
     if entry is not None and entry["version"] == version:
-        return _from_entry(entry, "hit")
+        return _from_entry(entry, "hit", request)
     path = request.get_full_path()
     if entry is not None and not refresh:
         try:
             if _warming(cache, scope, version):  # until the worker's render is in, the one before it
                 _remember(cache, scope, path)
-                return _from_entry(entry, "stale")
+                return _from_entry(entry, "stale", request)
         except Exception:  # noqa: BLE001 - any cache backend failure
             log.warning("page cache unavailable; rendering %s", path, exc_info=True)
     response = view(request, *args, **kwargs)
@@ -406,17 +433,21 @@ def _cached_or_rendered(
     headers = {h: response[h] for h in (*KEPT_HEADERS, "ETag", "Last-Modified") if response.has_header(h)}
 
     def store(content: bytes) -> None:
+        """The plain copy under ``key`` and, gzipped once here rather than for every visitor, the
+        one for visitors who accept gzip (the plain bytes again when gzip would not shrink them)."""
+        plain = {
+            "version": version,
+            "content": content,
+            "content_type": response["Content-Type"],
+            "headers": headers,
+        }
+        zipped = plain
+        if not response.has_header("Content-Encoding"):
+            compressed = compress_string(content)
+            if len(compressed) < len(content):
+                zipped = {**plain, "content": compressed, "encoding": "gzip"}
         try:
-            cache.set(
-                key,
-                {
-                    "version": version,
-                    "content": content,
-                    "content_type": response["Content-Type"],
-                    "headers": headers,
-                },
-                settings.PAGE_CACHE_SECONDS,
-            )
+            cache.set_many({key: plain, f"{key}|gzip": zipped}, settings.PAGE_CACHE_SECONDS)
             if not refresh:
                 _remember(cache, scope, path)
         except Exception:  # noqa: BLE001 - any cache backend failure

@@ -7,8 +7,9 @@ commit and site-worker warm a real result takes). It also counts the queries eac
 the CPU each request costs the server (gunicorn's processes, from /proc) and the clients: figures
 that other work on the host disturbs far less than latency, and that give the server's capacity.
 gunicorn runs deploy/gunicorn.conf.py, as production does; the clients are separate processes with
-one keep-alive connection each (http.client: a fraction of httpx's CPU per request), so the load
-generator takes as little of the cores the server shares with it as it can.
+one keep-alive connection each (http.client: a fraction of httpx's CPU per request), accepting
+gzip as browsers do, so the load generator takes as little of the cores the server shares with it
+as it can.
 
 Usage: python tests/bench/bench_web.py [--submissions 10000] [--clients 8] [--requests 200] [--change-every 1]
        [--workers N] [--threads N]
@@ -45,6 +46,8 @@ CACHE_URL = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/13")
 # The site worker's broker (it warms the shared cache after each board change).
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"  # what production runs
+# What browsers (and httpx, the earlier client) send: the cache's gzipped copy is what they get.
+CLIENT_HEADERS = {"Accept-Encoding": "gzip, deflate"}
 
 
 @dataclasses.dataclass
@@ -257,7 +260,7 @@ def _client(job: tuple[str, int, list[str], int, int]) -> tuple[list[float], dic
         for j in range(count):
             path = paths[(k * 7 + j) % len(paths)]
             t = time.perf_counter()
-            connection.request("GET", path)
+            connection.request("GET", path, headers=CLIENT_HEADERS)
             response = connection.getresponse()
             response.read()
             latencies.append((time.perf_counter() - t) * 1000)

@@ -5,6 +5,8 @@ cookie, a token) never does."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -65,14 +67,17 @@ def body(response) -> bytes:
     return response.getvalue() if response.streaming else response.content
 
 
-def test_every_page_kind_answered_early_is_the_same_as_the_views_answer(client, public_and_private):
+@pytest.mark.parametrize("encodings", ["", "gzip, deflate, br"])
+def test_every_page_kind_answered_early_is_the_same_as_the_views_answer(
+    client, public_and_private, encodings
+):
     for kind, path in page_kinds(public_and_private).items():
         first = client.get(path)  # the warmer rendered the boards; the rest are rendered here
         assert first.status_code == 200 and first["X-Page-Cache"] in ("hit", "miss"), kind
         body(first)  # a streamed export is stored once it has all gone out
-        early = client.get(path)
+        early = client.get(path, HTTP_ACCEPT_ENCODING=encodings)
         assert early["X-Page-Cache"] == "hit" and answered_early(early), kind
-        late = through_the_view(path)
+        late = through_the_view(path, HTTP_ACCEPT_ENCODING=encodings)
         assert late["X-Page-Cache"] == "hit" and not answered_early(late), kind
         assert body(early) == body(late) and b"secret-opt" not in body(early), kind
         assert headers(early) == headers(late), kind
@@ -87,6 +92,38 @@ def test_every_page_kind_answered_early_is_the_same_as_the_views_answer(client, 
             "Cross-Origin-Opener-Policy",
         ):
             assert name in early, (kind, name)
+
+
+def test_a_visitor_who_accepts_gzip_gets_the_same_page_gzipped_and_one_who_does_not_never(
+    client, public_and_private
+):
+    for kind, path in page_kinds(public_and_private).items():
+        plain = client.get(path)
+        body(plain)
+        plain = client.get(path)
+        assert plain["X-Page-Cache"] == "hit" and "Content-Encoding" not in plain, kind
+        zipped = client.get(path, HTTP_ACCEPT_ENCODING="gzip, deflate")
+        assert zipped["Content-Encoding"] == "gzip" and gzip.decompress(zipped.content) == plain.content, kind
+        assert int(zipped["Content-Length"]) == len(zipped.content) < len(plain.content), kind
+        assert "Accept-Encoding" in plain["Vary"] and "Accept-Encoding" in zipped["Vary"], kind
+        assert zipped["ETag"] == plain["ETag"] and zipped["ETag"].startswith("W/"), kind
+        for held in (plain, zipped):  # either copy revalidates, whatever the request accepts now
+            for encodings in ("", "gzip"):
+                again = client.get(path, HTTP_IF_NONE_MATCH=held["ETag"], HTTP_ACCEPT_ENCODING=encodings)
+                assert again.status_code == 304, (kind, encodings)
+    board = "/b/opt-synthetic/"
+    for refused in ("gzip;q=0", "identity", "br", "deflate", "gzip;q=nonsense", "gzipped"):
+        response = client.get(board, HTTP_ACCEPT_ENCODING=refused)
+        assert "Content-Encoding" not in response and b"public-opt" in response.content, refused
+    for taken in ("*", "GZIP", "br;q=1.0, gzip;q=0.5", " gzip ; q=1"):
+        assert client.get(board, HTTP_ACCEPT_ENCODING=taken)["Content-Encoding"] == "gzip", taken
+
+
+def test_a_logged_in_user_who_accepts_gzip_gets_the_page_rendered_for_them(client, alice, public_and_private):
+    client.get("/b/opt-synthetic/")
+    client.force_login(alice)
+    mine = client.get("/b/opt-synthetic/", HTTP_ACCEPT_ENCODING="gzip")
+    assert "Content-Encoding" not in mine and b"secret-opt" in mine.content and "X-Page-Cache" not in mine
 
 
 def test_a_conditional_request_is_answered_early_with_the_views_304(client, public_and_private):
