@@ -260,4 +260,5 @@ def board_entries_refresh_submission(*, submission: Submission) -> None:
     for task in Task.objects.filter(board_entries__submission=submission).select_related("benchmark"):
         benchmark_leaders_refresh(task=task)
         board_ties_refresh_later(task=task)
-    bump(BoardEntry.objects.filter(submission=submission).values_list("benchmark_id", flat=True))
+    bump(BoardEntry.objects.filter(submission=submission).values_list("benchmark_id", flat=True),
+         hides=submission.visibility != Submission.Visibility.PUBLIC)

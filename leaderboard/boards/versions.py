@@ -27,19 +27,36 @@ log = logging.getLogger(__name__)
 _pending = threading.local()
 
 
-def bump(benchmark_ids: Iterable[int]) -> None:
+def bump(benchmark_ids: Iterable[int], *, hides: bool = False) -> None:
     """Mark these benchmarks' boards as changed: their cached pages (and the home page) are stale,
     and once the transaction commits the warmer renders them again. The new version is the time
     plus random bits (``new_board_version``), so no version ever comes back — not after a restore
-    from backup, nor in a database created afresh — and concurrent bumps need no lock."""
+    from backup, nor in a database created afresh — and concurrent bumps need no lock.
+    ``hides``: the change takes rows out of visitors' sight (made private, deleted), so no render
+    from before it may be served while the worker renders (:func:`_hide`)."""
     ids = sorted(set(benchmark_ids))
     if ids:
         Benchmark.objects.filter(pk__in=ids).update(board_version=new_board_version())
         slugs = list(Benchmark.objects.filter(pk__in=ids).values_list("slug", flat=True))
+        if hides:
+            _hide(slugs)
         _forget_versions(slugs)  # this process (and, shared, every other) reads the database again
         pending = _pending.__dict__.setdefault("ids", set())
         pending.update(ids)
         transaction.on_commit(_send_warm)
+
+
+def _hide(slugs: Iterable[str]) -> None:
+    """No stale answer for these boards (and the home page) for ``PAGE_CACHE_SECONDS``, as long
+    as an entry rendered before the change may live: the previous render shows rows that are
+    hidden now, and a later change's warm would otherwise let it out again. Set before the commit,
+    so no warm sent meanwhile, by any process, misses it. Visitors render for themselves instead."""
+    try:
+        caches[settings.PAGE_CACHE_ALIAS].set_many(
+            {f"hidden:{scope}": True for scope in (*slugs, "*")}, max(settings.PAGE_CACHE_SECONDS, 1)
+        )
+    except Exception:  # noqa: BLE001 - a cache that fails serves nothing stale either
+        log.warning("page cache unavailable; boards %s not marked as hiding rows", list(slugs), exc_info=True)
 
 
 def _forget_versions(slugs: Iterable[str]) -> None:
@@ -64,9 +81,17 @@ def _send_warm() -> None:
                 in Benchmark.objects.filter(pk__in=ids).values_list("slug", "board_version")}
     versions["*"] = board_version(None) or ""
     try:
-        caches[settings.PAGE_CACHE_ALIAS].set_many(
-            {f"{kind}:{scope}": version for scope, version in versions.items() for kind in ("warming", "version")},
-            settings.PAGE_CACHE_STALE_SECONDS)
+        cache = caches[settings.PAGE_CACHE_ALIAS]
+        hidden = {key.split(":", 1)[1] for key in cache.get_many([f"hidden:{scope}" for scope in versions])}
+        cache.set_many(
+            {
+                f"{kind}:{scope}": version
+                for scope, version in versions.items()
+                for kind in ("warming", "version")
+                if kind == "version" or scope not in hidden
+            },
+            settings.PAGE_CACHE_STALE_SECONDS,
+        )
     except Exception:  # noqa: BLE001 - any cache backend failure: visitors render for themselves
         log.warning("page cache unavailable; boards %s not marked as warming", ids, exc_info=True)
     try:
@@ -75,9 +100,14 @@ def _send_warm() -> None:
         log.warning("could not ask the site worker to warm boards %s", ids, exc_info=True)
 
 
-@receiver([post_save, post_delete], sender=BoardEntry)
+@receiver(post_save, sender=BoardEntry)
 def _entry_changed(sender, instance: BoardEntry, **kwargs) -> None:
     bump([instance.benchmark_id])
+
+
+@receiver(post_delete, sender=BoardEntry)
+def _entry_deleted(sender: type[BoardEntry], instance: BoardEntry, **kwargs: object) -> None:
+    bump([instance.benchmark_id], hides=instance.is_public)
 
 
 @receiver(pre_save, sender=Task)

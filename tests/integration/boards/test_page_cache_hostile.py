@@ -43,3 +43,73 @@ def test_a_page_that_used_a_csrf_token_is_never_stored(client, catalogue, monkey
     assert response["Content-Type"].startswith("text/html") and "csrftoken" in response.cookies
     assert "X-Page-Cache" not in response
     assert "X-Page-Cache" not in client.get(API + "?format=api")
+
+
+def body(response) -> bytes:
+    return response.getvalue() if response.streaming else response.content
+
+
+HIDDEN_PAGES = ["/", BOARD, API, "/b/opt-synthetic/export.csv", "/b/opt-synthetic/export.json"]
+
+
+def test_a_submission_made_private_is_never_served_from_a_render_before_it(
+    client,
+    alice,
+    make_submission,
+    runner_api,
+    finish_job,
+    _celery_for_tests,
+    django_capture_on_commit_callbacks,
+):
+    """The previous render, served while the site worker renders the new one, showed the row that
+    was just made private (home, board, API, exports), and a later change's warm let an entry
+    from before the change out again."""
+    from leaderboard.benchmarks.models import Benchmark
+    from leaderboard.boards.services import board_entries_refresh_submission
+
+    secret = make_submission(alice, name="soon-secret")
+    for job in secret.jobs.select_related("task"):
+        finish_job(runner_api, job, final_loss=0.2)
+    for path in HIDDEN_PAGES:
+        assert b"soon-secret" in body(client.get(path)), path
+    _celery_for_tests.conf.update(task_always_eager=False)  # the worker's warms wait in the broker
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            secret.visibility = "private"
+            secret.save()
+            board_entries_refresh_submission(submission=secret)
+        for path in HIDDEN_PAGES[:2]:
+            answer = client.get(path)
+            assert answer.get("X-Page-Cache") != "stale" and b"soon-secret" not in body(answer), path
+        with django_capture_on_commit_callbacks(execute=True):
+            Benchmark.objects.get(slug="opt-synthetic").save()  # a later change, whose warm waits too
+    finally:
+        _celery_for_tests.conf.update(task_always_eager=True)
+    for path in HIDDEN_PAGES:
+        answer = client.get(path)
+        assert answer.get("X-Page-Cache") != "stale" and b"soon-secret" not in body(answer), path
+
+
+def test_a_deleted_submission_is_never_served_from_a_render_before_its_deletion(
+    client,
+    alice,
+    make_submission,
+    runner_api,
+    finish_job,
+    _celery_for_tests,
+    django_capture_on_commit_callbacks,
+):
+    gone = make_submission(alice, name="soon-gone")
+    for job in gone.jobs.select_related("task"):
+        finish_job(runner_api, job, final_loss=0.2)
+    for path in HIDDEN_PAGES[1:]:
+        assert b"soon-gone" in body(client.get(path)), path
+    _celery_for_tests.conf.update(task_always_eager=False)  # the worker's warms wait in the broker
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            gone.delete()
+    finally:
+        _celery_for_tests.conf.update(task_always_eager=True)
+    for path in HIDDEN_PAGES[1:]:
+        answer = client.get(path)
+        assert answer.get("X-Page-Cache") != "stale" and b"soon-gone" not in body(answer), path
