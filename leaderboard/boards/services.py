@@ -35,6 +35,19 @@ def benchmark_leaders_refresh(*, task: Task) -> None:
         Benchmark.objects.filter(pk=task.benchmark_id).update(leaders=lead_task_top(task=task))
 
 
+@receiver(post_delete, sender=BoardEntry)
+def _leader_deleted(sender: type[BoardEntry], instance: BoardEntry, **kwargs: object) -> None:
+    """A row that leaves its board (a rerun, a deleted submission) leaves the home page's leaders
+    too, which only a row's upsert or edit refreshed: one query per deleted row, a refresh only
+    when it was listed."""
+    listed = Benchmark.objects.filter(pk=instance.benchmark_id,
+                                      leaders__contains=[{"submission_id": instance.submission_id}])
+    if listed.exists():
+        task = Task.objects.filter(pk=instance.task_id).first()
+        if task is not None:
+            benchmark_leaders_refresh(task=task)
+
+
 def _parameters(result: dict) -> int | None:
     env = result.get("env", {}) if isinstance(result, dict) else {}
     value = env.get("parameters", env.get("n_parameters"))

@@ -113,3 +113,25 @@ def test_a_deleted_submission_is_never_served_from_a_render_before_its_deletion(
     for path in HIDDEN_PAGES[1:]:
         answer = client.get(path)
         assert answer.get("X-Page-Cache") != "stale" and b"soon-gone" not in body(answer), path
+
+
+def test_a_rerun_or_deleted_submission_leaves_the_home_pages_leaders(
+    client, alice, bob, make_submission, runner_api, finish_job, django_capture_on_commit_callbacks
+):
+    """The home page's leaders were refreshed only by a row's upsert or edit: a rerun's or a
+    deleted submission's row left its board but stayed a leader, rendered afresh or not."""
+    from leaderboard.submissions.services import submission_rerun
+
+    rerun, gone = make_submission(alice, name="rerun-opt"), make_submission(bob, name="gone-opt")
+    for sub in (rerun, gone):
+        for job in sub.jobs.select_related("task"):
+            finish_job(runner_api, job, final_loss=0.2)
+    assert b"rerun-opt" in client.get("/").content and b"gone-opt" in client.get("/").content
+    with django_capture_on_commit_callbacks(execute=True):
+        submission_rerun(submission_id=rerun.pk)
+    assert b"rerun-opt" not in client.get("/").content and b"gone-opt" in client.get("/").content
+    with django_capture_on_commit_callbacks(execute=True):
+        gone.delete()
+    home = client.get("/")
+    assert b"gone-opt" not in home.content
+    assert b"gone-opt" not in client.get("/", HTTP_AUTHORIZATION="Token none").content  # rendered afresh
