@@ -9,6 +9,7 @@ of each model's per-image outcomes).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,8 @@ def mcnemar_exact(b: int, c: int) -> float:
     """Exact (binomial) two-sided McNemar p-value from the discordant counts: with n = b + c,
     p = min(1, 2·Σ_{k=0}^{min(b,c)} C(n, k) / 2ⁿ), the same as scipy's ``binomtest(min(b, c), n,
     0.5)``; n = 0 gives 1. Test vector: b 10, c 2 → 158/4096 ≈ 0.0386. Raises ValueError for
-    negative counts.
+    negative counts, TypeError for counts that are not integers (NumPy integers are taken as
+    Python's: their fixed width made 2ⁿ wrap and p negative).
 
     Up to :data:`EXACT_MAX_N` discordant images the sum is taken in exact integers (the terms by
     their recurrence; correctly rounded). Beyond, exact integers cost O(n²) bit operations (41 ms
@@ -41,6 +43,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     (they only shrink), and log t_k from ``math.lgamma``, whose rounding bounds the relative error:
     about 1e-9 at n = 10⁶ and 1e-8 at 5·10⁶, far below what separates p from 0.05
     (tests/unit/test_paired.py checks both paths against scipy and each other)."""
+    b, c = operator.index(b), operator.index(c)
     if b < 0 or c < 0:
         raise ValueError(f"discordant counts must be non-negative, got b={b}, c={c}")
     n, k_max = b + c, min(b, c)

@@ -32,6 +32,14 @@ def test_mcnemar_equals_scipys_exact_binomial_test(b, c):
     assert paired.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
+def test_mcnemar_takes_numpy_counts_as_integers_and_refuses_fractions():
+    """NumPy int64 counts made 2**n wrap at n = 63 and gave p = -9e-15 for (60, 3)."""
+    assert paired.mcnemar_exact(np.int64(60), np.int64(3)) == paired.mcnemar_exact(60, 3) > 0
+    assert paired.mcnemar_exact(np.int32(2000), np.int32(5)) == paired.mcnemar_exact(2000, 5)
+    with pytest.raises(TypeError):
+        paired.mcnemar_exact(10.5, 2)
+
+
 @pytest.mark.parametrize("b,c", [(1001, 1100), (8000, 8300), (400_000, 401_500), (2_500_000, 2_503_000)])
 def test_mcnemar_beyond_the_exact_range_still_equals_scipy(b, c):
     """Above EXACT_MAX_N the tail is summed in floating point: ImageNet-C's pairs differ on up
