@@ -14,12 +14,15 @@ render, for at most ``PAGE_CACHE_STALE_SECONDS`` after the change (a version car
 after that, a page whose render is not in is rendered for the visitor. ``PAGE_CACHE_SECONDS``
 only bounds how long an entry that nobody asks for stays.
 
-Every page answers conditional requests: its ETag is the digest of its key and version and its
-Last-Modified the version's time, so a client that holds the current render gets a 304 without the
-cache or the view being asked. Logged-in users (who may see their private submissions, and whose
-pages carry their name and a CSRF token), requests with a session, pending messages or credentials
-(an API token), and anything but a plain 200 response are never cached; their responses say
-``Cache-Control: private``. Every response of a cached view varies on Cookie and Authorization.
+Every page answers conditional requests: its ETag (weak) is the digest of its key and version and
+its Last-Modified the version's time, so a client that holds the current render gets a 304 without
+the cache or the view being asked. Each render is stored twice, plain and gzipped, and a visitor
+who accepts gzip gets the gzipped copy. Logged-in users (who may see their private submissions,
+and whose pages carry their name and a CSRF token), requests with a session, pending messages or
+credentials (an API token), and anything but a plain 200 response are never cached; their
+responses say ``Cache-Control: private``. Every response of a cached view varies on Cookie and
+Authorization, and an anonymous one on Accept-Encoding. Hits and 304s are answered before the
+session, CSRF and authentication middleware (boards/middleware.py → :func:`cached_answer`).
 """
 
 from __future__ import annotations
