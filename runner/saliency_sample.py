@@ -10,25 +10,19 @@ Dollar Street, ``corruption`` for the -C sets, else one group: the whole task) u
 pseudo-random order (seed 0, the order runner/thumbnails.py draws its sample in, so a map's image
 usually has a thumbnail), at most :data:`MAX_ROWS` per task; imagenet-r takes its renditions only.
 
-The methods (:func:`plan`): every method the format allows, on the same images. ``auto`` (the
-default) is Grad-CAM++, NormGrad and Smooth Grad-CAM++ for an ExportedProgram (.pt2, on its
-graph's layers) and a library architecture with .safetensors weights; input-gradient SmoothGrad
-for TorchScript (a loaded ScriptModule's submodules refuse forward hooks in torch 2.14 —
-``register_forward_hook is not supported on ScriptModules`` — and calling a submodule alone
-needs the composition its compiled forward hides); occlusion for ONNX (no gradients). A layer
-format whose model has no convolution (every layer method refused by the sandbox) gets SmoothGrad
-instead. The operator names methods with ``RUNNER_SALIENCY_METHODS`` (``--saliency-methods`` of
-``runner work`` and ``runner run``: a comma list of runner/saliency.py names, or ``auto``;
-:func:`parse_methods`); a named method the format cannot run is recorded as skipped, not run.
+The methods (runner/saliency_methods.py): every method the format allows, on the same images
+(``auto``: Grad-CAM++, NormGrad and Smooth Grad-CAM++ for .pt2 and .safetensors, SmoothGrad for
+TorchScript, whose loaded submodules refuse forward hooks, occlusion for ONNX; SmoothGrad also for
+a layer format whose model has no convolution), or the operator's ``RUNNER_SALIENCY_METHODS``.
 
 The bound (:func:`explain_task`): at most :data:`BUDGET_FRACTION` (10%) of the task's evaluation
 time so far (model load, contract checks and every prediction) is spent on saliency, all methods
 together, measured on the runner's clock. Methods run one after the other over the whole sample,
 cheapest first; each method's first request holds :data:`FIRST_CHUNK` images (at least the
 model's fixed batch); the first method's always runs, a later method's only when it is predicted
-to fit what is left (the method before it's seconds scaled by :data:`PASSES`); the seconds per
-image it took size that method's next requests to what the budget has left; a request that runs past the budget by
-more than :data:`GRACE_S` is stopped (the server is then discarded, the result is kept). A model
+to fit what is left (the method before it's seconds scaled by passes per image); the seconds per
+image it took size that method's next requests to what the budget has left; a request that runs
+past the budget by more than :data:`GRACE_S` is stopped (the server is then discarded, the result is kept). A model
 exported with a fixed batch size gets the maps too: the sandbox feeds it exactly the sizes it
 accepts (saliency_server.py). An operator turns saliency off with ``RUNNER_SALIENCY=off``
 (``runner work --no-saliency``, docs/operations.md).
@@ -78,13 +72,13 @@ from typing import Any
 import numpy as np
 
 from runner.metrics.classification import task_subset
+from runner.saliency_methods import FALLBACK, LAYER_FORMATS, METHODS_ENV, parse_methods, passes, plan
 from runner.spec import ErrorKind, EvaluationError
 from runner.untrusted import printable
 
 log = logging.getLogger(__name__)
 
 SWITCH_ENV = "RUNNER_SALIENCY"
-METHODS_ENV = "RUNNER_SALIENCY_METHODS"
 FORMAT = 2
 FAILURES, SUCCESSES = 8, 8
 MAX_ROWS = 64
@@ -94,20 +88,6 @@ FIRST_CHUNK = 2
 MAX_CHUNK = 16
 GRACE_S = 30.0
 GROUP_KEYS = ("region", "corruption")
-# "auto" per format, cheapest first: Grad-CAM++ and NormGrad take one pass per image, Smooth
-# Grad-CAM++ 21, so a tight budget still gives every image of the sample Grad-CAM++.
-LAYER_AUTO = ("gradcam++", "normgrad", "smooth-gradcam++")
-AUTO = {"pt2": LAYER_AUTO, "safetensors": LAYER_AUTO, "torchscript": ("smoothgrad",), "onnx": ("occlusion",)}
-FALLBACK = "smoothgrad"  # auto, when every layer method was refused (a model without convolutions)
-# Forward-and-backward passes per image (runner/saliency.py's defaults): what a later method's first
-# request is predicted to cost from the method before it, so it starts only when it fits.
-PASSES = {"gradcam": 1.0, "gradcam++": 1.0, "normgrad": 1.0, "smooth-gradcam++": 21.0, "smoothgrad": 51.0}
-LAYER_FORMATS = ("pt2", "safetensors")
-CANNOT = {
-    "torchscript": "a TorchScript module exposes no hookable layers (torch refuses forward hooks on a "
-    "ScriptModule's submodules)",
-    "onnx": "an ONNX model has no gradients; occlusion is its method",
-}
 # Occlusion's fill, the per-channel training mean in [0, 1] (PROTOCOLS): CIFAR-10/100 as
 # torchvision's references publish them, ImageNet's for every ImageNet-sized task; digits (and
 # anything else) the mean of the images sent.
@@ -121,51 +101,6 @@ TRAINING_MEAN = {
 def enabled() -> bool:
     """False when the operator set RUNNER_SALIENCY to off, 0, false or no (read at each call)."""
     return os.environ.get(SWITCH_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
-
-
-def parse_methods(text: str | None) -> tuple[str, ...] | None:
-    """The operator's ``RUNNER_SALIENCY_METHODS`` / ``--saliency-methods``: None for ``auto`` (also
-    unset or blank), else the named runner/saliency.py methods in the order given. Names are exact
-    (lower case, spaces around a comma allowed). Raises ValueError naming the known methods for an
-    unknown name, an empty item (``",,"``), a name given twice or ``auto`` mixed with names."""
-    from runner.saliency_maps import METHODS
-
-    if text is None or not text.strip() or text.strip() == "auto":
-        return None
-    known = f"known: auto or a comma list of {', '.join(METHODS)}"
-    names = [part.strip() for part in text.split(",")]
-    if any(not name for name in names):
-        raise ValueError(f"saliency methods {printable(text)[:80]!r} has an empty item; {known}")
-    for name in names:
-        if name == "auto":
-            raise ValueError(f"saliency methods: 'auto' cannot be combined with names; {known}")
-        if name not in METHODS:
-            hint = f" (did you mean {name.lower()!r}?)" if name.lower() in METHODS else ""
-            raise ValueError(f"unknown saliency method {printable(name)[:40]!r}{hint}; {known}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"saliency methods {printable(text)[:80]!r} names a method twice; {known}")
-    return tuple(names)
-
-
-def plan(fmt: str | None, asked: tuple[str, ...] | None) -> tuple[list[str], dict[str, str]]:
-    """(methods to run in order, {method: why skipped}) for a model of format ``fmt`` (pt2,
-    safetensors, torchscript, onnx) and the operator's ``asked`` (None: auto, module docstring).
-    A layer method needs a layer format; every method but occlusion needs gradients (not ONNX)."""
-    if asked is None:
-        return list(AUTO.get(fmt or "", ("smoothgrad",))), {}
-    from runner.saliency_maps import LAYER_METHODS
-
-    run, skipped = [], {}
-    for method in asked:
-        if fmt == "onnx" and method != "occlusion":
-            skipped[method] = f"{method} cannot run here: {CANNOT['onnx']}"
-        elif method in LAYER_METHODS and fmt not in LAYER_FORMATS:
-            skipped[method] = (
-                f"{method} cannot run here: {CANNOT.get(fmt or '', 'the format exposes no layers')}"
-            )
-        else:
-            run.append(method)
-    return run, skipped
 
 
 def training_mean(slug: str) -> list[float] | None:
@@ -322,19 +257,6 @@ def explain_task(
     return entry
 
 
-def _passes(method: str, size: tuple[int, ...]) -> float:
-    """Relative cost per image of ``method`` on images of ``size`` (H, W): :data:`PASSES`, or for
-    occlusion one forward pass (about a third of a forward and backward pass) per window."""
-    if method != "occlusion":
-        return PASSES.get(method, 1.0)
-    from runner.saliency_maps import occlusion_window
-
-    height, width = (int(v) for v in size[-2:])
-    k, stride = occlusion_window(height, width)
-    windows = (-(-max(height - k, 0) // stride) + 1) * (-(-max(width - k, 0) // stride) + 1)
-    return (windows + 1) / 3.0
-
-
 def _skipped(method: str, why: str) -> dict[str, Any]:
     return {
         "method": method,
@@ -381,14 +303,14 @@ class _Job:
         if self.last is None:
             return 0.0
         before, seconds, images, size = self.last
-        ratio = _passes(method, size) / _passes(before, size)
+        ratio = passes(method, size) / passes(before, size)
         return seconds * ratio if self.floor > 1 else seconds / images * FIRST_CHUNK * ratio
 
     def run(self, method: str, *, first: bool) -> dict[str, Any]:
         """One method's part of the entry (module docstring): its maps for as many of the sample's
         images as the budget allows, the first request of ``first`` one always made; a later
         method starts only when its first request is predicted to fit what is left (from the
-        seconds per pass the method before it took: :data:`PASSES`)."""
+        seconds per pass the method before it took: runner.saliency_methods.PASSES)."""
         began = time.perf_counter()
         out: dict[str, Any] = {"method": method, "layer": None, "params": {}}
         if self.stopped is not None:

@@ -25,9 +25,9 @@ DEFAULT_DATA_ROOT = Path.home() / ".cache" / "leaderboard-data"
 
 
 def _saliency_methods(value: str | None) -> str:
-    """``--saliency-methods`` read by runner.saliency_sample.parse_methods and spelled as it reads
+    """``--saliency-methods`` read by runner.saliency_methods.parse_methods and spelled as it reads
     it ("auto" or the names joined by commas); an unknown name exits 2 naming the known ones."""
-    from runner.saliency_sample import parse_methods
+    from runner.saliency_methods import parse_methods
 
     try:
         methods = parse_methods(value)

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from runner import saliency_sample
+from runner import saliency_methods, saliency_sample
 from runner.saliency_maps import METHODS
 
 
 @pytest.mark.parametrize("text", [None, "", "  ", "auto", " auto "])
 def test_auto_is_the_default_and_spelled_several_ways(text):
-    assert saliency_sample.parse_methods(text) is None
+    assert saliency_methods.parse_methods(text) is None
 
 
 def test_a_list_keeps_the_operators_order_and_allows_spaces_after_commas():
-    assert saliency_sample.parse_methods("normgrad, gradcam++") == ("normgrad", "gradcam++")
-    assert saliency_sample.parse_methods("occlusion") == ("occlusion",)
+    assert saliency_methods.parse_methods("normgrad, gradcam++") == ("normgrad", "gradcam++")
+    assert saliency_methods.parse_methods("occlusion") == ("occlusion",)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_a_list_keeps_the_operators_order_and_allows_spaces_after_commas():
 )
 def test_a_mistaken_list_is_refused_naming_every_known_method(text, says):
     with pytest.raises(ValueError) as refused:
-        saliency_sample.parse_methods(text)
+        saliency_methods.parse_methods(text)
     message = str(refused.value)
     assert says in message and all(name in message for name in METHODS), message
     assert "\x1b" not in message  # a control character is shown escaped, never sent to a terminal
@@ -42,18 +42,18 @@ def test_a_mistaken_list_is_refused_naming_every_known_method(text, says):
 
 def test_auto_gives_every_layer_method_cheapest_first_where_the_format_exposes_layers():
     for fmt in ("pt2", "safetensors"):
-        assert saliency_sample.plan(fmt, None) == (["gradcam++", "normgrad", "smooth-gradcam++"], {})
-    assert saliency_sample.plan("torchscript", None) == (["smoothgrad"], {})
-    assert saliency_sample.plan("onnx", None) == (["occlusion"], {})
+        assert saliency_methods.plan(fmt, None) == (["gradcam++", "normgrad", "smooth-gradcam++"], {})
+    assert saliency_methods.plan("torchscript", None) == (["smoothgrad"], {})
+    assert saliency_methods.plan("onnx", None) == (["occlusion"], {})
 
 
 def test_a_method_the_format_cannot_run_is_skipped_with_the_reason_not_run():
-    run, skipped = saliency_sample.plan("onnx", ("gradcam++", "occlusion", "smoothgrad"))
+    run, skipped = saliency_methods.plan("onnx", ("gradcam++", "occlusion", "smoothgrad"))
     assert run == ["occlusion"]
     assert set(skipped) == {"gradcam++", "smoothgrad"} and "no gradients" in skipped["gradcam++"]
-    run, skipped = saliency_sample.plan("torchscript", ("normgrad", "smoothgrad", "occlusion"))
+    run, skipped = saliency_methods.plan("torchscript", ("normgrad", "smoothgrad", "occlusion"))
     assert run == ["smoothgrad", "occlusion"] and "hook" in skipped["normgrad"]
-    assert saliency_sample.plan("pt2", ("smooth-gradcam++", "gradcam")) == (
+    assert saliency_methods.plan("pt2", ("smooth-gradcam++", "gradcam")) == (
         ["smooth-gradcam++", "gradcam"],
         {},
     )
