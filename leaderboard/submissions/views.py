@@ -69,12 +69,12 @@ def visible_submission(request, pk: int) -> Submission:
 
 def submission_page_scope(request: HttpRequest, kwargs: dict[str, Any]) -> tuple[str, str] | None:
     """The page cache's scope and version of a submission page (leaderboard/boards/cache.py). The
-    permalink carries the host, so the host is part of the scope. The version is kept in the cache
+    permalink carries the scheme and host, so both are part of the scope. The version is kept in the cache
     (no query on a hit), forgotten whenever the submission or one of its jobs is saved
     (boards/versions.py), and otherwise read again after ``PAGE_CACHE_STALE_SECONDS``. None (the
     view answers) for a submission the visitor may not see."""
     pk = kwargs["pk"]
-    scope = f"s{pk}@{request.get_host()}"
+    scope = f"s{pk}@{request.scheme}://{request.get_host()}"
     version = kept_version(request, scope, submission_version_key(pk), lambda: submission_page_version(pk))
     return None if version is None else (scope, version)
 

@@ -135,3 +135,20 @@ def test_a_rerun_or_deleted_submission_leaves_the_home_pages_leaders(
     home = client.get("/")
     assert b"gone-opt" not in home.content
     assert b"gone-opt" not in client.get("/", HTTP_AUTHORIZATION="Token none").content  # rendered afresh
+
+
+def test_a_submission_pages_permalink_follows_each_visitors_scheme_and_host(
+    client, alice, make_submission, settings
+):
+    """The permalink shows the request's scheme and host; the cache keyed the page on the host
+    alone, so behind a TLS proxy one plain-http request put http:// in every visitor's permalink."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    sub = make_submission(alice, name="linked-opt")
+    page = f"/s/{sub.pk}/"
+    plain = client.get(page, HTTP_X_FORWARDED_PROTO="http", HTTP_HOST="testserver")
+    assert f"http://testserver{page}".encode() in plain.content
+    secure = client.get(page, HTTP_X_FORWARDED_PROTO="https", HTTP_HOST="testserver")
+    assert b">https://testserver" in secure.content and b">http://" not in secure.content
+    assert client.get(page, HTTP_X_FORWARDED_PROTO="https", HTTP_HOST="testserver")["X-Page-Cache"] == "hit"
+    other = client.get(page, HTTP_X_FORWARDED_PROTO="https", HTTP_HOST="localhost")
+    assert b">https://localhost" in other.content
