@@ -40,7 +40,7 @@ from django.core.cache import BaseCache, caches
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
-from django.utils.http import http_date, quote_etag
+from django.utils.http import http_date, parse_http_date, quote_etag
 from django.utils.text import compress_string
 
 from leaderboard.benchmarks.models import Benchmark, board_version_time
@@ -392,6 +392,12 @@ def _finish(response: HttpResponseBase) -> HttpResponseBase:
     encodings the request accepts (a hit may be gzipped)."""
     patch_vary_headers(response, ("Cookie", "Authorization", "Accept-Encoding"))
     patch_cache_control(response, no_cache=True)
+    # Last-Modified has whole seconds: sent within the version's own second, a later version of
+    # that second would match it and a client asking If-Modified-Since would keep the old page
+    # (a 304). So it goes out only once that second is over; the ETag tells versions apart always.
+    modified = response.get("Last-Modified")
+    if modified is not None and time.time() < parse_http_date(modified) + 1:
+        del response["Last-Modified"]
     return response
 
 

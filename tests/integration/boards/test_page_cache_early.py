@@ -6,6 +6,7 @@ cookie, a token) never does."""
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 from django.conf import settings
@@ -31,6 +32,7 @@ def public_and_private(alice, make_submission, runner_api, finish_job):
     public = make_submission(alice, name="public-opt")
     finish(runner_api, finish_job, public, 0.2)
     finish(runner_api, finish_job, make_submission(alice, name="secret-opt", visibility="private"), 0.1)
+    time.sleep(1)  # the versions' second is over: every answer carries Last-Modified (cache._finish)
     return public
 
 
