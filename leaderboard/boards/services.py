@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
@@ -215,6 +216,13 @@ def _ties_compute(task: Task) -> int:
             task=task, state=EvaluationJob.State.SUCCEEDED, submission_id__in=[e.submission_id for e in entries],
         ).exclude(per_image="").exclude(per_image__isnull=True).select_related("task")}
         found, problems = outcome_vectors(jobs.values(), fields=("hits",))
+        # The reference is the images most rows scored (the best row's on a tie), not the best
+        # row's alone: one file of other images at the top must not leave every row to the
+        # interval rule; it is that file's row that is left.
+        ranked = [found[job.pk] for e in entries if (job := jobs.get(e.submission_id)) and job.pk in found]
+        shapes = Counter((v.key_names, v.n_images, v.keys_digest) for v in ranked)  # counted in rank order
+        common = max(shapes, key=shapes.__getitem__) if shapes else None
+        reference = next((v for v in ranked if (v.key_names, v.n_images, v.keys_digest) == common), None)
         for entry in entries:
             job = jobs.get(entry.submission_id)
             vectors = found.get(job.pk) if job is not None else None
@@ -230,7 +238,6 @@ def _ties_compute(task: Task) -> int:
                 log.warning("board ties of %s: row of submission %s left to the interval rule: %s",
                             task.slug, entry.submission_id, exc)
                 continue
-            reference = vectors if reference is None else reference
             members.append(entry)
             rights.append(right(vectors))
     marks = paired.tie_groups(rights, sets=set_codes(reference)) if reference is not None else []

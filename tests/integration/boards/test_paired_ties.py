@@ -260,3 +260,15 @@ def test_results_and_outcomes_sent_through_the_runner_api_reach_the_board_and_co
     assert ranks(client) == {"alice-cnn": "=1", "bob-cnn": "=1"}
     html = client.get(f"/compare/?ids={subs[0].pk},{subs[1].pk}").content.decode()
     assert f">{sig(paired.mcnemar_exact(3, 5), 3)}<" in html and "not separable" in html
+
+
+def test_one_file_of_other_images_at_the_top_leaves_only_its_own_row_to_the_interval_rule(alice, bob, client):
+    """The tie rule compared every row with the best row's file: a best row whose runner scored
+    other images (here 449 of the 450) left every row to the interval rule, not just its own."""
+    scored(alice, "odd-best", [], n=449)
+    scored(bob, "second", [1, 2])
+    scored(bob, "third", [1, 2, 3])
+    rows = {e.submission_name: e for e in BoardEntry.objects.filter(task__slug="digits")}
+    assert rows["odd-best"].tie_rank is None and rows["odd-best"].paired == {}
+    assert rows["second"].tie_rank == rows["third"].tie_rank is not None
+    assert rows["third"].paired["leader"] == rows["second"].submission_id and rows["third"].paired["n"] == N
