@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, parse_http_date, quote_etag
@@ -151,8 +151,23 @@ def _remember(cache: BaseCache, scope: str, path: str) -> None:
     recent = cache.get(key) or {}
     recent[path] = time.time()
     if len(recent) > MAX_RECENT_PAGES:
-        recent = dict(sorted(recent.items(), key=lambda item: item[1])[-MAX_RECENT_PAGES:])
+        ranked = sorted(recent.items(), key=lambda item: item[1])
+        recent = dict(ranked[-MAX_RECENT_PAGES:])
+        # A page that leaves the list leaves the cache: a crawler varying ?offset= or ?family=
+        # then holds at most MAX_RECENT_PAGES pages of a scope, not one per value it tries.
+        dropped = [_path_key(scope, old) for old, _ in ranked[:-MAX_RECENT_PAGES]]
+        cache.delete_many([k for page in dropped for k in (page, f"{page}|gzip")])
     cache.set(key, recent, settings.PAGE_CACHE_SECONDS)
+
+
+def _path_key(scope: str, path: str) -> str:
+    """:func:`page_key` of the request for ``path`` (as ``get_full_path`` gives it)."""
+    from urllib.parse import unquote
+
+    bare, _, query = path.partition("?")
+    request = HttpRequest()
+    request.path, request.GET = unquote(bare), QueryDict(query)
+    return page_key(request, scope)
 
 
 def recent_pages(scope: str) -> list[str]:

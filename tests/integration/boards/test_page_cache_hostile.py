@@ -182,3 +182,29 @@ def test_a_page_sent_within_its_versions_second_carries_no_last_modified(client,
     assert client.get(path, HTTP_IF_MODIFIED_SINCE=modified).status_code == 304  # the same version
     bench.save()  # a new version, in a later second than the page went out
     assert client.get(path, HTTP_IF_MODIFIED_SINCE=modified).status_code == 200
+
+
+def test_a_crawler_varying_query_values_holds_a_bounded_number_of_pages(client, settings, catalogue):
+    """Every value of a parameter the key holds (?offset=, ?family=, a task slug that does not
+    exist) stored one more page for PAGE_CACHE_SECONDS: 400 requests left 800 entries (page and
+    gzip copy) in each process's cache, without bound but memory. A page that leaves the scope's
+    recent list now leaves the cache."""
+    from django.core.cache import caches
+
+    from leaderboard.boards import cache as page_cache
+
+    cache = caches[settings.PAGE_CACHE_ALIAS]
+    for i in range(3 * page_cache.MAX_RECENT_PAGES):
+        body(client.get(f"{BOARD}export.csv?offset={i}"))
+        client.get(f"{BOARD}?task=junk{i}&family=f%C3%A9{i}")
+    pages = [key for key in cache._cache if ":page:" in key]
+    assert len(pages) <= 2 * page_cache.MAX_RECENT_PAGES + 4
+    assert client.get(f"{BOARD}?task=junk{i}&family=f%C3%A9{i}")["X-Page-Cache"] == "hit"  # the latest kept
+    assert client.get(f"{BOARD}export.csv?offset=0")["X-Page-Cache"] == "miss"  # the oldest gone
+
+
+def test_the_key_of_a_remembered_path_is_the_key_of_its_request(rf):
+    from leaderboard.boards import cache as page_cache
+
+    request = rf.get("/b/caf%C3%A9/?task=a&task=b&junk=1&family=x%20y&sort=", HTTP_HOST="testserver")
+    assert page_cache._path_key("s", request.get_full_path()) == page_cache.page_key(request, "s")
