@@ -23,6 +23,10 @@ credentials (an API token), and anything but a plain 200 response are never cach
 responses say ``Cache-Control: private``. Every response of a cached view varies on Cookie and
 Authorization, and an anonymous one on Accept-Encoding. Hits and 304s are answered before the
 session, CSRF and authentication middleware (boards/middleware.py → :func:`cached_answer`).
+
+The module is one piece on purpose: the early answer, the view's wrapper and the warmer must
+compute the same key, version, ETag and stored entry, and one module for all of them is what keeps
+them the same (versions are written in boards/versions.py, pages rendered in boards/warming.py).
 """
 
 from __future__ import annotations
