@@ -10,6 +10,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from leaderboard.benchmarks.models import Benchmark, Task
+from leaderboard.celery import app
 from leaderboard.submissions.models import (
     EvaluationJob,
     OutcomeVectors,
@@ -158,13 +159,12 @@ def board_ties_refresh_later(*, task: Task) -> None:
 
 
 def _send_ties_refresh() -> None:
-    from .tasks import refresh_ties  # tasks → warming → views: imported when first sent
-
     ids = sorted(_pending_ties.__dict__.pop("ids", set()))
     if not ids:
         return
     try:
-        refresh_ties.delay(ids)
+        # By name: boards/tasks.py (imported by BoardsConfig.ready) calls board_ties_refresh.
+        app.tasks["leaderboard.refresh_ties"].delay(ids)
     except Exception:  # noqa: BLE001 - a broker down (or, run inline, the refresh failing) never fails the commit
         log.warning("ties of tasks %s not refreshed; `manage.py refresh_ties` recomputes them", ids, exc_info=True)
 

@@ -4,8 +4,10 @@ after a result or a per-image file arrives (services.board_ties_refresh_later se
 commit)."""
 from __future__ import annotations
 
+from leaderboard.benchmarks.models import Task
 from leaderboard.celery import app
 
+from .services import board_ties_refresh
 from .warming import boards_warm
 
 # Bound to the site's app explicitly (not shared_task): a process that also imports the runner's
@@ -21,9 +23,5 @@ def warm_boards(benchmark_ids: list[int]) -> dict[str, int]:
 def refresh_ties(task_ids: list[int]) -> dict[int, int]:
     """{task id: rows the paired rule covered} for each task still there. Late acks: the refresh
     is idempotent (and locks its task), so a worker lost mid-way costs only a second run."""
-    from leaderboard.benchmarks.models import Task
-
-    from .services import board_ties_refresh  # services → versions → this module
-
     return {task.pk: board_ties_refresh(task=task)
             for task in Task.objects.filter(pk__in=task_ids).select_related("benchmark").order_by("pk")}

@@ -16,11 +16,11 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from leaderboard.benchmarks.models import Benchmark, Task, new_board_version
+from leaderboard.celery import app
 from leaderboard.submissions.models import EvaluationJob, Submission
 
 from .cache import board_version, submission_version_key
 from .models import BoardEntry
-from .tasks import warm_boards
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def _send_warm() -> None:
     except Exception:  # noqa: BLE001 - any cache backend failure: visitors render for themselves
         log.warning("page cache unavailable; boards %s not marked as warming", ids, exc_info=True)
     try:
-        warm_boards.delay(ids)
+        # By name: boards/tasks.py (imported by BoardsConfig.ready) calls back into the boards.
+        app.tasks["leaderboard.warm_boards"].delay(ids)
     except Exception:  # noqa: BLE001 - any broker failure
         log.warning("could not ask the site worker to warm boards %s", ids, exc_info=True)
 

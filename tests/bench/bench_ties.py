@@ -238,14 +238,14 @@ def measure(rows: int, images: int, repeats: int) -> None:
     from django.db import transaction
     from django.test import Client
 
-    from leaderboard.boards import difficulty, services, tasks, versions, views
+    from leaderboard.boards import difficulty, services, tasks, views
     from leaderboard.boards.models import BoardEntry
     from leaderboard.submissions.models import EvaluationJob, OutcomeVectors
     from leaderboard.submissions.per_image import outcome_vectors
 
     sent: list[object] = []  # the messages the commits send; the worker's refresh is timed apart
     tasks.refresh_ties.delay = lambda ids: sent.append(ids)  # type: ignore[method-assign]
-    versions.warm_boards.delay = lambda ids: sent.append(ids)  # type: ignore[method-assign]
+    tasks.warm_boards.delay = lambda ids: sent.append(ids)  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         task, subs = fill(rows, images, Path(folder))

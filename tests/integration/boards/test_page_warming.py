@@ -223,11 +223,11 @@ def test_a_submission_page_shows_a_status_change_at_once_and_a_claim_within_the_
 
 def test_a_commit_that_changes_many_rows_sends_one_warm_and_a_broker_down_fails_no_result(
         client, alice, make_submission, runner_api, finish_job, monkeypatch, django_capture_on_commit_callbacks):
-    from leaderboard.boards import versions
+    from leaderboard.boards import tasks
     from leaderboard.boards.models import BoardEntry
 
     sent = []
-    monkeypatch.setattr(versions.warm_boards, "delay", lambda ids: sent.append(ids))
+    monkeypatch.setattr(tasks.warm_boards, "delay", lambda ids: sent.append(ids))
     finish(runner_api, finish_job, make_submission(alice, name="many-rows"), 0.2)  # a row per task
     bench = Benchmark.objects.get(slug="opt-synthetic")
     sent.clear()
@@ -239,7 +239,7 @@ def test_a_commit_that_changes_many_rows_sends_one_warm_and_a_broker_down_fails_
     def broker_down(ids):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(versions.warm_boards, "delay", broker_down)
+    monkeypatch.setattr(tasks.warm_boards, "delay", broker_down)
     other = make_submission(alice, name="broker-down")
     finish(runner_api, finish_job, other, 0.1)  # finish_job asserts the result was accepted
     response = client.get(BOARD)

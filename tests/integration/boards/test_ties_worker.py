@@ -98,11 +98,11 @@ def test_the_result_s_transaction_opens_no_file_and_the_ties_appear_after_the_wo
 
 @pytest.mark.django_db
 def test_the_refresh_is_sent_once_per_commit_and_before_the_board_s_warm(alice, bob, monkeypatch):
-    from leaderboard.boards import tasks, versions
+    from leaderboard.boards import tasks
 
     sent: list[tuple[str, list[int]]] = []
     monkeypatch.setattr(tasks.refresh_ties, "delay", lambda ids: sent.append(("ties", ids)))
-    monkeypatch.setattr(versions.warm_boards, "delay", lambda ids: sent.append(("warm", ids)))
+    monkeypatch.setattr(tasks.warm_boards, "delay", lambda ids: sent.append(("warm", ids)))
     subs = [
         unscored(owner, name, range(0, 20 + i)) for i, (owner, name) in enumerate(((alice, "a"), (bob, "b")))
     ]
