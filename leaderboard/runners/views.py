@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from leaderboard.accounts.models import hash_token
 from leaderboard.jobs import transitions
 from leaderboard.submissions.models import EvaluationJob
+from leaderboard.submissions.per_image import check_against_result
 from leaderboard.text import storable
 from runner.per_image_file import MAX_FILE_BYTES, PerImageError, read_per_image
 from runner.spec import MAX_NODE_DATASETS, SpecError, validate_node_report
@@ -192,8 +193,9 @@ def per_image(request, job_id: int):
     Answers 200 ``{"stored": true, "duplicate"}`` (the same file again changes nothing); 401 bad
     token; 404 unknown job; 409 when this runner has recorded no result for that attempt (the
     file follows its result); 413 over MAX_PER_IMAGE_BYTES; 400 when the result names no per-image
-    file, the body's sha256 differs from the one it names, or the body is not a well-formed
-    per-image file of the task (never unpickled; the message says what is wrong)."""
+    file, the body's sha256 differs from the one it names, the body is not a well-formed
+    per-image file of the task (never unpickled; the message says what is wrong), or its top-1
+    is not the result's (submissions/per_image.py check_against_result)."""
     runner = _authenticated(request)
     if isinstance(runner, JsonResponse):
         return runner
@@ -232,7 +234,7 @@ def per_image(request, job_id: int):
                                f"{entry['sha256']} the result names")
         body.seek(0)
         try:
-            read_per_image(body, slug=job.task.slug, expected_n=entry["n"])
+            check_against_result(read_per_image(body, slug=job.task.slug, expected_n=entry["n"]), job.result)
         except PerImageError as exc:
             return _error(400, f"per-image file refused: {exc}")
         body.seek(0)

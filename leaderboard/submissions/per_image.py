@@ -35,8 +35,8 @@ from runner.per_image_file import PerImageError, read_per_image
 
 from .models import EvaluationJob, OutcomeVectors
 
-__all__ = ["FORM", "PerImageError", "expected_images", "load_per_image", "named_sha256", "outcome_vectors",
-           "same_images", "vectors_from_arrays"]
+__all__ = ["FORM", "PerImageError", "check_against_result", "expected_images", "load_per_image", "named_sha256",
+           "outcome_vectors", "same_images", "vectors_from_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,41 @@ def _named(job: EvaluationJob) -> dict:
     files = result.get("files")
     entry = files.get("per_image") if isinstance(files, dict) else None
     return entry if isinstance(entry, dict) else {}
+
+
+TOP1_TOLERANCE = 1e-6  # percentage points: float rounding, far below one image of any task (100/N)
+
+
+def check_against_result(arrays: dict[str, np.ndarray], result: Any) -> None:
+    """Raise PerImageError when the per-image ``arrays`` (read_per_image's) describe other
+    predictions than the ``result`` document they came with: the share of images whose ``pred``
+    equals ``label`` (in the primary part, ``part == "main"`` where the file has parts), in
+    percent, differs from the result's ``metrics.top1`` by more than :data:`TOP1_TOLERANCE`.
+
+    Checked for the single-label tasks (digits, CIFAR, ImageNet val, -A, -R), whose top1 the
+    runner computes from the same top-1 the file holds. Not checked: the -C sets (a
+    ``corruption`` array; top1 is a mean over the 15 standard corruption × severity sets,
+    runner/metrics/corruptions.py), the geographic sets (a ``region`` array; any of several
+    classes is right and the file's label is the accepted class of highest probability, which
+    equal logits can make differ from the top-1 the metric counted as a hit), and results without
+    a finite top1. A runner's bug (a file of another run, outputs in another order) is refused at
+    upload, before it can sway the paired ties and the difficulty pages, with both figures in
+    the message."""
+    metrics = result.get("metrics") if isinstance(result, dict) else None
+    top1 = metrics.get("top1") if isinstance(metrics, dict) else None
+    if "corruption" in arrays or "region" in arrays or isinstance(top1, bool) or not isinstance(top1, (int, float)):
+        return
+    if not np.isfinite(top1):
+        return
+    hit = np.asarray(arrays["pred"]) == np.asarray(arrays["label"])
+    if "part" in arrays:
+        hit = hit[np.asarray(arrays["part"]) == "main"]
+    if not len(hit):
+        return
+    share = 100.0 * float(hit.mean())
+    if abs(share - float(top1)) > TOP1_TOLERANCE:
+        raise PerImageError(f"its predictions equal their labels for {share:.6f}% of the images, but the result it "
+                            f"came with has top1 {float(top1):.6f}%: the file and the result describe different runs")
 
 
 def load_per_image(job: EvaluationJob) -> dict[str, np.ndarray] | None:

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from leaderboard.submissions.per_image import load_per_image
+from leaderboard.submissions.per_image import PerImageError, check_against_result, load_per_image
 from runner.baselines.classifiers import FOLDER
 from runner.per_image_file import npz_bytes
 from runner.spec import make_result
@@ -174,3 +174,38 @@ def test_files_above_djangos_in_memory_body_limit_are_streamed_not_refused(runne
     assert upload(runner_api, job.pk, payload).status_code == 200
     job.refresh_from_db()
     assert len(load_per_image(job)["el2n"]) == 500
+
+
+def test_a_file_whose_top1_is_not_the_results_is_refused_naming_both(runner_api, alice, make_submission):
+    """A runner's file of another run (or outputs in another order) describes other predictions than
+    the result it came with: refused at upload, before it sways ties or difficulty."""
+    job = classifier_job(make_submission, alice)
+    sent = arrays()  # 3 of 6 right: 50%, as succeed()'s result says
+    sent["pred"] = sent["label"].copy()
+    sent["pred"][:2] = (sent["label"][:2] + 1) % 10  # 4 of 6 right: 66.67%
+    payload = npz_bytes(sent)
+    succeed(runner_api, job, payload)
+    response = upload(runner_api, job.pk, payload)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "66.666667%" in detail and "top1 50.000000%" in detail and "different runs" in detail
+    job.refresh_from_db()
+    assert not job.per_image
+
+
+def test_only_the_main_part_counts_towards_the_files_top1():
+    """imagenet-r's files hold two parts (renditions, and the 200-class val images): its top1 is the
+    renditions'."""
+    sent = arrays()  # 50% right over all six
+    sent["pred"] = sent["label"].copy()
+    sent["pred"][[0, 1]] = (sent["label"][[0, 1]] + 1) % 10  # main: rows 0-3, 2 of 4 right = 50%
+    sent["part"] = np.array(["main"] * 4 + ["imagenet200"] * 2)  # the other part all right
+    check_against_result(sent, {"metrics": {"top1": 50.0}})
+    with pytest.raises(PerImageError, match="66.666667%"):
+        check_against_result(sent, {"metrics": {"top1": 100.0 * 4 / 6}})
+    # -C files (top1 a mean over the standard sets), geographic ones (any-of labels) and results
+    # without a finite top1 are not checked
+    check_against_result({**sent, "corruption": np.array(["fog"] * 6)}, {"metrics": {"top1": 1.0}})
+    check_against_result({**sent, "region": np.array(["Africa"] * 6)}, {"metrics": {"top1": 1.0}})
+    check_against_result(sent, {"metrics": {"top1": float("nan")}})
+    check_against_result(sent, {"metrics": {}})
