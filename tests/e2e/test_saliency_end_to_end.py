@@ -253,37 +253,7 @@ def test_a_runner_started_with_no_saliency_posts_results_without_maps(
     catalogue,
     lifecycle_settings,
 ):
-    import os
-    import shutil
-    import signal
-    import subprocess
-
-    from leaderboard.runners.models import RunnerNode
-    from tests.e2e.test_worker_end_to_end import RUNNER_BIN
-
-    _, token = RunnerNode.register(name="node-quiet", pools=["cpu"])
-    assert shutil.which("bwrap"), "bubblewrap is not installed: the runner's sandbox needs it"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    env.pop("RUNNER_SALIENCY", None)
-    log = tmp_path / "quiet.log"
-    args = [
-        str(RUNNER_BIN),
-        "work",
-        "--server",
-        live_server.url,
-        "--token",
-        token,
-        "--pool",
-        "cpu",
-        "--data-root",
-        str(tmp_path / "data"),
-        "--broker",
-        redis_url,
-        "--no-saliency",
-    ]
-    proc = subprocess.Popen(
-        args, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
+    proc, _ = start_runner("node-quiet", live_server, redis_url, tmp_path, "--no-saliency")
     try:
         job = submit_digits_cnn(alice)
         wait_for(
@@ -295,8 +265,4 @@ def test_a_runner_started_with_no_saliency_posts_results_without_maps(
         job.refresh_from_db()
         assert job.state == EvaluationJob.State.SUCCEEDED and "saliency" not in job.result
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)

@@ -31,7 +31,7 @@ def odd_server() -> Iterator[tuple[str, dict[str, str]]]:
 
     class Odd(BaseHTTPRequestHandler):
         def log_message(self, *args):
-            pass
+            """Silent: the test reads the answers, not the server's request log."""
 
         def do_GET(self):
             status, body = ANSWERS[mode["answer"]]
